@@ -1,0 +1,94 @@
+"""Every config field, with its default. Per-architecture configs start from this one:
+
+    from configs import default
+    def get_config():
+        c = default.get_config()
+        c.model = "resnet20"
+        ...
+        return c
+
+Any field can be overridden on the command line: ``--config.optimizer.learning_rate=0.1``.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    # ---- model: a zoo registry name plus constructor overrides (zoo.create(model, **model_kwargs))
+    c.model = "lenet5"
+    c.model_kwargs = ml_collections.ConfigDict()
+
+    # ---- data (train/data.py)
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "mnist5k"        # 'mnist5k' | 'synthetic' | 'folder:PATH' | any TFDS name ('cifar10', 'imagenet2012', ...)
+    c.data.data_dir = ml_collections.FieldReference(None, field_type=str)      # TFDS data_dir (None: TFDS default)
+    c.data.manual_dir = ml_collections.FieldReference(None, field_type=str)    # TFDS manual_dir (imagenet2012)
+    c.data.train_split = "train"
+    c.data.eval_split = "test"
+    c.data.image_size = ml_collections.FieldReference(None, field_type=int)    # None: the model's default input size
+    c.data.augment = "auto"        # 'auto' (by dataset family) | 'none' | 'mnist' | 'cifar' | 'imagenet'
+    c.data.num_workers = 0         # grain worker processes (0: in the main process)
+    c.data.prefetch = 2            # batches buffered ahead
+    c.data.on_corrupt = "skip"     # folder datasets: 'skip' (counted, reported) | 'error'
+    c.data.synthetic_num_examples = 1024
+    c.data.synthetic_num_classes = 10
+
+    # ---- batch and length
+    c.batch_size = 128             # global batch, across all devices and processes
+    c.eval_batch_size = 256
+    c.num_epochs = 10.0
+    c.num_train_steps = -1         # > 0 overrides num_epochs
+
+    # ---- loss
+    c.loss = "cross_entropy"       # 'cross_entropy' | 'mse' (on one-hot, the notes' alternative)
+    c.label_smoothing = 0.0
+
+    # ---- optimizer (train/optim.py)
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "sgd"       # 'sgd' | 'adam' | 'adamw' | 'rmsprop' | 'lars' | 'lamb'
+    c.optimizer.learning_rate = 0.1   # peak learning rate
+    c.optimizer.momentum = 0.9     # sgd, rmsprop, lars
+    c.optimizer.nesterov = False   # sgd
+    c.optimizer.weight_decay = 1e-4   # never applied to biases and norm parameters
+    c.optimizer.b1 = 0.9           # adam, adamw, lamb
+    c.optimizer.b2 = 0.999
+    c.optimizer.eps = 1e-8         # adam/adamw/lamb eps; rmsprop uses rms_eps
+    c.optimizer.rms_decay = 0.9    # rmsprop
+    c.optimizer.rms_eps = 1e-3     # rmsprop (TF-style eps, as in the MobileNet recipes)
+    c.optimizer.trust_coefficient = 0.001  # lars
+    c.optimizer.grad_clip_norm = 0.0  # > 0: clip by global norm
+    c.optimizer.accumulate_steps = 1  # > 1: optax.MultiSteps gradient accumulation
+    c.optimizer.ema_decay = 0.0    # > 0: keep an EMA of the parameters
+
+    # ---- learning-rate schedule, in epochs (converted to optimizer updates)
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.name = "cosine"     # 'constant' | 'step' | 'multistep' | 'exponential' | 'cosine'
+    c.schedule.warmup_epochs = 0.0  # linear warmup from 0 (any schedule)
+    c.schedule.step_epochs = 30.0  # 'step': decay every step_epochs
+    c.schedule.milestones = ()     # 'multistep': epochs at which to decay
+    c.schedule.decay_rate = 0.1    # 'step' / 'multistep' factor; 'exponential': factor per decay_epochs
+    c.schedule.decay_epochs = 1.0  # 'exponential'
+    c.schedule.end_lr_factor = 0.0  # 'cosine': final lr = factor * peak
+
+    # ---- numerics and parallelism (train/step.py, train/parallel.py)
+    c.precision = "float32"        # 'float32' | 'bfloat16' (bf16 compute, fp32 params/BN stats) | 'float16' (+ dynamic loss scale)
+    c.parallelism = "shard_map"    # 'shard_map' (jax.jit(jax.shard_map) over a Mesh) | 'pmap'
+    c.num_devices = -1             # local devices to use (-1: all)
+    c.stop_on_nonfinite = True     # stop when the loss is NaN/Inf (otherwise: report, skip the update)
+
+    # ---- checkpoints and logging (train/checkpoint.py, train/loop.py)
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 500
+    c.checkpoint.keep = 3          # the last k, plus the best by validation top-1
+    c.checkpoint.async_save = True
+    c.log_every_steps = 50
+    c.eval_every_epochs = 1.0
+
+    # ---- transfer learning (zoo/convert.py, train/optim.py)
+    c.transfer = ml_collections.ConfigDict()
+    c.transfer.init_from = ml_collections.FieldReference(None, field_type=str)  # weight file (.safetensors/.pth) or a workdir
+    c.transfer.freeze = "none"     # 'none' | 'backbone' | a regex over parameter paths
+    c.transfer.backbone_lr_mult = 1.0  # learning-rate multiplier for the backbone (head: 1.0)
+    return c

@@ -1,0 +1,94 @@
+"""The lecture notes' worked examples (../shared/reference.md), computed with zoo.layers."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from zoo import layers
+
+IMAGE = [[3, 3, 2, 1, 0], [0, 0, 1, 3, 1], [3, 1, 2, 2, 3], [2, 0, 0, 2, 2], [2, 0, 0, 0, 1]]
+KERNEL = [[0, 1, 2], [2, 2, 0], [0, 1, 2]]
+
+
+def test_conv_stride1_no_padding():
+    np.testing.assert_array_equal(layers.conv2d(IMAGE, KERNEL), [[12, 12, 17], [10, 17, 19], [9, 6, 14]])
+
+
+def test_conv_stride1_padding1_first_rows():
+    out = layers.conv2d(IMAGE, KERNEL, padding=1)
+    assert out.shape == (5, 5)
+    np.testing.assert_array_equal(out[:3], [[6, 14, 17, 11, 3], [14, 12, 12, 17, 11], [8, 10, 17, 19, 13]])
+
+
+def test_average_pool_3x3_stride1():
+    out = layers.pool2d(IMAGE, 3, 1, kind="avg")
+    np.testing.assert_allclose(out, [[1.7, 1.7, 1.7], [1.0, 1.2, 1.8], [1.1, 0.8, 1.3]], atol=0.05)
+
+
+def test_vertical_edge_detector():
+    image = [[10, 10, 10, 0, 0, 0]] * 6
+    out = layers.conv2d(image, [[1, 0, -1]] * 3)
+    np.testing.assert_array_equal(out, [[0, 30, 30, 0]] * 4)
+
+
+def test_sobel_gives_400():
+    out = layers.conv2d([[100, 100, 200, 200]] * 4, [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]])
+    np.testing.assert_array_equal(out, np.full((2, 2), 400))
+
+
+def test_max_pool_2x2_stride2():
+    x = [[12, 20, 30, 0], [8, 12, 2, 0], [34, 70, 37, 4], [112, 100, 25, 12]]
+    np.testing.assert_array_equal(layers.pool2d(x, 2, 2, kind="max"), [[20, 30], [112, 37]])
+
+
+@pytest.mark.parametrize("n, f, p, s, out", [(7, 3, 1, 2, 4), (227, 11, 0, 4, 55), (32, 5, 0, 1, 28), (28, 5, 2, 1, 28)])
+def test_output_size(n, f, p, s, out):
+    assert layers.conv_output_size(n, f, p, s) == out
+
+
+@pytest.mark.parametrize("cin, cout, k, params", [(3, 10, 3, 280), (3, 6, 5, 456), (3, 96, 11, 34_944)])
+def test_conv_params(cin, cout, k, params):
+    assert layers.conv_params(cin, cout, k) == params
+
+
+def test_alexnet_conv1_worked_example_through_ops():
+    """227x227x3, 96 filters 11x11 stride 4 -> 55x55x96 with 34,944 parameters, via Ops.conv."""
+    import flax.linen as nn
+
+    class C1(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return layers.Ops().conv(x, 96, 11, strides=4, padding=0, use_bias=True, name="conv1")
+
+    v = jax.eval_shape(lambda: C1().init(jax.random.key(0), jnp.zeros((1, 227, 227, 3))))
+    out = jax.eval_shape(lambda v: C1().apply(v, jnp.zeros((1, 227, 227, 3))), v)
+    assert out.shape == (1, 55, 55, 96)
+    assert sum(a.size for a in jax.tree.leaves(v)) == 34_944
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="p=-1"):
+        layers.conv_output_size(5, 3, -1)
+    with pytest.raises(ValueError, match="does not fit"):
+        layers.conv_output_size(2, 5)
+    with pytest.raises(ValueError, match="groups=4"):
+        layers.conv_params(6, 8, 3, groups=4)
+    with pytest.raises(ValueError, match="kind"):
+        layers.pool2d(IMAGE, 2, 2, kind="median")
+
+
+def test_channel_shuffle_interleaves_groups():
+    x = jnp.arange(6.0).reshape(1, 1, 1, 6)  # groups of 3: [0 1 2 | 3 4 5]
+    np.testing.assert_array_equal(layers.channel_shuffle(x, 2)[0, 0, 0], [0, 3, 1, 4, 2, 5])
+
+
+def test_adaptive_avg_pool_matches_torch_bins():
+    x = jnp.arange(5.0).reshape(1, 5, 1, 1)
+    # PyTorch AdaptiveAvgPool1d(3) on [0..4]: bins [0,2), [1,4), [3,5) -> 0.5, 2, 3.5
+    np.testing.assert_allclose(layers.adaptive_avg_pool(jnp.tile(x, (1, 1, 5, 1)), (3, 1))[0, :, 0, 0], [0.5, 2, 3.5])
+
+
+def test_ceil_mode_max_pool():
+    # PyTorch MaxPool2d(3, 2, ceil_mode=True) on 6 -> 3 (floor would give 2); on 5 -> 2.
+    assert layers.max_pool(jnp.zeros((1, 6, 6, 1)), 3, 2, ceil_mode=True).shape[1] == 3
+    assert layers.max_pool(jnp.zeros((1, 5, 5, 1)), 3, 2, ceil_mode=True).shape[1] == 2

@@ -1,0 +1,185 @@
+"""Registry-wide checks: every registered variant against the published figures of
+../shared/reference.md (recorded in the registry at registration), the module contract, the error paths.
+Shape and parameter checks use jax.eval_shape (no compilation)."""
+import functools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import zoo
+from zoo.summary import layer_table
+
+ALL = zoo.list_models()
+
+
+@functools.lru_cache(maxsize=None)
+def counts(name):
+    info = zoo.model_info(name)
+    rows = layer_table(zoo.create(name), info.input_shape)
+    return sum(r.params for r in rows), zoo.macs(zoo.create(name), info.input_shape)
+
+
+def test_registry_holds_all_families():
+    families = {zoo.model_info(n).family for n in ALL}
+    assert families == {"lenet", "alexnet", "vgg", "resnet", "densenet", "mobilenet", "shufflenet"}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_model_info_is_complete(name):
+    info = zoo.model_info(name)
+    assert info.name == name and info.paper and info.input_size > 0
+    assert info.params is not None or info.params_approx is not None, "every variant needs a reference count"
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if zoo.model_info(n).params is not None])
+def test_param_count_exact(name):
+    assert counts(name)[0] == zoo.model_info(name).params
+
+
+def _parse_approx(text):
+    """'0.27M' -> (270000, 5000): the value and half its last printed digit."""
+    m = re.fullmatch(r"(\d+(?:\.(\d+))?)([KM])", text)
+    scale = {"K": 1e3, "M": 1e6}[m.group(3)]
+    decimals = len(m.group(2) or "")
+    return float(m.group(1)) * scale, 0.5 * scale * 10.0 ** -decimals
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if zoo.model_info(n).params_approx is not None])
+def test_param_count_matches_published_rounding(name):
+    value, tol = _parse_approx(zoo.model_info(name).params_approx)
+    assert abs(counts(name)[0] - value) <= tol
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if zoo.model_info(n).macs is not None])
+def test_macs_within_5_percent(name):
+    ref = zoo.model_info(name).macs
+    assert abs(counts(name)[1] - ref) <= 0.05 * ref
+
+
+def test_macs_agree_with_xla_cost_analysis():
+    """Our exact count against an independent one: XLA's FLOPs of the lowered program (~2 per MAC)."""
+    from zoo.summary import xla_flops
+    model = zoo.create("resnet20")
+    ours = zoo.macs(model, (32, 32, 3))
+    assert 0.9 <= xla_flops(model, (32, 32, 3)) / (2 * ours) <= 1.2
+
+
+# ---------------------------------------------------------------------- forward passes (compiled)
+
+def _one_per_family():
+    picked = {}
+    for n in ALL:
+        picked.setdefault(zoo.model_info(n).family, n)
+    return sorted(set(picked.values()) | {n for n in ALL if zoo.model_info(n).input_size <= 32})
+
+
+def _small_input(name):
+    info = zoo.model_info(name)
+    spec = zoo.create(name).input_spec()
+    size = spec.exact_size or max(spec.min_size, min(info.input_size, 64))
+    return np.random.default_rng(0).standard_normal((2, size, size, spec.channels)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", _one_per_family())
+def test_forward_small_input(name):
+    model = zoo.create(name, num_classes=7)
+    x = _small_input(name)
+    variables = model.init(jax.random.key(0), x, train=False)
+    assert set(variables) <= {"params", "batch_stats"}
+    logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+    assert logits.shape == (2, 7)
+    assert np.isfinite(np.asarray(logits)).all()
+
+
+def test_train_mode_updates_batch_stats_eval_mode_does_not():
+    model = zoo.create("resnet20")
+    x = _small_input("resnet20")
+    v = model.init(jax.random.key(0), x)
+    _, upd = model.apply(v, x, train=True, mutable=["batch_stats"])
+    changed = jax.tree.map(lambda a, b: not np.allclose(a, b), v["batch_stats"], upd["batch_stats"])
+    assert all(jax.tree.leaves(changed))
+    _, same = model.apply(v, x, train=False, mutable=["batch_stats"])
+    jax.tree.map(np.testing.assert_array_equal, v["batch_stats"], same["batch_stats"])
+
+
+def test_dropout_only_in_train_mode_with_rng():
+    name = next(n for n in ALL if "dropout" in zoo.model_info(n).options() and zoo.model_info(n).input_size <= 64)
+    model = zoo.create(name, dropout=0.5)
+    x = _small_input(name)
+    v = model.init(jax.random.key(0), x)
+    eval1 = model.apply(v, x, train=False)
+    np.testing.assert_array_equal(eval1, model.apply(v, x, train=False))
+    mut = ["batch_stats"] if "batch_stats" in v else []
+    t1, _ = model.apply(v, x, train=True, rngs={"dropout": jax.random.key(1)}, mutable=mut)
+    t2, _ = model.apply(v, x, train=True, rngs={"dropout": jax.random.key(2)}, mutable=mut)
+    assert not np.allclose(t1, t2)
+    with pytest.raises(Exception, match="(?i)rng|dropout"):
+        model.apply(v, x, train=True, mutable=mut)
+
+
+def test_norm_options_build_every_kind():
+    x = _small_input("resnet20")
+    for norm in ("batch", "group", "layer", "instance"):
+        v = jax.eval_shape(lambda: zoo.create("resnet20", norm=norm).init(jax.random.key(0), x))
+        assert ("batch_stats" in v) == (norm == "batch")
+
+
+def test_dtype_and_param_dtype():
+    model = zoo.create("resnet20", dtype=jnp.bfloat16)
+    x = _small_input("resnet20")
+    v = model.init(jax.random.key(0), x)
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(v))
+    assert model.apply(v, x).dtype == jnp.bfloat16
+    v16 = jax.eval_shape(lambda: zoo.create("resnet20", param_dtype=jnp.bfloat16).init(jax.random.key(0), x))
+    assert all(a.dtype == jnp.bfloat16 for a in jax.tree.leaves(v16["params"]))
+
+
+def test_bn_defaults_are_torch_convention():
+    m = zoo.create("resnet50")
+    assert (m.bn_momentum, m.bn_epsilon) == (0.9, 1e-5)  # PyTorch momentum 0.1
+
+
+# ---------------------------------------------------------------------- error paths
+
+def test_unknown_name_lists_closest():
+    with pytest.raises(ValueError, match="resnet50"):
+        zoo.create("resnet5O")
+
+
+@pytest.mark.parametrize("override, pattern", [
+    (dict(num_classes=0), "num_classes"),
+    (dict(num_classes=2.5), "num_classes"),
+    (dict(norm="batchnorm"), "norm.*allowed"),
+    (dict(not_an_option=1), "not_an_option.*allowed"),
+    (dict(groups=3, width_per_group=4), "groups"),  # 3 does not divide resnet50's channels
+])
+def test_bad_override(override, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        m = zoo.create("resnet50", **override)
+        jax.eval_shape(lambda: m.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+
+
+@pytest.mark.parametrize("shape, pattern", [
+    ((1, 16, 16, 3), "too small"),
+    ((1, 64, 64, 1), "channels"),
+    ((64, 64, 3), "rank 4"),
+])
+def test_bad_input_gives_expected_shape(shape, pattern):
+    m = zoo.create("resnet18")
+    with pytest.raises(ValueError, match=pattern + r".*expected \(B, H, W, 3\)"):
+        jax.eval_shape(lambda: m.init(jax.random.key(0), jnp.zeros(shape)))
+
+
+def test_list_models_pattern():
+    assert set(zoo.list_models("resnet*")) >= {"resnet18", "resnet20", "resnet50"}
+    assert "vgg16" not in zoo.list_models("resnet*")
+
+
+def test_summary_totals(capsys):
+    rows = zoo.summary(zoo.create("resnet18"), (224, 224, 3))
+    assert sum(r.params for r in rows) == 11_689_512
+    out = capsys.readouterr().out
+    assert "layer1_0/conv1" in out and "11,689,512" in out

@@ -1,0 +1,16 @@
+"""zoo: pure-functional flax.linen convolutional networks behind one registry.
+
+    import zoo
+    model = zoo.create("resnet50", num_classes=10)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)), train=False)
+    logits = model.apply(variables, x, train=False)
+"""
+from zoo import layers
+from zoo.registry import ModelInfo, create, list_models, model_info, register
+from zoo.summary import layer_table, macs, param_count, summary
+
+# Families register their variants on import.
+from zoo import alexnet, densenet, lenet, mobilenet, resnet, shufflenet, vgg  # noqa: E402,F401  isort: skip
+
+__all__ = ["create", "list_models", "model_info", "register", "ModelInfo", "summary", "layer_table", "macs",
+           "param_count", "layers"]

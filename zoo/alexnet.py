@@ -1,0 +1,1 @@
+"""alexnet family (being written)."""

@@ -1,0 +1,382 @@
+"""Shared building blocks used by every family: conv, norm factory, conv-norm-act, dense,
+channel shuffle, pooling, named feature taps, input checks; plus the convolution arithmetic of the
+lecture notes (output size, parameter counts, numeric cross-correlation and pooling).
+
+Conventions (every family follows them, checkpoints and weight conversion depend on them):
+
+* Activations are NHWC ``x: (B, H, W, C)``; conv kernels are HWIO ``(kh, kw, C_in / groups, C_out)``;
+  dense kernels are ``(in, out)``.
+* Padding is explicit and symmetric, as PyTorch computes it (``k // 2 * dilation`` on each side by
+  default). Flax's ``'SAME'`` pads stride-2 convs asymmetrically and would break parity.
+* Module names follow torchvision's attribute names with ``.`` replaced by ``_``
+  (``layer1_0/conv1``, ``features_3``, ``classifier_1``) so that a converter is a rename + transpose.
+* Every model is a :class:`ZooModel`. Inside ``__call__`` it builds ``ops = self.ops(train)`` and
+  calls ``ops.conv(x, ...)``, ``ops.norm(x, ...)``, ``ops.conv_norm_act(x, ...)``, ``ops.dense(x, ...)``;
+  sub-blocks (``nn.Module``) receive ``ops`` as a field. The :class:`Ops` value carries dtype,
+  param_dtype, the norm kind and BatchNorm settings, so that one option on the model reaches every layer.
+* Named feature maps (stage outputs, ``pre_logits``...) are marked with :func:`tap` in the top-level
+  module: sown into the ``'features'`` collection, and, when the caller passes a ``'taps'``
+  collection, perturbed additively so that ``d score / d feature`` is a plain gradient (Grad-CAM).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Dtype = Any
+
+NORMS = ("batch", "group", "layer", "instance")
+
+# torchvision initialisers, written with jax.nn.initializers.
+# kaiming_normal_(mode='fan_out', nonlinearity='relu'): ResNet, VGG, MobileNet, ShuffleNet convs.
+kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# kaiming_normal_() (fan_in, relu gain): DenseNet convs.
+kaiming_normal_fan_in = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+# nn.Linear / nn.Conv2d default: kaiming_uniform_(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+torch_default_kernel = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_default_bias(fan_in: int) -> Callable:
+    """PyTorch's default bias init for Linear/Conv: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)  # type: ignore[return-value]
+
+
+def torch_padding(kernel_size, dilation=1, padding=None) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Explicit symmetric padding as PyTorch applies it; default ``(k - 1) // 2 * dilation``."""
+    kh, kw = _pair(kernel_size)
+    dh, dw = _pair(dilation)
+    if padding is None:
+        ph, pw = (kh - 1) // 2 * dh, (kw - 1) // 2 * dw
+    else:
+        ph, pw = _pair(padding)
+    return ((ph, ph), (pw, pw))
+
+
+def group_count(norm_groups: int, channels: int) -> int:
+    """Groups for GroupNorm: ``norm_groups`` when it divides ``channels``, else their gcd."""
+    return math.gcd(norm_groups, channels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ops:
+    """Layer factory shared by every family (hashable, so it can be a field of a sub-module).
+
+    ``train`` selects batch statistics vs running averages for BatchNorm and enables dropout.
+    Each method must be called inside a ``@nn.compact`` method: the layers it creates belong to
+    the calling module and take the ``name`` given (stable parameter paths).
+    """
+
+    train: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    norm_kind: str | None = "batch"
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+    axis_name: str | None = None
+    norm_groups: int = 32
+    conv_init: Callable = kaiming_normal_fan_out
+
+    def conv(self, x: Array, features: int, kernel_size, *, strides=1, padding=None, groups: int = 1,
+             dilation=1, use_bias: bool = False, kernel_init: Callable | None = None,
+             bias_init: Callable | None = None, name: str | None = None) -> Array:
+        """2-D convolution, HWIO kernel, PyTorch padding. ``groups`` = feature_group_count."""
+        in_ch = x.shape[-1]
+        if in_ch % groups or features % groups:
+            raise ValueError(f"groups={groups} must divide both input channels ({in_ch}) and "
+                             f"output channels ({features}) of conv {name!r}")
+        kh, kw = _pair(kernel_size)
+        fan_in = in_ch // groups * kh * kw
+        return nn.Conv(
+            features, (kh, kw), strides=_pair(strides), padding=torch_padding((kh, kw), dilation, padding),
+            kernel_dilation=_pair(dilation), feature_group_count=groups, use_bias=use_bias,
+            dtype=self.dtype, param_dtype=self.param_dtype,
+            kernel_init=kernel_init or self.conv_init,
+            bias_init=bias_init or (torch_default_bias(fan_in) if kernel_init is torch_default_kernel
+                                    else nn.initializers.zeros),
+            name=name)(x)
+
+    def norm(self, x: Array, *, name: str | None = None, kind: str | None | object = dataclasses.MISSING,
+             scale_init: Callable = nn.initializers.ones) -> Array:
+        """The norm factory: BatchNorm (default), GroupNorm, layer norm (GroupNorm with one group,
+        per-channel affine) or instance norm, all over NHWC with per-channel scale and bias.
+        ``kind`` overrides the model-wide choice for one layer (None: identity)."""
+        kind = self.norm_kind if kind is dataclasses.MISSING else kind
+        c = x.shape[-1]
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype, scale_init=scale_init, name=name)
+        if kind is None:
+            return x
+        if kind == "batch":
+            return nn.BatchNorm(use_running_average=not self.train, momentum=self.bn_momentum,
+                                epsilon=self.bn_epsilon, axis_name=self.axis_name, **common)(x)
+        if kind == "group":
+            return nn.GroupNorm(num_groups=group_count(self.norm_groups, c), epsilon=self.bn_epsilon, **common)(x)
+        if kind == "layer":
+            return nn.GroupNorm(num_groups=1, epsilon=self.bn_epsilon, **common)(x)
+        if kind == "instance":
+            return nn.GroupNorm(num_groups=c, epsilon=self.bn_epsilon, **common)(x)
+        raise ValueError(f"norm={kind!r}: allowed values are {NORMS} or None")
+
+    def conv_norm_act(self, x: Array, features: int, kernel_size, *, strides=1, padding=None,
+                      groups: int = 1, dilation=1, act: Callable | None = nn.relu,
+                      conv_name: str | None = None, norm_name: str | None = None,
+                      norm_scale_init: Callable = nn.initializers.ones, kernel_init: Callable | None = None) -> Array:
+        """conv -> norm -> activation, torchvision's ``Conv2dNormActivation``. Without a norm
+        (``norm_kind=None``) the conv carries a bias instead."""
+        x = self.conv(x, features, kernel_size, strides=strides, padding=padding, groups=groups,
+                      dilation=dilation, use_bias=self.norm_kind is None, kernel_init=kernel_init, name=conv_name)
+        x = self.norm(x, name=norm_name, scale_init=norm_scale_init)
+        return act(x) if act is not None else x
+
+    def dense(self, x: Array, features: int, *, name: str | None = None, kernel_init: Callable | None = None,
+              bias_init: Callable | None = None, use_bias: bool = True) -> Array:
+        """Fully connected layer, ``(in, out)`` kernel; default init is PyTorch's ``nn.Linear``."""
+        return nn.Dense(features, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
+                        kernel_init=kernel_init or torch_default_kernel,
+                        bias_init=bias_init or torch_default_bias(x.shape[-1]), name=name)(x)
+
+    def dropout(self, x: Array, rate: float) -> Array:
+        """Dropout in train mode only (needs ``rngs={'dropout': key}`` then)."""
+        if rate <= 0.0:
+            return x
+        return nn.Dropout(rate, deterministic=not self.train)(x)
+
+
+# ----------------------------------------------------------------------------- functional ops
+
+def channel_shuffle(x: Array, groups: int) -> Array:
+    """ShuffleNet channel shuffle: ``(B, H, W, g*n) -> reshape (g, n) -> transpose -> flatten``."""
+    b, h, w, c = x.shape
+    if c % groups:
+        raise ValueError(f"groups={groups} must divide the channel count {c}")
+    return x.reshape(b, h, w, groups, c // groups).swapaxes(3, 4).reshape(b, h, w, c)
+
+
+def max_pool(x: Array, window: int, stride: int, padding: int = 0, ceil_mode: bool = False) -> Array:
+    """``nn.MaxPool2d(window, stride, padding, ceil_mode)`` in NHWC (padding with -inf)."""
+    pads = [(padding, padding), (padding, padding)]
+    if ceil_mode:
+        pads = [(p0, p1 + _ceil_extra(n, window, stride, padding)) for (p0, p1), n in zip(pads, x.shape[1:3])]
+    return nn.max_pool(x, (window, window), (stride, stride), padding=pads)
+
+
+def avg_pool(x: Array, window: int, stride: int, padding: int = 0, count_include_pad: bool = True) -> Array:
+    """``nn.AvgPool2d(window, stride, padding)`` in NHWC."""
+    pads = [(padding, padding), (padding, padding)]
+    return nn.avg_pool(x, (window, window), (stride, stride), padding=pads, count_include_pad=count_include_pad)
+
+
+def _ceil_extra(n: int, k: int, s: int, p: int) -> int:
+    """Extra right padding that turns floor into ceil output size (PyTorch's rule: the last window
+    must start inside the input or left padding)."""
+    out_floor = (n + 2 * p - k) // s + 1
+    out_ceil = -(-(n + 2 * p - k) // s) + 1
+    if (out_ceil - 1) * s >= n + p:
+        out_ceil -= 1
+    return (out_ceil - out_floor) * s
+
+
+def adaptive_avg_pool(x: Array, output_size: int | tuple[int, int]) -> Array:
+    """``nn.AdaptiveAvgPool2d`` in NHWC, with PyTorch's bin edges
+    ``[floor(i * H / out), ceil((i + 1) * H / out))``."""
+    oh, ow = _pair(output_size)
+    h, w = x.shape[1:3]
+    if (h, w) == (oh, ow):
+        return x
+    if h % oh == 0 and w % ow == 0:  # uniform bins: one reshape-mean
+        return x.reshape(x.shape[0], oh, h // oh, ow, w // ow, x.shape[-1]).mean(axis=(2, 4))
+    rows = [x[:, (i * h) // oh: -(-((i + 1) * h) // oh)].mean(axis=1, keepdims=True) for i in range(oh)]
+    x = jnp.concatenate(rows, axis=1)
+    cols = [x[:, :, (j * w) // ow: -(-((j + 1) * w) // ow)].mean(axis=2, keepdims=True) for j in range(ow)]
+    return jnp.concatenate(cols, axis=2)
+
+
+def global_avg_pool(x: Array) -> Array:
+    """``(B, H, W, C) -> (B, C)``."""
+    return x.mean(axis=(1, 2))
+
+
+def hard_sigmoid(x: Array) -> Array:
+    """PyTorch ``nn.Hardsigmoid``: relu6(x + 3) / 6."""
+    return nn.relu6(x + 3.0) / 6.0
+
+
+def hard_swish(x: Array) -> Array:
+    """PyTorch ``nn.Hardswish``: x * relu6(x + 3) / 6."""
+    return x * hard_sigmoid(x)
+
+
+def tap(module: nn.Module, name: str, x: Array) -> Array:
+    """Mark ``x`` as the named feature map ``name`` of ``module`` (call it on the top-level model).
+
+    Sown into the ``'features'`` collection (read with ``mutable=['features']``; never by ``init``,
+    whose variables hold only ``params`` and ``batch_stats``). When the caller
+    supplies a ``'taps'`` collection holding an array under ``name``, it is added to ``x``: the
+    gradient with respect to that zero array is the gradient with respect to the feature map.
+    """
+    if module.has_variable("taps", name):
+        x = x + module.get_variable("taps", name)
+    if module.is_mutable_collection("features") and not module.is_initializing():
+        module.sow("features", name, x, reduce_fn=lambda _, v: v, init_fn=lambda: None)
+    return x
+
+
+# ----------------------------------------------------------------------------- the model base
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """What a model accepts: channels, the smallest spatial size, optionally an exact size."""
+
+    channels: int
+    min_size: int
+    exact_size: int | None = None
+
+
+class ZooModel(nn.Module):
+    """Fields shared by every zoo model (timm-style consistent options).
+
+    num_classes: logits per image. dtype / param_dtype: compute and parameter dtypes.
+    norm: 'batch' | 'group' | 'layer' | 'instance' | None (the reference's is the default).
+    bn_momentum / bn_epsilon: Flax convention (Flax momentum = 1 - PyTorch momentum).
+    axis_name: mapped axis over which BatchNorm averages batch statistics (cross-device BN).
+    in_channels: channels of the input image.
+    """
+
+    num_classes: int = 1000
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    norm: str | None = "batch"
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+    axis_name: str | None = None
+    in_channels: int = 3
+
+    # Per-family checks of its own options; raise ValueError naming the argument.
+    def check_options(self) -> None:
+        pass
+
+    def __post_init__(self):
+        check_positive_int("num_classes", self.num_classes)
+        check_positive_int("in_channels", self.in_channels)
+        if self.norm is not None and self.norm not in NORMS:
+            raise ValueError(f"norm={self.norm!r}: allowed values are {NORMS} or None")
+        if not 0.0 <= self.bn_momentum < 1.0:
+            raise ValueError(f"bn_momentum={self.bn_momentum!r}: allowed range is [0, 1) "
+                             "(Flax convention: 1 - PyTorch momentum)")
+        if not self.bn_epsilon > 0.0:
+            raise ValueError(f"bn_epsilon={self.bn_epsilon!r}: must be > 0")
+        self.check_options()
+        super().__post_init__()
+
+    def input_spec(self) -> InputSpec:
+        raise NotImplementedError
+
+    def ops(self, train: bool, **overrides) -> Ops:
+        kw = dict(train=train, dtype=self.dtype, param_dtype=self.param_dtype, norm_kind=self.norm,
+                  bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon, axis_name=self.axis_name)
+        kw.update(overrides)
+        return Ops(**kw)
+
+    def check_input(self, x: Array) -> Array:
+        """Raise ValueError with the expected shape when ``x`` does not fit; cast to ``dtype``."""
+        spec = self.input_spec()
+        size = f"{spec.exact_size}" if spec.exact_size else f">={spec.min_size}"
+        expected = f"(B, H, W, {spec.channels}) with H, W {size}"
+        name = type(self).__name__
+        if x.ndim != 4:
+            raise ValueError(f"{name}: input must be NHWC of rank 4, expected {expected}; got shape {tuple(x.shape)}")
+        _, h, w, c = x.shape
+        if c != spec.channels:
+            raise ValueError(f"{name}: input has {c} channels, expected {expected}; got shape {tuple(x.shape)}")
+        if spec.exact_size and (h, w) != (spec.exact_size, spec.exact_size):
+            raise ValueError(f"{name}: input size {h}x{w}, expected {expected}; got shape {tuple(x.shape)}")
+        if min(h, w) < spec.min_size:
+            raise ValueError(f"{name}: input {h}x{w} is too small, expected {expected}; got shape {tuple(x.shape)}")
+        return jnp.asarray(x, self.dtype)
+
+
+def check_positive_int(arg: str, value) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{arg}={value!r}: must be an integer >= 1")
+
+
+def check_positive(arg: str, value) -> None:
+    if not isinstance(value, (int, float, np.number)) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{arg}={value!r}: must be a number > 0")
+
+
+def check_rate(arg: str, value) -> None:
+    if not isinstance(value, (int, float, np.number)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{arg}={value!r}: must be a probability in [0, 1)")
+
+
+def check_choice(arg: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{arg}={value!r}: allowed values are {tuple(allowed)}")
+
+
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """torchvision's ``_make_divisible`` (MobileNet channel rounding)."""
+    min_value = min_value or divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+# ----------------------------------------------------------------------------- convolution arithmetic
+
+def conv_output_size(n: int, f: int, p: int = 0, s: int = 1, d: int = 1) -> int:
+    """Output size of a convolution or pooling: ``floor((n + 2p - d(f-1) - 1) / s) + 1``
+    (``floor((n + 2p - f) / s) + 1`` without dilation). 227, f=11, s=4 -> 55."""
+    for arg, v in (("n", n), ("f", f), ("s", s), ("d", d)):
+        check_positive_int(arg, v)
+    if p < 0:
+        raise ValueError(f"p={p!r}: padding must be >= 0")
+    span = n + 2 * p - d * (f - 1)
+    if span < 1:
+        raise ValueError(f"window f={f} (dilation {d}) does not fit input n={n} with padding p={p}")
+    return (span - 1) // s + 1
+
+
+def conv_params(in_channels: int, out_channels: int, kernel_size, groups: int = 1, bias: bool = True) -> int:
+    """Parameters of a conv layer: ``out * (k_h * k_w * in / groups) + out`` with bias.
+    10 filters of 3x3x3 -> 280; 96 of 11x11x3 -> 34,944."""
+    kh, kw = _pair(kernel_size)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+    return out_channels * kh * kw * (in_channels // groups) + (out_channels if bias else 0)
+
+
+def conv2d(image, kernel, stride: int = 1, padding: int = 0) -> np.ndarray:
+    """Single-channel cross-correlation as a CNN layer computes it, through the same
+    ``Ops.conv``/``lax.conv`` path (HWIO kernel, explicit symmetric padding). For teaching and tests."""
+    img = jnp.asarray(image, jnp.float32)[None, :, :, None]
+    k = jnp.asarray(kernel, jnp.float32)[:, :, None, None]
+    out = jax.lax.conv_general_dilated(img, k, (stride, stride), torch_padding(k.shape[:2], 1, padding),
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                       precision=jax.lax.Precision.HIGHEST)
+    return np.asarray(out[0, :, :, 0])
+
+
+def pool2d(image, window: int, stride: int, kind: str = "max", padding: int = 0) -> np.ndarray:
+    """Single-channel max or average pooling through the models' own pooling functions."""
+    check_choice("kind", kind, ("max", "avg"))
+    x = jnp.asarray(image, jnp.float32)[None, :, :, None]
+    out = max_pool(x, window, stride, padding) if kind == "max" else avg_pool(x, window, stride, padding)
+    return np.asarray(out[0, :, :, 0])

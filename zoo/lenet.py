@@ -1,0 +1,1 @@
+"""lenet family (being written)."""

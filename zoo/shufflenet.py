@@ -1,0 +1,1 @@
+"""shufflenet family (being written)."""
