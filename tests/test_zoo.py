@@ -30,8 +30,10 @@ def test_registry_holds_all_families():
 @pytest.mark.parametrize("name", ALL)
 def test_model_info_is_complete(name):
     info = zoo.model_info(name)
-    assert info.name == name and info.paper and info.input_size > 0
-    assert info.params is not None or info.params_approx is not None, "every variant needs a reference count"
+    assert info.name == name and info.paper and info.input_size > 0 and info.head
+    assert (info.params, info.params_approx, info.macs) != (None, None, None), "every variant needs a reference figure"
+    params = jax.eval_shape(lambda: zoo.create(name).init(jax.random.key(0), jnp.zeros((1, *info.input_shape))))["params"]
+    assert set(info.head) <= set(params), f"head modules {info.head} not among {sorted(params)}"
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if zoo.model_info(n).params is not None])

@@ -3,8 +3,8 @@
 A family registers each variant with the class that builds it, the constructor arguments that make
 it that variant, and the reference figures it is checked against (``../shared/reference.md``):
 
-    register("resnet50", ResNet, dict(block="bottleneck", layers=(3, 4, 6, 3)),
-             family="resnet", input_size=224, params=25_557_032, macs=4.089e9, paper=PAPER)
+    register("resnet50", ResNet, dict(block="bottleneck", layers=(3, 4, 6, 3)), family="resnet",
+             input_size=224, head=("fc",), params=25_557_032, macs=4.089e9, paper=PAPER)
 """
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from zoo.layers import ZooModel
 class ModelInfo:
     """What the registry knows of a variant. ``params``/``macs`` are the published reference
     figures (None where the reference gives none); ``params_approx`` is a published rounded
-    figure as printed (e.g. ``"0.27M"``) for variants with no exact count."""
+    figure as printed (e.g. ``"0.27M"``) for variants with no exact count. ``head`` names the
+    top-level modules of the classifier that ``num_classes`` resizes (``('fc',)``): head replacement
+    and ``freeze='backbone'`` use it."""
 
     name: str
     family: str
@@ -29,6 +31,7 @@ class ModelInfo:
     input_size: int
     num_classes: int
     paper: str
+    head: tuple[str, ...] = ()
     params: int | None = None
     params_approx: str | None = None
     macs: float | None = None
@@ -47,14 +50,15 @@ _REGISTRY: dict[str, ModelInfo] = {}
 
 
 def register(name: str, cls: type, kwargs: dict | None = None, *, family: str, input_size: int, paper: str,
-             params: int | None = None, params_approx: str | None = None, macs: float | None = None) -> None:
+             head: tuple[str, ...], params: int | None = None, params_approx: str | None = None, macs: float | None = None) -> None:
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
     if not issubclass(cls, ZooModel):
         raise TypeError(f"{cls} must subclass zoo.layers.ZooModel")
     kwargs = dict(kwargs or {})
     num_classes = kwargs.get("num_classes", next(f.default for f in dataclasses.fields(cls) if f.name == "num_classes"))
-    _REGISTRY[name] = ModelInfo(name, family, cls, kwargs, input_size, num_classes, paper, params, params_approx, macs)
+    _REGISTRY[name] = ModelInfo(name, family, cls, kwargs, input_size, num_classes, paper, tuple(head), params,
+                                params_approx, macs)
 
 
 def list_models(pattern: str | None = None) -> list[str]:

@@ -168,19 +168,19 @@ _FIGURES = {  # name: (params, GMACs) from torchvision's weight metadata (refere
 }
 for _depth, (_block, _layers) in DEPTHS.items():
     _p, _m = _FIGURES[f"resnet{_depth}"]
-    register(f"resnet{_depth}", ResNet, dict(block=_block, layers=_layers), family="resnet", input_size=224,
+    register(f"resnet{_depth}", ResNet, dict(block=_block, layers=_layers), family="resnet", head=("fc",), input_size=224,
              params=_p, macs=_m * 1e9, paper=PAPER)
 
 register("resnext50_32x4d", ResNet, dict(block="bottleneck", layers=(3, 4, 6, 3), groups=32, width_per_group=4),
-         family="resnet", input_size=224, params=25_028_904, macs=4.23e9, paper=PAPER_RESNEXT)
+         family="resnet", head=("fc",), input_size=224, params=25_028_904, macs=4.23e9, paper=PAPER_RESNEXT)
 register("resnext101_32x8d", ResNet, dict(block="bottleneck", layers=(3, 4, 23, 3), groups=32, width_per_group=8),
-         family="resnet", input_size=224, params=88_791_336, macs=16.414e9, paper=PAPER_RESNEXT)
+         family="resnet", head=("fc",), input_size=224, params=88_791_336, macs=16.414e9, paper=PAPER_RESNEXT)
 register("wide_resnet50_2", ResNet, dict(block="bottleneck", layers=(3, 4, 6, 3), width_per_group=128),
-         family="resnet", input_size=224, params=68_883_240, macs=11.398e9, paper=PAPER_WIDE)
+         family="resnet", head=("fc",), input_size=224, params=68_883_240, macs=11.398e9, paper=PAPER_WIDE)
 register("wide_resnet101_2", ResNet, dict(block="bottleneck", layers=(3, 4, 23, 3), width_per_group=128),
-         family="resnet", input_size=224, params=126_886_696, macs=22.753e9, paper=PAPER_WIDE)
+         family="resnet", head=("fc",), input_size=224, params=126_886_696, macs=22.753e9, paper=PAPER_WIDE)
 
 # CIFAR ResNets: the paper's Table 6 gives 0.27M / 0.46M / 0.66M / 0.85M / 1.7M parameters.
 for _depth, _approx in ((20, "0.27M"), (32, "0.46M"), (44, "0.66M"), (56, "0.85M"), (110, "1.7M")):
-    register(f"resnet{_depth}", CifarResNet, dict(depth=_depth), family="resnet", input_size=32,
+    register(f"resnet{_depth}", CifarResNet, dict(depth=_depth), family="resnet", head=("fc",), input_size=32,
              params_approx=_approx, paper=PAPER + ", sec. 4.2 (CIFAR-10)")
