@@ -1,0 +1,458 @@
+"""train.data: sources, preprocessing, determinism, resume, sharding, padding, TFDS (mock and on-disk
+ArrayRecord, TF-free), folders with corrupt files, and the error for unprepared datasets. No network."""
+from __future__ import annotations
+
+import io
+import json
+import socket
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import default
+from train import data
+from train.data import sources, transforms
+
+
+def cfg(**kw):
+    c = default.get_config().data
+    c.prefetch = 0  # synchronous: simpler to reason about in tests (threads are exercised separately)
+    for k, v in kw.items():
+        setattr(c, k, v)
+    return c
+
+
+def load(c, split="train", train=True, batch_size=32, image_shape=(28, 28, 1), seed=0, pi=0, pc=1, **kw):
+    return data.load(c, split=split, train=train, batch_size=batch_size, image_shape=image_shape, seed=seed,
+                     process_index=pi, process_count=pc, **kw)
+
+
+def take(pipe_or_it, n):
+    it = iter(pipe_or_it)
+    return [next(it) for _ in range(n)]
+
+
+def assert_batches_equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        for k in ("image", "label", "mask"):
+            np.testing.assert_array_equal(x[k], y[k])
+
+
+def png_bytes(arr, fmt="PNG"):
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("network access attempted")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+# ------------------------------------------------------------------------------------------------ mnist5k
+def test_mnist5k_content_and_split():
+    images, labels = sources._mnist5k_arrays()
+    assert images.shape == (5000, 28, 28, 1) and images.dtype == np.uint8
+    assert images.min() == 0 and images.max() == 255
+    np.testing.assert_array_equal(np.bincount(labels), [500] * 10)
+    train, test = data.mnist5k_split_indices("train"), data.mnist5k_split_indices("test")
+    assert len(train) == 4000 and len(test) == 1000 and not set(train) & set(test)
+    np.testing.assert_array_equal(np.bincount(labels[train]), [400] * 10)
+    np.testing.assert_array_equal(np.bincount(labels[test]), [100] * 10)
+    np.testing.assert_array_equal(test, data.mnist5k_split_indices("test"))  # fixed
+    src = data.open_source("mnist5k", "test", image_shape=(28, 28, 1))
+    x, y, ok = src.read(np.arange(src.num_examples))
+    assert x.dtype == np.uint8 and 0 <= x.min() and x.max() <= 255 and ok.all()
+    assert set(np.unique(y)) == set(range(10))
+    with pytest.raises(ValueError, match="'train'.*'test'"):
+        data.open_source("mnist5k", "validation", image_shape=(28, 28, 1))
+
+
+def test_mnist5k_batches_format_and_normalisation():
+    pipe = load(cfg(), batch_size=100)
+    assert (pipe.num_examples, pipe.num_classes, pipe.steps_per_epoch) == (4000, 10, 40)
+    assert pipe.class_names == tuple(str(i) for i in range(10))
+    assert pipe.preprocessing["augment"] == "none"  # MNIST's 'auto'
+    json.dumps(pipe.preprocessing)
+    b = next(iter(pipe))
+    assert set(b) == {"image", "label", "mask"}
+    assert b["image"].shape == (100, 28, 28, 1) and b["image"].dtype == np.float32
+    assert b["label"].shape == (100,) and b["label"].dtype == np.int32
+    assert b["mask"].dtype == np.float32 and (b["mask"] == 1).all()
+    assert abs(b["image"].mean()) < 0.2 and 0.8 < b["image"].std() < 1.2
+    assert b["image"].min() == pytest.approx(-0.1307 / 0.3081, rel=1e-5)
+
+
+def test_from_config_uses_the_model_input_shape():
+    c = default.get_config()  # lenet5 on mnist5k
+    assert data.model_image_shape(c) == (28, 28, 1)
+    c.model_kwargs.in_channels = 3
+    c.data.image_size = 32
+    assert data.model_image_shape(c) == (32, 32, 3)
+    c.data.prefetch = 0
+    tr = data.from_config(c, train=True, process_index=0, process_count=1)
+    ev = data.from_config(c, train=False, process_index=0, process_count=1)
+    assert (tr.split, tr.batch_size, tr.steps_per_epoch) == ("train", 128, 31)
+    assert (ev.split, ev.batch_size, ev.steps_per_epoch) == ("test", 256, 4)
+    assert next(iter(ev))["image"].shape == (256, 32, 32, 3)
+    assert ev.element_spec["image"] == ((256, 32, 32, 3), np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ preprocessing
+def test_resize_and_channels():
+    pipe = load(cfg(), split="test", train=False, batch_size=50, image_shape=(32, 32, 3))
+    b = next(iter(pipe))
+    assert b["image"].shape == (50, 32, 32, 3)
+    np.testing.assert_array_equal(b["image"][..., 0], b["image"][..., 2])  # gray replicated
+    assert pipe.preprocessing["channel_conversion"] == "gray_to_rgb"
+    # resize matrices: rows sum to 1, constants stay constant
+    for n_in, n_out in [(28, 32), (32, 28), (500, 224), (7, 7)]:
+        np.testing.assert_allclose(transforms._resize_matrix(n_in, n_out).sum(1), 1.0, rtol=1e-5)
+    const = np.full((2, 28, 28, 1), 77, np.uint8)
+    np.testing.assert_allclose(transforms.resize_batch(const, (227, 227)), 77.0, rtol=1e-5)
+    # RGB -> gray for a 1-channel model
+    pp = transforms.make_preprocessing(dataset="x", image_shape=(8, 8, 1), source_channels=3,
+                                       mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), eval_resize="resize",
+                                       augment="none")
+    out = transforms.apply(np.full((1, 8, 8, 3), 255, np.uint8), pp)
+    assert out.shape == (1, 8, 8, 1)
+    np.testing.assert_allclose(out, (1.0 - 0.5) / 0.25, rtol=1e-5)
+
+
+@pytest.mark.parametrize("augment,shape", [("mnist", (28, 28, 1)), ("cifar", (32, 32, 3)),
+                                           ("imagenet", (40, 40, 3)), ("none", (32, 32, 3))])
+def test_augmentations_keep_shapes_and_are_off_in_eval(augment, shape):
+    c = cfg(name="synthetic", augment=augment, synthetic_num_examples=64)
+    train = load(c, batch_size=16, image_shape=shape)
+    evals = load(c, train=False, batch_size=16, image_shape=shape)
+    noaug = load(cfg(name="synthetic", augment="none", synthetic_num_examples=64), batch_size=16, image_shape=shape)
+    bt, be, bn = next(iter(train)), next(iter(evals)), next(iter(noaug))
+    for b in (bt, be):
+        assert b["image"].shape == (16, *shape) and b["image"].dtype == np.float32
+        assert b["label"].dtype == np.int32 and b["mask"].dtype == np.float32
+    assert train.preprocessing["augment"] == augment
+    # same seed -> same shuffled examples; augmentation is the only difference from 'none'
+    np.testing.assert_array_equal(bt["label"], bn["label"])
+    if augment == "none":
+        np.testing.assert_array_equal(bt["image"], bn["image"])
+    else:
+        assert not np.array_equal(bt["image"], bn["image"])
+    # eval: no augmentation: equals the plain eval transform of the stored images, in order
+    src = evals.source
+    raw, _, _ = src.read(np.arange(16))
+    np.testing.assert_array_equal(be["image"], data.preprocess_eval(raw, evals.preprocessing))
+
+
+def test_cifar_augmentation_is_crop_of_padded_and_flip():
+    kw = dict(batch_size=32, image_shape=(32, 32, 3), seed=9)
+    aug = next(iter(load(cfg(name="synthetic", augment="cifar", synthetic_num_examples=64), **kw)))
+    plain = next(iter(load(cfg(name="synthetic", augment="none", synthetic_num_examples=64), **kw)))
+    np.testing.assert_array_equal(aug["label"], plain["label"])  # same seed: same examples, same order
+    pp = load(cfg(name="synthetic", augment="none", synthetic_num_examples=64), **kw).preprocessing
+    zero = transforms.normalize(np.zeros((1, 1, 1, 3), np.uint8), pp)[0, 0, 0]
+    flips = 0
+    for a, p in zip(aug["image"], plain["image"]):
+        padded = np.broadcast_to(zero, (40, 40, 3)).copy()
+        padded[4:36, 4:36] = p
+        hits = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (0, 1)
+                if np.array_equal(a, padded[dy:dy + 32, dx:dx + 32][:, ::-1] if f else padded[dy:dy + 32, dx:dx + 32])]
+        assert hits, "not a (flipped) crop of the zero-padded image"
+        flips += all(f for _, _, f in hits)
+    assert 4 <= flips <= 28  # about half are mirrored
+
+
+def test_preprocess_eval_single_user_image_matches_pipeline():
+    pipe = load(cfg(), split="test", train=False, batch_size=1000)
+    b = next(iter(pipe))
+    raw, _, _ = pipe.source.read(np.arange(3))
+    one = data.preprocess_eval(raw[1, :, :, 0], pipe.preprocessing)  # (h, w) grayscale
+    assert one.shape == (1, 28, 28, 1)
+    np.testing.assert_array_equal(one[0], b["image"][1])
+    rgb = np.repeat(raw[1], 3, axis=-1)  # an RGB picture of the same digit: converted to gray first
+    np.testing.assert_allclose(data.preprocess_eval(rgb, pipe.preprocessing)[0], b["image"][1], atol=1e-5)
+    big = data.preprocess_eval(np.zeros((300, 200, 4), np.uint8), pipe.preprocessing)  # RGBA, any size
+    assert big.shape == (1, 28, 28, 1)
+    stored = json.loads(json.dumps(pipe.preprocessing))  # as a checkpoint stores it
+    np.testing.assert_array_equal(data.preprocess_eval(raw, stored), b["image"][:3])
+    with pytest.raises(ValueError, match="uint8"):
+        data.preprocess_eval(np.zeros((28, 28), np.float32), pipe.preprocessing)
+
+
+# ------------------------------------------------------------------------------------------------ determinism
+def test_same_seed_same_batches_new_shuffle_each_epoch():
+    c = cfg()
+    a, b = take(load(c, batch_size=500, seed=3), 16), take(load(c, batch_size=500, seed=3), 16)
+    assert_batches_equal(a, b)
+    other = take(load(c, batch_size=500, seed=4), 1)
+    assert not np.array_equal(a[0]["label"], other[0]["label"]) or not np.array_equal(a[0]["image"], other[0]["image"])
+    # 8 steps per epoch; each epoch visits every example once (4000 / 500, nothing dropped) in a new order
+    imgs = [np.concatenate([x["image"] for x in a[e * 8:(e + 1) * 8]]).reshape(4000, -1) for e in (0, 1)]
+    keys = [np.sort(np.ascontiguousarray(i).view(np.dtype((np.void, i.shape[1] * 4))).ravel()) for i in imgs]
+    np.testing.assert_array_equal(keys[0], keys[1])
+    assert not np.array_equal(imgs[0], imgs[1])
+    # num_epochs ends the iterator
+    assert len(list(load(c, batch_size=1000, num_epochs=2))) == 8
+
+
+def test_exact_resume_from_saved_state():
+    c = cfg(name="synthetic", augment="cifar", synthetic_num_examples=200)
+    pipe = load(c, batch_size=32, image_shape=(32, 32, 3), seed=7)  # 6 steps per epoch
+    it = iter(pipe)
+    for _ in range(5):
+        next(it)
+    state = json.loads(json.dumps(it.get_state()))  # as saved with a checkpoint
+    expected = [next(it) for _ in range(9)]  # crosses an epoch boundary
+    fresh = iter(load(c, batch_size=32, image_shape=(32, 32, 3), seed=7))  # a new process, say
+    fresh.set_state(state)
+    assert_batches_equal([next(fresh) for _ in range(9)], expected)
+    # a state from another pipeline is refused
+    other = iter(load(c, batch_size=64, image_shape=(32, 32, 3), seed=7))
+    with pytest.raises(ValueError, match="different pipeline.*batch_size"):
+        other.set_state(state)
+
+
+def test_resume_with_prefetch_threads_and_grain_checkpoint_handler(tmp_path):
+    import grain
+
+    c = cfg(name="synthetic", augment="cifar", synthetic_num_examples=256)
+    c.prefetch = 2
+    pipe = load(c, batch_size=32, image_shape=(32, 32, 3), seed=1)
+    ref = take(load(cfg(name="synthetic", augment="cifar", synthetic_num_examples=256), batch_size=32,
+                    image_shape=(32, 32, 3), seed=1), 12)
+    it = iter(pipe)
+    got = [next(it) for _ in range(4)]
+    handler = grain.checkpoint.CheckpointHandler()
+    handler.save(tmp_path, item=it)
+    got += [next(it) for _ in range(8)]
+    assert_batches_equal(got, ref)  # threads and prefetch change nothing
+    restored = handler.restore(tmp_path, item=iter(pipe))
+    assert_batches_equal([next(restored) for _ in range(8)], ref[4:])
+
+
+# ------------------------------------------------------------------------------------------------ multi-process
+@pytest.mark.parametrize("pc", [2, 4])
+def test_process_shards_disjoint_complete_and_topology_independent(pc):
+    c = cfg(name="synthetic", augment="cifar", synthetic_num_examples=256)
+    kw = dict(batch_size=64, image_shape=(16, 16, 3), seed=5)
+    whole = take(load(c, **kw), 8)  # 2 epochs
+    parts = [take(load(c, pi=p, pc=pc, **kw), 8) for p in range(pc)]
+    for s in range(8):
+        local = [parts[p][s] for p in range(pc)]
+        assert all(b["image"].shape[0] == 64 // pc for b in local)
+        for k in ("image", "label", "mask"):  # the processes' parts make up the one-process batch exactly
+            np.testing.assert_array_equal(np.concatenate([b[k] for b in local]), whole[s][k])
+    # per epoch, the processes' shards are disjoint and together cover the epoch
+    src = load(c, **kw).source
+    ids = {tuple(img.ravel()): i for i, img in enumerate(src.images)}
+    eval_parts = [list(load(c, train=False, pi=p, pc=pc, batch_size=48, image_shape=(16, 16, 3))) for p in range(pc)]
+    seen = []
+    for p in range(pc):
+        raw = np.concatenate([b["image"][b["mask"] > 0] for b in eval_parts[p]])
+        inv = raw * np.asarray(src.std, np.float32) + np.asarray(src.mean, np.float32)
+        seen.append([ids[tuple(np.rint(x * 255).astype(np.uint8).ravel())] for x in inv])
+    flat = [i for s in seen for i in s]
+    assert sorted(flat) == list(range(256))  # disjoint and complete
+    with pytest.raises(ValueError, match="multiple of process_count"):
+        load(c, batch_size=30, pi=0, pc=4)
+
+
+def test_padded_eval_counts_every_example_once():
+    pipe = load(cfg(), split="test", train=False, batch_size=256)
+    batches = list(pipe)
+    assert pipe.steps_per_epoch == len(batches) == 4
+    assert all(b["image"].shape[0] == 256 for b in batches)
+    masks = np.concatenate([b["mask"] for b in batches])
+    assert masks.sum() == 1000 and (masks[:1000] == 1).all() and (masks[1000:] == 0).all()
+    assert (batches[-1]["image"][232:] == 0).all() and (batches[-1]["label"][232:] == 0).all()
+    labels = np.concatenate([b["label"] for b in batches])[masks > 0]
+    np.testing.assert_array_equal(np.bincount(labels), [100] * 10)
+    # three processes: 1000 examples, global batch 300 -> 4 steps, the last one mostly padding
+    parts = [list(load(cfg(), split="test", train=False, batch_size=300, pi=p, pc=3)) for p in range(3)]
+    assert {len(p) for p in parts} == {4}
+    total = sum(b["mask"].sum() for p in parts for b in p)
+    assert total == 1000
+    hist = np.bincount(np.concatenate([b["label"][b["mask"] > 0] for p in parts for b in p]), minlength=10)
+    np.testing.assert_array_equal(hist, [100] * 10)
+
+
+# ------------------------------------------------------------------------------------------------ synthetic
+def test_synthetic_any_shape_and_classes():
+    c = cfg(name="synthetic", synthetic_num_examples=50, synthetic_num_classes=7)
+    pipe = load(c, batch_size=10, image_shape=(20, 12, 3))
+    assert (pipe.num_examples, pipe.num_classes) == (50, 7)
+    b = next(iter(pipe))
+    assert b["image"].shape == (10, 20, 12, 3) and b["label"].max() < 7
+    a1 = data.open_source("synthetic", "train", image_shape=(20, 12, 3), synthetic_num_classes=7,
+                          synthetic_num_examples=50)
+    a2 = data.open_source("synthetic", "train", image_shape=(20, 12, 3), synthetic_num_classes=7,
+                          synthetic_num_examples=50)
+    np.testing.assert_array_equal(a1.images, a2.images)
+
+
+# ------------------------------------------------------------------------------------------------ TFDS
+def test_tfds_mock_data_real_path_offline(no_network):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=40):
+        for cache in (True, False):
+            c = cfg(name="cifar10", cache=cache)
+            pipe = load(c, batch_size=16, image_shape=(32, 32, 3))
+            assert pipe.num_examples == 40 and pipe.num_classes == 10 and pipe.steps_per_epoch == 2
+            assert pipe.preprocessing["augment"] == "cifar"
+            assert pipe.preprocessing["mean"] == pytest.approx([0.4914, 0.4822, 0.4465])
+            assert isinstance(pipe.source, sources.ArraySource if cache else sources.TfdsSource)
+            b = next(iter(pipe))
+            assert b["image"].shape == (16, 32, 32, 3) and b["label"].dtype == np.int32
+            assert 0 <= b["label"].min() and b["label"].max() < 10
+            ev = list(load(c, split="test", train=False, batch_size=16, image_shape=(32, 32, 3)))
+            assert len(ev) == 3 and sum(e["mask"].sum() for e in ev) == 40
+        # variable-size images (ImageNet family): random-resized crop / centre crop to the model's size
+        c = cfg(name="imagenette")
+        pipe = load(c, batch_size=8, image_shape=(48, 48, 3))
+        assert pipe.preprocessing["augment"] == "imagenet" and pipe.preprocessing["eval_resize"] == "center_crop"
+        assert isinstance(pipe.source, sources.TfdsSource)
+        assert next(iter(pipe))["image"].shape == (8, 48, 48, 3)
+        ev = load(c, split="validation", train=False, batch_size=8, image_shape=(48, 48, 3))
+        assert next(iter(ev))["image"].shape == (8, 48, 48, 3)
+        # MNIST to a 3-channel 32x32 model
+        b = next(iter(load(cfg(name="mnist"), batch_size=8, image_shape=(32, 32, 3))))
+        assert b["image"].shape == (8, 32, 32, 3)
+        data.prepare("cifar10")  # the preparation helper (a no-op under mock_data)
+
+
+@pytest.fixture(scope="module")
+def prepared_tfds(tmp_path_factory):
+    """A real TFDS dataset prepared as ArrayRecord on disk, without tensorflow (PNG bytes from PIL)."""
+    import tensorflow_datasets as tfds
+
+    root = tmp_path_factory.mktemp("tfds")
+
+    class ZooTestShapes(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(None, None, 3)),
+                "label": tfds.features.ClassLabel(names=["circle", "square", "star"])}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(30, 0), "validation": self._generate_examples(7, 1)}
+
+        def _generate_examples(self, n, seed):
+            rng = np.random.default_rng(seed)
+            for i in range(n):
+                img = rng.integers(0, 256, (20 + i % 5, 30 - i % 4, 3), dtype=np.uint8)
+                yield i, {"image": png_bytes(img), "label": i % 3}
+
+    ZooTestShapes(data_dir=str(root), file_format="array_record").download_and_prepare()
+    return "zoo_test_shapes", str(root)
+
+
+def test_tfds_prepared_array_record_read_tf_free(prepared_tfds, no_network):
+    import sys
+
+    name, root = prepared_tfds
+    c = cfg(name=name, data_dir=root)
+    pipe = load(c, batch_size=10, image_shape=(24, 24, 3))
+    assert pipe.num_examples == 30 and pipe.class_names == ("circle", "square", "star")
+    assert isinstance(pipe.source, sources.TfdsSource) and pipe.source.batched
+    batches = take(pipe, 3)
+    assert all(b["image"].shape == (10, 24, 24, 3) for b in batches)
+    ev = list(load(c, split="validation", train=False, batch_size=4, image_shape=(24, 24, 3)))
+    assert len(ev) == 2 and sum(b["mask"].sum() for b in ev) == 7
+    np.testing.assert_array_equal(np.bincount(np.concatenate([b["label"] for b in ev])[:7]), [3, 2, 2])
+    with pytest.raises(ValueError, match="split 'test'.*available splits.*train.*validation"):
+        load(c, split="test", train=False, batch_size=4, image_shape=(24, 24, 3))
+    import importlib.util
+    if importlib.util.find_spec("tensorflow") is None:
+        assert "tensorflow" not in sys.modules or sys.modules["tensorflow"] is None
+
+
+def test_unprepared_tfds_dataset_fails_fast_with_instructions(tmp_path, no_network):
+    with pytest.raises(FileNotFoundError) as e:
+        load(cfg(name="mnist", data_dir=str(tmp_path)), batch_size=8)
+    msg = str(e.value)
+    assert "'mnist' is not prepared" in msg and str(tmp_path) in msg
+    assert f"tfds build mnist --data_dir={tmp_path} --file_format=array_record" in msg
+    with pytest.raises(FileNotFoundError) as e:
+        load(cfg(name="imagenet2012", data_dir=str(tmp_path), manual_dir="/data/ilsvrc"), batch_size=8,
+             image_shape=(224, 224, 3))
+    assert "--manual_dir=/data/ilsvrc" in str(e.value) and "ILSVRC2012_img_train.tar" in str(e.value)
+    with pytest.raises(ValueError, match="unknown dataset 'cifar11'.*closest TFDS names: cifar10"):
+        load(cfg(name="cifar11", data_dir=str(tmp_path)), batch_size=8)
+
+
+# ------------------------------------------------------------------------------------------------ folders
+def _make_folder(root, corrupt=True, truncated=False):
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["cat", "dog", "eel"]):
+        d = root / name
+        d.mkdir(parents=True)
+        for i in range(5):
+            img = rng.integers(0, 256, (30 + 3 * i, 40 - 2 * i, 3), dtype=np.uint8)
+            Image.fromarray(img).save(d / f"{i}.png" if i % 2 else d / f"{i}.jpg")
+        (d / "notes.txt").write_text("not an image, ignored")
+    if corrupt:
+        (root / "dog" / "broken.jpg").write_bytes(b"this is not a jpeg at all")
+    if truncated:  # passes the header check, fails to decode
+        full = png_bytes(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), fmt="JPEG")
+        (root / "eel" / "truncated.jpg").write_bytes(full[: len(full) // 2])
+
+
+def test_folder_source_with_corrupt_file(tmp_path):
+    _make_folder(tmp_path)
+    c = cfg(name=f"folder:{tmp_path}", holdout_fraction=0.2)
+    pipe = load(c, batch_size=4, image_shape=(32, 32, 3))
+    assert pipe.class_names == ("cat", "dog", "eel")
+    assert len(pipe.skipped) == 1 and pipe.skipped[0][0].endswith("broken.jpg")
+    ev = load(c, split="test", train=False, batch_size=4, image_shape=(32, 32, 3))
+    assert pipe.num_examples + ev.num_examples == 15  # the corrupt file is left out, counted
+    assert ev.num_examples == 3  # one per class held out
+    assert not set(pipe.source.paths) & set(ev.source.paths)
+    for b in take(pipe, 5) + list(ev):
+        assert b["image"].shape[1:] == (32, 32, 3) and np.isfinite(b["image"]).all()
+    with pytest.raises(ValueError, match="1 unreadable image.*broken.jpg"):
+        load(cfg(name=f"folder:{tmp_path}", on_corrupt="error"), batch_size=4, image_shape=(32, 32, 3))
+
+
+def test_folder_decode_failure_is_masked_or_raises(tmp_path):
+    _make_folder(tmp_path / "train", corrupt=False, truncated=True)
+    _make_folder(tmp_path / "test", corrupt=False)
+    c = cfg(name=f"folder:{tmp_path}")
+    pipe = load(c, split="train", train=False, batch_size=16, image_shape=(16, 16, 3))
+    assert pipe.num_examples == 16  # split folders are used as they are: no holdout
+    b = next(iter(pipe))
+    bad = [i for i, p in enumerate(pipe.source.paths) if p.endswith("truncated.jpg")]
+    assert b["mask"].sum() == 15 and b["mask"][bad[0]] == 0 and (b["image"][bad[0]] == 0).all()
+    assert pipe.source.decode_failures == 1
+    c.on_corrupt = "error"
+    with pytest.raises(ValueError, match="cannot read image .*truncated.jpg"):
+        next(iter(load(c, split="train", train=False, batch_size=16, image_shape=(16, 16, 3))))
+    assert load(c, split="test", train=False, batch_size=4, image_shape=(16, 16, 3)).num_examples == 15
+
+
+# ------------------------------------------------------------------------------------------------ workers
+def test_worker_processes_give_the_same_batches_and_resume():
+    c = cfg(name="synthetic", augment="cifar", synthetic_num_examples=64)
+    ref = take(load(c, batch_size=16, image_shape=(8, 8, 3), seed=2), 9)
+    c.num_workers = 1
+    pipe = load(c, batch_size=16, image_shape=(8, 8, 3), seed=2)
+    it, it2 = iter(pipe), None
+    try:
+        got = [next(it) for _ in range(4)]
+        state = json.loads(json.dumps(it.get_state()))
+        got += [next(it) for _ in range(5)]
+        assert_batches_equal(got, ref)
+        it.close()
+        it2 = iter(pipe)
+        it2.set_state(state)
+        assert_batches_equal([next(it2) for _ in range(5)], ref[4:])
+    finally:
+        it.close()
+        if it2 is not None:
+            it2.close()

@@ -1,0 +1,399 @@
+"""train/optim.py: schedules, optimizers, weight-decay and freeze masks, accumulation, EMA."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import default
+from train import optim
+
+PEAK = 0.4
+
+
+def config(**overrides):
+    """default config with dotted overrides: config(**{"optimizer.name": "adam"})."""
+    c = default.get_config()
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.momentum = 0.0
+    c.schedule.name = "constant"
+    for key, value in overrides.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+def sched(**fields):
+    c = default.get_config().schedule
+    for k, v in fields.items():
+        c[k] = v
+    return c
+
+
+def tiny_params(seed=0):
+    """A stem conv + BN, a second block, and an 'fc' head: kernels (ndim > 1), biases and BN vectors."""
+    ks = jax.random.split(jax.random.key(seed), 8)
+    n = lambda k, shape: jax.random.normal(k, shape, jnp.float32)
+    return {
+        "conv1": {"kernel": n(ks[0], (3, 3, 2, 4))},
+        "bn1": {"scale": 1.0 + 0.1 * n(ks[1], (4,)), "bias": n(ks[2], (4,))},
+        "layer1_0": {"conv1": {"kernel": n(ks[3], (3, 3, 4, 4)), "bias": n(ks[4], (4,))}},
+        "fc": {"kernel": n(ks[5], (4, 3)), "bias": n(ks[6], (3,))},
+    }
+
+
+def grads_like(params, seed=1):
+    leaves, tdef = jax.tree.flatten(params)
+    ks = jax.random.split(jax.random.key(seed), len(leaves))
+    return jax.tree.unflatten(tdef, [jax.random.normal(k, x.shape) for k, x in zip(ks, leaves)])
+
+
+def run(tx, params, grads_seq, jit=False):
+    """Apply tx for each gradient tree in grads_seq; return params, state. Eager by default: on these
+    tiny trees that is faster than compiling (MultiSteps' lax.cond is faster jitted)."""
+    state = tx.init(params)
+    update = jax.jit(tx.update) if jit else tx.update
+    for g in grads_seq:
+        updates, state = update(g, state, params)
+        params = optax.apply_updates(params, updates)
+    return params, state
+
+
+def leaves_with_paths(tree):
+    return {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def changed(a, b):
+    la, lb = leaves_with_paths(a), leaves_with_paths(b)
+    return {k for k in la if not np.array_equal(la[k], lb[k])}
+
+
+ALL = set(leaves_with_paths(tiny_params()))
+HEAD = {k for k in ALL if k.startswith("['fc']")}
+KERNELS = {k for k in ALL if k.endswith("['kernel']")}
+
+
+# ------------------------------------------------------------------------------------------ schedules
+
+def value(schedule, step):
+    return float(schedule(jnp.asarray(step, jnp.int32)))
+
+
+def test_constant_and_warmup_midpoint():
+    s = optim.make_schedule(sched(name="constant", warmup_epochs=2.0), peak_lr=PEAK, steps_per_epoch=10,
+                            total_steps=100)
+    assert value(s, 0) == 0.0
+    assert value(s, 10) == pytest.approx(PEAK / 2)
+    assert value(s, 20) == pytest.approx(PEAK)
+    assert value(s, 99) == pytest.approx(PEAK)
+
+
+def test_step_decay_at_boundaries():
+    s = optim.make_schedule(sched(name="step", step_epochs=3.0, decay_rate=0.1), peak_lr=PEAK, steps_per_epoch=10,
+                            total_steps=100)
+    assert value(s, 0) == pytest.approx(PEAK)
+    assert value(s, 29) == pytest.approx(PEAK)
+    assert value(s, 30) == pytest.approx(PEAK * 0.1)
+    assert value(s, 59) == pytest.approx(PEAK * 0.1)
+    assert value(s, 60) == pytest.approx(PEAK * 0.01)
+
+
+def test_step_decay_counts_from_end_of_warmup():
+    s = optim.make_schedule(sched(name="step", step_epochs=3.0, decay_rate=0.1, warmup_epochs=1.0), peak_lr=PEAK,
+                            steps_per_epoch=10, total_steps=100)
+    assert value(s, 5) == pytest.approx(PEAK / 2)
+    assert value(s, 39) == pytest.approx(PEAK)
+    assert value(s, 40) == pytest.approx(PEAK * 0.1)
+
+
+def test_multistep_milestones_fractional_epoch():
+    # 2.5 updates per epoch: milestones at epochs 2 and 6 -> updates 5 and 15
+    s = optim.make_schedule(sched(name="multistep", milestones=(2, 6), decay_rate=0.5), peak_lr=PEAK,
+                            steps_per_epoch=2.5, total_steps=100)
+    assert value(s, 4) == pytest.approx(PEAK)
+    assert value(s, 5) == pytest.approx(PEAK * 0.5)
+    assert value(s, 14) == pytest.approx(PEAK * 0.5)
+    assert value(s, 15) == pytest.approx(PEAK * 0.25)
+    assert value(s, 99) == pytest.approx(PEAK * 0.25)
+
+
+def test_exponential_continuous():
+    s = optim.make_schedule(sched(name="exponential", decay_epochs=2.0, decay_rate=0.5), peak_lr=PEAK,
+                            steps_per_epoch=10, total_steps=100)
+    assert value(s, 40) == pytest.approx(PEAK * 0.25)       # 4 epochs = 2 decay periods
+    assert value(s, 10) == pytest.approx(PEAK * 0.5 ** 0.5)  # half a period
+
+
+def test_cosine_half_and_end():
+    s = optim.make_schedule(sched(name="cosine", end_lr_factor=0.1), peak_lr=PEAK, steps_per_epoch=10,
+                            total_steps=100)
+    end = 0.1 * PEAK
+    assert value(s, 0) == pytest.approx(PEAK)
+    assert value(s, 50) == pytest.approx((PEAK + end) / 2)
+    assert value(s, 100) == pytest.approx(end)
+    assert value(s, 150) == pytest.approx(end)
+
+
+def test_cosine_with_warmup_ends_at_total_steps():
+    s = optim.make_schedule(sched(name="cosine", warmup_epochs=1.0), peak_lr=PEAK, steps_per_epoch=10,
+                            total_steps=110)
+    assert value(s, 10) == pytest.approx(PEAK)
+    assert value(s, 60) == pytest.approx(PEAK / 2)
+    assert value(s, 110) == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("fields, field", [
+    (dict(name="foo"), "schedule.name='foo'"),
+    (dict(name="step", step_epochs=0.0), "schedule.step_epochs"),
+    (dict(name="multistep", milestones=(5, 3)), "schedule.milestones"),
+    (dict(name="exponential", decay_epochs=-1.0), "schedule.decay_epochs"),
+    (dict(name="cosine", warmup_epochs=20.0), "schedule.warmup_epochs"),
+    (dict(name="constant", warmup_epochs=-1.0), "schedule.warmup_epochs"),
+])
+def test_schedule_errors_name_the_field(fields, field):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")) as e:
+        optim.make_schedule(sched(**fields), peak_lr=PEAK, steps_per_epoch=10, total_steps=100)
+    if fields["name"] == "foo":
+        for allowed in optim.SCHEDULES:
+            assert repr(allowed) in str(e.value)
+
+
+# ----------------------------------------------------------------------------------------- optimizers
+
+def test_unknown_optimizer_names_field_and_allowed():
+    with pytest.raises(ValueError, match=r"optimizer\.name='foo'") as e:
+        optim.make_optimizer(config(**{"optimizer.name": "foo"}), steps_per_epoch=10, total_steps=100)
+    for allowed in optim.OPTIMIZERS:
+        assert repr(allowed) in str(e.value)
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"optimizer.accumulate_steps": 0}, "optimizer.accumulate_steps"),
+    ({"optimizer.nesterov": True}, "optimizer.nesterov"),   # momentum 0
+    ({"optimizer.grad_clip_norm": -1.0}, "optimizer.grad_clip_norm"),
+    ({"transfer.freeze": "conv(["}, "transfer.freeze"),
+    ({"transfer.freeze": "backbone"}, "transfer.freeze"),   # no head given
+    ({"transfer.backbone_lr_mult": 0.1}, "transfer.backbone_lr_mult"),  # no head given
+])
+def test_optimizer_errors_name_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        optim.make_optimizer(config(**overrides), steps_per_epoch=10, total_steps=100)
+
+
+@pytest.mark.parametrize("name", optim.OPTIMIZERS)
+def test_every_optimizer_builds_and_updates(name):
+    c = config(**{"optimizer.name": name, "optimizer.momentum": 0.9, "optimizer.weight_decay": 1e-4,
+                  "optimizer.learning_rate": 0.01})
+    tx, schedule = optim.make_optimizer(c, steps_per_epoch=10, total_steps=100)
+    params = tiny_params()
+    new, state = run(tx, params, [grads_like(params, 1), grads_like(params, 2)])
+    assert changed(params, new) == ALL
+    assert all(np.isfinite(x).all() for x in leaves_with_paths(new).values())
+    assert float(optim.current_lr(state)) == pytest.approx(float(schedule(1)))
+
+
+@pytest.mark.parametrize("name", optim.OPTIMIZERS)
+def test_weight_decay_only_on_kernels(name):
+    """A zero gradient moves only kernels (biases and BN scale/bias get no decay) - coupled and decoupled."""
+    c = config(**{"optimizer.name": name, "optimizer.momentum": 0.9, "optimizer.weight_decay": 0.1})
+    tx, _ = optim.make_optimizer(c, steps_per_epoch=10, total_steps=100)
+    params = tiny_params()
+    new, _ = run(tx, params, [jax.tree.map(jnp.zeros_like, params)])
+    assert changed(params, new) == KERNELS
+
+
+def test_sgd_coupled_weight_decay_value():
+    """PyTorch SGD: p <- p - lr * (g + wd * p) for kernels, p - lr * g for the rest."""
+    c = config(**{"optimizer.learning_rate": 0.5, "optimizer.weight_decay": 0.1})
+    tx, _ = optim.make_optimizer(c, steps_per_epoch=10, total_steps=100)
+    params, grads = tiny_params(), grads_like(tiny_params())
+    new, _ = run(tx, params, [grads])
+    np.testing.assert_allclose(new["fc"]["kernel"], params["fc"]["kernel"] - 0.5 * (grads["fc"]["kernel"]
+                               + 0.1 * params["fc"]["kernel"]), rtol=1e-6)
+    np.testing.assert_allclose(new["fc"]["bias"], params["fc"]["bias"] - 0.5 * grads["fc"]["bias"], rtol=1e-6)
+
+
+def test_rmsprop_is_tf_style():
+    """ms starts at 1, eps inside the sqrt: first update = -lr * g / sqrt(0.9 + 0.1 g^2 + eps)."""
+    c = config(**{"optimizer.name": "rmsprop", "optimizer.learning_rate": 0.1, "optimizer.rms_decay": 0.9,
+                  "optimizer.rms_eps": 1e-3, "optimizer.momentum": 0.9})
+    tx, _ = optim.make_optimizer(c, steps_per_epoch=10, total_steps=100)
+    params, grads = tiny_params(), grads_like(tiny_params())
+    new, _ = run(tx, params, [grads])
+    g = grads["fc"]["kernel"]
+    np.testing.assert_allclose(new["fc"]["kernel"] - params["fc"]["kernel"],
+                               -0.1 * g / np.sqrt(0.9 + 0.1 * g ** 2 + 1e-3), rtol=1e-5, atol=1e-7)
+
+
+def test_gradient_clipping_caps_global_norm():
+    c = config(**{"optimizer.learning_rate": 1.0, "optimizer.grad_clip_norm": 1.0})
+    tx, _ = optim.make_optimizer(c, steps_per_epoch=10, total_steps=100)
+    params = tiny_params()
+    big = jax.tree.map(lambda g: 10 * g, grads_like(params))
+    assert float(optax.global_norm(big)) > 1.0
+    new, _ = run(tx, params, [big])
+    step = jax.tree.map(lambda a, b: a - b, new, params)
+    assert float(optax.global_norm(step)) == pytest.approx(1.0, rel=1e-5)
+    small = jax.tree.map(lambda g: 1e-3 * g, grads_like(params))   # under the cap: untouched
+    new, _ = run(tx, params, [small])
+    np.testing.assert_allclose(new["fc"]["kernel"], params["fc"]["kernel"] - small["fc"]["kernel"], rtol=1e-6)
+
+
+def test_multisteps_equals_one_step_on_mean_gradient():
+    k = 3
+    base = {"optimizer.name": "adamw", "optimizer.learning_rate": 0.01, "optimizer.weight_decay": 0.05,
+            "optimizer.grad_clip_norm": 1.0, "schedule.name": "cosine"}
+    params = tiny_params()
+    micro = [grads_like(params, s) for s in range(2 * k)]
+    tx_acc, _ = optim.make_optimizer(config(**base, **{"optimizer.accumulate_steps": k}), steps_per_epoch=10 * k,
+                                     total_steps=100 * k)
+    tx_one, _ = optim.make_optimizer(config(**base), steps_per_epoch=10, total_steps=100)
+    mean = lambda gs: jax.tree.map(lambda *g: sum(g) / len(g), *gs)
+    # intermediate micro-steps leave the params alone
+    p_mid, s_mid = run(tx_acc, params, micro[:k - 1], jit=True)
+    assert changed(params, p_mid) == set() and not bool(optim.is_update_step(s_mid))
+    p_acc, s_acc = run(tx_acc, params, micro, jit=True)
+    p_one, s_one = run(tx_one, params, [mean(micro[:k]), mean(micro[k:])])
+    for key, a in leaves_with_paths(p_acc).items():
+        np.testing.assert_allclose(a, leaves_with_paths(p_one)[key], rtol=1e-5, atol=1e-7)
+    assert bool(optim.is_update_step(s_acc))
+    assert float(optim.current_lr(s_acc)) == pytest.approx(float(optim.current_lr(s_one)))
+
+
+def test_accumulation_schedule_counts_updates():
+    """Train-step units in, update units out: lr of train step s is schedule(s // k) == current_lr."""
+    k = 2
+    c = config(**{"optimizer.accumulate_steps": k, "schedule.name": "step", "schedule.step_epochs": 1.0,
+                  "schedule.decay_rate": 0.5})
+    tx, schedule = optim.make_optimizer(c, steps_per_epoch=10, total_steps=40)  # 5 updates per epoch
+    assert value(schedule, 4) == pytest.approx(0.1) and value(schedule, 5) == pytest.approx(0.05)
+    params = tiny_params()
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    for s in range(12):
+        _, state = update(grads_like(params, s), state, params)
+        if s % k == k - 1:   # an update happened at train step s, with the lr of update s // k
+            assert float(optim.current_lr(state)) == pytest.approx(value(schedule, s // k))
+    assert int(state.gradient_step) == 12 // k
+
+
+# ------------------------------------------------------------------------------- freezing / lr mult
+
+def test_freeze_backbone_bit_identical_head_trains():
+    c = config(**{"optimizer.momentum": 0.9, "optimizer.weight_decay": 0.1, "optimizer.grad_clip_norm": 1.0,
+                  "transfer.freeze": "backbone"})
+    tx, _ = optim.make_optimizer(c, steps_per_epoch=10, total_steps=100, head=("fc",))
+    params = tiny_params()
+    new, state = run(tx, params, [grads_like(params, s) for s in range(4)])
+    assert changed(params, new) == HEAD
+    # no optimizer state kept for frozen parameters
+    n_state = sum(x.size for x in jax.tree.leaves(state) if jnp.ndim(x) > 0)
+    assert n_state == sum(x.size for x in jax.tree.leaves(params["fc"]))
+
+
+@pytest.mark.parametrize("name", ["adamw", "lars", "rmsprop"])
+def test_freeze_backbone_other_optimizers(name):
+    c = config(**{"optimizer.name": name, "optimizer.momentum": 0.9, "optimizer.weight_decay": 0.1,
+                  "transfer.freeze": "backbone"})
+    tx, _ = optim.make_optimizer(c, steps_per_epoch=10, total_steps=100, head=("fc",))
+    params = tiny_params()
+    new, _ = run(tx, params, [grads_like(params, s) for s in range(3)])
+    assert changed(params, new) == HEAD
+
+
+def test_clipping_ignores_frozen_gradients():
+    """The global norm is that of the trainable gradients only."""
+    c = config(**{"optimizer.learning_rate": 1.0, "optimizer.grad_clip_norm": 1.0, "transfer.freeze": "backbone"})
+    tx, _ = optim.make_optimizer(c, steps_per_epoch=10, total_steps=100, head=("fc",))
+    params = tiny_params()
+    grads = jax.tree.map(lambda g: 1e-3 * g, grads_like(params))
+    grads["conv1"]["kernel"] = grads["conv1"]["kernel"] * 1e6    # huge frozen gradient
+    new, _ = run(tx, params, [grads])
+    np.testing.assert_allclose(new["fc"]["kernel"], params["fc"]["kernel"] - grads["fc"]["kernel"], rtol=1e-6)
+
+
+def test_regex_freeze():
+    c = config(**{"optimizer.momentum": 0.9, "optimizer.weight_decay": 0.1, "transfer.freeze": r"^(conv1|bn1)/"})
+    tx, _ = optim.make_optimizer(c, steps_per_epoch=10, total_steps=100)
+    params = tiny_params()
+    new, _ = run(tx, params, [grads_like(params, s) for s in range(3)])
+    # 'layer1_0/conv1/...' does not match '^conv1/': it trains
+    assert changed(params, new) == {k for k in ALL if not k.startswith(("['conv1']", "['bn1']"))}
+
+
+def test_regex_matching_nothing_is_an_error():
+    c = config(**{"transfer.freeze": "^nothing_like_this"})
+    tx, _ = optim.make_optimizer(c, steps_per_epoch=10, total_steps=100)
+    with pytest.raises(ValueError, match=r"transfer\.freeze=.*matches no parameter"):
+        tx.init(tiny_params())
+
+
+def test_backbone_lr_mult_scales_backbone_update():
+    params, grads = tiny_params(), grads_like(tiny_params())
+    deltas = {}
+    for mult in (1.0, 0.1):
+        c = config(**{"optimizer.learning_rate": 0.5, "transfer.backbone_lr_mult": mult})
+        tx, _ = optim.make_optimizer(c, steps_per_epoch=10, total_steps=100, head=("fc",))
+        updates, state = tx.update(grads, tx.init(params), params)
+        deltas[mult] = leaves_with_paths(updates)
+        assert float(optim.current_lr(state)) == pytest.approx(0.5)   # the head's lr
+    for key in ALL:
+        expect = 1.0 if key in HEAD else 0.1
+        np.testing.assert_allclose(deltas[0.1][key], expect * deltas[1.0][key], rtol=1e-5)
+
+
+def test_missing_head_is_an_error():
+    c = config(**{"transfer.freeze": "backbone"})
+    tx, _ = optim.make_optimizer(c, steps_per_epoch=10, total_steps=100, head=("classifier",))
+    with pytest.raises(ValueError, match="head"):
+        tx.init(tiny_params())
+
+
+def test_trainable_mask_modes():
+    params = tiny_params()
+    assert all(jax.tree.leaves(optim.trainable_mask(params, "none", ("fc",))))
+    m = leaves_with_paths(optim.trainable_mask(params, "backbone", ("fc",)))
+    assert {k for k, v in m.items() if v} == HEAD
+    m = leaves_with_paths(optim.trainable_mask(params, "bias$", ("fc",)))
+    assert {k for k, v in m.items() if not v} == {k for k in ALL if k.endswith("['bias']")}
+    with pytest.raises(ValueError, match=r"transfer\.freeze"):
+        optim.trainable_mask(params, "(", ())
+
+
+def test_masks_on_resnet20_params_and_batch_stats():
+    import zoo
+
+    info = zoo.model_info("resnet20")
+    model = zoo.create("resnet20")
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *info.input_shape)),
+                                                  train=False))
+    params, stats = variables["params"], variables["batch_stats"]
+    paths = lambda tree, mask: {optim._path(p) for p, v in jax.tree_util.tree_flatten_with_path(mask)[0] if v}
+    decays = paths(params, optim.decay_mask(params))
+    assert decays and all(p.endswith("/kernel") for p in decays)
+    every = {optim._path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+    assert all(p.endswith(("/bias", "/scale")) for p in every - decays)
+    assert "fc/bias" in every - decays and "bn1/scale" in every - decays
+    assert paths(params, optim.trainable_mask(params, "backbone", info.head)) == {"fc/kernel", "fc/bias"}
+    assert not any(jax.tree.leaves(optim.trainable_mask(stats, "backbone", info.head)))
+    frozen = every - paths(params, optim.trainable_mask(params, r"^layer1_", info.head))
+    assert frozen and all(p.startswith("layer1_") for p in frozen)
+    stats_frozen = jax.tree.leaves(optim.trainable_mask(stats, r"(^|/)bn1/", info.head))
+    assert 0 < stats_frozen.count(False) < len(stats_frozen)
+    # the whole optimizer inits on the abstract params
+    c = config(**{"optimizer.momentum": 0.9, "optimizer.weight_decay": 1e-4, "transfer.freeze": "backbone"})
+    tx, _ = optim.make_optimizer(c, steps_per_epoch=10, total_steps=100, head=info.head)
+    jax.eval_shape(tx.init, params)
+
+
+# ------------------------------------------------------------------------------------------------ EMA
+
+def test_ema_update():
+    ema, params = {"w": jnp.full((2,), 1.0)}, {"w": jnp.full((2,), 3.0)}
+    np.testing.assert_allclose(optim.ema_update(ema, params, 0.75)["w"], 1.5)
+    np.testing.assert_array_equal(optim.ema_update(ema, params, 0.75, active=False)["w"], ema["w"])
+    jitted = jax.jit(optim.ema_update)(ema, params, 0.75, active=jnp.asarray(True))
+    np.testing.assert_allclose(jitted["w"], 1.5)

@@ -1,0 +1,143 @@
+"""Issue 3: the train/eval step on one device (multi-device equivalence is in test_parallel.py)."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+import zoo
+from configs import default
+from train import optim, parallel, step
+
+PLAN = parallel.make_plan("shard_map", 1)
+
+
+def _batch(n, shape=(28, 28, 1), classes=10, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"image": rng.standard_normal((n, *shape)).astype(np.float32),
+            "label": rng.integers(0, classes, n).astype(np.int32), "mask": np.ones(n, np.float32)}
+
+
+def _run(model, tx, batches, cfg=step.StepConfig(), input_shape=(28, 28, 1), ema=False):
+    state = step.create_state(model, tx, rng=jax.random.PRNGKey(0), input_shape=input_shape, ema=ema)
+    train = parallel.compile_step(functools.partial(step.train_step, model=model, tx=tx, cfg=cfg), PLAN)
+    state = parallel.replicate(state, PLAN)
+    history = []
+    for b in batches:
+        state, m = train(state, parallel.put_batch(b, PLAN))
+        history.append(parallel.unreplicate(m, PLAN))
+    return parallel.unreplicate(state, PLAN), history
+
+
+def _optimizer(**overrides):
+    c = default.get_config()
+    c.optimizer.name = "sgd"
+    c.optimizer.learning_rate = 0.05
+    c.schedule.name = "constant"
+    for k, v in overrides.items():
+        c.optimizer[k] = v
+    return optim.make_optimizer(c, steps_per_epoch=10, total_steps=100)[0]
+
+
+def test_gradient_accumulation_equals_one_big_step():
+    """k micro-batches of b, accumulated, == one step on k*b (LeNet-5: no BatchNorm)."""
+    model = zoo.create("lenet5", axis_name=parallel.AXIS)
+    k, b = 4, 8
+    big = _batch(k * b)
+    micro = [{key: v[i * b:(i + 1) * b] for key, v in big.items()} for i in range(k)]
+    one, _ = _run(model, _optimizer(), [big])
+    acc, hist = _run(model, _optimizer(accumulate_steps=k), micro)
+    jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7), one.params, acc.params)
+    assert [float(h["learning_rate"]) for h in hist] == pytest.approx([0.05] * k)
+
+
+def test_non_finite_loss_is_reported_and_never_enters_the_state():
+    model = zoo.create("lenet5", axis_name=parallel.AXIS)
+    good, bad = _batch(8), _batch(8, seed=1)
+    bad["image"][0, 0, 0, 0] = np.nan
+    state, hist = _run(model, _optimizer(), [good, bad])
+    assert bool(hist[0]["finite"]) and not bool(hist[1]["finite"])
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
+    ref, _ = _run(model, _optimizer(), [good])
+    jax.tree.map(np.testing.assert_array_equal, ref.params, state.params)  # the bad step changed nothing
+    assert int(state.step) == 2
+
+
+def test_metrics_weighted_by_real_examples():
+    """Padded examples (mask 0) change neither the loss nor the gradient."""
+    model = zoo.create("lenet5", axis_name=parallel.AXIS)
+    real = _batch(6)
+    padded = {k: np.concatenate([v, v[:2] * 0 + (7 if k != "mask" else 0)]) for k, v in real.items()}
+    s1, h1 = _run(model, _optimizer(), [real])
+    s2, h2 = _run(model, _optimizer(), [padded])
+    assert float(h1[0]["loss"]) == pytest.approx(float(h2[0]["loss"]), rel=1e-6)
+    assert float(h2[0]["examples"]) == 6
+    jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7), s1.params, s2.params)
+
+
+def test_eval_counts_every_example_once():
+    model = zoo.create("lenet5")
+    tx = optax.sgd(0.1)
+    state = parallel.replicate(step.create_state(model, tx, rng=jax.random.PRNGKey(0), input_shape=(28, 28, 1)), PLAN)
+    ev = parallel.compile_step(functools.partial(step.eval_step, model=model, cfg=step.StepConfig()), PLAN,
+                               out_sharded=(False, True), donate_state=False)
+    b = _batch(10)
+    b["mask"][7:] = 0  # last 3 are padding
+    sums, per_ex = ev(state, parallel.put_batch(b, PLAN))
+    sums = parallel.unreplicate(sums, PLAN)
+    assert float(sums["count"]) == 7
+    logits = model.apply({"params": jax.tree.map(np.asarray, parallel.unreplicate(state.params, PLAN))}, b["image"])
+    pred = np.asarray(logits).argmax(-1)
+    assert float(sums["correct1"]) == (pred == b["label"])[:7].sum()
+    np.testing.assert_array_equal(parallel.fetch(per_ex, PLAN)["pred"], pred)
+
+
+def test_label_smoothing_matches_formula():
+    logits = jnp.array([[2.0, 0.0, -1.0]])
+    cfg = step.StepConfig(label_smoothing=0.3)
+    logp = jax.nn.log_softmax(logits[0])
+    target = np.array([1 - 0.3 + 0.1, 0.1, 0.1])  # (1 - a) one_hot + a / K
+    assert float(step.per_example_loss(logits, jnp.array([0]), cfg)[0]) == pytest.approx(float(-(target * logp).sum()))
+
+
+def test_mse_loss_on_one_hot():
+    logits = jnp.array([[0.0, 0.0]])
+    cfg = step.StepConfig(loss="mse")
+    assert float(step.per_example_loss(logits, jnp.array([1]), cfg)[0]) == pytest.approx((0.5 ** 2 + 0.5 ** 2) / 2)
+
+
+def test_bad_step_config():
+    with pytest.raises(ValueError, match="loss='hinge'"):
+        step.StepConfig(loss="hinge")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        step.StepConfig(label_smoothing=1.5)
+
+
+def test_ema_tracks_params():
+    model = zoo.create("lenet5", axis_name=parallel.AXIS)
+    state, _ = _run(model, _optimizer(), [_batch(8)], cfg=step.StepConfig(ema_decay=0.5), ema=True)
+    init = step.create_state(model, optax.sgd(0.1), rng=jax.random.PRNGKey(0), input_shape=(28, 28, 1))
+    expected = jax.tree.map(lambda p0, p1: 0.5 * p0 + 0.5 * p1, init.params, state.params)
+    jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-6, atol=1e-7), expected, state.ema_params)
+
+
+def test_float16_dynamic_loss_scale_halves_on_overflow():
+    ls = step.LossScale.create(initial=8.0, period=2)
+    ls = ls.adjust(jnp.asarray(False))
+    assert float(ls.scale) == 4.0 and int(ls.good_steps) == 0
+    ls = ls.adjust(jnp.asarray(True)).adjust(jnp.asarray(True))
+    assert float(ls.scale) == 8.0
+
+
+def test_frozen_batch_stats_stay_put():
+    model = zoo.create("resnet20", depth=8, axis_name=parallel.AXIS)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
+    mask = optim.trainable_mask(shapes["batch_stats"], "layer1", ())  # regex: freeze stage 1
+    b = _batch(8, shape=(8, 8, 3))
+    init = step.create_state(model, optax.sgd(0.1), rng=jax.random.PRNGKey(0), input_shape=(8, 8, 3))
+    state, _ = _run(model, optax.sgd(0.1), [b], cfg=step.StepConfig(stats_trainable=mask), input_shape=(8, 8, 3))
+    np.testing.assert_array_equal(init.batch_stats["layer1_0"]["bn1"]["mean"], state.batch_stats["layer1_0"]["bn1"]["mean"])
+    assert not np.allclose(init.batch_stats["bn1"]["mean"], state.batch_stats["bn1"]["mean"])

@@ -1,0 +1,1 @@
+"""train: the shared machinery (train/eval step, optimizers, data, checkpoints, loop, CLI)."""

@@ -1,0 +1,384 @@
+"""Optimizers, learning-rate schedules, freezing and parameter EMA, built from the config
+(``c.optimizer.*``, ``c.schedule.*``, ``c.transfer.freeze`` / ``c.transfer.backbone_lr_mult``).
+
+Pure functions; optax does the work.
+
+    tx, schedule = make_optimizer(config, steps_per_epoch=spe, total_steps=n, head=info.head)
+    opt_state = tx.init(params)
+    updates, opt_state = tx.update(grads, opt_state, params)   # always pass params
+    params = optax.apply_updates(params, updates)
+    lr = current_lr(opt_state)            # the lr of the last applied update (schedule(0) before any)
+
+Units. ``make_optimizer`` takes ``steps_per_epoch`` and ``total_steps`` in TRAIN STEPS (calls of
+``tx.update``, one per (micro-)batch). ``make_schedule`` and the schedule that ``make_optimizer``
+returns count OPTIMIZER UPDATES. They differ only under gradient accumulation
+(``optimizer.accumulate_steps = k > 1``): ``tx`` is then ``optax.MultiSteps`` around the optimizer,
+which averages k micro-batch gradients and calls the inner optimizer once, so the inner optimizer
+(and its schedule) sees update ``n`` at train step ``(n + 1) * k - 1``. The schedule is therefore
+built over ``total_steps // k`` updates with ``steps_per_epoch / k`` updates per epoch, and the
+learning rate of train step ``s`` is ``schedule(s // k)`` (what ``current_lr(opt_state)`` reads from
+the state, exactly, even when non-finite steps were skipped and ``s // k`` drifted).
+
+Structure of ``tx`` (outermost first)::
+
+    MultiSteps(every_k_schedule=k)                       # only when k > 1
+      inject_hyperparams(learning_rate=schedule)         # the lr lives in opt_state: current_lr()
+        chain(
+          masked(set_to_zero, frozen)                    # only when something is frozen
+          clip_by_global_norm(grad_clip_norm)            # only when > 0: on the (averaged) gradient
+                                                         # of the trainable parameters
+          partition({'train': opt(lr), 'backbone': opt(lr * backbone_lr_mult),
+                     'frozen': set_to_zero()})           # only with freezing / backbone_lr_mult != 1
+        )
+
+Weight decay is applied to kernels only (``ndim > 1``): never to biases, norm scales/offsets, or any
+other vector. sgd / adam / rmsprop: coupled L2 (PyTorch ``weight_decay``), ``wd * p`` added to the
+gradient before the optimizer (``optax.add_decayed_weights``). adamw / lamb / lars: their own
+decoupled ``weight_decay`` with the same mask. (In optax, as in PyTorch's AdamW, the adamw decay is
+multiplied by the learning rate: ``p -= lr * (adam_step + wd * p)``.)
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "lars", "lamb")
+SCHEDULES = ("constant", "step", "multistep", "exponential", "cosine")
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "make_schedule", "make_optimizer", "trainable_mask", "decay_mask",
+           "param_labels", "current_lr", "is_update_step", "ema_update"]
+
+
+def _allowed(values) -> str:
+    return ", ".join(repr(v) for v in values)
+
+
+def _check(cond: bool, field: str, value: Any, must: str) -> None:
+    if not cond:
+        raise ValueError(f"{field}={value!r}: {must}")
+
+
+# ------------------------------------------------------------------------------------------ schedules
+
+def make_schedule(schedule_cfg, *, peak_lr: float, steps_per_epoch: float, total_steps: int) -> optax.Schedule:
+    """A learning-rate schedule over OPTIMIZER UPDATES (``schedule(n)`` = lr of update n, 0-based).
+
+    ``schedule_cfg`` is ``c.schedule``. Epoch quantities become updates with ``steps_per_epoch``
+    (updates per epoch, may be fractional); boundaries (warmup length, step period, milestones) are
+    rounded to the nearest whole update, the exponential period is kept fractional.
+
+    - 'constant': ``peak_lr``.
+    - 'step': ``peak_lr * decay_rate ** floor(t / step_epochs)``.
+    - 'multistep': ``peak_lr * decay_rate ** (number of milestones <= t)``.
+    - 'exponential': ``peak_lr * decay_rate ** (t / decay_epochs)`` (continuous).
+    - 'cosine': from ``peak_lr`` to ``end_lr_factor * peak_lr`` at ``total_steps``, then held.
+
+    ``warmup_epochs > 0``: linear warmup from 0 to ``peak_lr`` over the warmup updates, then the
+    schedule above starts at the end of warmup (``optax.join_schedules``, as in the Flax ImageNet
+    example and torchvision's SequentialLR): ``t`` counts epochs AFTER warmup, so with 5 warmup
+    epochs ``milestones=(30, 60)`` decays at epochs 35 and 65, and cosine spans
+    ``total_steps - warmup`` updates, ending exactly at ``total_steps``.
+    """
+    name = schedule_cfg.name
+    _check(name in SCHEDULES, "schedule.name", name, f"allowed {_allowed(SCHEDULES)}")
+    _check(peak_lr >= 0, "optimizer.learning_rate", peak_lr, "must be >= 0")
+    _check(steps_per_epoch > 0, "steps_per_epoch", steps_per_epoch, "must be > 0")
+    _check(total_steps > 0, "total_steps", total_steps, "must be > 0 (optimizer updates)")
+    warmup_epochs = float(schedule_cfg.warmup_epochs)
+    _check(warmup_epochs >= 0, "schedule.warmup_epochs", warmup_epochs, "must be >= 0")
+    warmup = int(round(warmup_epochs * steps_per_epoch))
+    peak = float(peak_lr)
+
+    def updates(epochs: float) -> int:
+        return int(round(float(epochs) * steps_per_epoch))
+
+    if name == "constant":
+        main = optax.constant_schedule(peak)
+    elif name == "step":
+        step_epochs, rate = float(schedule_cfg.step_epochs), float(schedule_cfg.decay_rate)
+        _check(step_epochs > 0, "schedule.step_epochs", step_epochs, "must be > 0")
+        _check(rate > 0, "schedule.decay_rate", rate, "must be > 0")
+        period = updates(step_epochs)
+        _check(period >= 1, "schedule.step_epochs", step_epochs,
+               f"is less than one update ({steps_per_epoch} updates per epoch)")
+        main = optax.exponential_decay(peak, transition_steps=period, decay_rate=rate, staircase=True)
+    elif name == "multistep":
+        milestones, rate = tuple(float(m) for m in schedule_cfg.milestones), float(schedule_cfg.decay_rate)
+        _check(rate > 0, "schedule.decay_rate", rate, "must be > 0")
+        _check(all(m > 0 for m in milestones), "schedule.milestones", milestones, "epochs must be > 0")
+        bounds = [updates(m) for m in milestones]
+        _check(all(b > a for a, b in zip([0] + bounds, bounds)), "schedule.milestones", milestones,
+               "must be strictly increasing and at least one update apart")
+        main = optax.piecewise_constant_schedule(peak, {b: rate for b in bounds})
+    elif name == "exponential":
+        decay_epochs, rate = float(schedule_cfg.decay_epochs), float(schedule_cfg.decay_rate)
+        _check(decay_epochs > 0, "schedule.decay_epochs", decay_epochs, "must be > 0")
+        _check(rate > 0, "schedule.decay_rate", rate, "must be > 0")
+        main = optax.exponential_decay(peak, transition_steps=decay_epochs * steps_per_epoch, decay_rate=rate)
+    else:  # cosine
+        end = float(schedule_cfg.end_lr_factor)
+        _check(end >= 0, "schedule.end_lr_factor", end, "must be >= 0")
+        _check(total_steps - warmup > 0, "schedule.warmup_epochs", warmup_epochs,
+               f"warmup ({warmup} updates) must end before the last update ({total_steps})")
+        main = optax.cosine_decay_schedule(peak, decay_steps=total_steps - warmup, alpha=end)
+
+    if warmup <= 0:
+        return main
+    ramp = optax.linear_schedule(0.0, peak, transition_steps=warmup)
+    return optax.join_schedules([ramp, main], [warmup])
+
+
+# ------------------------------------------------------------------------------------- masks / labels
+
+def _key_str(k) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def _path(path) -> str:
+    return "/".join(_key_str(k) for k in path)
+
+
+def _compile_freeze(freeze: str) -> re.Pattern | None:
+    """None for 'none' / 'backbone', else the compiled regex (ValueError naming transfer.freeze)."""
+    _check(isinstance(freeze, str) and freeze != "", "transfer.freeze", freeze,
+           "allowed 'none', 'backbone' or a regex over '/'-joined parameter paths")
+    if freeze in ("none", "backbone"):
+        return None
+    try:
+        return re.compile(freeze)
+    except re.error as e:
+        raise ValueError(f"transfer.freeze={freeze!r}: not a valid regex ({e}); allowed 'none', 'backbone' "
+                         f"or a regex over '/'-joined parameter paths") from None
+
+
+def trainable_mask(tree, freeze: str, head: Sequence[str] = ()) -> Any:
+    """Pytree of Python bools over ``tree`` (True = trainable).
+
+    ``tree`` is ONE variables collection keyed by flax module paths: ``params`` or ``batch_stats``
+    (not the ``{'params': ..., 'batch_stats': ...}`` dict: paths start at the top-level module).
+
+    - 'none': everything trainable.
+    - 'backbone': trainable only under the head's top-level modules (``ModelInfo.head``, e.g.
+      ``('fc',)``); a model's head usually has no batch_stats, so all of them come out False.
+    - anything else: a regex, ``re.search``-ed against the '/'-joined path
+      (``'layer1_0/bn1/scale'``); matching leaves are FROZEN (False). Invalid regex: ValueError.
+    """
+    pattern = _compile_freeze(freeze)
+    if freeze == "backbone":
+        _check(len(tuple(head)) > 0, "transfer.freeze", freeze,
+               "needs the model's head (ModelInfo.head), got head=()")
+    head = tuple(head)
+    if hasattr(tree, "keys") and {"params", "batch_stats"} & set(tree.keys()):
+        raise ValueError("trainable_mask takes one variables collection (variables['params'] or "
+                         f"variables['batch_stats']), got a tree with top-level keys {sorted(tree.keys())}")
+
+    def trainable(path, _):
+        if freeze == "none":
+            return True
+        if freeze == "backbone":
+            return _key_str(path[0]) in head
+        return pattern.search(_path(path)) is None
+
+    return jax.tree_util.tree_map_with_path(trainable, tree)
+
+
+def decay_mask(tree) -> Any:
+    """True for leaves that get weight decay: kernels (``ndim > 1``); never biases or norm parameters."""
+    return jax.tree.map(lambda x: (x.ndim if hasattr(x, "ndim") else jnp.ndim(x)) > 1, tree)
+
+
+def param_labels(params, freeze: str, head: Sequence[str] = (), backbone_lr_mult: float = 1.0) -> Any:
+    """Label pytree over ``params``: 'frozen', 'backbone' (trainable, outside the head, only when
+    ``backbone_lr_mult != 1``) or 'train'. Checks made here, on the real parameter tree:
+
+    - the head's module names must be top-level modules of ``params`` when they are used;
+    - a regex that matches NO parameter is a ValueError (a typo would otherwise silently train the
+      whole network);
+    - freezing every parameter only warns (it may be intended, e.g. a BN-statistics-only run).
+    """
+    head = tuple(head)
+    uses_head = freeze == "backbone" or backbone_lr_mult != 1.0
+    if uses_head:
+        _check(len(head) > 0, "transfer.freeze" if freeze == "backbone" else "transfer.backbone_lr_mult",
+               freeze if freeze == "backbone" else backbone_lr_mult,
+               "needs the model's head (ModelInfo.head), got head=()")
+        top = set(params.keys()) if hasattr(params, "keys") else set()
+        missing = [h for h in head if h not in top]
+        if missing:
+            raise ValueError(f"model head {head} not found in params: missing {missing}; "
+                             f"top-level modules: {sorted(top)}")
+    trainable = trainable_mask(params, freeze, head)
+    flags = jax.tree.leaves(trainable)
+    if flags and _compile_freeze(freeze) is not None and all(flags):
+        raise ValueError(f"transfer.freeze={freeze!r}: the regex matches no parameter path "
+                         f"(paths look like {_path(jax.tree_util.tree_flatten_with_path(params)[0][0][0])!r})")
+    if flags and not any(flags):
+        warnings.warn(f"transfer.freeze={freeze!r} freezes every parameter: the optimizer changes nothing",
+                      stacklevel=2)
+
+    def label(path, is_trainable):
+        if not is_trainable:
+            return "frozen"
+        if backbone_lr_mult != 1.0 and _key_str(path[0]) not in head:
+            return "backbone"
+        return "train"
+
+    return jax.tree_util.tree_map_with_path(label, trainable)
+
+
+# ----------------------------------------------------------------------------------------- optimizer
+
+def _base_optimizer(o, learning_rate) -> optax.GradientTransformation:
+    """The optimizer named by ``o.name`` at ``learning_rate`` (a scalar), weight decay included."""
+    name, wd, momentum = o.name, float(o.weight_decay), float(o.momentum)
+    coupled_l2 = [optax.add_decayed_weights(wd, mask=decay_mask)] if wd > 0 else []
+    if name == "sgd":
+        return optax.chain(*coupled_l2, optax.sgd(learning_rate, momentum=momentum or None, nesterov=bool(o.nesterov)))
+    if name == "adam":
+        return optax.chain(*coupled_l2, optax.adam(learning_rate, b1=o.b1, b2=o.b2, eps=o.eps))
+    if name == "rmsprop":
+        # TF1 RMSProp (tf.train.RMSPropOptimizer, the MobileNet/EfficientNet recipes; timm's RMSpropTF):
+        #   ms  = rms_decay * ms + (1 - rms_decay) * g**2        ms starts at 1 (initial_scale=1)
+        #   mom = momentum * mom + lr * g / sqrt(ms + rms_eps)   eps INSIDE the sqrt (eps_in_sqrt=True)
+        #   p  -= mom                                             lr inside the momentum buffer
+        # optax.rmsprop chains scale_by_rms -> scale_by_learning_rate -> trace(momentum): the same order.
+        # PyTorch's RMSprop instead uses sqrt(ms) + eps and ms starting at 0.
+        return optax.chain(*coupled_l2, optax.rmsprop(learning_rate, decay=o.rms_decay, eps=o.rms_eps,
+                                                      initial_scale=1.0, eps_in_sqrt=True,
+                                                      momentum=momentum or None))
+    if name == "adamw":
+        return optax.adamw(learning_rate, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=wd, mask=decay_mask)
+    if name == "lamb":
+        return optax.lamb(learning_rate, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=wd, mask=decay_mask)
+    # lars: biases and norm parameters are excluded from the layer-wise trust ratio as well as from weight
+    # decay (as in the SimCLR/BYOL LARS): they get plain momentum SGD.
+    return optax.lars(learning_rate, weight_decay=wd, weight_decay_mask=decay_mask,
+                      trust_coefficient=o.trust_coefficient, trust_ratio_mask=decay_mask, momentum=momentum)
+
+
+def _validate_optimizer(o) -> None:
+    _check(o.name in OPTIMIZERS, "optimizer.name", o.name, f"allowed {_allowed(OPTIMIZERS)}")
+    _check(float(o.weight_decay) >= 0, "optimizer.weight_decay", o.weight_decay, "must be >= 0")
+    _check(0 <= float(o.momentum) < 1, "optimizer.momentum", o.momentum, "must be in [0, 1)")
+    if o.name == "sgd" and o.nesterov:
+        _check(float(o.momentum) > 0, "optimizer.nesterov", o.nesterov, "needs optimizer.momentum > 0")
+    if o.name in ("adam", "adamw", "lamb"):
+        _check(0 <= float(o.b1) < 1, "optimizer.b1", o.b1, "must be in [0, 1)")
+        _check(0 <= float(o.b2) < 1, "optimizer.b2", o.b2, "must be in [0, 1)")
+        _check(float(o.eps) >= 0, "optimizer.eps", o.eps, "must be >= 0")
+    if o.name == "rmsprop":
+        _check(0 <= float(o.rms_decay) < 1, "optimizer.rms_decay", o.rms_decay, "must be in [0, 1)")
+        _check(float(o.rms_eps) > 0, "optimizer.rms_eps", o.rms_eps, "must be > 0")
+    if o.name == "lars":
+        _check(float(o.trust_coefficient) > 0, "optimizer.trust_coefficient", o.trust_coefficient, "must be > 0")
+    _check(float(o.grad_clip_norm) >= 0, "optimizer.grad_clip_norm", o.grad_clip_norm, "must be >= 0 (0: off)")
+    k = o.accumulate_steps
+    _check(isinstance(k, int) and not isinstance(k, bool) and k >= 1, "optimizer.accumulate_steps", k,
+           "must be an int >= 1")
+
+
+def make_optimizer(config, *, steps_per_epoch: float, total_steps: int,
+                   head: Sequence[str] = ()) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """``(tx, schedule)`` from the full config (``c.optimizer``, ``c.schedule``, ``c.transfer``).
+
+    ``steps_per_epoch`` / ``total_steps`` are in TRAIN STEPS (``tx.update`` calls); with
+    ``accumulate_steps = k`` the schedule is built over ``total_steps // k`` optimizer updates,
+    ``steps_per_epoch / k`` per epoch. The returned ``schedule`` counts OPTIMIZER UPDATES: the lr
+    of train step ``s`` is ``schedule(s // k)``; ``current_lr(opt_state)`` reads the same value
+    from the state. With ``backbone_lr_mult = m != 1`` the backbone's lr is ``m`` times that.
+
+    ``head`` is ``ModelInfo.head``; needed for ``transfer.freeze='backbone'`` and
+    ``backbone_lr_mult != 1``. Frozen parameters get ``optax.set_to_zero()`` (no weight decay, no
+    optimizer state, bit-identical forever) and are excluded from gradient clipping. Freezing is
+    resolved at ``tx.init(params)`` from the parameter paths (errors for a freeze regex matching no
+    parameter and for a head missing from params are raised there). ``tx.update`` needs ``params``.
+    """
+    o, s = config.optimizer, config.schedule
+    transfer = config.get("transfer", None)
+    freeze = transfer.freeze if transfer is not None else "none"
+    mult = float(transfer.backbone_lr_mult) if transfer is not None else 1.0
+    _validate_optimizer(o)
+    _compile_freeze(freeze)
+    _check(mult >= 0, "transfer.backbone_lr_mult", mult, "must be >= 0")
+    head = tuple(head)
+    if freeze == "backbone" or mult != 1.0:
+        field, value = ("transfer.freeze", freeze) if freeze == "backbone" else ("transfer.backbone_lr_mult", mult)
+        _check(len(head) > 0, field, value, "needs the model's head (ModelInfo.head), got head=()")
+    _check(steps_per_epoch > 0, "steps_per_epoch", steps_per_epoch, "must be > 0")
+    k = o.accumulate_steps
+    _check(total_steps >= k, "total_steps", total_steps, f"fewer train steps than optimizer.accumulate_steps={k}")
+
+    schedule = make_schedule(s, peak_lr=float(o.learning_rate), steps_per_epoch=steps_per_epoch / k,
+                             total_steps=total_steps // k)
+    clip = float(o.grad_clip_norm)
+    partitioned = freeze != "none" or mult != 1.0
+
+    def labels(tree):
+        return param_labels(tree, freeze, head, mult)
+
+    def frozen(tree):
+        return jax.tree.map(lambda lab: lab == "frozen", labels(tree))
+
+    def build(learning_rate):
+        parts = []
+        if freeze != "none":
+            parts.append(optax.masked(optax.set_to_zero(), frozen))  # before clipping: norm of trainables only
+        if clip > 0:
+            parts.append(optax.clip_by_global_norm(clip))
+        if partitioned:
+            parts.append(optax.partition({"train": _base_optimizer(o, learning_rate),
+                                          "backbone": _base_optimizer(o, learning_rate * mult),
+                                          "frozen": optax.set_to_zero()}, labels))
+        else:
+            parts.append(_base_optimizer(o, learning_rate))
+        return optax.chain(*parts)
+
+    tx = optax.inject_hyperparams(build, hyperparam_dtype=jnp.float32)(learning_rate=schedule)
+    if k > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation()
+    return tx, schedule
+
+
+# ---------------------------------------------------------------------------------- reading the state
+
+def _inner(opt_state):
+    """Unwrap MultiSteps to the inject_hyperparams state."""
+    return opt_state.inner_opt_state if isinstance(opt_state, optax.MultiStepsState) else opt_state
+
+
+def current_lr(opt_state) -> jax.Array:
+    """Learning rate (of the head / non-backbone parameters) used by the LAST applied optimizer update,
+    read from a ``make_optimizer`` state; ``schedule(0)`` before the first update. Under
+    accumulation it changes only on the train steps that apply an update. Works inside jit;
+    replicated (pmap) states give one value per device. The backbone's is
+    ``transfer.backbone_lr_mult`` times this."""
+    return _inner(opt_state).hyperparams["learning_rate"]
+
+
+def is_update_step(opt_state) -> jax.Array:
+    """Whether the ``tx.update`` that produced ``opt_state`` applied an optimizer update (always True
+    without accumulation; with MultiSteps only on every k-th micro-step). Use it to gate the EMA."""
+    if isinstance(opt_state, optax.MultiStepsState):
+        return jnp.logical_and(opt_state.mini_step == 0, opt_state.gradient_step > 0)
+    return jnp.asarray(True)
+
+
+def ema_update(ema_params, params, decay, *, active=True):
+    """Parameter EMA: ``decay * ema + (1 - decay) * params`` (``optax.incremental_update``), leaf by leaf
+    over any matching float pytree (params, or params and batch_stats together).
+
+    The train step calls it after applying the update, with ``ema_params`` initialised to a copy of
+    the initial params and ``decay = c.optimizer.ema_decay``. ``active`` (bool or traced bool):
+    False returns ``ema_params`` unchanged; pass ``is_update_step(new_opt_state)`` under gradient
+    accumulation so the EMA advances once per optimizer update, not once per micro-batch."""
+    decay = jnp.where(active, decay, 1.0)
+    return optax.incremental_update(params, ema_params, 1.0 - decay)

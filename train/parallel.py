@@ -1,0 +1,150 @@
+"""Data parallelism: one per-device step, run through ``jax.pmap`` or ``jax.jit(jax.shard_map)``.
+
+The step functions of ``train/step.py`` are written for ONE device holding its slice of the global
+batch, with named-axis collectives over ``AXIS`` (``lax.psum``; BatchNorm's ``axis_name``). This
+module wraps them:
+
+* ``'shard_map'`` (default): ``jax.jit(jax.shard_map(f, mesh, in_specs=(P(), P(AXIS)), ...))`` over a
+  1-D ``Mesh`` of the chosen devices. The train state is a replicated global ``jax.Array``, the batch
+  a global array sharded along its first axis. ``check_vma=False`` gives the body pmap's per-device
+  semantics (gradients of replicated parameters are NOT summed implicitly), so the same function,
+  with its explicit ``psum``, is exact under both transforms.
+* ``'pmap'``: ``jax.pmap(f, axis_name=AXIS)``; state and batch carry a leading device axis.
+
+Multi-host: every process calls the same functions; ``put_batch`` takes the process-local part of the
+global batch (``jax.make_array_from_process_local_data`` for shard_map, the local devices' slices for
+pmap). ``jax.distributed.initialize()`` must have run first (see ``train.loop``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXIS = "data"
+PARALLELISMS = ("shard_map", "pmap")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Which devices run the step, and how."""
+
+    parallelism: str
+    devices: tuple  # global devices taking part, in mesh order
+
+    @property
+    def mesh(self) -> Mesh:
+        return Mesh(np.array(self.devices), (AXIS,))
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.devices)
+
+    @property
+    def local_devices(self) -> tuple:
+        return tuple(d for d in self.devices if d.process_index == jax.process_index())
+
+    def local_batch_size(self, global_batch: int) -> int:
+        """This process's part of the global batch (ValueError if it does not divide)."""
+        check_batch(global_batch, self)
+        return global_batch * len(self.local_devices) // self.num_devices
+
+
+def make_plan(parallelism: str = "shard_map", num_devices: int = -1) -> Plan:
+    if parallelism not in PARALLELISMS:
+        raise ValueError(f"parallelism={parallelism!r}: allowed values are {PARALLELISMS}")
+    devices = jax.devices()
+    if num_devices == -1:
+        chosen = devices
+    elif jax.process_count() > 1:
+        raise ValueError(f"num_devices={num_devices}: with several processes use -1 (all devices)")
+    elif not 1 <= num_devices <= len(devices):
+        raise ValueError(f"num_devices={num_devices}: allowed 1..{len(devices)} or -1 (all)")
+    else:
+        chosen = devices[:num_devices]
+    return Plan(parallelism, tuple(chosen))
+
+
+def check_batch(global_batch: int, plan: Plan) -> None:
+    if global_batch % plan.num_devices:
+        raise ValueError(f"global batch size {global_batch} is not divisible by the device count "
+                         f"{plan.num_devices}; choose a multiple of {plan.num_devices}")
+
+
+# ----------------------------------------------------------------------------- placement
+
+def _pmap_put(x: np.ndarray, plan: Plan):
+    """Stacked ``(n_local, ...)`` host array -> pmap's input layout. JAX 0.10's pmap takes (and
+    returns) a NamedSharding over the local devices, split on the leading axis. With several
+    processes, pmap takes each process's host array as its local part."""
+    if jax.process_count() > 1:
+        return x
+    return jax.device_put(x, NamedSharding(Mesh(np.array(plan.local_devices), (AXIS,)), P(AXIS)))
+
+
+def replicate(tree, plan: Plan):
+    """Host (or single-device) pytree -> a copy on every device of the plan."""
+    if plan.parallelism == "pmap":
+        n = len(plan.local_devices)
+
+        def put(x):
+            x = np.asarray(x)
+            return _pmap_put(np.broadcast_to(x[None], (n, *x.shape)), plan)
+
+        return jax.tree.map(put, tree)
+    sharding = NamedSharding(plan.mesh, P())
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+
+
+def unreplicate(tree, plan: Plan):
+    """Replicated device pytree -> host numpy pytree (one copy)."""
+    if plan.parallelism == "pmap":  # shards are (1, ...) slices of the leading device axis
+        return jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], tree)
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+
+def put_batch(batch: dict, plan: Plan) -> dict:
+    """Process-local host batch ``(b_local, ...)`` -> device arrays ready for the compiled step."""
+    n_local = len(plan.local_devices)
+    first = next(iter(batch.values()))
+    if first.shape[0] % n_local:
+        raise ValueError(f"local batch size {first.shape[0]} is not divisible by the local device count {n_local}")
+    if plan.parallelism == "pmap":
+        def put(x):
+            return _pmap_put(np.asarray(x).reshape(n_local, -1, *x.shape[1:]), plan)
+        return {k: put(v) for k, v in batch.items()}
+    sharding = NamedSharding(plan.mesh, P(AXIS))
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+
+
+def fetch(tree, plan: Plan):
+    """Per-example outputs (sharded along the batch) -> host numpy, process-local part, flat batch axis."""
+    def local(x):
+        shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+        data = [np.asarray(s.data) for s in shards]
+        return np.concatenate([d.reshape(-1, *d.shape[2:]) for d in data] if plan.parallelism == "pmap" else data)
+    return jax.tree.map(local, tree)
+
+
+# ----------------------------------------------------------------------------- compilation
+
+def compile_step(fn: Callable, plan: Plan, *, batch_argnums=(1,), out_sharded: Any = None, donate_state: bool = True):
+    """Wrap a per-device ``fn(state, batch, ...)`` for the plan.
+
+    ``batch_argnums``: positional arguments sharded along the batch axis; others are replicated.
+    ``out_sharded``: a pytree-prefix of bools for the outputs, True where the output is per-example
+    (sharded along the batch); default: every output replicated.
+    """
+    if plan.parallelism == "pmap":
+        return jax.pmap(fn, axis_name=AXIS, devices=list(plan.local_devices) if jax.process_count() == 1 else None,
+                        donate_argnums=(0,) if donate_state else ())
+
+    def wrapped(*args):
+        in_specs = tuple(P(AXIS) if i in batch_argnums else P() for i in range(len(args)))
+        out_specs = P() if out_sharded is None else jax.tree.map(lambda s: P(AXIS) if s else P(), out_sharded)
+        return jax.shard_map(fn, mesh=plan.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)(*args)
+
+    return jax.jit(wrapped, donate_argnums=(0,) if donate_state else ())
