@@ -137,6 +137,14 @@ def test_cosine_half_and_end():
     assert value(s, 150) == pytest.approx(end)
 
 
+def test_linear_decay_to_zero():
+    """ShuffleNet's policy: a straight line from the peak to 0 at the last update."""
+    s = optim.make_schedule(sched(name="linear"), peak_lr=PEAK, steps_per_epoch=10, total_steps=100)
+    assert value(s, 0) == pytest.approx(PEAK)
+    assert value(s, 25) == pytest.approx(0.75 * PEAK)
+    assert value(s, 100) == pytest.approx(0.0, abs=1e-7)
+
+
 def test_cosine_with_warmup_ends_at_total_steps():
     s = optim.make_schedule(sched(name="cosine", warmup_epochs=1.0), peak_lr=PEAK, steps_per_epoch=10,
                             total_steps=110)

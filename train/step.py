@@ -61,14 +61,7 @@ class TrainState:
     loss_scale: LossScale | None = None  # float16 only
 
 
-def create_state(model: nn.Module, tx: optax.GradientTransformation, *, rng: jax.Array, input_shape,
-                 ema: bool = False, float16: bool = False) -> TrainState:
-    """Initialise variables and optimizer state in one compiled call on the default device
-    (``train.parallel.replicate`` it afterwards). ``rng``: a raw uint32 PRNG key.
-
-    Init runs once, so on CPU it is compiled without LLVM optimisation: 3-4x faster to compile
-    (the per-parameter threefry code is what XLA:CPU is slow to optimise)."""
-
+def _init_fn(model: nn.Module, tx: optax.GradientTransformation, input_shape, ema: bool, float16: bool):
     def init(rng):
         init_rng, state_rng = jax.random.split(rng)
         variables = model.init(init_rng, jnp.zeros((1, *input_shape), jnp.float32), train=False)
@@ -77,8 +70,24 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, *, rng: jax
                           opt_state=tx.init(params), rng=state_rng,
                           ema_params=jax.tree.map(jnp.copy, params) if ema else None,
                           loss_scale=LossScale.create() if float16 else None)
+    return init
 
-    return jax.jit(init).lower(rng).compile(compiler_options=fast_compile_options())(rng)
+
+def create_state(model: nn.Module, tx: optax.GradientTransformation, *, rng: jax.Array, input_shape,
+                 ema: bool = False, float16: bool = False) -> TrainState:
+    """Initialise variables and optimizer state in one compiled call on the default device
+    (``train.parallel.replicate`` it afterwards). ``rng``: a raw uint32 PRNG key.
+
+    Init runs once, so on CPU it is compiled without LLVM optimisation: 3-4x faster to compile
+    (the per-parameter threefry code is what XLA:CPU is slow to optimise)."""
+    init = jax.jit(_init_fn(model, tx, input_shape, ema, float16))
+    return init.lower(rng).compile(compiler_options=fast_compile_options())(rng)
+
+
+def abstract_state(model: nn.Module, tx: optax.GradientTransformation, *, input_shape, ema: bool = False,
+                   float16: bool = False) -> TrainState:
+    """The state's structure, shapes and dtypes (``jax.ShapeDtypeStruct`` leaves), without computing it."""
+    return jax.eval_shape(_init_fn(model, tx, input_shape, ema, float16), jax.random.PRNGKey(0))
 
 
 def fast_compile_options() -> dict:
