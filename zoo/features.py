@@ -1,0 +1,81 @@
+"""Intermediate feature maps by stable name, for research code (timm's ``features_only`` idea).
+
+Two kinds of names:
+
+* feature taps that every model marks (``zoo.layers.tap``): ``stem``, stage outputs (ResNet
+  ``layer1``..``layer4``, VGG ``block3_conv1``, AlexNet ``fc7``...), and ``pre_logits`` (the vector fed
+  to the classifier). ``feature_names(model, input_shape)`` lists them with their shapes.
+* any module path (``layer1_0/conv1``, ``features_3``): that module's output, through Flax's
+  ``capture_intermediates``.
+
+    feats = zoo.features(model, variables, x, layers=["layer2", "pre_logits"])
+    feats["layer2"].shape   # (B, H/8, W/8, 128) for resnet18
+
+``feature_gradients`` differentiates a score with respect to tapped feature maps (Grad-CAM).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _tap_values(model: nn.Module, variables, x, train: bool = False) -> dict:
+    _, state = model.apply(variables, x, train=train, mutable=["features"])
+    return dict(state.get("features", {}))
+
+
+def feature_names(model: nn.Module, input_shape) -> dict[str, tuple]:
+    """Tap names of ``model`` with their shapes for one image of ``input_shape`` ``(H, W, C)``
+    (traced with ``jax.eval_shape``: nothing is computed)."""
+    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+
+    def run(x):
+        variables = model.init(jax.random.key(0), x, train=False)
+        return _tap_values(model, variables, x)
+
+    return {k: tuple(v.shape) for k, v in jax.eval_shape(run, x).items()}
+
+
+def features(model: nn.Module, variables, x, layers: Sequence[str] | None = None, *, train: bool = False) -> dict:
+    """Feature maps of ``x`` (``(B, H, W, C)``) by name: tap names or module paths.
+    ``layers=None``: every tap. Unknown names: ValueError listing the taps."""
+    taps = _tap_values(model, variables, x, train)
+    if layers is None:
+        return taps
+    wanted = [n for n in layers if n not in taps]
+    out = {n: taps[n] for n in layers if n in taps}
+    if wanted:
+        paths = {tuple(n.split("/")) for n in wanted}
+        _, state = model.apply(variables, x, train=train, mutable=["intermediates"],
+                               capture_intermediates=lambda mdl, method: method == "__call__" and mdl.path in paths)
+        captured = state.get("intermediates", {})
+        for n in wanted:
+            node = captured
+            for part in n.split("/"):
+                node = node.get(part, {}) if isinstance(node, dict) else {}
+            if not isinstance(node, dict) or "__call__" not in node:
+                raise ValueError(f"layers: {n!r} is neither a feature tap ({', '.join(taps)}) nor a module path of "
+                                 f"{type(model).__name__}")
+            out[n] = node["__call__"][0]
+    return out
+
+
+def feature_gradients(model: nn.Module, variables, x, layers: Sequence[str],
+                      score_fn: Callable[[jax.Array], jax.Array]) -> tuple[dict, dict]:
+    """``(feature maps, d score / d feature maps)`` for tap names ``layers``; ``score_fn`` maps the
+    logits ``(B, K)`` to a scalar (e.g. the sum of each image's class score)."""
+    taps = _tap_values(model, variables, x)
+    unknown = [n for n in layers if n not in taps]
+    if unknown:
+        raise ValueError(f"layers: {unknown} are not feature taps of {type(model).__name__}; taps: {', '.join(taps)}")
+    zeros = {n: jnp.zeros_like(taps[n]) for n in layers}
+
+    def score(perturb):
+        logits = model.apply({**variables, "taps": perturb}, x, train=False)
+        return score_fn(logits.astype(jnp.float32))
+
+    grads = jax.grad(score)(zeros)
+    return {n: taps[n] for n in layers}, grads
