@@ -26,3 +26,25 @@ def run_worker(name: str, *args, devices: int = 1, timeout: int = 600, env: dict
     if proc.returncode != 0:
         raise AssertionError(f"{name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def random_variables(model, input_shape, seed: int = 0) -> dict:
+    """Variables of ``model`` filled with He-scaled random numbers (no compiled init: forward-pass
+    tests of large models only need well-scaled values). BatchNorm: scale 1, bias 0, mean 0, var 1."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *input_shape)), train=False))
+    rng = np.random.default_rng(seed)
+
+    def fill(path, s):
+        name = str(getattr(path[-1], "key", path[-1]))
+        if name in ("scale", "var"):
+            return np.ones(s.shape, s.dtype)
+        if name in ("bias", "mean") or len(s.shape) < 2:
+            return np.zeros(s.shape, s.dtype)
+        fan_in = int(np.prod(s.shape[:-1]))
+        return (rng.standard_normal(s.shape) * np.sqrt(1.0 / fan_in)).astype(s.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)

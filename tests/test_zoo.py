@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import zoo
+from helpers import random_variables
 from zoo.summary import layer_table
 
 ALL = zoo.list_models()
@@ -89,7 +90,7 @@ def _small_input(name):
 def test_forward_small_input(name):
     model = zoo.create(name, num_classes=7)
     x = _small_input(name)
-    variables = model.init(jax.random.key(0), x, train=False)
+    variables = random_variables(model, x.shape[1:])
     assert set(variables) <= {"params", "batch_stats"}
     logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
     assert logits.shape == (2, 7)
@@ -137,6 +138,12 @@ def test_dtype_and_param_dtype():
     assert model.apply(v, x).dtype == jnp.bfloat16
     v16 = jax.eval_shape(lambda: zoo.create("resnet20", param_dtype=jnp.bfloat16).init(jax.random.key(0), x))
     assert all(a.dtype == jnp.bfloat16 for a in jax.tree.leaves(v16["params"]))
+
+
+def test_zoo_init_compiles_the_whole_init():
+    variables = zoo.init(zoo.create("resnet20"), (32, 32, 3))
+    assert set(variables) == {"params", "batch_stats"}
+    assert sum(a.size for a in jax.tree.leaves(variables["params"])) == counts("resnet20")[0]
 
 
 def test_bn_defaults_are_torch_convention():

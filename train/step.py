@@ -24,6 +24,7 @@ import optax
 from jax import lax
 
 from train import optim
+from zoo.registry import fast_compile_options
 from train.parallel import AXIS
 
 LOSSES = ("cross_entropy", "mse")
@@ -88,11 +89,6 @@ def abstract_state(model: nn.Module, tx: optax.GradientTransformation, *, input_
                    float16: bool = False) -> TrainState:
     """The state's structure, shapes and dtypes (``jax.ShapeDtypeStruct`` leaves), without computing it."""
     return jax.eval_shape(_init_fn(model, tx, input_shape, ema, float16), jax.random.PRNGKey(0))
-
-
-def fast_compile_options() -> dict:
-    """XLA options for programs that run once (init): no backend optimisation on CPU."""
-    return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
 
 
 @dataclasses.dataclass(frozen=True)

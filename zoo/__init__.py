@@ -6,11 +6,13 @@
     logits = model.apply(variables, x, train=False)
 """
 from zoo import layers
-from zoo.registry import ModelInfo, create, list_models, model_info, register
+from zoo.registry import ModelInfo, create, init, list_models, model_info, register
+from zoo.features import feature_gradients, feature_names, features
 from zoo.summary import layer_table, macs, param_count, summary
 
 # Families register their variants on import.
 from zoo import alexnet, densenet, lenet, mobilenet, resnet, shufflenet, vgg  # noqa: E402,F401  isort: skip
+from zoo import inspect  # noqa: E402,F401  zoo.inspect: filters, receptive fields, saliency, Grad-CAM...
 
-__all__ = ["create", "list_models", "model_info", "register", "ModelInfo", "summary", "layer_table", "macs",
-           "param_count", "layers"]
+__all__ = ["create", "init", "list_models", "model_info", "register", "ModelInfo", "summary", "layer_table", "macs",
+           "param_count", "layers", "features", "feature_names", "feature_gradients"]

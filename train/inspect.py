@@ -1,0 +1,250 @@
+"""``python -m train.inspect --workdir runs/lenet5 --image digit.png``: pictures of what a trained
+network has learned and why it decides as it does, written as PNGs next to the checkpoint
+(``WORKDIR/inspect`` by default); the paths are printed.
+
+    python -m train.inspect --workdir runs/lenet5 --image digit.png \\
+        [--what filters,features,saliency,gradcam,occlusion,classmodel,neighbours,rf,fixed] \\
+        [--layer s2,c3] [--class 7] [--out DIR] [--checkpoint best|latest|STEP]
+    python -m train.inspect --workdir runs/lenet5 --index 12      # image 12 of the run's eval split
+
+The image (any file PIL reads) is preprocessed with ``train.data.preprocess_eval`` and the
+preprocessing stored with the checkpoint, exactly as evaluation does. ``--class`` (index or class
+name) defaults to the predicted class. ``--what`` defaults to everything that applies:
+
+  filters     first-layer filters as a grid                        filters.png
+  features    feature maps of ``--layer`` (default: the first and last spatial taps)
+                                                                   <image>_features_<layer>.png
+  saliency    |dS_c/dI| (Simonyan et al. 2014)                     <image>_saliency_<class>.png
+  gradcam     Grad-CAM at ``--layer`` taps (default: the last spatial tap)
+                                                                   <image>_gradcam_<layer>_<class>.png
+  occlusion   drop of p_c under a sliding grey patch (``--patch``, ``--stride``)
+                                                                   <image>_occlusion_<class>.png
+  classmodel  the input maximising S_c - lambda ||I||^2            class_model_<class>.png
+  neighbours  nearest eval-split images in pre_logits space and in pixel space
+                                                                   <image>_neighbours.png
+  rf          receptive field of every layer (printed)             receptive_fields.txt
+  fixed       the classic fixed filters (Sobel, Prewitt, Scharr, average) on the image
+                                                                   <image>_fixed_filters.png
+
+The library behind it is ``zoo.inspect``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+WHAT = ("filters", "features", "saliency", "gradcam", "occlusion", "classmodel", "neighbours", "rf", "fixed")
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Any image file PIL reads as uint8 ``(h, w)``, ``(h, w, 3)`` or ``(h, w, 4)``."""
+    from PIL import Image  # noqa: PLC0415
+
+    with Image.open(path) as im:
+        if im.mode in ("LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            im = im.convert("RGBA")
+        elif im.mode in ("1", "I", "I;16", "F"):
+            im = im.convert("L")
+        elif im.mode not in ("L", "RGB", "RGBA"):
+            im = im.convert("RGB")
+        return np.asarray(im, np.uint8).copy()
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name)).strip("-") or "x"
+
+
+def _eval_images(meta: dict, limit: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Up to ``limit`` images (normalised) and labels of the run's eval split, in order."""
+    from train import data  # noqa: PLC0415
+
+    cfg, pp = meta["config"], meta["preprocessing"]
+    pipe = data.load(cfg["data"], split=cfg["data"]["eval_split"], train=False,
+                     batch_size=min(int(cfg["eval_batch_size"]), max(limit, 1)),
+                     image_shape=(*pp["image_size"], pp["channels"]), seed=int(cfg.get("seed", 0)))
+    images, labels = [], []
+    n = 0
+    for b in pipe:
+        keep = b["mask"] > 0
+        images.append(b["image"][keep])
+        labels.append(b["label"][keep])
+        n += int(keep.sum())
+        if n >= limit:
+            break
+    return np.concatenate(images)[:limit], np.concatenate(labels)[:limit], list(pipe.class_names)
+
+
+def _class_index(arg: str | None, names: list[str]) -> int | None:
+    if arg is None:
+        return None
+    if arg in names:
+        return names.index(arg)
+    try:
+        c = int(arg)
+    except ValueError:
+        raise ValueError(f"--class {arg!r}: not a class index or one of the class names {names[:20]}") from None
+    if not 0 <= c < len(names):
+        raise ValueError(f"--class {c}: must be in [0, {len(names)})")
+    return c
+
+
+def run(workdir, *, image=None, index: int | None = None, what=None, layers=None, class_arg=None, out=None,
+        checkpoint_step="best", k: int = 8, neighbours_max: int = 1000, steps: int = 100, patch=None, stride=None,
+        print_fn=print) -> dict[str, list[Path]]:
+    """The command as a function: returns ``{what: [written paths]}``."""
+    import train  # noqa: PLC0415
+    from train import data  # noqa: PLC0415
+    from zoo import inspect as zi  # noqa: PLC0415
+
+    what = list(what or WHAT)
+    unknown = [w for w in what if w not in WHAT]
+    if unknown:
+        raise ValueError(f"--what: unknown {unknown}; allowed: {', '.join(WHAT)}")
+    model, variables = train.restore(workdir, checkpoint_step=checkpoint_step)
+    meta = train.restore_meta(workdir, checkpoint_step=checkpoint_step)
+    pp = meta["preprocessing"]
+    shape = (*pp["image_size"], pp["channels"])
+    out = Path(out) if out else Path(workdir) / "inspect"
+    out.mkdir(parents=True, exist_ok=True)
+
+    dataset = None
+    if image is not None:
+        x = data.preprocess_eval(load_image(image), pp)
+        stem = _safe(Path(image).stem)
+    else:
+        dataset = _eval_images(meta, max(neighbours_max, (index or 0) + 1))
+        if not 0 <= (index or 0) < len(dataset[0]):
+            raise ValueError(f"--index {index}: the eval split has {len(dataset[0])} images")
+        x = dataset[0][index or 0][None]
+        stem = f"{meta['config']['data']['eval_split']}{index or 0}"
+    names = list(meta.get("class_names") or [str(i) for i in range(model.num_classes)])
+    pred, probs = zi.predict(model, variables, x)
+    c = _class_index(class_arg, names)
+    c = int(pred[0]) if c is None else c
+    cname = names[c]
+    print_fn(f"{meta['model']}: predicted {names[int(pred[0])]} (p={probs[0, pred[0]]:.3f}); "
+             f"explaining class {cname} (p={probs[0, c]:.3f})")
+    shown = zi.to_display(x[0], pp)
+    taps = zi.spatial_taps(model, shape)
+    written: dict[str, list[Path]] = {}
+
+    def wrote(kind, path):
+        written.setdefault(kind, []).append(Path(path))
+        print_fn(f"{kind}: {path}")
+
+    def skip(kind, why):
+        print_fn(f"{kind}: skipped ({why})")
+
+    for w in what:
+        if w == "filters":
+            try:
+                f = zi.first_layer_filters(model, variables, shape)
+            except ValueError as e:
+                skip(w, e)
+                continue
+            wrote(w, zi.plot_filters(f, out / "filters.png", title=f"{meta['model']}: {len(f)} first-layer filters "
+                                     f"{f.shape[1]}x{f.shape[2]}x{f.shape[3]}"))
+        elif w == "features":
+            chosen = layers or (list(dict.fromkeys([taps[0], taps[-1]])) if taps else [])
+            if not chosen:
+                skip(w, "no spatial feature tap")
+            for layer in chosen:
+                maps = zi.feature_maps(model, variables, x, layer)
+                wrote(w, zi.plot_feature_maps(maps[0], out / f"{stem}_features_{_safe(layer)}.png",
+                                              title=f"{meta['model']} {layer}: {maps.shape[-1]} maps "
+                                                    f"{maps.shape[1]}x{maps.shape[2]}"))
+        elif w == "saliency":
+            s = zi.saliency(model, variables, x, c)[0]
+            wrote(w, zi.plot_attribution(shown, s, out / f"{stem}_saliency_{_safe(cname)}.png",
+                                         title=f"saliency |dS_c/dI|, class {cname}"))
+        elif w == "gradcam":
+            chosen = [n for n in (layers or []) if n in taps] or ([zi.default_cam_layer(model, shape)] if taps else [])
+            if layers and not [n for n in layers if n in taps]:
+                print_fn(f"gradcam: --layer {','.join(layers)} has no spatial tap (taps: {', '.join(taps)}); "
+                         f"using {chosen[0] if chosen else 'none'}")
+            if not chosen:
+                skip(w, "no spatial feature tap")
+            for layer in chosen:
+                g = zi.grad_cam(model, variables, x, c, layer)[0]
+                wrote(w, zi.plot_attribution(shown, g, out / f"{stem}_gradcam_{_safe(layer)}_{_safe(cname)}.png",
+                                             title=f"Grad-CAM at {layer}, class {cname}"))
+        elif w == "occlusion":
+            o = zi.occlusion(model, variables, x[0], c, patch=patch, stride=stride)
+            wrote(w, zi.plot_attribution(shown, o.map, out / f"{stem}_occlusion_{_safe(cname)}.png", symmetric=True,
+                                         title=f"occlusion: drop of p({cname}) = {o.probability:.3f} under a "
+                                               f"{o.patch}x{o.patch} grey patch"))
+        elif w == "classmodel":
+            img, scores = zi.class_model(model, variables, c, input_shape=shape, steps=steps)
+            wrote(w, zi.plot_class_model(img, scores, out / f"class_model_{_safe(cname)}.png",
+                                         title=f"class model of {cname}: S_c {scores[0]:.2f} -> {scores[-1]:.2f}"))
+        elif w == "neighbours":
+            try:
+                if dataset is None:
+                    dataset = _eval_images(meta, neighbours_max)
+            except Exception as e:  # noqa: BLE001  (dataset not available here)
+                skip(w, f"the eval split cannot be loaded: {str(e).splitlines()[0][:200]}")
+                continue
+            images, labels, _ = dataset
+            r = zi.neighbours(model, variables, x[0], images, k=k)
+            needed = {int(i) for space in r.values() for i in space[0]}
+            disp = {i: zi.to_display(images[i], pp) for i in needed}
+            wrote(w, zi.plot_neighbours(shown, disp, r, out / f"{stem}_neighbours.png",
+                                        labels=[names[int(v)] for v in labels],
+                                        title=f"{k} nearest of {len(images)} eval images: pre_logits (top), "
+                                              "pixels (bottom), L2"))
+        elif w == "rf":
+            table = zi.receptive_field_table(zi.receptive_fields(model, shape, variables=variables))
+            path = out / "receptive_fields.txt"
+            path.write_text(table + "\n")
+            print_fn(table)
+            wrote(w, path)
+        elif w == "fixed":
+            gray = shown if shown.ndim == 2 else shown @ np.asarray([0.299, 0.587, 0.114], np.float32)
+            wrote(w, zi.plot_fixed_filters(gray, out / f"{stem}_fixed_filters.png"))
+    return written
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m train.inspect", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n\n".join(__doc__.split("\n\n")[2:]))
+    ap.add_argument("--workdir", required=True, help="the run's directory (checkpoints inside)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", help="image file to explain (any format PIL reads)")
+    src.add_argument("--index", type=int, help="explain image INDEX of the run's eval split instead")
+    ap.add_argument("--what", default="all", help=f"comma list of {','.join(WHAT)} (default: all)")
+    ap.add_argument("--layer", default=None, help="comma list of feature taps or module paths for features and "
+                    "Grad-CAM (default: first/last spatial taps; Grad-CAM: the last)")
+    ap.add_argument("--class", dest="class_", default=None, help="class index or name (default: predicted)")
+    ap.add_argument("--out", default=None, help="output folder (default WORKDIR/inspect)")
+    ap.add_argument("--checkpoint", default="best", help="'best' (default), 'latest' or a step number")
+    ap.add_argument("--k", type=int, default=8, help="neighbours shown (default 8)")
+    ap.add_argument("--neighbours_max", type=int, default=1000, help="eval images searched (default 1000)")
+    ap.add_argument("--steps", type=int, default=100, help="class-model gradient-ascent steps (default 100)")
+    ap.add_argument("--patch", type=int, default=None, help="occlusion patch side (default: image side / 7)")
+    ap.add_argument("--stride", type=int, default=None, help="occlusion stride (default: patch / 2)")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    from absl import logging as absl_logging  # noqa: PLC0415
+    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's read-only notices
+    from train import checkpoint  # noqa: PLC0415
+
+    what = None if a.what == "all" else [w.strip() for w in a.what.split(",") if w.strip()]
+    layers = [n.strip() for n in a.layer.split(",") if n.strip()] if a.layer else None
+    try:
+        run(a.workdir, image=a.image, index=a.index, what=what, layers=layers, class_arg=a.class_, out=a.out,
+            checkpoint_step=a.checkpoint, k=a.k, neighbours_max=a.neighbours_max, steps=a.steps, patch=a.patch,
+            stride=a.stride)
+    except (checkpoint.NoCheckpointError, ValueError, FileNotFoundError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
