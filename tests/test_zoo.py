@@ -11,16 +11,20 @@ import pytest
 
 import zoo
 from helpers import random_variables
-from zoo.summary import layer_table
+from zoo.summary import trace
 
 ALL = zoo.list_models()
 
 
 @functools.lru_cache(maxsize=None)
+def traced(name):
+    """(layer rows, abstract variables) of a variant at its default input: one eval_shape per model."""
+    return trace(zoo.create(name), zoo.model_info(name).input_shape)
+
+
 def counts(name):
-    info = zoo.model_info(name)
-    rows = layer_table(zoo.create(name), info.input_shape)
-    return sum(r.params for r in rows), zoo.macs(zoo.create(name), info.input_shape)
+    rows, _ = traced(name)
+    return sum(r.params for r in rows), sum(r.macs for r in rows)
 
 
 def test_registry_holds_all_families():
@@ -33,8 +37,9 @@ def test_model_info_is_complete(name):
     info = zoo.model_info(name)
     assert info.name == name and info.paper and info.input_size > 0 and info.head
     assert (info.params, info.params_approx, info.macs) != (None, None, None), "every variant needs a reference figure"
-    params = jax.eval_shape(lambda: zoo.create(name).init(jax.random.key(0), jnp.zeros((1, *info.input_shape))))["params"]
+    params = traced(name)[1]["params"]
     assert set(info.head) <= set(params), f"head modules {info.head} not among {sorted(params)}"
+    assert counts(name)[0] == zoo.param_count(traced(name)[1])
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if zoo.model_info(n).params is not None])
@@ -109,7 +114,8 @@ def test_train_mode_updates_batch_stats_eval_mode_does_not():
 
 
 def test_dropout_only_in_train_mode_with_rng():
-    name = next(n for n in ALL if "dropout" in zoo.model_info(n).options() and zoo.model_info(n).input_size <= 64)
+    name = "vgg11"  # classifier dropout (0.5 by default), accepts 32x32
+    assert "dropout" in zoo.model_info(name).options()
     model = zoo.create(name, dropout=0.5)
     x = _small_input(name)
     v = model.init(jax.random.key(0), x)
@@ -163,12 +169,34 @@ def test_unknown_name_lists_closest():
     (dict(num_classes=2.5), "num_classes"),
     (dict(norm="batchnorm"), "norm.*allowed"),
     (dict(not_an_option=1), "not_an_option.*allowed"),
-    (dict(groups=3, width_per_group=4), "groups"),  # 3 does not divide resnet50's channels
+    (dict(groups=0), "groups"),
 ])
 def test_bad_override(override, pattern):
     with pytest.raises(ValueError, match=pattern):
         m = zoo.create("resnet50", **override)
         jax.eval_shape(lambda: m.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+
+
+@pytest.mark.parametrize("name, override, pattern", [
+    ("shufflenet_v1_g3", dict(groups=5), "groups.*allowed"),
+    ("mobilenet_v2", dict(width_mult=0.0), "width_mult"),
+    ("mobilenet_v1", dict(width_mult=-1.0), "width_mult"),
+])
+def test_bad_family_override(name, override, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        zoo.create(name, **override)
+
+
+def test_groups_not_dividing_channels_is_named():
+    import flax.linen as nn
+
+    class Grouped(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return zoo.layers.Ops().conv(x, 8, 3, groups=3, name="c")
+
+    with pytest.raises(ValueError, match="groups=3 must divide"):
+        jax.eval_shape(lambda: Grouped().init(jax.random.key(0), jnp.zeros((1, 8, 8, 6))))
 
 
 @pytest.mark.parametrize("shape, pattern", [

@@ -37,7 +37,7 @@ def _main(argv):
 
     try:
         r = loop.fit(_CONFIG.value, _WORKDIR.value)
-    except (checkpoint.WorkdirMismatchError, loop.NonFiniteLossError, FileNotFoundError, ValueError) as e:
+    except (checkpoint.WorkdirMismatchError, loop.NonFiniteLossError, FileNotFoundError, ImportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if jax.process_index() == 0:

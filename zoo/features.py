@@ -3,7 +3,7 @@
 Two kinds of names:
 
 * feature taps that every model marks (``zoo.layers.tap``): ``stem``, stage outputs (ResNet
-  ``layer1``..``layer4``, VGG ``block3_conv1``, AlexNet ``fc7``...), and ``pre_logits`` (the vector fed
+  ``layer1``..``layer4``, VGG ``block3_conv1``, AlexNet ``relu7`` = fc7 after its ReLU...), and ``pre_logits`` (the vector fed
   to the classifier). ``feature_names(model, input_shape)`` lists them with their shapes.
 * any module path (``layer1_0/conv1``, ``features_3``): that module's output, through Flax's
   ``capture_intermediates``.

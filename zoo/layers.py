@@ -211,6 +211,30 @@ def global_avg_pool(x: Array) -> Array:
     return x.mean(axis=(1, 2))
 
 
+def flatten_nchw(x: Array) -> Array:
+    """``torch.flatten(x, 1)`` of the NCHW tensor: ``(B, H, W, C) -> (B, C * H * W)``, channel-major.
+    A torchvision ``Linear`` that follows a flatten (AlexNet, VGG, LeNet) then converts by
+    transposition alone; for ``H = W = 1`` it is a plain reshape."""
+    return x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)
+
+
+def local_response_norm(x: Array, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> Array:
+    """``torch.nn.LocalResponseNorm(size, alpha, beta, k)`` across channels, NHWC:
+
+        b_c = a_c / (k + alpha / size * sum_{c' = c - size//2}^{c + (size-1)//2} a_{c'}^2) ** beta
+
+    with zero padding beyond the first and last channel. PyTorch (and Caffe) divide ``alpha`` by
+    ``size``; Krizhevsky et al. (2012, sec. 3.3) do not: their ``k=2, n=5, alpha=1e-4, beta=0.75``
+    is ``local_response_norm(x, 5, alpha=5 * 1e-4, beta=0.75, k=2.0)`` here. Computed in at least
+    float32, returned in ``x.dtype``."""
+    check_positive_int("size", size)
+    dtype = x.dtype
+    xf = x.astype(jnp.promote_types(dtype, jnp.float32))
+    window_sum = jax.lax.reduce_window(xf * xf, 0.0, jax.lax.add, (1, 1, 1, size), (1, 1, 1, 1),
+                                       ((0, 0), (0, 0), (0, 0), (size // 2, (size - 1) // 2)))
+    return (xf / (k + alpha / size * window_sum) ** beta).astype(dtype)
+
+
 def hard_sigmoid(x: Array) -> Array:
     """PyTorch ``nn.Hardsigmoid``: relu6(x + 3) / 6."""
     return nn.relu6(x + 3.0) / 6.0

@@ -4,8 +4,9 @@ Everything runs under ``jax.eval_shape`` (no compilation, no FLOPs spent): the m
 once with an interceptor that records, for every conv and dense layer, its output shape, its
 parameters and its MACs, ``H_out * W_out * C_out * k_h * k_w * C_in / groups`` for a conv and
 ``in * out`` for a dense layer (torchvision's "GFLOPS" column counts these MACs). Norm layers are
-listed with their parameters and no MACs; pooling, activations and additions are not counted, as in
-the published figures.
+listed with their parameters and no MACs, as is any other module that owns parameters (LeNet's
+trainable subsampling); pooling, activations and additions are not counted, as in the published
+figures.
 """
 from __future__ import annotations
 
@@ -47,15 +48,23 @@ def abstract_variables(model: nn.Module, input_shape, batch: int = 1):
 def layer_table(model: nn.Module, input_shape, batch: int = 1) -> list[LayerRow]:
     """One row per parametrised layer (conv, dense, norm, and any other module owning params),
     in call order, for a batch of one image of ``input_shape`` ``(H, W, C)``."""
+    return trace(model, input_shape, batch)[0]
+
+
+def trace(model: nn.Module, input_shape, batch: int = 1) -> tuple[list[LayerRow], dict]:
+    """``(layer rows, abstract variables)`` from one ``jax.eval_shape`` of ``model.init``."""
     rows: list[LayerRow] = []
 
     def interceptor(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         mod = context.module
-        if context.method_name != "__call__" or not isinstance(mod, (nn.Conv, nn.Dense, nn.BatchNorm, nn.GroupNorm,
-                                                                           nn.LayerNorm)):
+        if context.method_name != "__call__" or not isinstance(out, jax.Array | jax.ShapeDtypeStruct | jax.core.Tracer):
             return out
-        params = _num(mod.variables.get("params", {}))
+        own = {k: v for k, v in mod.variables.get("params", {}).items() if not isinstance(v, dict)}
+        known = isinstance(mod, (nn.Conv, nn.Dense, nn.BatchNorm, nn.GroupNorm, nn.LayerNorm))
+        if not known and not own:  # containers (blocks, the model) are listed through their layers
+            return out
+        params = _num(own)
         macs = 0
         if isinstance(mod, nn.Conv):
             kernel = mod.variables["params"]["kernel"]  # (kh, kw, C_in / groups, C_out)
@@ -63,6 +72,8 @@ def layer_table(model: nn.Module, input_shape, batch: int = 1) -> list[LayerRow]
         elif isinstance(mod, nn.Dense):
             kernel = mod.variables["params"]["kernel"]  # (in, out)
             macs = math.prod(out.shape[1:-1]) * math.prod(kernel.shape)
+        elif hasattr(mod, "macs"):  # a custom layer reports its own (e.g. LeNet's C3)
+            macs = int(mod.macs(out.shape))
         rows.append(LayerRow("/".join(mod.path), type(mod).__name__, tuple(out.shape), params, macs))
         return out
 
@@ -71,20 +82,14 @@ def layer_table(model: nn.Module, input_shape, batch: int = 1) -> list[LayerRow]
         variables = jax.eval_shape(lambda k, x: model.init(k, x, train=False), jax.random.key(0), x)
     counted = sum(r.params for r in rows)
     total = param_count(variables)
-    if counted != total:  # params owned by modules of other kinds (e.g. LeNet's subsampling)
-        rows.append(LayerRow("(other parametrised layers)", "-", (), total - counted, 0))
-    return rows
+    if counted != total:  # params created by a container module itself, outside any layer
+        rows.append(LayerRow("(other parameters)", "-", (), total - counted, 0))
+    return rows, variables
 
 
 def macs(model: nn.Module, input_shape) -> int:
     """Multiply-accumulates for one image of ``input_shape`` ``(H, W, C)``."""
-    return sum(r.macs for r in layer_table(model, input_shape)) + _extra_macs(model, input_shape)
-
-
-def _extra_macs(model, input_shape) -> int:
-    """Models whose layers are not plain nn.Conv/nn.Dense may report their own MACs."""
-    fn = getattr(model, "extra_macs", None)
-    return int(fn(input_shape)) if fn else 0
+    return sum(r.macs for r in layer_table(model, input_shape))
 
 
 def summary(model: nn.Module, input_shape, *, print_fn=print) -> list[LayerRow]:
@@ -94,14 +99,15 @@ def summary(model: nn.Module, input_shape, *, print_fn=print) -> list[LayerRow]:
     """
     rows = layer_table(model, input_shape)
     w = max([len(r.path) for r in rows] + [10])
-    lines = [f"{'layer':<{w}}  {'type':<10} {'output shape':<22} {'params':>13} {'MACs':>15}",
-             "-" * (w + 65)]
+    t = max([len(r.kind) for r in rows] + [10])
+    lines = [f"{'layer':<{w}}  {'type':<{t}} {'output shape':<16} {'params':>13} {'MACs':>15}",
+             "-" * (w + t + 63)]
     for r in rows:
         shape = "x".join(map(str, r.output_shape[1:])) if r.output_shape else ""
-        lines.append(f"{r.path:<{w}}  {r.kind:<10} {shape:<22} {r.params:>13,} {r.macs:>15,}")
+        lines.append(f"{r.path:<{w}}  {r.kind:<{t}} {shape:<16} {r.params:>13,} {r.macs:>15,}")
     total_p = sum(r.params for r in rows)
-    total_m = sum(r.macs for r in rows) + _extra_macs(model, input_shape)
-    lines += ["-" * (w + 65), f"{'total':<{w}}  {'':<10} {'':<22} {total_p:>13,} {total_m:>15,}"]
+    total_m = sum(r.macs for r in rows)
+    lines += ["-" * (w + t + 63), f"{'total':<{w}}  {'':<{t}} {'':<16} {total_p:>13,} {total_m:>15,}"]
     print_fn("\n".join(lines))
     return rows
 
