@@ -1,0 +1,64 @@
+"""ResNet-18 fine-tuned from ImageNet weights (torchvision's) on your own image folder.
+
+Set the two paths (placeholders below) on the command line. First a safetensors file of torchvision's
+ImageNet weights (once; torch is not needed afterwards)::
+
+    # where PyTorch is installed next to this project (torchvision's download cache file works as is):
+    python -m zoo.convert pth2safetensors resnet18 ~/.cache/torch/hub/checkpoints/resnet18-f37072fd.pth resnet18.safetensors
+    # or in any PyTorch environment:
+    python -c "import torchvision; from safetensors.torch import save_file; save_file(torchvision.models.resnet18(weights='DEFAULT').state_dict(), 'resnet18.safetensors')"
+    python -m zoo.convert check resnet18 resnet18.safetensors        # optional: names and shapes match
+
+then train::
+
+    python -m train --config configs/resnet18_finetune_folder.py --workdir runs/flowers \\
+        --config.data.name=folder:/data/flowers --config.transfer.init_from=resnet18.safetensors
+
+and give the trained weights back to torchvision: ``python -m train.transfer export runs/flowers
+flowers_resnet18.safetensors`` (``torchvision.models.resnet18(num_classes=K).load_state_dict(
+safetensors.torch.load_file(...))``).
+
+The folder holds one subfolder per class (``PATH/<class>/*.jpg``; or ``PATH/train/<class>``,
+``PATH/test/<class>``); without split folders 10% of each class is held out for evaluation.
+Folder images are normalised with the ImageNet mean / std, as the torchvision weights expect.
+``init_from`` may also be a workdir of ours (fine-tune one of our own runs). The classifier ``fc``
+is replaced (1000 -> the folder's class count, freshly initialised; logged).
+
+The recipe (the notes' transfer-learning advice: the first layers compute generic edge / colour
+features, later ones grow specific to the original classes; with a small dataset, fine-tuning
+everything overfits, while a frozen network cannot adapt its higher features):
+
+* ``freeze``: the stem and the first two stages (``conv1``, ``bn1``, ``layer1_*``, ``layer2_*``),
+  their BatchNorm statistics included, stay exactly as pretrained;
+* ``layer3``, ``layer4`` are fine-tuned at a tenth of the head's learning rate
+  (``backbone_lr_mult = 0.1``) so that the pretrained features move slowly while the fresh ``fc``
+  learns at the full rate.
+
+For a very small or very ImageNet-like dataset use ``--config.transfer.freeze=backbone`` (a fixed
+feature extractor: only ``fc`` trains); for a large, different one ``--config.transfer.freeze=none``.
+"""
+from configs import default
+
+
+def get_config():
+    c = default.get_config()
+    c.model = "resnet18"
+    c.data.name = "folder:/path/to/images"             # placeholder: one subfolder per class
+    c.data.augment = "imagenet"   # random resized crop + flip; eval: resize + centre crop (224)
+    c.transfer.init_from = "/path/to/resnet18.safetensors"  # placeholder: torchvision weights (or a workdir)
+    c.transfer.freeze = r"^(conv1|bn1|layer1_\d+|layer2_\d+)/"
+    c.transfer.backbone_lr_mult = 0.1
+
+    c.batch_size = 64
+    c.eval_batch_size = 128
+    c.num_epochs = 15.0
+    c.optimizer.name = "sgd"
+    c.optimizer.learning_rate = 0.01   # head; layer3/layer4 get 0.001
+    c.optimizer.momentum = 0.9
+    c.optimizer.weight_decay = 1e-4
+    c.schedule.name = "cosine"
+    c.schedule.warmup_epochs = 0.0
+    c.log_every_steps = 10
+    c.eval_every_epochs = 1.0
+    c.checkpoint.every_steps = 500
+    return c

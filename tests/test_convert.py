@@ -1,0 +1,270 @@
+"""Issue 6: torchvision weights in and out (zoo.convert): parity with torchvision's logits on every
+fixture, round trips for every torchvision variant, weight files, head replacement, bad files."""
+import logging
+import re
+import sys
+import types
+import zlib
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+import zoo
+from fixtures.parity.recipe import FIXTURES, parity_input, parse_shapes, recipe_state_dict
+from zoo import convert
+
+PARITY = Path(__file__).resolve().parent / "fixtures" / "parity"
+
+
+def fixture(name):
+    d = np.load(PARITY / f"{name}.npz", allow_pickle=False)
+    return parse_shapes(d["keys"], d["shapes"]), d["logits"]
+
+
+def assert_same_state_dict(got: dict, want: dict):
+    assert list(got) == list(want)  # same keys, torchvision's order
+    for k, v in want.items():
+        assert got[k].dtype == v.dtype and got[k].shape == v.shape, k
+        assert np.array_equal(got[k], v), k
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_parity_with_torchvision_logits(name):
+    shapes, logits = fixture(name)
+    assert convert.state_dict_shapes(name) == shapes          # our key list and shapes are torchvision's
+    assert list(convert.state_dict_shapes(name)) == list(shapes)  # ... in torchvision's order
+    sd = recipe_state_dict(shapes)
+    variables = convert.from_torchvision(name, sd)
+    model = zoo.create(name)
+    out = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, parity_input()))
+    err, scale = np.abs(out - logits).max(), np.abs(logits).max()
+    assert err <= 1e-4 * scale, f"{name}: max|diff| {err:.3g} > 1e-4 * max|logits| ({scale:.4g})"
+    assert_same_state_dict(convert.to_torchvision(name, variables), sd)   # round trip, every key
+
+
+def _random_state_dict(shapes: dict) -> dict:
+    """Cheap distinct values: every key a view into one random buffer at its own offset."""
+    largest = max(int(np.prod(s)) for s in shapes.values())
+    buf = np.random.default_rng(0).random(largest + 4096, dtype=np.float32)
+    sd = {}
+    for k, s in shapes.items():
+        if k.endswith(".num_batches_tracked"):
+            sd[k] = np.zeros((), np.int64)
+        else:
+            off = zlib.crc32(k.encode()) % 4096
+            sd[k] = buf[off:off + int(np.prod(s))].reshape(s)
+    return sd
+
+
+@pytest.mark.parametrize("name", convert.torchvision_models())
+def test_round_trip_every_torchvision_variant(name):
+    shapes = convert.state_dict_shapes(name)
+    sd = _random_state_dict(shapes)
+    variables = convert.from_torchvision(name, sd)
+    assert set(variables) == {"params", "batch_stats"} if any("running_mean" in k for k in sd) else {"params"}
+    assert_same_state_dict(convert.to_torchvision(name, variables), sd)
+
+
+def test_every_torchvision_family_variant_is_covered():
+    names = set(convert.torchvision_models())
+    expected = ({"alexnet", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "resnext50_32x4d",
+                 "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2"}
+                | {f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")}
+                | {f"resnet{d}" for d in (18, 34, 50, 101, 152)} | {f"densenet{d}" for d in (121, 161, 169, 201)}
+                | {f"shufflenet_v2_{w}" for w in ("x0_5", "x1_0", "x1_5", "x2_0")})
+    assert names == expected
+
+
+def test_models_without_torchvision_counterpart_are_rejected():
+    others = [n for n in zoo.list_models() if n not in convert.torchvision_models()]
+    families = {n.split("_")[0].rstrip("0123456789") for n in others}
+    assert {"alexnet_v1", "mobilenet_v1", "shufflenet_v1_g3", "lenet5", "resnet20", "resnet110"} <= set(others)
+    assert families <= {"alexnet", "mobilenet", "shufflenet", "lenet", "resnet"}
+    for n in others:
+        with pytest.raises(ValueError, match="no torchvision counterpart"):
+            convert.from_torchvision(n, {})
+        with pytest.raises(ValueError, match="no torchvision counterpart"):
+            convert.to_torchvision(n, {"params": {}})
+
+
+def test_mobilenet_v2_options_convert_with_an_explicit_model():
+    model = zoo.create("mobilenet_v2", width_mult=0.5, num_classes=7)
+    shapes = convert.state_dict_shapes("mobilenet_v2", model=model)
+    assert shapes["features.0.0.weight"] == (16, 3, 3, 3) and shapes["classifier.1.weight"] == (7, 1280)
+    sd = _random_state_dict(shapes)
+    variables = convert.from_torchvision("mobilenet_v2", sd, model=model)
+    assert_same_state_dict(convert.to_torchvision("mobilenet_v2", variables, model=model), sd)
+
+
+# ----------------------------------------------------------------------------- files, pretrained=
+
+SMALL = "shufflenet_v2_x0_5"  # 1.4M parameters: cheap files
+
+
+@pytest.fixture(scope="module")
+def small_sd():
+    return recipe_state_dict(convert.state_dict_shapes(SMALL))
+
+
+@pytest.fixture(scope="module")
+def small_file(small_sd, tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / f"{SMALL}.safetensors"
+    convert.save_torchvision(SMALL, convert.from_torchvision(SMALL, small_sd), path)
+    return path
+
+
+def test_safetensors_file_round_trip(small_sd, small_file):
+    sd = convert.load_state_dict(small_file)
+    assert set(sd) == set(small_sd)
+    assert_same_state_dict({k: sd[k] for k in small_sd}, small_sd)
+    assert sd["conv1.1.num_batches_tracked"].dtype == np.int64 and sd["conv1.1.num_batches_tracked"].shape == ()
+
+
+def test_pretrained_same_classes_loads_everything(small_sd, small_file, caplog):
+    with caplog.at_level(logging.INFO, logger="zoo"):
+        model, variables = zoo.create(SMALL, pretrained=small_file)
+    assert not [r for r in caplog.records if "freshly initialised" in r.getMessage()]
+    assert model.num_classes == 1000
+    assert_same_state_dict(convert.to_torchvision(SMALL, variables), small_sd)
+
+
+def test_pretrained_head_replacement(small_sd, small_file, caplog):
+    with caplog.at_level(logging.INFO, logger="zoo"):
+        model, variables = zoo.create(SMALL, num_classes=10, pretrained=small_file)
+    assert "head fc: 1000 -> 10 classes, freshly initialised" in caplog.text
+    assert variables["params"]["fc"]["kernel"].shape == (1024, 10) and variables["params"]["fc"]["bias"].shape == (10,)
+    assert np.all(np.isfinite(variables["params"]["fc"]["kernel"])) and np.std(variables["params"]["fc"]["kernel"]) > 0
+    sd = convert.to_torchvision(SMALL, variables)
+    assert sd["fc.weight"].shape == (10, 1024)
+    rest = [k for k in small_sd if not k.startswith("fc.")]
+    assert_same_state_dict({k: sd[k] for k in rest}, {k: small_sd[k] for k in rest})  # the rest loaded exactly
+    assert list(variables["params"])[-1] == "fc"  # the model's own order, as model.init gives it
+    logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, np.zeros((2, 32, 32, 3), np.float32))
+    assert logits.shape == (2, 10)
+
+
+def _expect_mismatch(fn, *fragments):
+    with pytest.raises(convert.WeightMismatchError) as e:
+        fn()
+    msg = str(e.value)
+    assert "nothing was loaded" in msg
+    for f in fragments:
+        assert f in msg, (f, msg)
+    return e.value
+
+
+def test_bad_weight_files_list_the_offending_keys(small_sd, tmp_path):
+    bad = dict(small_sd)
+    del bad["stage2.0.branch1.0.weight"]                              # missing
+    bad["extra.weight"] = np.zeros((3, 4), np.float32)                # unexpected
+    bad["conv1.0.weight"] = np.zeros((24, 3, 5, 5), np.float32)       # wrong shape
+    path = tmp_path / "bad.safetensors"
+    save_file(bad, str(path))
+    fragments = ("missing keys (1)", "stage2.0.branch1.0.weight: expected shape [24, 1, 3, 3]",
+                 "unexpected keys (1)", "extra.weight: found shape [3, 4]",
+                 "wrong shapes (1)", "conv1.0.weight: expected shape [24, 3, 3, 3], found [24, 3, 5, 5]")
+    err = _expect_mismatch(lambda: zoo.create(SMALL, pretrained=path), *fragments)
+    assert [k for k, _ in err.missing] == ["stage2.0.branch1.0.weight"]
+    assert err.unexpected == [("extra.weight", (3, 4))]
+    assert err.wrong_shape == [("conv1.0.weight", (24, 3, 3, 3), (24, 3, 5, 5))]
+    _expect_mismatch(lambda: convert.from_torchvision(SMALL, convert.load_state_dict(path)), *fragments)
+
+
+def test_weights_of_another_width_are_refused(small_file):
+    # x0_5 file -> x1_0 model: every stage differs; all listed (the message shows the first 40), nothing loaded
+    err = _expect_mismatch(lambda: zoo.create("shufflenet_v2_x1_0", num_classes=10, pretrained=small_file),
+                           "wrong shapes (266)", "... and 226 more",
+                           "stage2.0.branch2.0.weight: expected shape [58, 24, 1, 1], found [24, 24, 1, 1]")
+    assert ("conv5.0.weight", (1024, 464, 1, 1), (1024, 192, 1, 1)) in err.wrong_shape
+    assert not err.missing and not err.unexpected
+
+
+def test_to_torchvision_rejects_foreign_variables():
+    variables = {"params": {"fc": {"kernel": np.zeros((1024, 5), np.float32)}}}
+    _expect_mismatch(lambda: convert.to_torchvision(SMALL, variables), "missing keys", "conv1_0/kernel")
+    with pytest.raises(ValueError, match="collections"):
+        convert.to_torchvision(SMALL, {"params": {}, "intermediates": {}})
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        convert.load_state_dict(tmp_path / "nope.safetensors")
+    (tmp_path / "w.npy").write_bytes(b"x")
+    with pytest.raises(ValueError, match="unknown weight file type"):
+        convert.load_state_dict(tmp_path / "w.npy")
+    (tmp_path / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        convert.load_state_dict(tmp_path / "corrupt.safetensors")
+
+
+def test_pth_without_torch_says_how_to_convert(tmp_path, monkeypatch):
+    path = tmp_path / "resnet18.pth"
+    path.write_bytes(b"PK\x03\x04 not really a zip")
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    with pytest.raises(ImportError, match="needs PyTorch, which is not installed") as e:
+        convert.load_state_dict(path)
+    assert "pth2safetensors" in str(e.value) and ".safetensors" in str(e.value)
+
+
+def test_pth_goes_through_torch_load_weights_only(small_sd, tmp_path, monkeypatch):
+    """The .pth path with a stand-in torch module: torch.load must be called with weights_only=True
+    (PyTorch's restricted unpickler), map_location='cpu'; a checkpoint dict holding the state_dict
+    under 'state_dict' with DataParallel's 'module.' prefix is unwrapped."""
+    calls = []
+
+    def load(path, **kw):
+        calls.append((path, kw))
+        return {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in small_sd.items()}}
+
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(load=load, __version__="fake"))
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"")
+    sd = convert.load_state_dict(path)
+    assert calls == [(str(path), {"map_location": "cpu", "weights_only": True})]
+    variables = convert.from_torchvision(SMALL, sd)
+    assert_same_state_dict(convert.to_torchvision(SMALL, variables), small_sd)
+
+
+def test_pth_that_is_not_plain_data_is_refused(tmp_path, monkeypatch):
+    def load(path, **kw):
+        raise RuntimeError("Weights only load failed ... Unsupported global: GLOBAL os.system")
+
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(load=load, __version__="fake"))
+    (tmp_path / "evil.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match="weights_only=True.*refused"):
+        convert.load_state_dict(tmp_path / "evil.pth")
+
+
+def test_legacy_densenet_names_are_renamed():
+    shapes = convert.state_dict_shapes("densenet121")
+    sd = _random_state_dict(shapes)
+    legacy = {re.sub(r"(denselayer\d+\.(?:norm|conv))([12])\.", r"\1.\2.", k): v for k, v in sd.items()}
+    assert "features.denseblock1.denselayer1.norm.1.weight" in legacy
+    assert_same_state_dict(convert.to_torchvision("densenet121", convert.from_torchvision("densenet121", legacy)), sd)
+
+
+def test_cli_check_and_pth2safetensors(small_file, small_sd, tmp_path, monkeypatch, capsys):
+    assert convert.main(["check", SMALL, str(small_file)]) == 0
+    assert "converts to shufflenet_v2_x0_5" in capsys.readouterr().out
+    assert convert.main(["check", "resnet18", str(small_file)]) == 2
+    assert "missing keys" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(load=lambda p, **kw: dict(small_sd),
+                                                                     __version__="fake"))
+    (tmp_path / "w.pth").write_bytes(b"")
+    assert convert.main(["pth2safetensors", SMALL, str(tmp_path / "w.pth"), str(tmp_path / "w.safetensors")]) == 0
+    out = convert.load_state_dict(tmp_path / "w.safetensors")
+    assert set(out) == set(small_sd)
+    assert_same_state_dict({k: out[k] for k in small_sd}, small_sd)
+
+
+def test_head_of_another_input_width_is_not_replaced(small_sd, tmp_path):
+    bad = dict(small_sd)
+    bad["fc.weight"] = np.zeros((1000, 512), np.float32)   # fc takes 1024 features in this model
+    path = tmp_path / "narrow_fc.safetensors"
+    save_file(bad, str(path))
+    err = _expect_mismatch(lambda: zoo.create(SMALL, num_classes=10, pretrained=path),
+                           "fc.weight: expected shape [10, 1024], found [1000, 512]")
+    assert [k for k, *_ in err.wrong_shape] == ["fc.weight", "fc.bias"]  # not taken for a head replacement

@@ -1,0 +1,142 @@
+"""Transfer learning: start a training run from pretrained weights (``config.transfer.init_from``).
+
+The notes' advice: few people train a ConvNet from scratch; start from a network pretrained on
+ImageNet and either fine-tune it or use it as a fixed feature extractor. The config fields:
+
+* ``transfer.init_from``: a weight file (torchvision names and layouts: ``.safetensors``, or
+  ``.pth`` / ``.pt`` when PyTorch is installed; see ``zoo.convert``) or a workdir holding our
+  checkpoints (its best checkpoint, EMA parameters when the run kept them, as ``train.restore``).
+* ``transfer.freeze``: ``'none'`` | ``'backbone'`` (train the classifier only: a fixed feature
+  extractor) | a regex over ``/``-joined parameter paths (matching leaves are frozen). Frozen
+  parameters get ``optax.set_to_zero`` (``train/optim.py``) and the BatchNorm statistics of frozen
+  parts stay as loaded (``StepConfig.stats_trainable``).
+* ``transfer.backbone_lr_mult``: the backbone's learning rate is this times the head's.
+
+``fit`` calls :func:`init_state` on the freshly initialised state of a new run (never on resume: a
+resumed run continues from its own checkpoint). Every parameter and BatchNorm statistic is copied
+from the source; the classifier (``ModelInfo.head``) is kept freshly initialised when its shape
+differs (another class count; logged). Any other difference (missing, extra or differently shaped
+leaves) is an error listing them, raised before anything is changed.
+
+Giving trained weights back to torchvision::
+
+    python -m train.transfer export runs/flowers flowers_resnet18.safetensors [--checkpoint best]
+    # in PyTorch: m = torchvision.models.resnet18(num_classes=K)
+    #             m.load_state_dict(safetensors.torch.load_file("flowers_resnet18.safetensors"))
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from zoo import convert
+
+log = logging.getLogger("train")
+
+
+def _flat(tree) -> dict:
+    return traverse_util.flatten_dict(tree) if tree else {}
+
+
+def load_source(init_from: str, model_name: str, model) -> tuple[dict, str]:
+    """``(variables, description)`` of ``init_from`` for ``model`` (``model_name``'s zoo model).
+
+    A weight file is converted with ``zoo.convert`` (a classifier of another class count is left
+    out: the fresh one is kept); a workdir is read with ``train.restore``."""
+    path = Path(str(init_from)).expanduser()
+    if path.is_dir():
+        from train.evaluation import restore, restore_meta  # noqa: PLC0415
+
+        _, variables = restore(path)
+        source_model = restore_meta(path).get("model")
+        if source_model != model_name:
+            log.warning("transfer.init_from: %s holds a %s, training a %s: copying the leaves whose paths and "
+                        "shapes match", path, source_model, model_name)
+        return dict(variables), f"checkpoint of {source_model} in {path}"
+    if path.is_file():
+        sd = convert.load_state_dict(path)
+        variables, replaced = convert.convert_state_dict(model_name, model, sd, replace_head=True)
+        for module, (old, new) in replaced.items():
+            log.info("%s: head %s: %d -> %d classes, freshly initialised", model_name, module, old, new)
+        return variables, f"weight file {path}"
+    raise FileNotFoundError(f"transfer.init_from={init_from!r}: no such weight file or workdir")
+
+
+def merge(fresh: dict, loaded: dict, head) -> tuple[dict, list[str]]:
+    """``(variables, kept_fresh)``: ``fresh`` (``{'params': ..., 'batch_stats': ...}``) with every
+    leaf taken from ``loaded``, cast to the fresh leaf's dtype. Leaves under the ``head`` modules
+    that ``loaded`` lacks or shapes differently stay fresh (listed in ``kept_fresh``); any other
+    missing, extra or differently shaped leaf raises ``zoo.convert.WeightMismatchError``."""
+    head = tuple(head)
+    f, l_ = _flat(fresh), _flat(loaded)
+    missing, unexpected, wrong, kept = [], [], [], []
+    for path, value in f.items():
+        is_head = len(path) > 1 and path[1] in head
+        if path not in l_:
+            (kept if is_head else missing).append(path)
+        elif np.shape(l_[path]) != np.shape(value):
+            (kept if is_head else wrong).append(path)
+    unexpected = [p for p in l_ if p not in f]
+    if missing or unexpected or wrong:
+        j = "/".join
+        raise convert.WeightMismatchError(
+            "transfer.init_from: the source does not match the model",
+            [(j(p), np.shape(f[p])) for p in missing], [(j(p), np.shape(l_[p])) for p in unexpected],
+            [(j(p), np.shape(f[p]), np.shape(l_[p])) for p in wrong])
+    out = {p: (f[p] if p in kept else np.asarray(l_[p], dtype=np.asarray(f[p]).dtype)) for p in f}
+    return traverse_util.unflatten_dict(out), ["/".join(p) for p in kept]
+
+
+def init_state(state, config, model, info):
+    """The fresh ``state`` (``train.step.TrainState``) with its parameters and BatchNorm statistics
+    loaded from ``config.transfer.init_from``; the parameter EMA (if any) restarts from them."""
+    loaded, description = load_source(config.transfer.init_from, info.name, model)
+    fresh = {"params": state.params, "batch_stats": state.batch_stats}
+    fresh = {k: v for k, v in fresh.items() if v}
+    loaded = {k: v for k, v in loaded.items() if k in ("params", "batch_stats") and v}
+    variables, kept = merge(jax.device_get(fresh), loaded, info.head)
+    n = sum(int(np.size(v)) for v in jax.tree.leaves(variables.get("params", {})))
+    log.info("transfer: %s initialised from %s (%s parameters; freshly initialised: %s)", info.name, description,
+             f"{n:,}", ", ".join(kept) or "none")
+    params = variables["params"]
+    new = state.replace(params=params, batch_stats=variables.get("batch_stats", state.batch_stats))
+    if state.ema_params is not None:
+        new = new.replace(ema_params=jax.tree.map(np.copy, params))
+    return new
+
+
+def export_torchvision(workdir, path, *, checkpoint_step: str | int = "best") -> dict:
+    """Write a workdir's trained weights as a torchvision state_dict (safetensors); returns it."""
+    from train.evaluation import restore, restore_meta  # noqa: PLC0415
+
+    model, variables = restore(workdir, checkpoint_step=checkpoint_step)
+    name = restore_meta(workdir, checkpoint_step=checkpoint_step)["model"]
+    return convert.save_torchvision(name, variables, path, model=model)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train.transfer",
+                                description="Export a run's trained weights for torchvision.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("export", help="workdir -> torchvision state_dict as .safetensors")
+    e.add_argument("workdir")
+    e.add_argument("dst")
+    e.add_argument("--checkpoint", default="best", help="'best', 'latest' or a step number")
+    args = p.parse_args(argv)
+    try:
+        sd = export_torchvision(args.workdir, args.dst, checkpoint_step=args.checkpoint)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.dst}: {len(sd)} tensors (torchvision names and layouts)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
