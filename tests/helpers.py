@@ -1,4 +1,5 @@
 """Test helpers: run a worker script in a fresh interpreter with N simulated CPU devices."""
+import functools
 import json
 import os
 import subprocess
@@ -48,3 +49,13 @@ def random_variables(model, input_shape, seed: int = 0) -> dict:
         return (rng.standard_normal(s.shape) * np.sqrt(1.0 / fan_in)).astype(s.dtype)
 
     return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+@functools.lru_cache(maxsize=None)
+def traced(name: str):
+    """(layer rows, abstract variables) of a registered variant at its default input: one
+    jax.eval_shape per model per test session (shared by test_zoo and test_readme)."""
+    import zoo
+    from zoo.summary import trace
+
+    return trace(zoo.create(name), zoo.model_info(name).input_shape)

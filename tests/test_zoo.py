@@ -1,7 +1,6 @@
 """Registry-wide checks: every registered variant against the published figures of
 ../shared/reference.md (recorded in the registry at registration), the module contract, the error paths.
 Shape and parameter checks use jax.eval_shape (no compilation)."""
-import functools
 import re
 
 import jax
@@ -10,16 +9,9 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import random_variables
-from zoo.summary import trace
+from helpers import random_variables, traced
 
 ALL = zoo.list_models()
-
-
-@functools.lru_cache(maxsize=None)
-def traced(name):
-    """(layer rows, abstract variables) of a variant at its default input: one eval_shape per model."""
-    return trace(zoo.create(name), zoo.model_info(name).input_shape)
 
 
 def counts(name):
@@ -77,11 +69,13 @@ def test_macs_agree_with_xla_cost_analysis():
 
 # ---------------------------------------------------------------------- forward passes (compiled)
 
+# One main variant per family (the smallest usual one), plus every LeNet / CIFAR model.
+REPRESENTATIVES = ("lenet5", "alexnet", "vgg11", "resnet18", "densenet121", "mobilenet_v2", "shufflenet_v2_x0_5")
+
+
 def _one_per_family():
-    picked = {}
-    for n in ALL:
-        picked.setdefault(zoo.model_info(n).family, n)
-    return sorted(set(picked.values()) | {n for n in ALL if zoo.model_info(n).input_size <= 32})
+    assert {zoo.model_info(n).family for n in REPRESENTATIVES} == {zoo.model_info(n).family for n in ALL}
+    return sorted(set(REPRESENTATIVES) | {n for n in ALL if zoo.model_info(n).input_size <= 32})
 
 
 def _small_input(name):
@@ -105,7 +99,7 @@ def test_forward_small_input(name):
 def test_train_mode_updates_batch_stats_eval_mode_does_not():
     model = zoo.create("resnet20")
     x = _small_input("resnet20")
-    v = model.init(jax.random.key(0), x)
+    v = zoo.init(model, x.shape[1:])
     _, upd = model.apply(v, x, train=True, mutable=["batch_stats"])
     changed = jax.tree.map(lambda a, b: not np.allclose(a, b), v["batch_stats"], upd["batch_stats"])
     assert all(jax.tree.leaves(changed))
@@ -118,7 +112,7 @@ def test_dropout_only_in_train_mode_with_rng():
     assert "dropout" in zoo.model_info(name).options()
     model = zoo.create(name, dropout=0.5)
     x = _small_input(name)
-    v = model.init(jax.random.key(0), x)
+    v = random_variables(model, x.shape[1:])
     eval1 = model.apply(v, x, train=False)
     np.testing.assert_array_equal(eval1, model.apply(v, x, train=False))
     mut = ["batch_stats"] if "batch_stats" in v else []

@@ -6,17 +6,20 @@ import zoo
 from zoo.summary import layer_table
 
 
+HEADER = ["| model | family | params | MMACs | input |", "|---|---|---:|---:|---|"]
+
+
+def table_row(name: str, layers) -> str:
+    """One markdown row from a variant's ``layer_table`` at its default input."""
+    info = zoo.model_info(name)
+    params, macs = sum(r.params for r in layers), sum(r.macs for r in layers)
+    h, w, c = info.input_shape
+    return f"| `{name}` | {info.family} | {params:,} | {macs / 1e6:,.2f} | {h}x{w}x{c} |"
+
+
 def model_table(pattern: str | None = None) -> str:
-    rows = ["| model | family | params | GMACs | input |", "|---|---|---:|---:|---|"]
-    for name in zoo.list_models(pattern):
-        info = zoo.model_info(name)
-        model = zoo.create(name)
-        table = layer_table(model, info.input_shape)
-        params = sum(r.params for r in table)
-        macs = zoo.macs(model, info.input_shape)
-        h, w, c = info.input_shape
-        rows.append(f"| `{name}` | {info.family} | {params:,} | {macs / 1e9:.3f} | {h}x{w}x{c} |")
-    return "\n".join(rows)
+    return "\n".join(HEADER + [table_row(n, layer_table(zoo.create(n), zoo.model_info(n).input_shape))
+                               for n in zoo.list_models(pattern)])
 
 
 if __name__ == "__main__":

@@ -275,6 +275,10 @@ for _g, _m in zip(GROUPS, (143, 140, 137, 133, 137)):
     register(f"shufflenet_v1_g{_g}", ShuffleNetV1, dict(groups=_g, width_mult=1.0), family="shufflenet",
              head=("fc",), input_size=224, params_approx=_V1_APPROX.get(_g), macs=_m * 1e6, paper=PAPER_V1)
 
+# The family's base name: the paper's usual configuration (1x, g=3); groups / width_mult are options.
+register("shufflenet_v1", ShuffleNetV1, dict(groups=3, width_mult=1.0), family="shufflenet", head=("fc",),
+         input_size=224, params_approx=_V1_APPROX[3], macs=137e6, paper=PAPER_V1)
+
 # Other widths: only those with published figures, the official release's README
 # (ShuffleNetV1/README.md: "FLOPs" there are mult-adds, 138M for 1.0x g=3).
 _V1_WIDTHS = {  # (width, g): (params as printed, MFLOPs)
