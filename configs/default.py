@@ -94,3 +94,42 @@ def get_config() -> ml_collections.ConfigDict:
     c.transfer.freeze = "none"     # 'none' | 'backbone' | a regex over parameter paths
     c.transfer.backbone_lr_mult = 1.0  # learning-rate multiplier for the backbone (head: 1.0)
     return c
+
+
+# ---- shared recipe parts (each config picks its dataset and optimizer with one call)
+
+def cifar10(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """CIFAR-10 from TFDS (prepare: ``tfds build cifar10 --file_format=array_record``) with the
+    standard augmentation: 4-pixel padding, random 32x32 crop, horizontal flip."""
+    c.data.name = "cifar10"
+    c.data.augment = "cifar"
+    c.eval_batch_size = 500
+    c.checkpoint.every_steps = 2000
+    c.log_every_steps = 100
+    return c
+
+
+def imagenet(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """ILSVRC-2012 from TFDS (manual download; prepare: ``tfds build imagenet2012
+    --file_format=array_record --manual_dir=DIR``): Inception random-resized crop + flip for training,
+    resize 256 + centre crop 224 for evaluation on the validation split."""
+    c.data.name = "imagenet2012"
+    c.data.manual_dir = "~/tensorflow_datasets/downloads/manual"   # ILSVRC2012_img_{train,val}.tar
+    c.data.eval_split = "validation"
+    c.data.augment = "imagenet"
+    c.data.num_workers = 8
+    c.eval_batch_size = 1000
+    c.checkpoint.every_steps = 5000
+    c.log_every_steps = 100
+    return c
+
+
+def sgd(c: ml_collections.ConfigDict, learning_rate: float, weight_decay: float, *, nesterov: bool = False,
+        momentum: float = 0.9) -> ml_collections.ConfigDict:
+    """SGD with momentum and L2 weight decay on kernels (the recipes' usual optimizer)."""
+    c.optimizer.name = "sgd"
+    c.optimizer.learning_rate = learning_rate
+    c.optimizer.momentum = momentum
+    c.optimizer.nesterov = nesterov
+    c.optimizer.weight_decay = weight_decay
+    return c

@@ -1,30 +1,16 @@
 """DenseNet-121 on ImageNet, Huang et al. 2017: SGD Nesterov momentum 0.9, batch 256, lr 0.1 divided
 by 10 at epochs 30 and 60, 90 epochs, weight decay 1e-4. torchvision weights: 74.43% top-1.
-
-Prepare once (manual download of ILSVRC2012): tfds build imagenet2012 --file_format=array_record --manual_dir=DIR
 """
 from configs import default
 
 
 def get_config():
     c = default.get_config()
-    c.data.name = "imagenet2012"
-    c.data.manual_dir = "~/tensorflow_datasets/downloads/manual"   # ILSVRC2012_img_{train,val}.tar
-    c.data.eval_split = "validation"
-    c.data.augment = "imagenet"   # random-resized crop + flip; eval: resize 256, centre crop 224
-    c.data.num_workers = 8
-    c.eval_batch_size = 1000
-    c.checkpoint.every_steps = 5000
-    c.log_every_steps = 100
-
+    default.imagenet(c)
+    default.sgd(c, 0.1, weight_decay=1e-4, nesterov=True)
     c.model = "densenet121"
     c.batch_size = 256
     c.num_epochs = 90.0
-    c.optimizer.name = "sgd"
-    c.optimizer.learning_rate = 0.1
-    c.optimizer.momentum = 0.9
-    c.optimizer.nesterov = True
-    c.optimizer.weight_decay = 1e-4
     c.schedule.name = "multistep"
     c.schedule.milestones = (30.0, 60.0)
     c.schedule.decay_rate = 0.1

@@ -52,10 +52,7 @@ def get_config():
     c.batch_size = 64
     c.eval_batch_size = 128
     c.num_epochs = 15.0
-    c.optimizer.name = "sgd"
-    c.optimizer.learning_rate = 0.01   # head; layer3/layer4 get 0.001
-    c.optimizer.momentum = 0.9
-    c.optimizer.weight_decay = 1e-4
+    default.sgd(c, 0.01, weight_decay=1e-4)   # lr of the head; layer3/layer4 get 0.001
     c.schedule.name = "cosine"
     c.schedule.warmup_epochs = 0.0
     c.log_every_steps = 10

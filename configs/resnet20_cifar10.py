@@ -1,27 +1,17 @@
 """ResNet-20 on CIFAR-10, He et al. 2016 sec. 4.2: SGD momentum 0.9, weight decay 1e-4, batch 128,
 lr 0.1 divided by 10 at 32k and 48k iterations, stop at 64k (= epochs 82, 123, 164 at 391
 iterations per epoch); 4-pixel padding, random 32x32 crops, horizontal flips. Paper: 91.25% top-1.
-
-Prepare once: tfds build cifar10 --file_format=array_record
 """
 from configs import default
 
 
 def get_config():
     c = default.get_config()
-    c.data.name = "cifar10"
-    c.data.augment = "cifar"      # pad 4, random 32x32 crop, horizontal flip
-    c.eval_batch_size = 500
-    c.checkpoint.every_steps = 2000
-    c.log_every_steps = 100
-
+    default.cifar10(c)
+    default.sgd(c, 0.1, weight_decay=1e-4)
     c.model = "resnet20"
     c.batch_size = 128
     c.num_epochs = 164.0
-    c.optimizer.name = "sgd"
-    c.optimizer.learning_rate = 0.1
-    c.optimizer.momentum = 0.9
-    c.optimizer.weight_decay = 1e-4
     c.schedule.name = "multistep"
     c.schedule.milestones = (82.0, 123.0)
     c.schedule.decay_rate = 0.1

@@ -27,12 +27,7 @@ CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem not i
 def quick(**overrides):
     c = lenet5_mnist5k.get_config()
     c.num_epochs = 4.0
-    for k, v in overrides.items():
-        node = c
-        *path, leaf = k.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = v
+    c.update_from_flattened_dict(overrides)  # dotted names: {"data.name": ...}
     return c
 
 

@@ -139,12 +139,7 @@ def finetune_config(image_folder, init_from, **overrides):
     c.eval_every_epochs = 100.0
     c.checkpoint.every_steps = 1
     c.checkpoint.async_save = False
-    for k, v in overrides.items():
-        node = c
-        *path, leaf = k.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = v
+    c.update_from_flattened_dict(overrides)  # dotted names: {"data.name": ...}
     return c
 
 

@@ -790,6 +790,18 @@ def to_display(x, preprocessing: dict | None = None) -> np.ndarray:
     return x[..., 0] if x.shape[-1] == 1 else x
 
 
+def _save_figure(fig, path, title: str | None = None) -> Path:
+    """Title, tight layout, write the PNG (creating its folder), close; returns the path."""
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    _plt().close(fig)
+    return path
+
+
 def plot_grid(tiles, path, *, titles: Sequence[str] | None = None, ncols: int | None = None, cmap: str = "gray",
               normalize: str | None = "each", title: str | None = None, tile_inches: float = 1.3) -> Path:
     """One figure of image tiles ``(N, h, w)`` or ``(N, h, w, 3)`` (or a list of such arrays) written to
@@ -818,14 +830,7 @@ def plot_grid(tiles, path, *, titles: Sequence[str] | None = None, ncols: int | 
             ax.imshow(np.clip(t, 0, 1), cmap=cmap if t.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
             if titles is not None and i < len(titles) and titles[i]:
                 ax.set_title(titles[i], fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path, title)
 
 
 def plot_filters(filters: np.ndarray, path, *, title: str | None = None, max_filters: int = 256) -> Path:
@@ -872,14 +877,7 @@ def plot_attribution(image: np.ndarray, heatmap: np.ndarray, path, *, title: str
     axes[2].imshow(img, cmap=gray, vmin=0, vmax=1)
     axes[2].imshow(np.abs(hm) if symmetric else hm, cmap=cmap, alpha=0.5)
     axes[2].set_title("overlay", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path, title)
 
 
 def plot_class_model(image: np.ndarray, scores: np.ndarray, path, *, title: str = "") -> Path:
@@ -894,14 +892,7 @@ def plot_class_model(image: np.ndarray, scores: np.ndarray, path, *, title: str 
     axes[1].plot(np.asarray(scores))
     axes[1].set_xlabel("step")
     axes[1].set_ylabel("class score S_c (logit)")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path, title)
 
 
 def plot_neighbours(query_image: np.ndarray, images: np.ndarray, result: dict, path, *,
