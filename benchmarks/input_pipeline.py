@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--prefetch", type=int, default=2, help="config data.prefetch")
     ap.add_argument("--cases", default="mnist5k,mnist5k_32,cifar_synthetic,cifar_tfds,cifar_tfds_nocache,imagenet_synthetic")
     ap.add_argument("--tfds_examples", type=int, default=10_000)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "input_pipeline.json"), help="JSON results")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "input_pipeline.json"), help="JSON results")
     args = ap.parse_args(argv)
 
     def cfg(**kw):

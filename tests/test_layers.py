@@ -92,3 +92,50 @@ def test_ceil_mode_max_pool():
     # PyTorch MaxPool2d(3, 2, ceil_mode=True) on 6 -> 3 (floor would give 2); on 5 -> 2.
     assert layers.max_pool(jnp.zeros((1, 6, 6, 1)), 3, 2, ceil_mode=True).shape[1] == 3
     assert layers.max_pool(jnp.zeros((1, 5, 5, 1)), 3, 2, ceil_mode=True).shape[1] == 2
+
+
+# The CPU rewrites of zoo.layers.conv_general_dilated against XLA's own convolution: values and both
+# gradients (what the train step differentiates), for the cases the zoo hits.
+@pytest.mark.parametrize("case", [
+    # (x shape, kernel shape HWIO, groups, stride, padding): depthwise 3x3 / 5x5, stride 1 / 2, odd sizes
+    ((2, 7, 7, 8), (3, 3, 1, 8), 8, 1, 1),
+    ((2, 9, 8, 6), (3, 3, 1, 6), 6, 2, 1),
+    ((2, 10, 10, 4), (5, 5, 1, 4), 4, 2, 2),
+    ((2, 2, 2, 5), (3, 3, 1, 5), 5, 1, 1),       # depthwise on a map smaller than its kernel
+    # maps smaller than the kernel (ResNet layer3/4 at 32x32): im2col + matmul
+    ((2, 2, 2, 8), (3, 3, 8, 16), 1, 1, 1),
+    ((2, 2, 2, 8), (3, 3, 8, 16), 1, 2, 1),
+    ((2, 1, 1, 8), (3, 3, 8, 4), 1, 1, 1),
+], ids=["dw3", "dw3_s2", "dw5_s2", "dw3_2x2", "small_2x2", "small_2x2_s2", "small_1x1"])
+def test_cpu_conv_rewrites_match_lax(case):
+    x_shape, k_shape, groups, stride, pad = case
+    rng = np.random.default_rng(0)  # numpy: jax.random's first call compiles for seconds here
+    x = rng.standard_normal(x_shape, dtype=np.float32)
+    k = rng.standard_normal(k_shape, dtype=np.float32)
+    args = ((stride, stride), ((pad, pad), (pad, pad)))
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def ours(x, k):
+        return layers.conv_general_dilated(x, k, *args, dimension_numbers=dn, feature_group_count=groups)
+
+    def ref(x, k):
+        return jax.lax.conv_general_dilated(x, k, *args, dimension_numbers=dn, feature_group_count=groups)
+
+    g = rng.standard_normal(jax.eval_shape(ref, x, k).shape, dtype=np.float32)
+
+    @jax.jit
+    def value_and_grads(x, k):  # one compilation each: eager op-by-op dispatch is far slower here
+        out = {}
+        for name, f in (("ours", ours), ("ref", ref)):
+            y, vjp = jax.vjp(f, x, k)
+            out[name] = (y, *vjp(g))
+        return out
+
+    out = value_and_grads(x, k)
+    for a, b in zip(out["ours"], out["ref"]):  # y, dx, dk
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # the rewrite is really taken on CPU (no conv primitive left), and lax_convs() turns it off
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(ours)(x, k))
+    with layers.lax_convs():  # a fresh function: traces are cached per function, not per context
+        assert "conv_general_dilated" in str(jax.make_jaxpr(lambda x, k: ours(x, k))(x, k))

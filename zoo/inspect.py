@@ -38,6 +38,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 from zoo.features import feature_gradients, features
+from zoo import layers
 from zoo.layers import conv2d
 from zoo.summary import abstract_variables, layer_table
 
@@ -438,7 +439,8 @@ def receptive_fields(model, input_shape=None, *, variables=None, modules: bool =
     def forward(v, x):
         return model.apply(v, x, train=False, mutable=collections, capture_intermediates=modules)
 
-    closed, out_shapes = jax.make_jaxpr(forward, return_shape=True)(v, x)
+    with layers.lax_convs():  # one conv primitive per convolution, whatever the backend
+        closed, out_shapes = jax.make_jaxpr(forward, return_shape=True)(v, x)
     jaxpr = closed.jaxpr
     h, w = shape[0], shape[1]
     x_state = (_Dim(1, 1.0, 1.0, 0.0, h), _Dim(2, 1.0, 1.0, 0.0, w))

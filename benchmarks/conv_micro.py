@@ -1,0 +1,176 @@
+"""Isolated convolution timings on XLA:CPU: forward, backward-input (data gradient) and
+backward-kernel (weight gradient) of single conv layers taken from the benchmarked models, for
+several ways of expressing the same convolution and several XLA flag sets. The op-level input for
+the slowest ratios of ``bench.py`` (see README.md, "Where the time goes").
+
+    python benchmarks/conv_micro.py                          # all cases, all variants, no extra flags
+    python benchmarks/conv_micro.py --cases lenet_conv1,r18_l3 --flag-sets all
+    python benchmarks/conv_micro.py --flag-sets none,'--xla_cpu_use_xnnpack=false'
+
+Variants of one conv ``y = conv(x, w)`` (NHWC input, HWIO kernel, explicit symmetric padding, as
+``zoo.layers.Ops.conv`` calls ``lax.conv_general_dilated`` through ``flax.linen.Conv``):
+
+* ``lax``      : ``lax.conv_general_dilated(x, w, ..., ('NHWC', 'HWIO', 'NHWC'))`` (what the zoo does)
+* ``nchw``     : the same convolution written in NCHW / OIHW (transposes around it)
+* ``im2col``   : pad, take the kh*kw shifted strided slices, concatenate on channels, one matmul
+                 ``(B*Ho*Wo, kh*kw*C) @ (kh*kw*C, O)``; its gradients are slices/pads and matmuls
+* ``patches``  : ``lax.conv_general_dilated_patches`` + matmul (XLA's own im2col, a grouped conv)
+
+Each flag set runs in its own process (XLA_FLAGS must be set before jax is imported).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# name: (x shape NHWC, kernel (kh, kw, C_in, C_out), stride, padding, what)
+CASES = {
+    "lenet_conv1": ((64, 28, 28, 1), (5, 5, 1, 6), 1, 2, "LeNet-5 conv1, batch 64"),
+    "lenet_conv2": ((64, 14, 14, 6), (5, 5, 6, 16), 1, 0, "LeNet-5 conv2, batch 64"),
+    "r18_conv1_32": ((64, 32, 32, 3), (7, 7, 3, 64), 2, 3, "ResNet stem at 32x32, batch 64"),
+    "r18_l1_32": ((64, 8, 8, 64), (3, 3, 64, 64), 1, 1, "ResNet-18 layer1 conv at 32x32 (8x8)"),
+    "r18_l3_32": ((64, 2, 2, 256), (3, 3, 256, 256), 1, 1, "ResNet-18 layer3 conv at 32x32 (2x2)"),
+    "r18_l4_32": ((64, 1, 1, 512), (3, 3, 512, 512), 1, 1, "ResNet-18 layer4 conv at 32x32 (1x1)"),
+    "vgg_c1_32": ((64, 32, 32, 3), (3, 3, 3, 64), 1, 1, "VGG conv1 at 32x32, batch 64"),
+    "r18_conv1_224": ((16, 224, 224, 3), (7, 7, 3, 64), 2, 3, "ResNet stem at 224, batch 16"),
+    "r18_l1_224": ((16, 56, 56, 64), (3, 3, 64, 64), 1, 1, "ResNet-18 layer1 conv at 224 (56x56), batch 16"),
+    "r18_l4_224": ((16, 7, 7, 512), (3, 3, 512, 512), 1, 1, "ResNet-18 layer4 conv at 224 (7x7), batch 16"),
+}
+VARIANTS = ("lax", "nchw", "im2col", "patches")
+FLAG_SETS = {
+    "none": "",
+    "no_xnnpack": "--xla_cpu_use_xnnpack=false",
+    "xnnpack": "--xla_cpu_use_xnnpack=true",
+    "xnn_dot": "--xla_cpu_experimental_xnn_fusion_type=dot",
+    "ynn_off": "--xla_cpu_experimental_ynn_fusion_type=",
+    "onednn": "--xla_cpu_use_onednn=true",
+    "onednn_cc": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true",
+    "eigen_1thread": "--xla_cpu_multi_thread_eigen=false",
+}
+
+
+def _variants(stride, pad):
+    import jax.numpy as jnp  # noqa: PLC0415
+    from jax import lax  # noqa: PLC0415
+
+    pads = ((pad, pad), (pad, pad))
+
+    def conv_lax(x, w):
+        return lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def conv_nchw(x, w):
+        y = lax.conv_general_dilated(x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), (stride, stride), pads,
+                                     dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        return y.transpose(0, 2, 3, 1)
+
+    def conv_im2col(x, w):
+        kh, kw, c, o = w.shape
+        b, h, wd, _ = x.shape
+        xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        ho, wo = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+        cols = jnp.concatenate([xp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride, :]
+                                for i in range(kh) for j in range(kw)], axis=-1)
+        return (cols.reshape(-1, kh * kw * c) @ w.reshape(kh * kw * c, o)).reshape(b, ho, wo, o)
+
+    def conv_patches(x, w):
+        kh, kw, c, o = w.shape
+        p = lax.conv_general_dilated_patches(x, (kh, kw), (stride, stride), pads,
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))  # (B, Ho, Wo, C*kh*kw)
+        # feature order of patches is (c, kh, kw)
+        return p @ w.transpose(2, 0, 1, 3).reshape(c * kh * kw, o)
+
+    return {"lax": conv_lax, "nchw": conv_nchw, "im2col": conv_im2col, "patches": conv_patches}
+
+
+def _time(f, args, reps, min_s=0.3):
+    import jax  # noqa: PLC0415
+    jax.block_until_ready(f(*args))
+    times = []
+    t_end = time.perf_counter() + min_s
+    while len(times) < reps or (time.perf_counter() < t_end and len(times) < 50):
+        t = time.perf_counter()
+        jax.block_until_ready(f(*args))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def worker(cases, variants, reps) -> list[dict]:
+    import jax  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    rows = []
+    for name in cases:
+        xs, ks, stride, pad, what = CASES[name]
+        rng = np.random.default_rng(0)
+        x = jax.numpy.asarray(rng.standard_normal(xs, dtype=np.float32))
+        w = jax.numpy.asarray(rng.standard_normal(ks, dtype=np.float32) * 0.1)
+        fns = _variants(stride, pad)
+        ref = fns["lax"](x, w)
+        g = jax.numpy.asarray(rng.standard_normal(ref.shape, dtype=np.float32))
+        macs = int(np.prod(ref.shape)) * ks[0] * ks[1] * ks[2]
+        for v in variants:
+            f = fns[v]
+            err = float(jax.numpy.max(jax.numpy.abs(f(x, w) - ref)) / (jax.numpy.max(jax.numpy.abs(ref)) + 1e-12))
+            fwd = jax.jit(f)
+            bwd_x = jax.jit(lambda x, w, g, f=f: jax.vjp(lambda x: f(x, w), x)[1](g)[0])
+            bwd_w = jax.jit(lambda x, w, g, f=f: jax.vjp(lambda w: f(x, w), w)[1](g)[0])
+            both = jax.jit(lambda x, w, g, f=f: jax.grad(lambda x, w: (f(x, w) * g).sum(), argnums=(0, 1))(x, w))
+            r = {"case": name, "what": what, "variant": v, "macs": macs, "rel_err": err,
+                 "fwd_ms": 1e3 * _time(fwd, (x, w), reps), "bwd_input_ms": 1e3 * _time(bwd_x, (x, w, g), reps),
+                 "bwd_kernel_ms": 1e3 * _time(bwd_w, (x, w, g), reps),
+                 "fwd_bwd_ms": 1e3 * _time(both, (x, w, g), reps)}
+            r["fwd_gmac_s"] = macs / r["fwd_ms"] / 1e6
+            rows.append(r)
+            print(f"  {name:14s} {v:8s} fwd {r['fwd_ms']:8.2f} ms ({r['fwd_gmac_s']:6.1f} GMAC/s)  bwd-in "
+                  f"{r['bwd_input_ms']:8.2f}  bwd-k {r['bwd_kernel_ms']:8.2f}  fwd+both-grads {r['fwd_bwd_ms']:8.2f} ms"
+                  f"  err {err:.1e}", flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--flag-sets", default="none", help=f"comma-separated names of {list(FLAG_SETS)}, 'all', "
+                    "or literal flag strings starting with --")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--out", help="JSON rows")
+    ap.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    cases, variants = a.cases.split(","), a.variants.split(",")
+    if a._worker:
+        rows = worker(cases, variants, a.reps)
+        print("JSON:" + json.dumps(rows))
+        return 0
+    sets = list(FLAG_SETS) if a.flag_sets == "all" else a.flag_sets.split(",")
+    all_rows = []
+    for s in sets:
+        flags = FLAG_SETS.get(s, s)
+        env = dict(os.environ)
+        env["XLA_FLAGS"] = " ".join(x for x in (env.get("XLA_FLAGS", ""), flags) if x)
+        print(f"== flags {s!r}: XLA_FLAGS={env['XLA_FLAGS']!r}  load {os.getloadavg()[0]:.2f}", flush=True)
+        p = subprocess.run([sys.executable, __file__, "--_worker", "--cases", a.cases, "--variants", a.variants,
+                            "--reps", str(a.reps)], env=env, capture_output=True, text=True)
+        for line in p.stdout.splitlines():
+            if line.startswith("JSON:"):
+                for r in json.loads(line[5:]):
+                    r.update(flags=flags, flag_set=s)
+                    all_rows.append(r)
+            else:
+                print(line, flush=True)
+        if p.returncode:
+            print(f"   failed (rc {p.returncode}): {p.stderr[-800:]}", flush=True)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(all_rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

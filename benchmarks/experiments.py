@@ -1,0 +1,91 @@
+"""Candidate changes to shared code, applied as in-process patches so that they can be measured
+with the real train step BEFORE anyone edits ``zoo/layers.py``: ``bench.py --experiment NAME`` and
+``profile_step.py --experiment NAME`` call :func:`apply` in the worker before the model is built.
+
+``dw`` and ``im2col_small`` were measured here first and are now the CPU path of
+``zoo.layers.conv_general_dilated`` (benchmarks/README.md); ``lax`` restores XLA's convolution
+everywhere (the code before that change) so that the two can still be compared.
+
+Each experiment is the exact code proposed for ``zoo.layers.Ops.conv``: ``flax.linen.Conv`` accepts
+a ``conv_general_dilated`` callable (same signature as ``lax.conv_general_dilated``) and keeps its
+parameters (``kernel`` HWIO, ``bias``) unchanged, so checkpoints and weight conversion are unaffected.
+
+* ``lax``: every convolution as one ``lax.conv_general_dilated`` (no rewrite).
+* ``im2col_small``: a convolution whose input is spatially smaller than its kernel
+  (``H * W < kh * kw``; e.g. ResNet's 3x3 convs on 2x2 and 1x1 maps at 32x32 input) is computed as
+  im2col + one matmul (``zoo.layers.conv_im2col``). XLA's algebraic simplifier swaps the operands of such a convolution (the
+  activation becomes the "kernel"), the result has a non-canonical layout
+  (``dim_labels=01fb_o01i->f01b``) that neither the Eigen nor the YNNPACK/XNNPACK convolution paths
+  take, and XLA:CPU then runs a naive loop: ~0.5 GMAC/s instead of ~20-40.
+* ``im2col_small_cin``: ``im2col_small`` plus convolutions with few input channels (``C_in <= 4``:
+  first layers on RGB / grey images).
+* ``im2col_all``: every ungrouped convolution as im2col + matmul (a bound, not a proposal).
+* ``dw``: depthwise convolutions (MobileNet, ShuffleNet) as the sum of kh*kw shifted slices times
+  per-channel weights (``zoo.layers.depthwise_conv_shifted``). XLA:CPU runs the backward-input of a strided
+  depthwise conv (an ``lhs_dilation`` conv) and depthwise convs on maps smaller than the kernel in
+  its naive loop emitter (~0.03 GMAC/s).
+* ``im2col_small_dw``, ``im2col_small_cin_dw``: the combinations.
+"""
+from __future__ import annotations
+
+import math
+
+from jax import lax
+
+from zoo.layers import conv_im2col, depthwise_conv_shifted
+
+
+def _plain(lhs_dilation, rhs_dilation, feature_group_count, padding) -> bool:
+    return (feature_group_count == 1 and all(d == 1 for d in (lhs_dilation or (1, 1)))
+            and all(d == 1 for d in (rhs_dilation or (1, 1))) and not isinstance(padding, str))
+
+
+def make_conv(rule: str):
+    def conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
+             feature_group_count=1, precision=None, **kw):
+        kh, kw_, c, o = rhs.shape
+        if ("dw" in rule and lhs.ndim == 4 and feature_group_count > 1 and c == 1 and o == feature_group_count
+                == lhs.shape[-1] and _plain(lhs_dilation, rhs_dilation, 1, padding)):
+            return depthwise_conv_shifted(lhs, rhs, window_strides, padding)
+        use = rule != "lax" and _plain(lhs_dilation, rhs_dilation, feature_group_count, padding) and lhs.ndim == 4
+        if use and rule != "im2col_all":
+            small = math.prod(lhs.shape[1:3]) < kh * kw_
+            use = ("small" in rule and small) or ("cin" in rule and c <= 4)
+        if use:
+            return conv_im2col(lhs, rhs, window_strides, padding)
+        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+                                        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                                        feature_group_count=feature_group_count, precision=precision, **kw)
+    return conv
+
+
+EXPERIMENTS = ("lax", "im2col_small", "im2col_small_cin", "im2col_all", "dw", "im2col_small_dw", "im2col_small_cin_dw")
+
+
+def apply(name: str) -> None:
+    """Patch ``zoo.layers`` so that every ``nn.Conv`` the zoo creates uses the experiment's conv."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"experiment={name!r}: allowed {EXPERIMENTS}")
+    import flax.linen as nn  # noqa: PLC0415
+
+    from zoo import layers  # noqa: PLC0415
+
+    conv_fn = make_conv(name)
+
+    class Conv(nn.Conv):
+        def __post_init__(self):
+            object.__setattr__(self, "conv_general_dilated", conv_fn)  # replaces zoo.layers' own
+            super().__post_init__()
+
+    Conv.__name__ = "Conv"  # parameter paths use the given names, never the class name
+    layers.nn = _NnProxy(nn, Conv)
+
+
+class _NnProxy:
+    """``flax.linen`` with ``Conv`` replaced (zoo/layers.py refers to ``nn.Conv`` at call time)."""
+
+    def __init__(self, nn, conv):
+        self._nn, self.Conv = nn, conv
+
+    def __getattr__(self, k):
+        return getattr(self._nn, k)
