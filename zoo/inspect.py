@@ -37,8 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-from zoo.features import feature_gradients, features
 from zoo import layers
+from zoo.features import feature_gradients, features
 from zoo.layers import conv2d
 from zoo.summary import abstract_variables, layer_table
 

@@ -159,8 +159,6 @@ class Ops:
         return nn.Dropout(rate, deterministic=not self.train)(x)
 
 
-# ----------------------------------------------------------------------------- functional ops
-
 # ----------------------------------------------------------------------------- convolution kernels
 # XLA:CPU has fast convolutions (YNNPACK / Eigen) for the common case only. Two kinds that CNNs use
 # a lot fall to a naive loop there, 5-150x slower than a matmul of the same work
@@ -239,6 +237,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                                         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                         feature_group_count=feature_group_count, precision=precision, **kw)
 
+
+# ----------------------------------------------------------------------------- functional ops
 
 def channel_shuffle(x: Array, groups: int) -> Array:
     """ShuffleNet channel shuffle: ``(B, H, W, g*n) -> reshape (g, n) -> transpose -> flatten``."""
