@@ -85,8 +85,9 @@ def setup(name: str, *, batch: int, res: int, classes: int, precision: str = "fl
     plan = parallel.make_plan(c.parallelism, c.num_devices)
     parallel.check_batch(batch, plan)
     info = zoo.model_info(name)
-    # train.loop.build_model: zoo.create(name, axis_name=AXIS, dtype=PRECISIONS[precision], num_classes=...)
-    model = zoo.create(name, axis_name=parallel.AXIS, dtype=step.PRECISIONS[precision], num_classes=classes)
+    # train.loop.build_model: zoo.create(name, axis_name=AXIS, dtype=PRECISIONS[precision], conv_impl=..., num_classes=...)
+    model = zoo.create(name, axis_name=parallel.AXIS, dtype=step.PRECISIONS[precision], num_classes=classes,
+                       conv_impl=zoo.convs.conv_impl_for(plan.devices[0].platform))
     tx, _ = optim.make_optimizer(c, steps_per_epoch=100, total_steps=10_000, head=info.head)
     t0 = time.perf_counter()
     state = step.create_state(model, tx, rng=jax.random.PRNGKey(seed), input_shape=input_shape,

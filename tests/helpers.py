@@ -8,6 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = Path(__file__).resolve().parent / "workers"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def child_env(devices: int = 1, **extra) -> dict:

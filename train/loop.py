@@ -49,7 +49,8 @@ def model_kwargs(config, num_classes: int) -> dict:
 def build_model(name: str, kwargs: dict, precision: str, *, axis_name: str | None = None):
     if precision not in step.PRECISIONS:
         raise ValueError(f"precision={precision!r}: allowed values are {tuple(step.PRECISIONS)}")
-    return zoo.create(name, axis_name=axis_name, dtype=step.PRECISIONS[precision], **kwargs)
+    conv_impl = zoo.convs.conv_impl_for(jax.devices()[0].platform)  # an execution choice: never in kwargs
+    return zoo.create(name, axis_name=axis_name, dtype=step.PRECISIONS[precision], conv_impl=conv_impl, **kwargs)
 
 
 def step_config(config, model_name: str, batch_stats) -> step.StepConfig:

@@ -24,7 +24,7 @@ import optax
 from jax import lax
 
 from train import optim
-from zoo.registry import fast_compile_options
+from zoo.compiling import fast_compile_options
 from train.parallel import AXIS
 
 LOSSES = ("cross_entropy", "mse")

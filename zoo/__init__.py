@@ -5,8 +5,10 @@
     variables = model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)), train=False)
     logits = model.apply(variables, x, train=False)
 """
-from zoo import layers
-from zoo.registry import ModelInfo, create, init, list_models, model_info, register
+from zoo import convs, layers
+from zoo.compiling import init
+from zoo.pretrained import load_pretrained
+from zoo.registry import Family, ModelInfo, create, list_models, model_info, register
 from zoo.features import feature_gradients, feature_names, features
 from zoo.summary import layer_table, macs, param_count, summary
 
@@ -14,5 +16,5 @@ from zoo.summary import layer_table, macs, param_count, summary
 from zoo import alexnet, densenet, lenet, mobilenet, resnet, shufflenet, vgg  # noqa: E402,F401  isort: skip
 from zoo import inspect  # noqa: E402,F401  zoo.inspect: filters, receptive fields, saliency, Grad-CAM...
 
-__all__ = ["create", "init", "list_models", "model_info", "register", "ModelInfo", "summary", "layer_table", "macs",
-           "param_count", "layers", "features", "feature_names", "feature_gradients"]
+__all__ = ["create", "load_pretrained", "init", "list_models", "model_info", "register", "Family", "ModelInfo", "summary", "layer_table", "macs",
+           "param_count", "convs", "layers", "features", "feature_names", "feature_gradients"]

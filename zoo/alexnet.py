@@ -29,7 +29,7 @@ import flax.linen as nn
 
 from zoo.layers import (InputSpec, ZooModel, adaptive_avg_pool, check_rate, flatten_nchw, local_response_norm,
                         max_pool, tap, torch_default_kernel)
-from zoo.registry import register
+from zoo.registry import Family, register
 
 PAPER_V1 = ("Krizhevsky, Sutskever & Hinton, ImageNet Classification with Deep Convolutional Neural Networks, "
             "NIPS 2012")
@@ -158,9 +158,16 @@ def _bias(one: bool):
 
 
 # ----------------------------------------------------------------------------- variants
-register("alexnet", AlexNet, family="alexnet", head=("classifier_6",), input_size=224, params=61_100_840,
-         macs=0.714e9, paper=PAPER)
+ALEXNET = Family("alexnet", paper=PAPER, head=("classifier_6",), input_size=224, weights_layout="torchvision")
+
+
+@register(ALEXNET, params=61_100_840, macs=0.714e9)
+def alexnet(**kwargs) -> AlexNet:
+    return AlexNet(**kwargs)
+
+
 # conv1..conv5 + fc6..fc8 = 34,944 + 307,456 + 885,120 + 663,936 + 442,624 + 37,752,832 + 16,781,312
-# + 4,097,000 = 60,965,224 (reference.md).
-register("alexnet_v1", AlexNetV1, family="alexnet", head=("fc8",), input_size=227, params=60_965_224,
-         paper=PAPER_V1)
+# + 4,097,000 = 60,965,224 (reference.md). No torchvision counterpart.
+@register(ALEXNET, params=60_965_224, head=("fc8",), input_size=227, paper=PAPER_V1, weights_layout=None)
+def alexnet_v1(**kwargs) -> AlexNetV1:
+    return AlexNetV1(**kwargs)

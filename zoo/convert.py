@@ -61,17 +61,10 @@ import numpy as np
 from flax import traverse_util
 
 from zoo import registry
-from zoo.alexnet import AlexNet
-from zoo.densenet import DenseNet
-from zoo.mobilenet import MobileNetV2, MobileNetV3
-from zoo.resnet import ResNet
-from zoo.shufflenet import ShuffleNetV2
-from zoo.vgg import VGG
+from zoo.compiling import compile_once
 
 log = logging.getLogger("zoo")
 
-# The zoo classes whose layout is torchvision's (names, shapes, order).
-TORCHVISION_CLASSES = (AlexNet, VGG, ResNet, DenseNet, MobileNetV2, MobileNetV3, ShuffleNetV2)
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 MAX_LISTED = 40  # offending keys listed per category in an error message
@@ -137,13 +130,13 @@ class Entry:
 
 def torchvision_models() -> list[str]:
     """Registered models that torchvision also has, i.e. that ``from_torchvision`` converts."""
-    return [n for n in registry.list_models() if registry.model_info(n).cls in TORCHVISION_CLASSES]
+    return [n for n in registry.list_models() if registry.model_info(n).weights_layout == "torchvision"]
 
 
 def check_supported(name: str) -> registry.ModelInfo:
     """The model's ``ModelInfo``; ValueError when the variant has no torchvision counterpart."""
     info = registry.model_info(name)
-    if info.cls not in TORCHVISION_CLASSES:
+    if info.weights_layout != "torchvision":
         raise ValueError(f"{name} ({info.cls.__name__}) has no torchvision counterpart, so there are no torchvision "
                          f"weights to convert for it; torchvision layouts exist for: {', '.join(torchvision_models())}")
     return info
@@ -264,7 +257,7 @@ def normalise_keys(name: str, state_dict: Mapping[str, Any]) -> dict[str, np.nda
     sd = {str(k): _as_numpy(v) for k, v in state_dict.items()}
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
-    if registry.model_info(name).cls is DenseNet:
+    if registry.model_info(name).family == "densenet":
         out = {}
         for k, v in sd.items():
             m = _DENSENET_LEGACY.match(k)
@@ -469,9 +462,7 @@ def init_modules(model, modules, rng=None) -> dict:
         v = model.init(key, x, train=False)
         return {c: {m: v[c][m] for m in modules if m in v.get(c, {})} for c in v}
 
-    # compiled once: on CPU without backend optimisation (3-4x faster to compile, as train.step's init)
-    options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
-    return jax.jit(init).lower(rng).compile(compiler_options=options)(rng)
+    return compile_once(init, rng)(rng)
 
 
 def load_pretrained(name: str, model, path, *, rng=None) -> dict:

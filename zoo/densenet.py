@@ -38,7 +38,7 @@ import jax.numpy as jnp
 
 from zoo.layers import (InputSpec, Ops, ZooModel, avg_pool, check_positive_int, check_rate, global_avg_pool,
                         kaiming_normal_fan_in, max_pool, tap)
-from zoo.registry import register
+from zoo.registry import Family, register
 
 PAPER = "Huang et al., Densely Connected Convolutional Networks, CVPR 2017 (arXiv:1608.06993); torchvision DenseNet-BC"
 
@@ -167,10 +167,25 @@ class DenseNet(ZooModel):
 
 
 # ----------------------------------------------------------------------------- variants
-_FIGURES = {  # name: (params, GMACs) from torchvision's weight metadata (reference.md)
-    121: (7_978_856, 2.834), 161: (28_681_000, 7.728), 169: (14_149_480, 3.36), 201: (20_013_928, 4.291),
-}
-for _depth, (_k, _blocks, _init) in CONFIGS.items():
-    _p, _m = _FIGURES[_depth]
-    register(f"densenet{_depth}", DenseNet, dict(growth_rate=_k, block_config=_blocks, num_init_features=_init),
-             family="densenet", head=("classifier",), input_size=224, params=_p, macs=_m * 1e9, paper=PAPER)
+# Table 1 (DenseNet-BC); figures: torchvision's weight metadata.
+DENSENET = Family("densenet", paper=PAPER, head=("classifier",), input_size=224, weights_layout="torchvision")
+
+
+@register(DENSENET, params=7_978_856, macs=2.834e9)
+def densenet121(**kwargs) -> DenseNet:
+    return DenseNet(growth_rate=32, block_config=(6, 12, 24, 16), num_init_features=64, **kwargs)
+
+
+@register(DENSENET, params=28_681_000, macs=7.728e9)
+def densenet161(**kwargs) -> DenseNet:
+    return DenseNet(growth_rate=48, block_config=(6, 12, 36, 24), num_init_features=96, **kwargs)
+
+
+@register(DENSENET, params=14_149_480, macs=3.36e9)
+def densenet169(**kwargs) -> DenseNet:
+    return DenseNet(growth_rate=32, block_config=(6, 12, 32, 32), num_init_features=64, **kwargs)
+
+
+@register(DENSENET, params=20_013_928, macs=4.291e9)
+def densenet201(**kwargs) -> DenseNet:
+    return DenseNet(growth_rate=32, block_config=(6, 12, 48, 32), num_init_features=64, **kwargs)

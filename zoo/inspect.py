@@ -436,11 +436,12 @@ def receptive_fields(model, input_shape=None, *, variables=None, modules: bool =
         v = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), variables)
     collections = ["features"] + (["intermediates"] if modules else [])
 
-    def forward(v, x):
-        return model.apply(v, x, train=False, mutable=collections, capture_intermediates=modules)
+    lax_model = model.clone(conv_impl="lax")  # one conv primitive per convolution
 
-    with layers.lax_convs():  # one conv primitive per convolution, whatever the backend
-        closed, out_shapes = jax.make_jaxpr(forward, return_shape=True)(v, x)
+    def forward(v, x):
+        return lax_model.apply(v, x, train=False, mutable=collections, capture_intermediates=modules)
+
+    closed, out_shapes = jax.make_jaxpr(forward, return_shape=True)(v, x)
     jaxpr = closed.jaxpr
     h, w = shape[0], shape[1]
     x_state = (_Dim(1, 1.0, 1.0, 0.0, h), _Dim(2, 1.0, 1.0, 0.0, w))

@@ -20,8 +20,6 @@ Conventions (every family follows them, checkpoints and weight conversion depend
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import math
 from typing import Any, Callable, Sequence
@@ -30,6 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from zoo.convs import CONV_IMPLS
 
 Array = jax.Array
 Dtype = Any
@@ -93,6 +93,7 @@ class Ops:
     axis_name: str | None = None
     norm_groups: int = 32
     conv_init: Callable = kaiming_normal_fan_out
+    conv_general_dilated: Callable = jax.lax.conv_general_dilated  # zoo.convs.CONV_IMPLS[model.conv_impl]
 
     def conv(self, x: Array, features: int, kernel_size, *, strides=1, padding=None, groups: int = 1,
              dilation=1, use_bias: bool = False, kernel_init: Callable | None = None,
@@ -111,7 +112,7 @@ class Ops:
             kernel_init=kernel_init or self.conv_init,
             bias_init=bias_init or (torch_default_bias(fan_in) if kernel_init is torch_default_kernel
                                     else nn.initializers.zeros),
-            conv_general_dilated=conv_general_dilated, name=name)(x)
+            conv_general_dilated=self.conv_general_dilated, name=name)(x)
 
     def norm(self, x: Array, *, name: str | None = None, kind: str | None | object = dataclasses.MISSING,
              scale_init: Callable = nn.initializers.ones) -> Array:
@@ -157,85 +158,6 @@ class Ops:
         if rate <= 0.0:
             return x
         return nn.Dropout(rate, deterministic=not self.train)(x)
-
-
-# ----------------------------------------------------------------------------- convolution kernels
-# XLA:CPU has fast convolutions (YNNPACK / Eigen) for the common case only. Two kinds that CNNs use
-# a lot fall to a naive loop there, 5-150x slower than a matmul of the same work
-# (benchmarks/README.md, "Where the time goes"):
-# * depthwise convolutions (MobileNet, ShuffleNet): the kernel gradient is computed as a dense
-#   C x C convolution and strided input gradients use the generic emitter;
-# * convolutions whose input map is smaller than the kernel (ResNet / VGG layer3-4 at 32x32): the
-#   simplifier swaps the operands into a layout no fast path takes.
-# On the CPU backend those two are written with primitives XLA:CPU does well (shifted slices fused
-# into loops; im2col + one matmul). Same parameters, same results up to float summation order;
-# other backends and other convolutions use lax.conv_general_dilated unchanged.
-_CPU_CONV_REWRITES = contextvars.ContextVar("cpu_conv_rewrites", default=True)
-
-
-@contextlib.contextmanager
-def lax_convs():
-    """Trace every convolution as one ``lax.conv_general_dilated`` (used by analyses that read the
-    jaxpr's conv primitives, e.g. receptive fields)."""
-    token = _CPU_CONV_REWRITES.set(False)
-    try:
-        yield
-    finally:
-        _CPU_CONV_REWRITES.reset(token)
-
-
-def _acc_dtype(dtype):
-    return jnp.promote_types(dtype, jnp.float32)
-
-
-def depthwise_conv_shifted(x: Array, kernel: Array, strides, padding) -> Array:
-    """Depthwise conv, ``x: (B, H, W, C)``, ``kernel: (kh, kw, 1, C)``: the sum over the kh*kw taps of
-    a strided shifted slice of the padded input times the tap's per-channel weights."""
-    kh, kw, _, _ = kernel.shape
-    (pt, pb), (pl, pr) = padding
-    sh, sw = strides
-    x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-    acc = _acc_dtype(x.dtype)
-    y = None
-    for i in range(kh):
-        for j in range(kw):
-            t = x[:, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :].astype(acc) * kernel[i, j, 0].astype(acc)
-            y = t if y is None else y + t
-    return y.astype(x.dtype)
-
-
-def conv_im2col(x: Array, kernel: Array, strides, padding) -> Array:
-    """Ungrouped conv, ``x: (B, H, W, C)``, ``kernel: (kh, kw, C, O)``, as pad -> the kh*kw strided
-    slices concatenated on channels ``(B, Ho, Wo, kh*kw*C)`` -> one matmul with ``(kh*kw*C, O)``."""
-    kh, kw, c, o = kernel.shape
-    (pt, pb), (pl, pr) = padding
-    sh, sw = strides
-    x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    b, ho, wo = x.shape[0], (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-    cols = jnp.concatenate([x[:, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :]
-                            for i in range(kh) for j in range(kw)], axis=-1)
-    y = jnp.dot(cols.reshape(-1, kh * kw * c), kernel.reshape(kh * kw * c, o),
-                preferred_element_type=_acc_dtype(x.dtype))
-    return y.astype(x.dtype).reshape(b, ho, wo, o)
-
-
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count=1, precision=None, **kw):
-    """``lax.conv_general_dilated`` as ``nn.Conv`` calls it (NHWC x HWIO), with the two CPU rewrites
-    above where they apply."""
-    plain = (_CPU_CONV_REWRITES.get() and jax.default_backend() == "cpu" and lhs.ndim == 4
-             and not isinstance(padding, str) and precision is None and not kw
-             and all(d == 1 for d in (*(lhs_dilation or (1, 1)), *(rhs_dilation or (1, 1)))))
-    if plain:
-        kh, kw_, c_in, c_out = rhs.shape
-        if feature_group_count > 1 and c_in == 1 and c_out == feature_group_count == lhs.shape[-1]:
-            return depthwise_conv_shifted(lhs, rhs, window_strides, padding)
-        if feature_group_count == 1 and lhs.shape[1] * lhs.shape[2] < kh * kw_:
-            return conv_im2col(lhs, rhs, window_strides, padding)
-    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-                                        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-                                        feature_group_count=feature_group_count, precision=precision, **kw)
 
 
 # ----------------------------------------------------------------------------- functional ops
@@ -360,6 +282,9 @@ class ZooModel(nn.Module):
     bn_momentum / bn_epsilon: Flax convention (Flax momentum = 1 - PyTorch momentum).
     axis_name: mapped axis over which BatchNorm averages batch statistics (cross-device BN).
     in_channels: channels of the input image.
+    conv_impl: how convolutions are computed, a key of ``zoo.convs.CONV_IMPLS`` ('lax': XLA's
+      convolution, any backend; 'cpu': XLA:CPU's slow cases rewritten). An execution choice made by
+      whoever knows the devices (``zoo.convs.conv_impl_for``); parameters are the same either way.
     """
 
     num_classes: int = 1000
@@ -370,6 +295,7 @@ class ZooModel(nn.Module):
     bn_epsilon: float = 1e-5
     axis_name: str | None = None
     in_channels: int = 3
+    conv_impl: str = "lax"
 
     # Per-family checks of its own options; raise ValueError naming the argument.
     def check_options(self) -> None:
@@ -385,6 +311,7 @@ class ZooModel(nn.Module):
                              "(Flax convention: 1 - PyTorch momentum)")
         if not self.bn_epsilon > 0.0:
             raise ValueError(f"bn_epsilon={self.bn_epsilon!r}: must be > 0")
+        check_choice("conv_impl", self.conv_impl, CONV_IMPLS)
         self.check_options()
         super().__post_init__()
 
@@ -393,7 +320,8 @@ class ZooModel(nn.Module):
 
     def ops(self, train: bool, **overrides) -> Ops:
         kw = dict(train=train, dtype=self.dtype, param_dtype=self.param_dtype, norm_kind=self.norm,
-                  bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon, axis_name=self.axis_name)
+                  bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon, axis_name=self.axis_name,
+                  conv_general_dilated=CONV_IMPLS[self.conv_impl])
         kw.update(overrides)
         return Ops(**kw)
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from zoo.layers import (InputSpec, Ops, ZooModel, avg_pool, check_choice, flatten_nchw, max_pool, tap,
                         torch_default_kernel)
-from zoo.registry import register
+from zoo.registry import Family, register
 
 PAPER = ("LeCun, Bottou, Bengio & Haffner, Gradient-based learning applied to document recognition, "
          "Proc. IEEE 86(11), 1998")
@@ -162,8 +162,8 @@ class ConnectionTableConv(nn.Module):
         kernel = self.param("kernel", kernel_init, (k, k, len(in_idx)), ops.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (c_out,), ops.param_dtype)
         full = jnp.zeros((k, k, c_in, c_out), ops.dtype).at[:, :, in_idx, out_idx].set(kernel.astype(ops.dtype))
-        y = jax.lax.conv_general_dilated(x.astype(ops.dtype), full, (1, 1), ((0, 0), (0, 0)),
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = ops.conv_general_dilated(x.astype(ops.dtype), full, (1, 1), ((0, 0), (0, 0)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return y + bias.astype(ops.dtype)
 
 
@@ -230,10 +230,16 @@ class LeNet5Classic(ZooModel):
 
 
 # ----------------------------------------------------------------------------- variants
-# in_channels=1 in the kwargs: the registry's input_shape (and the registry-wide tests) read it there.
-register("lenet5", LeNet5, dict(in_channels=1), family="lenet", head=("fc3",), input_size=28, params=61_706,
-         paper=PAPER + " (modern form: ReLU, max-pooling, full C3)")
+LENET = Family("lenet", paper=PAPER, head=("fc3",), input_size=28)
+
+
+@register(LENET, params=61_706, paper=PAPER + " (modern form: ReLU, max-pooling, full C3)")
+def lenet5(**kwargs) -> LeNet5:
+    return LeNet5(in_channels=1, **kwargs)
+
+
 # The paper's 60,000 parameters up to F6 (C1 156 + S2 12 + C3 1,516 + S4 32 + C5 48,120 + F6 10,164)
 # plus our Dense output layer, 84 * 10 + 10 = 850: 60,000 + 850 = 60,850 with 10 classes.
-register("lenet5_classic", LeNet5Classic, dict(in_channels=1), family="lenet", head=("output",), input_size=32,
-         params=60_000 + 850, paper=PAPER + ", sec. II.B and Table I")
+@register(LENET, params=60_000 + 850, head=("output",), input_size=32, paper=PAPER + ", sec. II.B and Table I")
+def lenet5_classic(**kwargs) -> LeNet5Classic:
+    return LeNet5Classic(in_channels=1, **kwargs)

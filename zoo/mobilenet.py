@@ -46,7 +46,7 @@ import flax.linen as nn
 
 from zoo.layers import (InputSpec, Ops, ZooModel, adaptive_avg_pool, check_choice, check_positive, check_positive_int,
                         check_rate, global_avg_pool, hard_sigmoid, hard_swish, make_divisible, tap)
-from zoo.registry import register
+from zoo.registry import Family, register
 
 PAPER_V1 = ("Howard et al., MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications, "
             "2017 (arXiv:1704.04861); Keras MobileNet")
@@ -348,17 +348,42 @@ class MobileNetV3(ZooModel):
 
 
 # ----------------------------------------------------------------------------- variants
-# MobileNet v1: Table 6 of the paper (width multiplier); 1.0 has the exact Keras trainable count.
-register("mobilenet_v1", MobileNetV1, dict(width_mult=1.0), family="mobilenet", head=("conv_preds",),
-         input_size=224, params=4_231_976, macs=0.569e9, paper=PAPER_V1)
-for _alpha, _tag, _approx, _gmacs in ((0.75, "x0_75", "2.6M", 0.325), (0.5, "x0_5", "1.3M", 0.149),
-                                      (0.25, "x0_25", "0.5M", 0.041)):
-    register(f"mobilenet_v1_{_tag}", MobileNetV1, dict(width_mult=_alpha), family="mobilenet", head=("conv_preds",),
-             input_size=224, params_approx=_approx, macs=_gmacs * 1e9, paper=PAPER_V1 + ", Table 6")
+# MobileNet v1 (Keras layout, no torchvision counterpart): Table 6 of the paper (width multiplier);
+# 1.0 has the exact Keras trainable count. V2 / V3: torchvision's weight metadata.
+MOBILENET_V1 = Family("mobilenet", paper=PAPER_V1, head=("conv_preds",), input_size=224)
+MOBILENET = Family("mobilenet", paper=PAPER_V2, head=("classifier_1",), input_size=224, weights_layout="torchvision")
 
-register("mobilenet_v2", MobileNetV2, {}, family="mobilenet", head=("classifier_1",), input_size=224,
-         params=3_504_872, macs=0.301e9, paper=PAPER_V2)
-register("mobilenet_v3_large", MobileNetV3, dict(arch="large"), family="mobilenet", head=("classifier_3",),
-         input_size=224, params=5_483_032, macs=0.217e9, paper=PAPER_V3)
-register("mobilenet_v3_small", MobileNetV3, dict(arch="small"), family="mobilenet", head=("classifier_3",),
-         input_size=224, params=2_542_856, macs=0.057e9, paper=PAPER_V3)
+
+@register(MOBILENET_V1, params=4_231_976, macs=0.569e9)
+def mobilenet_v1(**kwargs) -> MobileNetV1:
+    return MobileNetV1(**kwargs)  # width_mult=1.0, an option (Table 6: 0.75, 0.5, 0.25)
+
+
+@register(MOBILENET_V1, params_approx="2.6M", macs=0.325e9, paper=PAPER_V1 + ", Table 6")
+def mobilenet_v1_x0_75(**kwargs) -> MobileNetV1:
+    return MobileNetV1(width_mult=0.75, **kwargs)
+
+
+@register(MOBILENET_V1, params_approx="1.3M", macs=0.149e9, paper=PAPER_V1 + ", Table 6")
+def mobilenet_v1_x0_5(**kwargs) -> MobileNetV1:
+    return MobileNetV1(width_mult=0.5, **kwargs)
+
+
+@register(MOBILENET_V1, params_approx="0.5M", macs=0.041e9, paper=PAPER_V1 + ", Table 6")
+def mobilenet_v1_x0_25(**kwargs) -> MobileNetV1:
+    return MobileNetV1(width_mult=0.25, **kwargs)
+
+
+@register(MOBILENET, params=3_504_872, macs=0.301e9)
+def mobilenet_v2(**kwargs) -> MobileNetV2:
+    return MobileNetV2(**kwargs)
+
+
+@register(MOBILENET, params=5_483_032, macs=0.217e9, head=("classifier_3",), paper=PAPER_V3)
+def mobilenet_v3_large(**kwargs) -> MobileNetV3:
+    return MobileNetV3(arch="large", **kwargs)
+
+
+@register(MOBILENET, params=2_542_856, macs=0.057e9, head=("classifier_3",), paper=PAPER_V3)
+def mobilenet_v3_small(**kwargs) -> MobileNetV3:
+    return MobileNetV3(arch="small", **kwargs)

@@ -1,31 +1,54 @@
 """One registry for every model (timm-style): ``create``, ``list_models``, ``model_info``.
 
-A family registers each variant with the class that builds it, the constructor arguments that make
-it that variant, and the reference figures it is checked against (``../shared/reference.md``):
+A family states its defaults once (``Family``: paper, classifier modules, default input size, the
+layout its published weights use) and defines each variant as one literal, greppable builder:
 
-    register("resnet50", ResNet, dict(block="bottleneck", layers=(3, 4, 6, 3)), family="resnet",
-             input_size=224, head=("fc",), params=25_557_032, macs=4.089e9, paper=PAPER)
+    RESNET = Family("resnet", paper=PAPER, head=("fc",), input_size=224, weights_layout="torchvision")
+
+    @register(RESNET, params=25_557_032, macs=4.089e9)
+    def resnet50(**kwargs) -> ResNet:
+        return ResNet(block="bottleneck", layers=(3, 4, 6, 3), **kwargs)
+
+``params`` / ``params_approx`` / ``macs`` are the published reference figures the variant is checked
+against (``tests/fixtures/reference.json``, vendored from the papers and torchvision's metadata).
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import fnmatch
-from typing import Any
-
-import jax
-import jax.numpy as jnp
+import re
+from typing import Any, Callable
 
 from zoo.layers import ZooModel
+
+WEIGHTS_LAYOUTS = ("torchvision",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """Defaults shared by a family's variants. ``head``: the top-level modules of the classifier that
+    ``num_classes`` resizes (head replacement and ``freeze='backbone'`` use them). ``weights_layout``:
+    'torchvision' when the variants' parameter names and layouts are torchvision's (``zoo.convert``
+    converts their weights), None when there is no published counterpart."""
+
+    name: str
+    paper: str
+    head: tuple[str, ...]
+    input_size: int = 224
+    weights_layout: str | None = None
+
+    def __post_init__(self):
+        if self.weights_layout is not None and self.weights_layout not in WEIGHTS_LAYOUTS:
+            raise ValueError(f"weights_layout={self.weights_layout!r}: allowed {WEIGHTS_LAYOUTS} or None")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
     """What the registry knows of a variant. ``params``/``macs`` are the published reference
     figures (None where the reference gives none); ``params_approx`` is a published rounded
-    figure as printed (e.g. ``"0.27M"``) for variants with no exact count. ``head`` names the
-    top-level modules of the classifier that ``num_classes`` resizes (``('fc',)``): head replacement
-    and ``freeze='backbone'`` use it."""
+    figure as printed (e.g. ``"0.27M"``) for variants with no exact count. ``cls`` / ``kwargs``: the
+    class the builder returns and the constructor arguments that make it this variant."""
 
     name: str
     family: str
@@ -38,30 +61,58 @@ class ModelInfo:
     params: int | None = None
     params_approx: str | None = None
     macs: float | None = None
+    in_channels: int = 3
+    weights_layout: str | None = None
+    builder: Callable[..., ZooModel] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """Default ``(H, W, C)`` for one image."""
-        return (self.input_size, self.input_size, self.kwargs.get("in_channels", 3))
+        return (self.input_size, self.input_size, self.in_channels)
 
     def options(self) -> tuple[str, ...]:
-        """Constructor options a caller may override."""
+        """Constructor options a caller may pass to ``create``."""
         return tuple(f.name for f in dataclasses.fields(self.cls) if f.name not in ("parent", "name"))
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register(name: str, cls: type, kwargs: dict | None = None, *, family: str, input_size: int, paper: str,
-             head: tuple[str, ...], params: int | None = None, params_approx: str | None = None, macs: float | None = None) -> None:
-    if name in _REGISTRY:
-        raise ValueError(f"model {name!r} is already registered")
-    if not issubclass(cls, ZooModel):
-        raise TypeError(f"{cls} must subclass zoo.layers.ZooModel")
-    kwargs = dict(kwargs or {})
-    num_classes = kwargs.get("num_classes", next(f.default for f in dataclasses.fields(cls) if f.name == "num_classes"))
-    _REGISTRY[name] = ModelInfo(name, family, cls, kwargs, input_size, num_classes, paper, tuple(head), params,
-                                params_approx, macs)
+def _own_fields(model: ZooModel) -> dict:
+    """The constructor fields of ``model`` whose values differ from its class defaults."""
+    out = {}
+    for f in dataclasses.fields(model):
+        if f.name in ("parent", "name"):
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        value = getattr(model, f.name)
+        if value != default:
+            out[f.name] = value
+    return out
+
+
+def register(family: Family, *, params: int | None = None, params_approx: str | None = None,
+             macs: float | None = None, **family_overrides: Any) -> Callable:
+    """Decorator registering a variant builder under its function name. ``family_overrides`` replace
+    the family's ``paper``, ``head``, ``input_size`` or ``weights_layout`` for this variant."""
+    unknown = set(family_overrides) - {"paper", "head", "input_size", "weights_layout"}
+    if unknown:
+        raise TypeError(f"register() got unknown argument(s) {sorted(unknown)}")
+    fam = dataclasses.replace(family, **family_overrides)
+
+    def decorate(builder: Callable[..., ZooModel]) -> Callable[..., ZooModel]:
+        name = builder.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        model = builder()
+        if not isinstance(model, ZooModel):
+            raise TypeError(f"{name}() must return a zoo.layers.ZooModel, got {type(model)}")
+        _REGISTRY[name] = ModelInfo(name, fam.name, type(model), _own_fields(model), fam.input_size, model.num_classes,
+                                    fam.paper, tuple(fam.head), params, params_approx, macs, model.in_channels,
+                                    fam.weights_layout, builder)
+        return builder
+
+    return decorate
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -79,40 +130,28 @@ def model_info(name: str) -> ModelInfo:
         raise ValueError(f"unknown model name {name!r}; {hint}") from None
 
 
-def create(name: str, **overrides: Any):
-    """Build a registered model: ``zoo.create("resnet50", num_classes=10)``.
+def create(name: str, **overrides: Any) -> ZooModel:
+    """Build a registered model: ``zoo.create("resnet50", num_classes=10)`` -> a ``flax.linen.Module``.
 
     Overrides are constructor options (``num_classes``, ``dtype``, ``param_dtype``, ``norm``,
-    ``axis_name``, dropout rates, family options such as ``width_mult`` or ``small_input``).
-    Returns a ``flax.linen.Module``; initialise it with ``model.init(rng, x, train=False)``.
-
-    With ``pretrained=PATH`` (a torchvision weight file) it returns ``(model, variables)``.
+    ``axis_name``, ``conv_impl``, dropout rates, family options such as ``small_input``). Initialise
+    the model with ``zoo.init(model, shape)`` or ``model.init(rng, x, train=False)``; weights come
+    from ``zoo.load_pretrained``.
     """
     info = model_info(name)
-    pretrained = overrides.pop("pretrained", None)
+    if "pretrained" in overrides:
+        raise ValueError(f"create() builds a model without weights; for weights call "
+                         f"zoo.load_pretrained({name!r}, file=...), which returns (model, variables)")
     allowed = info.options()
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
         raise ValueError(f"{name} does not take option(s) {', '.join(map(repr, unknown))}; "
-                         f"allowed: {', '.join(allowed)}, pretrained")
-    model = info.cls(**{**info.kwargs, **overrides})
-    if pretrained is not None:
-        from zoo import convert  # noqa: PLC0415  (only when asked: conversion is an optional path)
-        return model, convert.load_pretrained(name, model, pretrained)
-    return model
-
-
-def fast_compile_options() -> dict:
-    """XLA options for programs that run once (initialisation): no LLVM optimisation on CPU, which
-    compiles 3-4x faster (the per-parameter threefry code is what XLA:CPU is slow to optimise).
-    Values can differ from an optimised build in the last bits (float fusion)."""
-    return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
-
-
-def init(model, input_shape, *, rng: int | jax.Array = 0, batch: int = 1) -> dict:
-    """``model.init`` for one input shape ``(H, W, C)``, compiled once as a whole (fast on CPU, where
-    an eager ``model.init`` compiles every op separately). Returns ``{'params', ['batch_stats']}``."""
-    key = jax.random.PRNGKey(rng) if isinstance(rng, int) else rng
-    x = jnp.zeros((batch, *input_shape), jnp.float32)
-    fn = jax.jit(lambda k: model.init(k, x, train=False))
-    return fn.lower(key).compile(compiler_options=fast_compile_options())(key)
+                         f"allowed: {', '.join(allowed)}")
+    try:
+        return info.builder(**overrides)
+    except TypeError as e:
+        fixed = re.search(r"multiple values for keyword argument '(\w+)'", str(e))
+        if not fixed:
+            raise
+        raise ValueError(f"{name} fixes {fixed.group(1)}={getattr(info.builder(), fixed.group(1))!r}; build "
+                         f"{info.cls.__module__}.{info.cls.__name__} directly for other values") from None

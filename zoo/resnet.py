@@ -19,20 +19,15 @@ import flax.linen as nn
 import jax
 
 from zoo.layers import (InputSpec, Ops, ZooModel, check_choice, check_positive_int, global_avg_pool, max_pool, tap)
-from zoo.registry import register
+from zoo.registry import Family, register
 
 PAPER = "He et al., Deep Residual Learning for Image Recognition, CVPR 2016 (arXiv:1512.03385); torchvision v1.5"
 PAPER_RESNEXT = "Xie et al., Aggregated Residual Transformations for Deep Neural Networks, CVPR 2017 (arXiv:1611.05431)"
 PAPER_WIDE = "Zagoruyko & Komodakis, Wide Residual Networks, BMVC 2016 (arXiv:1605.07146); torchvision wide_resnet"
 
-# Table 1 of the paper: blocks per stage.
-DEPTHS = {
-    18: ("basic", (2, 2, 2, 2)),
-    34: ("basic", (3, 4, 6, 3)),
-    50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)),
-    152: ("bottleneck", (3, 8, 36, 3)),
-}
+# Table 1 of the paper, blocks per stage (the variants below):
+#   resnet18  basic       2-2-2-2      resnet50   bottleneck  3-4-6-3      resnet152  bottleneck  3-8-36-3
+#   resnet34  basic       3-4-6-3      resnet101  bottleneck  3-4-23-3
 
 
 class BasicBlock(nn.Module):
@@ -162,25 +157,77 @@ class CifarResNet(ZooModel):
 
 
 # ----------------------------------------------------------------------------- variants
-_FIGURES = {  # name: (params, GMACs) from torchvision's weight metadata (reference.md)
-    "resnet18": (11_689_512, 1.814), "resnet34": (21_797_672, 3.664), "resnet50": (25_557_032, 4.089),
-    "resnet101": (44_549_160, 7.801), "resnet152": (60_192_808, 11.514),
-}
-for _depth, (_block, _layers) in DEPTHS.items():
-    _p, _m = _FIGURES[f"resnet{_depth}"]
-    register(f"resnet{_depth}", ResNet, dict(block=_block, layers=_layers), family="resnet", head=("fc",), input_size=224,
-             params=_p, macs=_m * 1e9, paper=PAPER)
+RESNET = Family("resnet", paper=PAPER, head=("fc",), input_size=224, weights_layout="torchvision")
+CIFAR = Family("resnet", paper=PAPER + ", sec. 4.2 (CIFAR-10)", head=("fc",), input_size=32)
 
-register("resnext50_32x4d", ResNet, dict(block="bottleneck", layers=(3, 4, 6, 3), groups=32, width_per_group=4),
-         family="resnet", head=("fc",), input_size=224, params=25_028_904, macs=4.23e9, paper=PAPER_RESNEXT)
-register("resnext101_32x8d", ResNet, dict(block="bottleneck", layers=(3, 4, 23, 3), groups=32, width_per_group=8),
-         family="resnet", head=("fc",), input_size=224, params=88_791_336, macs=16.414e9, paper=PAPER_RESNEXT)
-register("wide_resnet50_2", ResNet, dict(block="bottleneck", layers=(3, 4, 6, 3), width_per_group=128),
-         family="resnet", head=("fc",), input_size=224, params=68_883_240, macs=11.398e9, paper=PAPER_WIDE)
-register("wide_resnet101_2", ResNet, dict(block="bottleneck", layers=(3, 4, 23, 3), width_per_group=128),
-         family="resnet", head=("fc",), input_size=224, params=126_886_696, macs=22.753e9, paper=PAPER_WIDE)
 
-# CIFAR ResNets: the paper's Table 6 gives 0.27M / 0.46M / 0.66M / 0.85M / 1.7M parameters.
-for _depth, _approx in ((20, "0.27M"), (32, "0.46M"), (44, "0.66M"), (56, "0.85M"), (110, "1.7M")):
-    register(f"resnet{_depth}", CifarResNet, dict(depth=_depth), family="resnet", head=("fc",), input_size=32,
-             params_approx=_approx, paper=PAPER + ", sec. 4.2 (CIFAR-10)")
+# ImageNet depths (Table 1; figures: torchvision's weight metadata).
+@register(RESNET, params=11_689_512, macs=1.814e9)
+def resnet18(**kwargs) -> ResNet:
+    return ResNet(block="basic", layers=(2, 2, 2, 2), **kwargs)
+
+
+@register(RESNET, params=21_797_672, macs=3.664e9)
+def resnet34(**kwargs) -> ResNet:
+    return ResNet(block="basic", layers=(3, 4, 6, 3), **kwargs)
+
+
+@register(RESNET, params=25_557_032, macs=4.089e9)
+def resnet50(**kwargs) -> ResNet:
+    return ResNet(block="bottleneck", layers=(3, 4, 6, 3), **kwargs)
+
+
+@register(RESNET, params=44_549_160, macs=7.801e9)
+def resnet101(**kwargs) -> ResNet:
+    return ResNet(block="bottleneck", layers=(3, 4, 23, 3), **kwargs)
+
+
+@register(RESNET, params=60_192_808, macs=11.514e9)
+def resnet152(**kwargs) -> ResNet:
+    return ResNet(block="bottleneck", layers=(3, 8, 36, 3), **kwargs)
+
+
+@register(RESNET, params=25_028_904, macs=4.23e9, paper=PAPER_RESNEXT)
+def resnext50_32x4d(**kwargs) -> ResNet:
+    return ResNet(block="bottleneck", layers=(3, 4, 6, 3), groups=32, width_per_group=4, **kwargs)
+
+
+@register(RESNET, params=88_791_336, macs=16.414e9, paper=PAPER_RESNEXT)
+def resnext101_32x8d(**kwargs) -> ResNet:
+    return ResNet(block="bottleneck", layers=(3, 4, 23, 3), groups=32, width_per_group=8, **kwargs)
+
+
+@register(RESNET, params=68_883_240, macs=11.398e9, paper=PAPER_WIDE)
+def wide_resnet50_2(**kwargs) -> ResNet:
+    return ResNet(block="bottleneck", layers=(3, 4, 6, 3), width_per_group=128, **kwargs)
+
+
+@register(RESNET, params=126_886_696, macs=22.753e9, paper=PAPER_WIDE)
+def wide_resnet101_2(**kwargs) -> ResNet:
+    return ResNet(block="bottleneck", layers=(3, 4, 23, 3), width_per_group=128, **kwargs)
+
+
+# CIFAR ResNets, depth 6n + 2: the paper's Table 6 gives 0.27M / 0.46M / 0.66M / 0.85M / 1.7M parameters.
+@register(CIFAR, params_approx="0.27M")
+def resnet20(**kwargs) -> CifarResNet:
+    return CifarResNet(depth=20, **kwargs)
+
+
+@register(CIFAR, params_approx="0.46M")
+def resnet32(**kwargs) -> CifarResNet:
+    return CifarResNet(depth=32, **kwargs)
+
+
+@register(CIFAR, params_approx="0.66M")
+def resnet44(**kwargs) -> CifarResNet:
+    return CifarResNet(depth=44, **kwargs)
+
+
+@register(CIFAR, params_approx="0.85M")
+def resnet56(**kwargs) -> CifarResNet:
+    return CifarResNet(depth=56, **kwargs)
+
+
+@register(CIFAR, params_approx="1.7M")
+def resnet110(**kwargs) -> CifarResNet:
+    return CifarResNet(depth=110, **kwargs)

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 
 from zoo.layers import (InputSpec, Ops, ZooModel, avg_pool, channel_shuffle, check_choice, check_positive_int,
                         global_avg_pool, max_pool, tap, torch_default_kernel)
-from zoo.registry import register
+from zoo.registry import Family, register
 
 PAPER_V1 = ("Zhang et al., ShuffleNet: An Extremely Efficient Convolutional Neural Network for Mobile Devices, "
             "CVPR 2018 (arXiv:1707.01083), Table 1; official release megvii-model/ShuffleNet-Series")
@@ -256,36 +256,91 @@ class ShuffleNetV2(ZooModel):
 
 
 # ----------------------------------------------------------------------------- variants
-# torchvision's weight metadata (reference.md): stages_out_channels, params, GMACs.
-_V2 = {
-    "x0_5": ((24, 48, 96, 192, 1024), 1_366_792, 0.04),
-    "x1_0": ((24, 116, 232, 464, 1024), 2_278_604, 0.145),
-    "x1_5": ((24, 176, 352, 704, 1024), 3_503_624, 0.296),
-    "x2_0": ((24, 244, 488, 976, 2048), 7_393_996, 0.583),
-}
-for _w, (_chans, _p, _m) in _V2.items():
-    register(f"shufflenet_v2_{_w}", ShuffleNetV2, dict(stages_repeats=(4, 8, 4), stages_out_channels=_chans),
-             family="shufflenet", head=("fc",), input_size=224, params=_p, macs=_m * 1e9, paper=PAPER_V2)
+SHUFFLENET_V2 = Family("shufflenet", paper=PAPER_V2, head=("fc",), input_size=224, weights_layout="torchvision")
+SHUFFLENET_V1 = Family("shufflenet", paper=PAPER_V1, head=("fc",), input_size=224)
 
-# v1 at 1x: MACs from Table 1 (reference.md). Parameters: the official release's README
+# V2: Table 5 (stages_out_channels); figures: torchvision's weight metadata.
+@register(SHUFFLENET_V2, params=1_366_792, macs=0.04e9)
+def shufflenet_v2_x0_5(**kwargs) -> ShuffleNetV2:
+    return ShuffleNetV2(stages_repeats=(4, 8, 4), stages_out_channels=(24, 48, 96, 192, 1024), **kwargs)
+
+
+@register(SHUFFLENET_V2, params=2_278_604, macs=0.145e9)
+def shufflenet_v2_x1_0(**kwargs) -> ShuffleNetV2:
+    return ShuffleNetV2(stages_repeats=(4, 8, 4), stages_out_channels=(24, 116, 232, 464, 1024), **kwargs)
+
+
+@register(SHUFFLENET_V2, params=3_503_624, macs=0.296e9)
+def shufflenet_v2_x1_5(**kwargs) -> ShuffleNetV2:
+    return ShuffleNetV2(stages_repeats=(4, 8, 4), stages_out_channels=(24, 176, 352, 704, 1024), **kwargs)
+
+
+@register(SHUFFLENET_V2, params=7_393_996, macs=0.583e9)
+def shufflenet_v2_x2_0(**kwargs) -> ShuffleNetV2:
+    return ShuffleNetV2(stages_repeats=(4, 8, 4), stages_out_channels=(24, 244, 488, 976, 2048), **kwargs)
+
+
+# V1 at 1x: MACs from Table 1 (reference.md). Parameters: the official release's README
 # (megvii-model/ShuffleNet-Series, ShuffleNetV1/README.md) lists 1.0x g=3 at 1.9M and g=8 at 2.4M;
 # the paper gives none.
-_V1_APPROX = {3: "1.9M", 8: "2.4M"}
-for _g, _m in zip(GROUPS, (143, 140, 137, 133, 137)):
-    register(f"shufflenet_v1_g{_g}", ShuffleNetV1, dict(groups=_g, width_mult=1.0), family="shufflenet",
-             head=("fc",), input_size=224, params_approx=_V1_APPROX.get(_g), macs=_m * 1e6, paper=PAPER_V1)
+@register(SHUFFLENET_V1, macs=143e6)
+def shufflenet_v1_g1(**kwargs) -> ShuffleNetV1:
+    return ShuffleNetV1(groups=1, width_mult=1.0, **kwargs)
+
+
+@register(SHUFFLENET_V1, macs=140e6)
+def shufflenet_v1_g2(**kwargs) -> ShuffleNetV1:
+    return ShuffleNetV1(groups=2, width_mult=1.0, **kwargs)
+
+
+@register(SHUFFLENET_V1, params_approx="1.9M", macs=137e6)
+def shufflenet_v1_g3(**kwargs) -> ShuffleNetV1:
+    return ShuffleNetV1(groups=3, width_mult=1.0, **kwargs)
+
+
+@register(SHUFFLENET_V1, macs=133e6)
+def shufflenet_v1_g4(**kwargs) -> ShuffleNetV1:
+    return ShuffleNetV1(groups=4, width_mult=1.0, **kwargs)
+
+
+@register(SHUFFLENET_V1, params_approx="2.4M", macs=137e6)
+def shufflenet_v1_g8(**kwargs) -> ShuffleNetV1:
+    return ShuffleNetV1(groups=8, width_mult=1.0, **kwargs)
+
 
 # The family's base name: the paper's usual configuration (1x, g=3); groups / width_mult are options.
-register("shufflenet_v1", ShuffleNetV1, dict(groups=3, width_mult=1.0), family="shufflenet", head=("fc",),
-         input_size=224, params_approx=_V1_APPROX[3], macs=137e6, paper=PAPER_V1)
+@register(SHUFFLENET_V1, params_approx="1.9M", macs=137e6)
+def shufflenet_v1(**kwargs) -> ShuffleNetV1:
+    return ShuffleNetV1(**kwargs)  # groups=3, width_mult=1.0
+
 
 # Other widths: only those with published figures, the official release's README
 # (ShuffleNetV1/README.md: "FLOPs" there are mult-adds, 138M for 1.0x g=3).
-_V1_WIDTHS = {  # (width, g): (params as printed, MFLOPs)
-    (0.5, 3): ("0.7M", 38), (1.5, 3): ("3.4M", 292), (2.0, 3): ("5.4M", 524),
-    (0.5, 8): ("1.0M", 40), (1.5, 8): ("4.3M", 290), (2.0, 8): ("6.5M", 522),
-}
-for (_s, _g), (_p, _m) in _V1_WIDTHS.items():
-    register(f"shufflenet_v1_x{str(_s).replace('.', '_')}_g{_g}", ShuffleNetV1, dict(groups=_g, width_mult=_s),
-             family="shufflenet", head=("fc",), input_size=224, params_approx=_p, macs=_m * 1e6,
-             paper=PAPER_V1 + " (ShuffleNetV1/README.md)")
+@register(SHUFFLENET_V1, params_approx="0.7M", macs=38e6, paper=PAPER_V1 + " (ShuffleNetV1/README.md)")
+def shufflenet_v1_x0_5_g3(**kwargs) -> ShuffleNetV1:
+    return ShuffleNetV1(groups=3, width_mult=0.5, **kwargs)
+
+
+@register(SHUFFLENET_V1, params_approx="3.4M", macs=292e6, paper=PAPER_V1 + " (ShuffleNetV1/README.md)")
+def shufflenet_v1_x1_5_g3(**kwargs) -> ShuffleNetV1:
+    return ShuffleNetV1(groups=3, width_mult=1.5, **kwargs)
+
+
+@register(SHUFFLENET_V1, params_approx="5.4M", macs=524e6, paper=PAPER_V1 + " (ShuffleNetV1/README.md)")
+def shufflenet_v1_x2_0_g3(**kwargs) -> ShuffleNetV1:
+    return ShuffleNetV1(groups=3, width_mult=2.0, **kwargs)
+
+
+@register(SHUFFLENET_V1, params_approx="1.0M", macs=40e6, paper=PAPER_V1 + " (ShuffleNetV1/README.md)")
+def shufflenet_v1_x0_5_g8(**kwargs) -> ShuffleNetV1:
+    return ShuffleNetV1(groups=8, width_mult=0.5, **kwargs)
+
+
+@register(SHUFFLENET_V1, params_approx="4.3M", macs=290e6, paper=PAPER_V1 + " (ShuffleNetV1/README.md)")
+def shufflenet_v1_x1_5_g8(**kwargs) -> ShuffleNetV1:
+    return ShuffleNetV1(groups=8, width_mult=1.5, **kwargs)
+
+
+@register(SHUFFLENET_V1, params_approx="6.5M", macs=522e6, paper=PAPER_V1 + " (ShuffleNetV1/README.md)")
+def shufflenet_v1_x2_0_g8(**kwargs) -> ShuffleNetV1:
+    return ShuffleNetV1(groups=8, width_mult=2.0, **kwargs)

@@ -21,7 +21,7 @@ import flax.linen as nn
 
 from zoo.layers import (InputSpec, ZooModel, adaptive_avg_pool, check_choice, check_rate, flatten_nchw,
                         kaiming_normal_fan_out, max_pool, tap)
-from zoo.registry import register
+from zoo.registry import Family, register
 
 PAPER = ("Simonyan & Zisserman, Very Deep Convolutional Networks for Large-Scale Image Recognition, ICLR 2015 "
          "(arXiv:1409.1556); torchvision")
@@ -80,14 +80,45 @@ class VGG(ZooModel):
 
 
 # ----------------------------------------------------------------------------- variants
-_FIGURES = {  # depth: (cfg, params, params with BN, GMACs) from torchvision's weight metadata (reference.md)
-    11: ("A", 132_863_336, 132_868_840, 7.609),
-    13: ("B", 133_047_848, 133_053_736, 11.308),
-    16: ("D", 138_357_544, 138_365_992, 15.47),
-    19: ("E", 143_667_240, 143_678_248, 19.632),
-}
-for _depth, (_cfg, _p, _p_bn, _m) in _FIGURES.items():
-    register(f"vgg{_depth}", VGG, dict(cfg=_cfg), family="vgg", head=("classifier_6",), input_size=224,
-             params=_p, macs=_m * 1e9, paper=PAPER)
-    register(f"vgg{_depth}_bn", VGG, dict(cfg=_cfg, norm="batch"), family="vgg", head=("classifier_6",),
-             input_size=224, params=_p_bn, macs=_m * 1e9, paper=PAPER + " (batch-norm variant)")
+# Figures: torchvision's weight metadata.
+VGG_FAMILY = Family("vgg", paper=PAPER, head=("classifier_6",), input_size=224, weights_layout="torchvision")
+
+
+@register(VGG_FAMILY, params=132_863_336, macs=7.609e9)
+def vgg11(**kwargs) -> VGG:
+    return VGG(cfg="A", **kwargs)
+
+
+@register(VGG_FAMILY, params=132_868_840, macs=7.609e9, paper=PAPER + " (batch-norm variant)")
+def vgg11_bn(**kwargs) -> VGG:
+    return VGG(cfg="A", norm="batch", **kwargs)
+
+
+@register(VGG_FAMILY, params=133_047_848, macs=11.308e9)
+def vgg13(**kwargs) -> VGG:
+    return VGG(cfg="B", **kwargs)
+
+
+@register(VGG_FAMILY, params=133_053_736, macs=11.308e9, paper=PAPER + " (batch-norm variant)")
+def vgg13_bn(**kwargs) -> VGG:
+    return VGG(cfg="B", norm="batch", **kwargs)
+
+
+@register(VGG_FAMILY, params=138_357_544, macs=15.47e9)
+def vgg16(**kwargs) -> VGG:
+    return VGG(cfg="D", **kwargs)
+
+
+@register(VGG_FAMILY, params=138_365_992, macs=15.47e9, paper=PAPER + " (batch-norm variant)")
+def vgg16_bn(**kwargs) -> VGG:
+    return VGG(cfg="D", norm="batch", **kwargs)
+
+
+@register(VGG_FAMILY, params=143_667_240, macs=19.632e9)
+def vgg19(**kwargs) -> VGG:
+    return VGG(cfg="E", **kwargs)
+
+
+@register(VGG_FAMILY, params=143_678_248, macs=19.632e9, paper=PAPER + " (batch-norm variant)")
+def vgg19_bn(**kwargs) -> VGG:
+    return VGG(cfg="E", norm="batch", **kwargs)

@@ -21,7 +21,7 @@ def batches():
 
 def train_three_steps(plan, local_slice=slice(None)):
     """3 SGD steps of a depth-8 CIFAR ResNet (BatchNorm in every block); returns flat host state."""
-    model = zoo.create("resnet20", depth=8, axis_name=parallel.AXIS)
+    model = zoo.resnet.CifarResNet(depth=8, axis_name=parallel.AXIS)
     tx = optax.sgd(0.1, momentum=0.9)
     state = step.create_state(model, tx, rng=jax.random.PRNGKey(0), input_shape=(8, 8, 3))
     train = parallel.compile_step(functools.partial(step.train_step, model=model, tx=tx, cfg=step.StepConfig()), plan)

@@ -19,7 +19,7 @@ from flax import traverse_util
 import zoo
 from zoo.densenet import DenseNet
 from zoo.layers import Ops, make_divisible
-from zoo.mobilenet import SqueezeExcitation
+from zoo.mobilenet import MobileNetV3, SqueezeExcitation
 from zoo.summary import abstract_variables, layer_table, param_count
 
 
@@ -431,4 +431,4 @@ def test_mobilenet_init_is_torchvision(name, fc1, classifier):
 ])
 def test_mobilenet_v3_bad_options(override, pattern):
     with pytest.raises(ValueError, match=pattern):
-        zoo.create("mobilenet_v3_large", **override)
+        MobileNetV3(**override)

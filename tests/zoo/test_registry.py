@@ -172,11 +172,21 @@ def test_bad_override(override, pattern):
 
 
 @pytest.mark.parametrize("name, override, pattern", [
-    ("shufflenet_v1_g3", dict(groups=5), "groups.*allowed"),
+    ("shufflenet_v1", dict(groups=5), "groups.*allowed"),
     ("mobilenet_v2", dict(width_mult=0.0), "width_mult"),
     ("mobilenet_v1", dict(width_mult=-1.0), "width_mult"),
 ])
 def test_bad_family_override(name, override, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        zoo.create(name, **override)
+
+
+@pytest.mark.parametrize("name, override, pattern", [
+    ("resnet50", dict(layers=(1, 1, 1, 1)), r"resnet50 fixes layers=\(3, 4, 6, 3\).*zoo.resnet.ResNet"),
+    ("shufflenet_v1_g3", dict(groups=8), r"shufflenet_v1_g3 fixes groups=3"),
+    ("resnet18", dict(pretrained="resnet18.safetensors"), r"zoo.load_pretrained\('resnet18'"),
+])
+def test_a_variant_names_the_fields_it_fixes(name, override, pattern):
     with pytest.raises(ValueError, match=pattern):
         zoo.create(name, **override)
 

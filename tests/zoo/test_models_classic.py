@@ -350,7 +350,7 @@ def _torchvision_features(cfg, batch_norm):
 @pytest.mark.parametrize("name", [f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")])
 def test_vgg_names_and_shapes_follow_torchvision(name):
     v = _abstract_params(name, num_classes=10)
-    cfg = vgg.CFGS[zoo.model_info(name).kwargs["cfg"]]
+    cfg = vgg.CFGS[zoo.create(name).cfg]
     layers = _torchvision_features(cfg, name.endswith("_bn"))
     expected = {f"features_{i}": ({"kernel", "bias"} if kind == "conv" else {"scale", "bias"})
                 for i, kind in layers.items()}
@@ -397,7 +397,7 @@ def test_vgg_min_input_32():
 ])
 def test_vgg_bad_options(override, pattern):
     with pytest.raises(ValueError, match=pattern):
-        zoo.create("vgg16", **override)
+        vgg.VGG(**override)
 
 
 @pytest.mark.parametrize("name", ["alexnet", "alexnet_v1"])

@@ -115,7 +115,7 @@ def test_channel_shuffle_is_used(monkeypatch, name, g):
 ])
 def test_v1_bad_options(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
-        zoo.create("shufflenet_v1_g3", **kwargs)
+        zoo.create("shufflenet_v1", **kwargs)
 
 
 def test_v1_too_small_input():

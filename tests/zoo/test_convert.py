@@ -16,7 +16,7 @@ import zoo
 from fixtures.parity.recipe import FIXTURES, parity_input, parse_shapes, recipe_state_dict
 from zoo import convert
 
-PARITY = Path(__file__).resolve().parent / "fixtures" / "parity"
+PARITY = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
 
 
 def fixture(name):
@@ -125,7 +125,7 @@ def test_safetensors_file_round_trip(small_sd, small_file):
 
 def test_pretrained_same_classes_loads_everything(small_sd, small_file, caplog):
     with caplog.at_level(logging.INFO, logger="zoo"):
-        model, variables = zoo.create(SMALL, pretrained=small_file)
+        model, variables = zoo.load_pretrained(SMALL, file=small_file)
     assert not [r for r in caplog.records if "freshly initialised" in r.getMessage()]
     assert model.num_classes == 1000
     assert_same_state_dict(convert.to_torchvision(SMALL, variables), small_sd)
@@ -133,7 +133,7 @@ def test_pretrained_same_classes_loads_everything(small_sd, small_file, caplog):
 
 def test_pretrained_head_replacement(small_sd, small_file, caplog):
     with caplog.at_level(logging.INFO, logger="zoo"):
-        model, variables = zoo.create(SMALL, num_classes=10, pretrained=small_file)
+        model, variables = zoo.load_pretrained(SMALL, num_classes=10, file=small_file)
     assert "head fc: 1000 -> 10 classes, freshly initialised" in caplog.text
     assert variables["params"]["fc"]["kernel"].shape == (1024, 10) and variables["params"]["fc"]["bias"].shape == (10,)
     assert np.all(np.isfinite(variables["params"]["fc"]["kernel"])) and np.std(variables["params"]["fc"]["kernel"]) > 0
@@ -166,7 +166,7 @@ def test_bad_weight_files_list_the_offending_keys(small_sd, tmp_path):
     fragments = ("missing keys (1)", "stage2.0.branch1.0.weight: expected shape [24, 1, 3, 3]",
                  "unexpected keys (1)", "extra.weight: found shape [3, 4]",
                  "wrong shapes (1)", "conv1.0.weight: expected shape [24, 3, 3, 3], found [24, 3, 5, 5]")
-    err = _expect_mismatch(lambda: zoo.create(SMALL, pretrained=path), *fragments)
+    err = _expect_mismatch(lambda: zoo.load_pretrained(SMALL, file=path), *fragments)
     assert [k for k, _ in err.missing] == ["stage2.0.branch1.0.weight"]
     assert err.unexpected == [("extra.weight", (3, 4))]
     assert err.wrong_shape == [("conv1.0.weight", (24, 3, 3, 3), (24, 3, 5, 5))]
@@ -175,7 +175,7 @@ def test_bad_weight_files_list_the_offending_keys(small_sd, tmp_path):
 
 def test_weights_of_another_width_are_refused(small_file):
     # x0_5 file -> x1_0 model: every stage differs; all listed (the message shows the first 40), nothing loaded
-    err = _expect_mismatch(lambda: zoo.create("shufflenet_v2_x1_0", num_classes=10, pretrained=small_file),
+    err = _expect_mismatch(lambda: zoo.load_pretrained("shufflenet_v2_x1_0", num_classes=10, file=small_file),
                            "wrong shapes (266)", "... and 226 more",
                            "stage2.0.branch2.0.weight: expected shape [58, 24, 1, 1], found [24, 24, 1, 1]")
     assert ("conv5.0.weight", (1024, 464, 1, 1), (1024, 192, 1, 1)) in err.wrong_shape
@@ -265,6 +265,6 @@ def test_head_of_another_input_width_is_not_replaced(small_sd, tmp_path):
     bad["fc.weight"] = np.zeros((1000, 512), np.float32)   # fc takes 1024 features in this model
     path = tmp_path / "narrow_fc.safetensors"
     save_file(bad, str(path))
-    err = _expect_mismatch(lambda: zoo.create(SMALL, num_classes=10, pretrained=path),
+    err = _expect_mismatch(lambda: zoo.load_pretrained(SMALL, num_classes=10, file=path),
                            "fc.weight: expected shape [10, 1024], found [1000, 512]")
     assert [k for k, *_ in err.wrong_shape] == ["fc.weight", "fc.bias"]  # not taken for a head replacement

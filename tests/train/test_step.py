@@ -133,7 +133,7 @@ def test_float16_dynamic_loss_scale_halves_on_overflow():
 
 
 def test_frozen_batch_stats_stay_put():
-    model = zoo.create("resnet20", depth=8, axis_name=parallel.AXIS)
+    model = zoo.resnet.CifarResNet(depth=8, axis_name=parallel.AXIS)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
     mask = optim.trainable_mask(shapes["batch_stats"], "layer1", ())  # regex: freeze stage 1
     b = _batch(8, shape=(8, 8, 3))

@@ -1,0 +1,79 @@
+"""Convolution implementations (zoo.convs): the 'cpu' rewrites equal XLA's convolution in values and
+both gradients, and the choice is a visible model field, not a global switch or a backend query."""
+import re
+
+import jax
+import numpy as np
+import pytest
+
+import zoo
+from helpers import random_variables
+from zoo import convs
+
+
+# The 'cpu' implementation's rewrites against XLA's own convolution: values and both
+# gradients (what the train step differentiates), for the cases the zoo hits.
+@pytest.mark.parametrize("case", [
+    # (x shape, kernel shape HWIO, groups, stride, padding): depthwise 3x3 / 5x5, stride 1 / 2, odd sizes
+    ((2, 7, 7, 8), (3, 3, 1, 8), 8, 1, 1),
+    ((2, 9, 8, 6), (3, 3, 1, 6), 6, 2, 1),
+    ((2, 10, 10, 4), (5, 5, 1, 4), 4, 2, 2),
+    ((2, 2, 2, 5), (3, 3, 1, 5), 5, 1, 1),       # depthwise on a map smaller than its kernel
+    # maps smaller than the kernel (ResNet layer3/4 at 32x32): im2col + matmul
+    ((2, 2, 2, 8), (3, 3, 8, 16), 1, 1, 1),
+    ((2, 2, 2, 8), (3, 3, 8, 16), 1, 2, 1),
+    ((2, 1, 1, 8), (3, 3, 8, 4), 1, 1, 1),
+], ids=["dw3", "dw3_s2", "dw5_s2", "dw3_2x2", "small_2x2", "small_2x2_s2", "small_1x1"])
+def test_cpu_conv_rewrites_match_lax(case):
+    x_shape, k_shape, groups, stride, pad = case
+    rng = np.random.default_rng(0)  # numpy: jax.random's first call compiles for seconds here
+    x = rng.standard_normal(x_shape, dtype=np.float32)
+    k = rng.standard_normal(k_shape, dtype=np.float32)
+    args = ((stride, stride), ((pad, pad), (pad, pad)))
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def ours(x, k):
+        return convs.cpu_conv_general_dilated(x, k, *args, dimension_numbers=dn, feature_group_count=groups)
+
+    def ref(x, k):
+        return jax.lax.conv_general_dilated(x, k, *args, dimension_numbers=dn, feature_group_count=groups)
+
+    g = rng.standard_normal(jax.eval_shape(ref, x, k).shape, dtype=np.float32)
+
+    @jax.jit
+    def value_and_grads(x, k):  # one compilation each: eager op-by-op dispatch is far slower here
+        out = {}
+        for name, f in (("ours", ours), ("ref", ref)):
+            y, vjp = jax.vjp(f, x, k)
+            out[name] = (y, *vjp(g))
+        return out
+
+    out = value_and_grads(x, k)
+    for a, b in zip(out["ours"], out["ref"]):  # y, dx, dk
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(ours)(x, k))  # the rewrite is really taken
+
+
+def test_conv_impl_is_a_field_chosen_by_whoever_knows_the_devices():
+    assert convs.conv_impl_for("cpu") == "cpu"
+    assert convs.conv_impl_for("gpu") == convs.conv_impl_for("tpu") == "lax"
+    assert zoo.create("mobilenet_v2").conv_impl == "lax"  # models are backend-neutral by default
+    with pytest.raises(ValueError, match=r"conv_impl='fast'.*allowed.*'lax', 'cpu'"):
+        zoo.create("mobilenet_v2", conv_impl="fast")
+
+
+def test_both_implementations_give_the_same_model_outputs_and_only_lax_traces_depthwise_convs():
+    shape = (32, 32, 3)
+    lax_model = zoo.create("mobilenet_v2", num_classes=10)
+    cpu_model = zoo.create("mobilenet_v2", num_classes=10, conv_impl="cpu")
+    variables = random_variables(lax_model, shape)
+    x = np.random.default_rng(0).standard_normal((2, *shape), dtype=np.float32)
+    out = jax.jit(lambda v, x: (lax_model.apply(v, x), cpu_model.apply(v, x)))(variables, x)
+    np.testing.assert_allclose(out[1], out[0], rtol=1e-4, atol=1e-4 * float(np.abs(out[0]).max()))
+
+    def grouped_convs(m):
+        jaxpr = str(jax.make_jaxpr(lambda v, x: m.apply(v, x))(variables, x))
+        return [g for g in re.findall(r"feature_group_count=(\d+)", jaxpr) if int(g) > 1]
+
+    assert len(grouped_convs(lax_model)) == 17 and grouped_convs(cpu_model) == []  # 17 depthwise convs

@@ -1,0 +1,91 @@
+"""Convolution implementations a model can be built with (``ZooModel.conv_impl``).
+
+* ``'lax'``: ``jax.lax.conv_general_dilated``, XLA's convolution, on every backend (the default).
+* ``'cpu'``: the same, with two kinds of convolution rewritten for XLA:CPU (below). Same parameters,
+  same results up to float summation order; chosen for CPU devices by ``conv_impl_for('cpu')``.
+
+Models never query the backend: whoever knows the devices (the training setup, the benchmarks, the
+user) passes ``conv_impl=conv_impl_for(device.platform)`` to ``zoo.create``.
+
+XLA:CPU has fast convolutions (YNNPACK / Eigen) for the common case only. Two kinds that CNNs use a
+lot fall to a naive loop there, 5-150x slower than a matmul of the same work (benchmarks/README.md,
+"Where the time goes"):
+
+* depthwise convolutions (MobileNet, ShuffleNet): the kernel gradient is computed as a dense C x C
+  convolution and strided input gradients use the generic emitter;
+* convolutions whose input map is smaller than the kernel (ResNet / VGG layer3-4 at 32x32): the
+  simplifier swaps the operands into a layout no fast path takes.
+
+``'cpu'`` writes those two with primitives XLA:CPU does well (shifted slices fused into loops; im2col
++ one matmul); every other convolution is ``lax.conv_general_dilated`` unchanged.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def _acc_dtype(dtype):
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def depthwise_conv_shifted(x: Array, kernel: Array, strides, padding) -> Array:
+    """Depthwise conv, ``x: (B, H, W, C)``, ``kernel: (kh, kw, 1, C)``: the sum over the kh*kw taps of
+    a strided shifted slice of the padded input times the tap's per-channel weights."""
+    kh, kw, _, _ = kernel.shape
+    (pt, pb), (pl, pr) = padding
+    sh, sw = strides
+    x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    acc = _acc_dtype(x.dtype)
+    y = None
+    for i in range(kh):
+        for j in range(kw):
+            t = x[:, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :].astype(acc) * kernel[i, j, 0].astype(acc)
+            y = t if y is None else y + t
+    return y.astype(x.dtype)
+
+
+def conv_im2col(x: Array, kernel: Array, strides, padding) -> Array:
+    """Ungrouped conv, ``x: (B, H, W, C)``, ``kernel: (kh, kw, C, O)``, as pad -> the kh*kw strided
+    slices concatenated on channels ``(B, Ho, Wo, kh*kw*C)`` -> one matmul with ``(kh*kw*C, O)``."""
+    kh, kw, c, o = kernel.shape
+    (pt, pb), (pl, pr) = padding
+    sh, sw = strides
+    x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    b, ho, wo = x.shape[0], (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    cols = jnp.concatenate([x[:, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :]
+                            for i in range(kh) for j in range(kw)], axis=-1)
+    y = jnp.dot(cols.reshape(-1, kh * kw * c), kernel.reshape(kh * kw * c, o),
+                preferred_element_type=_acc_dtype(x.dtype))
+    return y.astype(x.dtype).reshape(b, ho, wo, o)
+
+
+def cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                             dimension_numbers=None, feature_group_count=1, precision=None, **kw):
+    """``lax.conv_general_dilated`` as ``nn.Conv`` calls it (NHWC x HWIO), with the two rewrites
+    above where they apply (whatever the backend: choosing this implementation is the caller's
+    decision, ``conv_impl_for``)."""
+    plain = (lhs.ndim == 4 and not isinstance(padding, str) and precision is None and not kw
+             and all(d == 1 for d in (*(lhs_dilation or (1, 1)), *(rhs_dilation or (1, 1)))))
+    if plain:
+        kh, kw_, c_in, c_out = rhs.shape
+        if feature_group_count > 1 and c_in == 1 and c_out == feature_group_count == lhs.shape[-1]:
+            return depthwise_conv_shifted(lhs, rhs, window_strides, padding)
+        if feature_group_count == 1 and lhs.shape[1] * lhs.shape[2] < kh * kw_:
+            return conv_im2col(lhs, rhs, window_strides, padding)
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+                                        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                                        feature_group_count=feature_group_count, precision=precision, **kw)
+
+
+CONV_IMPLS: dict[str, Callable] = {"lax": jax.lax.conv_general_dilated, "cpu": cpu_conv_general_dilated}
+
+
+def conv_impl_for(platform: str) -> str:
+    """The implementation for devices of ``platform`` (``jax.Device.platform``: 'cpu', 'gpu', 'tpu')."""
+    return "cpu" if platform == "cpu" else "lax"
