@@ -17,35 +17,6 @@ from fixtures.parity.recipe import recipe_state_dict
 from train import step, transfer
 from zoo import convert
 
-# ----------------------------------------------------------------------------- merging sources
-
-def _tree(**leaves):
-    return traverse_util.unflatten_dict({tuple(k.split("/")): np.asarray(v) for k, v in leaves.items()})
-
-
-def test_merge_copies_everything_and_keeps_a_resized_head_fresh():
-    fresh = _tree(**{"params/conv1/kernel": np.zeros((3, 3, 3, 8), np.float32), "params/fc/kernel": np.zeros((8, 2)),
-                     "batch_stats/bn1/mean": np.zeros(8, np.float32)})
-    loaded = _tree(**{"params/conv1/kernel": np.ones((3, 3, 3, 8), np.float64), "params/fc/kernel": np.ones((8, 1000)),
-                      "batch_stats/bn1/mean": np.ones(8, np.float32)})
-    out, kept = transfer.merge(fresh, loaded, ("fc",))
-    assert kept == ["params/fc/kernel"]
-    assert out["params"]["conv1"]["kernel"].dtype == np.float32 and np.all(out["params"]["conv1"]["kernel"] == 1)
-    assert np.all(out["params"]["fc"]["kernel"] == 0) and np.all(out["batch_stats"]["bn1"]["mean"] == 1)
-
-
-def test_merge_refuses_a_structural_mismatch_listing_it():
-    fresh = _tree(**{"params/conv1/kernel": np.zeros((3, 3, 3, 8)), "params/conv2/kernel": np.zeros((3, 3, 8, 8)),
-                     "params/fc/kernel": np.zeros((8, 2))})
-    loaded = _tree(**{"params/conv1/kernel": np.zeros((5, 5, 3, 8)), "params/conv9/kernel": np.zeros(1),
-                      "params/fc/kernel": np.zeros((8, 2))})
-    with pytest.raises(convert.WeightMismatchError) as e:
-        transfer.merge(fresh, loaded, ("fc",))
-    assert e.value.missing == [("params/conv2/kernel", (3, 3, 8, 8))]
-    assert e.value.unexpected == [("params/conv9/kernel", (1,))]
-    assert e.value.wrong_shape == [("params/conv1/kernel", (3, 3, 3, 8), (5, 5, 3, 8))]
-
-
 # ----------------------------------------------------------------------------- the finetune config end to end
 
 FROZEN = ("conv1", "bn1", "layer1_0", "layer1_1", "layer2_0", "layer2_1")  # the config's freeze regex
@@ -106,8 +77,7 @@ def test_finetune_config_trains_the_head_and_keeps_frozen_parts_bit_identical(fi
     workdir, result = finetuned
     assert result.step == 3 and np.isfinite(result.train["loss"])
     model = zoo.create("resnet18", num_classes=2)
-    loaded, replaced = convert.convert_state_dict("resnet18", model, convert.load_state_dict(weight_file),
-                                                  replace_head=True)
+    loaded, replaced = convert.convert_state_dict("resnet18", model, convert.load_state_dict(weight_file))
     assert replaced == {"fc": (1000, 2)}
     want = _flat(loaded)
     states = {s: _flat(train.restore(workdir, checkpoint_step=s)[1]) for s in (1, 3)}
