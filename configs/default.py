@@ -88,7 +88,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.log_every_steps = 50
     c.eval_every_epochs = 1.0
 
-    # ---- transfer learning (zoo/convert.py, train/optim.py)
+    # ---- transfer learning (zoo/convert/, train/transfer.py, train/optim.py)
     c.transfer = ml_collections.ConfigDict()
     c.transfer.init_from = ml_collections.FieldReference(None, field_type=str)  # weight file (.safetensors/.pth) or a workdir
     c.transfer.freeze = "none"     # 'none' | 'backbone' | a regex over parameter paths

@@ -116,6 +116,14 @@ def test_module_is_of_one_concern(module):
 
 def test_import_zoo_is_light():
     code = ("import sys, zoo; heavy = [m for m in ('matplotlib', 'PIL', 'tensorflow', 'tensorflow_datasets', "
-            "'orbax', 'grain', 'optax', 'train') if m in sys.modules]; print(heavy)")
+            "'orbax', 'grain', 'optax', 'train', 'zoo.inspect', 'zoo.convert') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_analyses_and_conversion_load_on_first_use():
+    code = ("import sys, zoo; from zoo import inspect as zi; assert zoo.inspect is zi and callable(zi.grad_cam); "
+            "assert 'zoo.inspect.plots' not in sys.modules; assert callable(zi.plot_grid) and callable(zi.to_display); "
+            "assert callable(zoo.convert.from_torchvision); print(sorted(m for m in ('matplotlib',) if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -33,22 +33,18 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from flax import traverse_util
 
 from zoo import convert
 
 log = logging.getLogger("train")
 
 
-def _flat(tree) -> dict:
-    return traverse_util.flatten_dict(tree) if tree else {}
-
-
 def load_source(init_from: str, model_name: str, model) -> tuple[dict, str]:
     """``(variables, description)`` of ``init_from`` for ``model`` (``model_name``'s zoo model).
 
-    A weight file is converted with ``zoo.convert`` (a classifier of another class count is left
-    out: the fresh one is kept); a workdir is read with ``train.restore``."""
+    A weight file is converted with ``zoo.convert`` for the model it was made for (its own class
+    count: :func:`init_state` keeps the fresh classifier where it differs); a workdir is read with
+    ``train.restore``."""
     path = Path(str(init_from)).expanduser()
     if path.is_dir():
         from train.evaluation import restore, restore_meta  # noqa: PLC0415
@@ -61,36 +57,9 @@ def load_source(init_from: str, model_name: str, model) -> tuple[dict, str]:
         return dict(variables), f"checkpoint of {source_model} in {path}"
     if path.is_file():
         sd = convert.load_state_dict(path)
-        variables, replaced = convert.convert_state_dict(model_name, model, sd, replace_head=True)
-        for module, (old, new) in replaced.items():
-            log.info("%s: head %s: %d -> %d classes, freshly initialised", model_name, module, old, new)
-        return variables, f"weight file {path}"
+        source = convert.model_for_state_dict(model_name, sd, model)  # the file's class count
+        return convert.from_torchvision(model_name, sd, model=source), f"weight file {path}"
     raise FileNotFoundError(f"transfer.init_from={init_from!r}: no such weight file or workdir")
-
-
-def merge(fresh: dict, loaded: dict, head) -> tuple[dict, list[str]]:
-    """``(variables, kept_fresh)``: ``fresh`` (``{'params': ..., 'batch_stats': ...}``) with every
-    leaf taken from ``loaded``, cast to the fresh leaf's dtype. Leaves under the ``head`` modules
-    that ``loaded`` lacks or shapes differently stay fresh (listed in ``kept_fresh``); any other
-    missing, extra or differently shaped leaf raises ``zoo.convert.WeightMismatchError``."""
-    head = tuple(head)
-    f, l_ = _flat(fresh), _flat(loaded)
-    missing, unexpected, wrong, kept = [], [], [], []
-    for path, value in f.items():
-        is_head = len(path) > 1 and path[1] in head
-        if path not in l_:
-            (kept if is_head else missing).append(path)
-        elif np.shape(l_[path]) != np.shape(value):
-            (kept if is_head else wrong).append(path)
-    unexpected = [p for p in l_ if p not in f]
-    if missing or unexpected or wrong:
-        j = "/".join
-        raise convert.WeightMismatchError(
-            "transfer.init_from: the source does not match the model",
-            [(j(p), np.shape(f[p])) for p in missing], [(j(p), np.shape(l_[p])) for p in unexpected],
-            [(j(p), np.shape(f[p]), np.shape(l_[p])) for p in wrong])
-    out = {p: (f[p] if p in kept else np.asarray(l_[p], dtype=np.asarray(f[p]).dtype)) for p in f}
-    return traverse_util.unflatten_dict(out), ["/".join(p) for p in kept]
 
 
 def init_state(state, config, model, info):
@@ -100,7 +69,8 @@ def init_state(state, config, model, info):
     fresh = {"params": state.params, "batch_stats": state.batch_stats}
     fresh = {k: v for k, v in fresh.items() if v}
     loaded = {k: v for k, v in loaded.items() if k in ("params", "batch_stats") and v}
-    variables, kept = merge(jax.device_get(fresh), loaded, info.head)
+    variables, kept = convert.merge_head(jax.device_get(fresh), loaded, info.head,
+                                         what="transfer.init_from: the source does not match the model")
     n = sum(int(np.size(v)) for v in jax.tree.leaves(variables.get("params", {})))
     log.info("transfer: %s initialised from %s (%s parameters; freshly initialised: %s)", info.name, description,
              f"{n:,}", ", ".join(kept) or "none")

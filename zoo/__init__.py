@@ -4,7 +4,12 @@
     model = zoo.create("resnet50", num_classes=10)
     variables = model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)), train=False)
     logits = model.apply(variables, x, train=False)
+
+``zoo.inspect`` (analyses, plots) and ``zoo.convert`` (torchvision weights) are imported on first use
+(``from zoo import inspect`` or ``zoo.inspect``): ``import zoo`` stays light.
 """
+import importlib
+
 from zoo import convs, layers
 from zoo.compiling import init
 from zoo.pretrained import load_pretrained
@@ -14,7 +19,15 @@ from zoo.summary import layer_table, macs, param_count, summary
 
 # Families register their variants on import.
 from zoo import alexnet, densenet, lenet, mobilenet, resnet, shufflenet, vgg  # noqa: E402,F401  isort: skip
-from zoo import inspect  # noqa: E402,F401  zoo.inspect: filters, receptive fields, saliency, Grad-CAM...
 
 __all__ = ["create", "load_pretrained", "init", "list_models", "model_info", "register", "Family", "ModelInfo", "summary", "layer_table", "macs",
            "param_count", "convs", "layers", "features", "feature_names", "feature_gradients"]
+
+_LAZY = {"inspect": "zoo.inspect", "convert": "zoo.convert"}
+
+
+def __getattr__(name: str):
+    """``zoo.inspect`` and ``zoo.convert``, imported on first use."""
+    if name in _LAZY:
+        return importlib.import_module(_LAZY[name])
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")

@@ -28,15 +28,19 @@ def _tap_values(model: nn.Module, variables, x, train: bool = False) -> dict:
 
 
 def feature_names(model: nn.Module, input_shape) -> dict[str, tuple]:
-    """Tap names of ``model`` with their shapes for one image of ``input_shape`` ``(H, W, C)``
-    (traced with ``jax.eval_shape``: nothing is computed)."""
+    """Tap names of ``model`` with their shapes for one image of ``input_shape`` ``(H, W, C)``, in the
+    order the forward pass taps them (traced with ``jax.eval_shape``: nothing is computed)."""
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    order: list[str] = []
 
     def run(x):
         variables = model.init(jax.random.key(0), x, train=False)
-        return _tap_values(model, variables, x)
+        taps = _tap_values(model, variables, x)
+        order.extend(taps)  # sow order; the pytree eval_shape returns has its keys sorted
+        return taps
 
-    return {k: tuple(v.shape) for k, v in jax.eval_shape(run, x).items()}
+    shapes = jax.eval_shape(run, x)
+    return {k: tuple(shapes[k].shape) for k in order}
 
 
 def features(model: nn.Module, variables, x, layers: Sequence[str] | None = None, *, train: bool = False) -> dict:

@@ -273,6 +273,11 @@ class InputSpec:
     min_size: int
     exact_size: int | None = None
 
+    def example_shape(self, size: int = 224) -> tuple[int, int, int]:
+        """``(H, W, C)`` of an example input: the exact size if there is one, else ``max(min_size, size)``."""
+        side = self.exact_size or max(self.min_size, size)
+        return (side, side, self.channels)
+
 
 class ZooModel(nn.Module):
     """Fields shared by every zoo model (timm-style consistent options).
@@ -317,6 +322,10 @@ class ZooModel(nn.Module):
 
     def input_spec(self) -> InputSpec:
         raise NotImplementedError
+
+    def example_input_shape(self) -> tuple[int, int, int]:
+        """``(H, W, C)`` to trace or initialise the model with when no size is given (analyses, conversion)."""
+        return self.input_spec().example_shape()
 
     def ops(self, train: bool, **overrides) -> Ops:
         kw = dict(train=train, dtype=self.dtype, param_dtype=self.param_dtype, norm_kind=self.norm,

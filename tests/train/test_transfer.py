@@ -1,6 +1,6 @@
-"""Issue 6: fine-tuning and feature extraction: named intermediate features, starting a run from a
-weight file or a workdir (train.transfer), frozen parts bit-identical while the head trains, the
-resnet18_finetune_folder config on a generated image folder, exporting trained weights."""
+"""Fine-tuning and feature extraction: starting a run from a weight file or a workdir
+(train.transfer), frozen parts bit-identical while the head trains, the resnet18_finetune_folder
+config on a generated image folder, exporting trained weights."""
 import logging
 
 import jax
@@ -16,87 +16,6 @@ from configs import resnet18_finetune_folder
 from fixtures.parity.recipe import recipe_state_dict
 from train import step, transfer
 from zoo import convert
-
-# ----------------------------------------------------------------------------- named features
-
-# The documented taps (family docstrings) with their shapes for one 224x224 image.
-DOCUMENTED = {
-    "resnet18": {"stem": (56, 56, 64), "layer1": (56, 56, 64), "layer2": (28, 28, 128), "layer3": (14, 14, 256),
-                 "layer4": (7, 7, 512), "pre_logits": (512,)},
-    "resnet50": {"layer1": (56, 56, 256), "layer4": (7, 7, 2048), "pre_logits": (2048,)},
-    "vgg16": {"block1_conv1": (224, 224, 64), "block3_conv1": (56, 56, 256), "block5_conv3": (14, 14, 512),
-              "pre_logits": (4096,)},
-    "alexnet": {"relu1": (55, 55, 64), "relu5": (13, 13, 256), "relu6": (4096,), "relu7": (4096,),
-                "pre_logits": (4096,)},
-    "densenet121": {"stem": (56, 56, 64), "denseblock1": (56, 56, 256), "denseblock2": (28, 28, 512),
-                    "denseblock3": (14, 14, 1024), "denseblock4": (7, 7, 1024), "norm5": (7, 7, 1024),
-                    "pre_logits": (1024,)},
-    "mobilenet_v2": {"stem": (112, 112, 32), "block1": (112, 112, 16), "block3": (56, 56, 24), "block6": (28, 28, 32),
-                     "block13": (14, 14, 96), "block17": (7, 7, 320), "last_conv": (7, 7, 1280), "pre_logits": (1280,)},
-    "mobilenet_v3_small": {"stem": (112, 112, 16), "block1": (56, 56, 16), "block3": (28, 28, 24),
-                           "block8": (14, 14, 48), "block11": (7, 7, 96), "last_conv": (7, 7, 576),
-                           "pre_logits": (1024,)},
-    "shufflenet_v2_x1_0": {"stem": (56, 56, 24), "stage2": (28, 28, 116), "stage3": (14, 14, 232),
-                           "stage4": (7, 7, 464), "conv5": (7, 7, 1024), "pre_logits": (1024,)},
-}
-
-
-@pytest.mark.parametrize("name", sorted(DOCUMENTED))
-def test_feature_taps_have_the_documented_shapes(name):
-    names = zoo.feature_names(zoo.create(name), (224, 224, 3))
-    for tap, shape in DOCUMENTED[name].items():
-        assert names.get(tap) == (1, *shape), (tap, names.get(tap))
-
-
-def test_features_of_a_loaded_model_by_tap_and_module_path():
-    model = zoo.create("resnet18")
-    variables = convert.from_torchvision("resnet18", recipe_state_dict(convert.state_dict_shapes("resnet18")))
-    x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
-    layers = ["layer1", "layer2", "layer3", "layer4", "pre_logits", "layer1_0/conv1"]
-
-    @jax.jit
-    def run(v, x):  # one compiled program: features and logits
-        return zoo.features(model, v, x, layers=layers), model.apply(v, x, train=False)
-
-    feats, logits = run(variables, x)
-    assert [feats[k].shape for k in layers] == [(2, 16, 16, 64), (2, 8, 8, 128), (2, 4, 4, 256), (2, 2, 2, 512),
-                                                (2, 512), (2, 16, 16, 64)]
-    np.testing.assert_allclose(feats["pre_logits"], np.asarray(feats["layer4"]).mean(axis=(1, 2)), rtol=1e-5, atol=1e-5)
-    head = variables["params"]["fc"]
-    np.testing.assert_allclose(np.asarray(feats["pre_logits"]) @ head["kernel"] + head["bias"], logits,
-                               rtol=1e-4, atol=1e-4 * float(np.abs(logits).max()))
-    with pytest.raises(ValueError, match="neither a feature tap"):
-        zoo.features(model, variables, x[:1, :32, :32], layers=["block3_conv1"])
-
-
-# ----------------------------------------------------------------------------- merging sources
-
-def _tree(**leaves):
-    return traverse_util.unflatten_dict({tuple(k.split("/")): np.asarray(v) for k, v in leaves.items()})
-
-
-def test_merge_copies_everything_and_keeps_a_resized_head_fresh():
-    fresh = _tree(**{"params/conv1/kernel": np.zeros((3, 3, 3, 8), np.float32), "params/fc/kernel": np.zeros((8, 2)),
-                     "batch_stats/bn1/mean": np.zeros(8, np.float32)})
-    loaded = _tree(**{"params/conv1/kernel": np.ones((3, 3, 3, 8), np.float64), "params/fc/kernel": np.ones((8, 1000)),
-                      "batch_stats/bn1/mean": np.ones(8, np.float32)})
-    out, kept = transfer.merge(fresh, loaded, ("fc",))
-    assert kept == ["params/fc/kernel"]
-    assert out["params"]["conv1"]["kernel"].dtype == np.float32 and np.all(out["params"]["conv1"]["kernel"] == 1)
-    assert np.all(out["params"]["fc"]["kernel"] == 0) and np.all(out["batch_stats"]["bn1"]["mean"] == 1)
-
-
-def test_merge_refuses_a_structural_mismatch_listing_it():
-    fresh = _tree(**{"params/conv1/kernel": np.zeros((3, 3, 3, 8)), "params/conv2/kernel": np.zeros((3, 3, 8, 8)),
-                     "params/fc/kernel": np.zeros((8, 2))})
-    loaded = _tree(**{"params/conv1/kernel": np.zeros((5, 5, 3, 8)), "params/conv9/kernel": np.zeros(1),
-                      "params/fc/kernel": np.zeros((8, 2))})
-    with pytest.raises(convert.WeightMismatchError) as e:
-        transfer.merge(fresh, loaded, ("fc",))
-    assert e.value.missing == [("params/conv2/kernel", (3, 3, 8, 8))]
-    assert e.value.unexpected == [("params/conv9/kernel", (1,))]
-    assert e.value.wrong_shape == [("params/conv1/kernel", (3, 3, 3, 8), (5, 5, 3, 8))]
-
 
 # ----------------------------------------------------------------------------- the finetune config end to end
 
@@ -158,8 +77,7 @@ def test_finetune_config_trains_the_head_and_keeps_frozen_parts_bit_identical(fi
     workdir, result = finetuned
     assert result.step == 3 and np.isfinite(result.train["loss"])
     model = zoo.create("resnet18", num_classes=2)
-    loaded, replaced = convert.convert_state_dict("resnet18", model, convert.load_state_dict(weight_file),
-                                                  replace_head=True)
+    loaded, replaced = convert.convert_state_dict("resnet18", model, convert.load_state_dict(weight_file))
     assert replaced == {"fc": (1000, 2)}
     want = _flat(loaded)
     states = {s: _flat(train.restore(workdir, checkpoint_step=s)[1]) for s in (1, 3)}

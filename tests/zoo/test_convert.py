@@ -1,5 +1,6 @@
-"""Issue 6: torchvision weights in and out (zoo.convert): parity with torchvision's logits on every
-fixture, round trips for every torchvision variant, weight files, head replacement, bad files."""
+"""torchvision weights in and out (zoo.convert, zoo.load_pretrained): parity with torchvision's logits
+on every fixture, round trips for every torchvision variant, weight files, head replacement, bad files,
+the command line."""
 import logging
 import re
 import sys
@@ -15,6 +16,7 @@ from safetensors.numpy import save_file
 import zoo
 from fixtures.parity.recipe import FIXTURES, parity_input, parse_shapes, recipe_state_dict
 from zoo import convert
+from zoo.convert.__main__ import main as convert_main
 
 PARITY = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
 
@@ -247,14 +249,14 @@ def test_legacy_densenet_names_are_renamed():
 
 
 def test_cli_check_and_pth2safetensors(small_file, small_sd, tmp_path, monkeypatch, capsys):
-    assert convert.main(["check", SMALL, str(small_file)]) == 0
+    assert convert_main(["check", SMALL, str(small_file)]) == 0
     assert "converts to shufflenet_v2_x0_5" in capsys.readouterr().out
-    assert convert.main(["check", "resnet18", str(small_file)]) == 2
+    assert convert_main(["check", "resnet18", str(small_file)]) == 2
     assert "missing keys" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(load=lambda p, **kw: dict(small_sd),
                                                                      __version__="fake"))
     (tmp_path / "w.pth").write_bytes(b"")
-    assert convert.main(["pth2safetensors", SMALL, str(tmp_path / "w.pth"), str(tmp_path / "w.safetensors")]) == 0
+    assert convert_main(["pth2safetensors", SMALL, str(tmp_path / "w.pth"), str(tmp_path / "w.safetensors")]) == 0
     out = convert.load_state_dict(tmp_path / "w.safetensors")
     assert set(out) == set(small_sd)
     assert_same_state_dict({k: out[k] for k in small_sd}, small_sd)
@@ -265,6 +267,15 @@ def test_head_of_another_input_width_is_not_replaced(small_sd, tmp_path):
     bad["fc.weight"] = np.zeros((1000, 512), np.float32)   # fc takes 1024 features in this model
     path = tmp_path / "narrow_fc.safetensors"
     save_file(bad, str(path))
+    # the file is checked against the model it was made for (its 1000 classes): the width is wrong there
     err = _expect_mismatch(lambda: zoo.load_pretrained(SMALL, num_classes=10, file=path),
-                           "fc.weight: expected shape [10, 1024], found [1000, 512]")
-    assert [k for k, *_ in err.wrong_shape] == ["fc.weight", "fc.bias"]  # not taken for a head replacement
+                           "fc.weight: expected shape [1000, 1024], found [1000, 512]")
+    assert err.wrong_shape == [("fc.weight", (1000, 1024), (1000, 512))]  # not taken for a head replacement
+    assert not err.missing and not err.unexpected
+
+
+def test_load_pretrained_needs_a_file_and_a_torchvision_layout(small_file):
+    with pytest.raises(TypeError, match="file= is required"):
+        zoo.load_pretrained(SMALL)
+    with pytest.raises(ValueError, match="no torchvision counterpart"):
+        zoo.load_pretrained("lenet5", file=small_file)

@@ -1,14 +1,11 @@
-"""torchvision weights in and out: ``from_torchvision`` / ``to_torchvision``, weight files, ``pretrained=``.
+"""The torchvision layout of a zoo model, derived from the model itself, and conversion both ways:
+``from_torchvision`` / ``to_torchvision`` / ``state_dict_shapes``.
 
-    sd = zoo.convert.load_state_dict("resnet50.safetensors")       # {torchvision key: numpy array}
-    variables = zoo.convert.from_torchvision("resnet50", sd)       # {'params': ..., 'batch_stats': ...}
-    sd2 = zoo.convert.to_torchvision("resnet50", variables)        # torchvision names and layouts
-    model, variables = zoo.create("resnet50", num_classes=10, pretrained="resnet50.safetensors")
-
-Supported: every variant of the seven families that torchvision has (``torchvision_models()``:
-alexnet, vgg*, resnet18-152, resnext*, wide_resnet*, densenet*, mobilenet_v2, mobilenet_v3_*,
-shufflenet_v2_*). ``alexnet_v1``, ``mobilenet_v1*``, ``shufflenet_v1*``, ``lenet5*`` and the CIFAR
-ResNets (``resnet20``...) have no torchvision counterpart and are refused with a ValueError.
+Supported: every registered variant whose ``zoo.model_info(name).weights_layout`` is 'torchvision'
+(``torchvision_models()``: alexnet, vgg*, resnet18-152, resnext*, wide_resnet*, densenet*,
+mobilenet_v2, mobilenet_v3_*, shufflenet_v2_*). The others (``alexnet_v1``, ``mobilenet_v1*``,
+``shufflenet_v1*``, ``lenet5*``, the CIFAR ResNets) have no torchvision counterpart and are refused
+with a ValueError.
 
 The rule (one table for every family). The zoo names each module after torchvision's attribute
 path with ``.`` -> ``_`` (``layer1.0.conv1`` -> ``layer1_0/conv1``), and no torchvision attribute of
@@ -28,31 +25,16 @@ batch_stats ``var``    ``running_var``                 as is
 =====================  ==============================  =====================================
 
 The expected keys, shapes and torchvision's key order come from the model itself (``jax.eval_shape``
-of its init), so every variant (and any constructor option, via ``model=``) is covered without a
-per-variant table. AlexNet's and VGG's first Linear follows a flatten that is PyTorch's (channel-major,
-``zoo.layers.flatten_nchw``), so it converts by transposition alone. Legacy DenseNet keys of the
-torchvision download files (``denselayer1.norm.1.weight``) are renamed as torchvision's own loader does;
-a ``module.`` prefix (``nn.DataParallel``) is stripped.
-
-Weight files: ``.safetensors`` (read with ``safetensors.numpy``: data only, no code), and PyTorch
-``.pth`` / ``.pt`` / ``.bin`` only through ``torch.load(path, map_location='cpu', weights_only=True)``
-when torch is installed (torch is not a dependency). A file with missing keys, extra keys or wrong
-shapes raises :class:`WeightMismatchError` listing each offending key with expected and found
-shapes; nothing is loaded then.
-
-Command line::
-
-    python -m zoo.convert pth2safetensors resnet18 resnet18-f37072fd.pth resnet18.safetensors   # needs torch
-    python -m zoo.convert check resnet18 resnet18.safetensors
+of its init at ``model.example_input_shape()``), so every variant (and any constructor option, via
+``model=``) is covered without a per-variant table. AlexNet's and VGG's first Linear follows a flatten
+that is PyTorch's (channel-major, ``zoo.layers.flatten_nchw``), so it converts by transposition alone.
+Legacy DenseNet keys of the torchvision download files (``denselayer1.norm.1.weight``) are renamed as
+torchvision's own loader does; a ``module.`` prefix (``nn.DataParallel``) is stripped.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import logging
 import re
-import sys
-from pathlib import Path
 from typing import Any, Mapping
 
 import jax
@@ -61,12 +43,7 @@ import numpy as np
 from flax import traverse_util
 
 from zoo import registry
-from zoo.compiling import compile_once
 
-log = logging.getLogger("zoo")
-
-SAFETENSORS_SUFFIXES = (".safetensors",)
-TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 MAX_LISTED = 40  # offending keys listed per category in an error message
 
 # ours -> torchvision axes (numpy transpose); the inverse goes the other way.
@@ -175,14 +152,12 @@ def layout(model) -> tuple[Entry, ...]:
     return _cached("layout", model, _layout)
 
 
-def _abstract_variables(model) -> tuple[tuple[tuple[str, ...], ...], dict]:
-    """(leaf paths in creation order, {path: ShapeDtypeStruct}) of ``model.init``."""
+def abstract_variables(model) -> tuple[tuple[tuple[str, ...], ...], dict]:
+    """(leaf paths in creation order, {path: ShapeDtypeStruct}) of ``model.init`` (traced, cached)."""
     return _cached("abstract", model, _trace_init)
 
 
 def _trace_init(model):
-    spec = model.input_spec()
-    size = spec.exact_size or max(spec.min_size, 64)
     order: list[tuple[str, ...]] = []
 
     def init(x):
@@ -190,12 +165,12 @@ def _trace_init(model):
         order.extend(traverse_util.flatten_dict(variables).keys())  # dict insertion = creation order
         return variables
 
-    shapes = jax.eval_shape(init, jax.ShapeDtypeStruct((1, size, size, spec.channels), jnp.float32))
+    shapes = jax.eval_shape(init, jax.ShapeDtypeStruct((1, *model.example_input_shape()), jnp.float32))
     return tuple(order), traverse_util.flatten_dict(shapes)
 
 
 def _layout(model) -> tuple[Entry, ...]:
-    order, shapes = _abstract_variables(model)
+    order, shapes = abstract_variables(model)
     modules: dict[tuple[str, ...], dict[tuple[str, str], Any]] = {}
     for path in order:
         collection, *module, leaf = path
@@ -238,7 +213,8 @@ def state_dict_shapes(name: str, *, model=None) -> dict[str, tuple[int, ...]]:
 _DENSENET_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 
 
-def _as_numpy(v) -> np.ndarray:
+def as_numpy(v) -> np.ndarray:
+    """A numpy array of ``v`` (numpy, a torch tensor (bfloat16 as float32), anything array-like)."""
     if isinstance(v, np.ndarray):
         return v
     if hasattr(v, "detach"):  # a torch tensor
@@ -254,7 +230,7 @@ def normalise_keys(name: str, state_dict: Mapping[str, Any]) -> dict[str, np.nda
     (``denselayer1.norm.1.weight`` -> ``denselayer1.norm1.weight``) renamed."""
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"state_dict must be a mapping of names to arrays, got {type(state_dict).__name__}")
-    sd = {str(k): _as_numpy(v) for k, v in state_dict.items()}
+    sd = {str(k): as_numpy(v) for k, v in state_dict.items()}
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     if registry.model_info(name).family == "densenet":
@@ -268,61 +244,41 @@ def normalise_keys(name: str, state_dict: Mapping[str, Any]) -> dict[str, np.nda
 
 # ----------------------------------------------------------------------------- torchvision -> ours
 
-def _model_for_state_dict(name: str, sd: Mapping[str, np.ndarray]):
-    """The registered model with ``num_classes`` read from the file's classifier."""
-    info = check_supported(name)
-    head_key = info.head[-1].replace("_", ".") + ".weight"
-    kw = {}
-    if head_key in sd and np.ndim(sd[head_key]) == 2:
-        kw["num_classes"] = int(np.shape(sd[head_key])[0])
-    return registry.create(name, **kw)
-
-
-def convert_state_dict(name: str, model, state_dict: Mapping[str, Any], *, replace_head: bool = False):
-    """``(variables, replaced)``: ``state_dict`` (torchvision names and layouts) as our variables for
-    ``model``. With ``replace_head``, a classifier (``ModelInfo.head``) whose class count differs from
-    the file's is left out of ``variables`` and reported in ``replaced`` as
-    ``{module: (classes in the file, classes of the model)}``; any other mismatch raises
-    :class:`WeightMismatchError` listing every offending key."""
+def model_for_state_dict(name: str, state_dict: Mapping[str, Any], model=None):
+    """The model a torchvision ``state_dict`` was made for: ``model`` (default ``zoo.create(name)``)
+    with ``num_classes`` read from the file's classifier (``ModelInfo.head``) when it has one."""
     info = check_supported(name)
     sd = normalise_keys(name, state_dict)
+    model = registry.create(name) if model is None else model
+    head = sd.get(info.head[-1].replace("_", ".") + ".weight")
+    if head is not None and np.ndim(head) == 2 and np.shape(head)[0] != model.num_classes:
+        return model.clone(num_classes=int(np.shape(head)[0]))
+    return model
+
+
+def from_torchvision(name: str, state_dict: Mapping[str, Any], *, model=None) -> dict:
+    """Flax variables (``{'params': ..., 'batch_stats': ...}``, numpy arrays in torchvision's order)
+    from a torchvision ``state_dict`` (numpy arrays or torch tensors) of model ``name``.
+
+    ``model``: the zoo model to load into (default: ``zoo.create(name)`` with ``num_classes`` read
+    from the file's classifier, :func:`model_for_state_dict`). Missing, extra or wrongly shaped keys
+    raise :class:`WeightMismatchError` listing every offending key; ``num_batches_tracked`` entries are
+    dropped. For a model with another class count than the file, see ``zoo.convert.convert_state_dict``."""
+    check_supported(name)
+    sd = normalise_keys(name, state_dict)
+    if model is None:
+        model = model_for_state_dict(name, sd)
     entries = layout(model)
     expected = {e.key: e for e in entries}
     missing = [(e.key, e.shape) for e in entries if e.collection is not None and e.key not in sd]
     unexpected = [(k, tuple(np.shape(v))) for k, v in sd.items() if k not in expected]
-    wrong = [(e, tuple(np.shape(sd[e.key]))) for e in entries
+    wrong = [(e.key, e.shape, tuple(np.shape(sd[e.key]))) for e in entries
              if e.collection is not None and e.key in sd and tuple(np.shape(sd[e.key])) != e.shape]
-    replaced: dict[str, tuple[int, int]] = {}
-    if replace_head:
-        # a classifier module is replaced when its entries differ in the class dimension (torch axis 0) only
-        by_module: dict[str, list] = {}
-        for e, found in wrong:
-            if e.top_module in info.head:
-                by_module.setdefault(e.top_module, []).append((e, found))
-        for module, items in by_module.items():
-            if all(len(f) == len(e.shape) and f[1:] == e.shape[1:] for e, f in items):
-                replaced[module] = (items[0][1][0], items[0][0].shape[0])
-        wrong = [(e, f) for e, f in wrong if e.top_module not in replaced]
     if missing or unexpected or wrong:
         raise WeightMismatchError(f"{name}: the weights do not match the model's torchvision layout", missing,
-                                  unexpected, [(e.key, e.shape, f) for e, f in wrong])
-    flat = {(e.collection, *e.path): e.to_ours(sd[e.key]) for e in entries
-            if e.collection is not None and e.top_module not in replaced}
-    return traverse_util.unflatten_dict(flat), replaced
-
-
-def from_torchvision(name: str, state_dict: Mapping[str, Any], *, model=None) -> dict:
-    """Flax variables (``{'params': ..., 'batch_stats': ...}``, numpy arrays) from a torchvision
-    ``state_dict`` (numpy arrays or torch tensors) of model ``name``.
-
-    ``model``: the zoo model to load into (default: ``zoo.create(name)`` with ``num_classes`` read
-    from the file's classifier). Missing, extra or wrongly shaped keys raise
-    :class:`WeightMismatchError`; ``num_batches_tracked`` entries are dropped."""
-    check_supported(name)
-    if model is None:
-        model = _model_for_state_dict(name, normalise_keys(name, state_dict))
-    variables, _ = convert_state_dict(name, model, state_dict)
-    return variables
+                                  unexpected, wrong)
+    return traverse_util.unflatten_dict({(e.collection, *e.path): e.to_ours(sd[e.key]) for e in entries
+                                         if e.collection is not None})
 
 
 # ----------------------------------------------------------------------------- ours -> torchvision
@@ -366,157 +322,3 @@ def to_torchvision(name: str, variables: Mapping[str, Any], *, model=None) -> di
         else:
             out[e.key] = e.to_torch(np.asarray(jax.device_get(flat[(e.collection, *e.path)])))
     return out
-
-
-# ----------------------------------------------------------------------------- weight files
-
-def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError  # noqa: PLC0415
-    from safetensors.numpy import load_file  # noqa: PLC0415
-
-    try:
-        return load_file(str(path))
-    except (SafetensorError, ValueError, OSError) as e:
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
-
-
-PTH_HELP = ("convert it to safetensors where PyTorch is installed: "
-            "python -m zoo.convert pth2safetensors MODEL FILE.pth FILE.safetensors "
-            "(or: from safetensors.torch import save_file; "
-            "save_file(torch.load('FILE.pth', weights_only=True), 'FILE.safetensors'))")
-
-
-def _load_pth(path: Path) -> dict[str, np.ndarray]:
-    """``torch.load(path, map_location='cpu', weights_only=True)``: PyTorch's restricted unpickler,
-    which loads tensors and plain containers only and refuses anything that would run code."""
-    try:
-        import torch  # noqa: PLC0415
-    except ImportError as e:
-        raise ImportError(f"{path}: reading PyTorch {path.suffix} files needs PyTorch, which is not installed "
-                          f"(it is not a dependency of this project); {PTH_HELP}") from e
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except TypeError as e:  # torch < 1.13 has no weights_only
-        raise ImportError(f"{path}: needs torch >= 1.13 (torch.load(weights_only=True)); found {torch.__version__}") from e
-    except Exception as e:  # noqa: BLE001  (pickle.UnpicklingError for anything that is not plain data)
-        raise ValueError(f"{path}: torch.load(weights_only=True) refused or failed to read the file ({e})") from e
-    return _unwrap_state_dict(obj, path)
-
-
-def _is_tensor_map(obj) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(hasattr(v, "shape") for v in obj.values())
-
-
-def _unwrap_state_dict(obj, path) -> dict[str, np.ndarray]:
-    if _is_tensor_map(obj):
-        return {str(k): _as_numpy(v) for k, v in obj.items()}
-    if isinstance(obj, Mapping):
-        for k in ("state_dict", "model_state_dict", "model"):
-            if _is_tensor_map(obj.get(k)):
-                return {str(kk): _as_numpy(v) for kk, v in obj[k].items()}
-    raise ValueError(f"{path}: holds no state_dict (a mapping of names to tensors, possibly under 'state_dict', "
-                     f"'model_state_dict' or 'model'); found {type(obj).__name__}")
-
-
-def load_state_dict(path) -> dict[str, np.ndarray]:
-    """``{key: numpy array}`` from a weight file: ``.safetensors`` (``safetensors.numpy``, data only)
-    or ``.pth`` / ``.pt`` / ``.bin`` (``torch.load(weights_only=True)``, needs torch). Never executes
-    code from the file."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"weight file {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix in SAFETENSORS_SUFFIXES:
-        return _load_safetensors(path)
-    if suffix in TORCH_SUFFIXES:
-        return _load_pth(path)
-    raise ValueError(f"{path}: unknown weight file type {suffix!r}; allowed: "
-                     f"{', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}")
-
-
-def save_torchvision(name: str, variables: Mapping[str, Any], path, *, model=None) -> dict[str, np.ndarray]:
-    """Write ``to_torchvision(name, variables)`` as a safetensors file (torch: 
-    ``safetensors.torch.load_file(path)`` then ``load_state_dict``); returns the state_dict."""
-    from safetensors.numpy import save_file  # noqa: PLC0415
-
-    sd = to_torchvision(name, variables, model=model)
-    path = Path(path).expanduser()
-    if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
-        raise ValueError(f"{path}: weights are written as safetensors; use a .safetensors file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(path), metadata={"format": "pt", "model": name})
-    return sd
-
-
-# ----------------------------------------------------------------------------- pretrained
-
-def init_modules(model, modules, rng=None) -> dict:
-    """Fresh variables of the top-level ``modules`` of ``model`` (``{collection: {module: ...}}``),
-    compiled alone: XLA drops the initialisers of every other layer."""
-    spec = model.input_spec()
-    size = spec.exact_size or max(spec.min_size, 64)
-    x = jnp.zeros((1, size, size, spec.channels), jnp.float32)
-    rng = jax.random.key(0) if rng is None else rng
-
-    def init(key):
-        v = model.init(key, x, train=False)
-        return {c: {m: v[c][m] for m in modules if m in v.get(c, {})} for c in v}
-
-    return compile_once(init, rng)(rng)
-
-
-def load_pretrained(name: str, model, path, *, rng=None) -> dict:
-    """Variables of ``model`` (``zoo.create(name, ...)``) loaded from a torchvision weight file.
-    When the model's ``num_classes`` differs from the file's, the classifier (``ModelInfo.head``) is
-    freshly initialised (from ``rng``, default key 0) and the rest loaded; a log line says so."""
-    check_supported(name)
-    sd = load_state_dict(path)
-    variables, replaced = convert_state_dict(name, model, sd, replace_head=True)
-    if replaced:
-        fresh = init_modules(model, list(replaced), rng)
-        for module, (old, new) in replaced.items():
-            log.info("%s: head %s: %d -> %d classes, freshly initialised (the rest loaded from %s)", name, module,
-                     old, new, path)
-        for collection, subtree in fresh.items():
-            for module, value in subtree.items():
-                variables.setdefault(collection, {})[module] = value
-    return _reorder(variables, model)
-
-
-def _reorder(variables: dict, model) -> dict:
-    """Nested dicts of jax arrays in the model's creation order (as ``model.init`` returns them)."""
-    flat = traverse_util.flatten_dict(variables)
-    order, _ = _abstract_variables(model)
-    return traverse_util.unflatten_dict({p: jnp.asarray(flat[p]) for p in order if p in flat})
-
-
-# ----------------------------------------------------------------------------- command line
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zoo.convert", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    a = sub.add_parser("pth2safetensors", help="torchvision .pth (needs torch) -> checked .safetensors")
-    a.add_argument("model")
-    a.add_argument("src")
-    a.add_argument("dst")
-    c = sub.add_parser("check", help="check that a weight file converts to a zoo model")
-    c.add_argument("model")
-    c.add_argument("src")
-    args = p.parse_args(argv)
-    try:
-        sd = load_state_dict(args.src)
-        variables = from_torchvision(args.model, sd)
-        n = sum(int(np.size(v)) for v in jax.tree.leaves(variables.get("params", {})))
-        if args.cmd == "pth2safetensors":
-            save_torchvision(args.model, variables, args.dst)
-            print(f"{args.dst}: {args.model}, {n:,} parameters (torchvision names and layouts)")
-        else:
-            print(f"{args.src}: converts to {args.model} ({n:,} parameters)")
-    except (ValueError, ImportError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

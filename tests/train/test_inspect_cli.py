@@ -1,0 +1,31 @@
+"""The command ``python -m train.inspect`` (run in-process through its ``main``) on a LeNet-5 trained
+briefly on mnist5k (the shared ``trained_lenet5`` fixture): every picture is a readable PNG."""
+import matplotlib.image
+from PIL import Image
+
+from train import inspect as command
+
+
+def test_the_command_writes_readable_pngs(trained_lenet5, tmp_path, capsys):
+    digit = tmp_path / "digit.png"
+    Image.fromarray(trained_lenet5["raw"][3, ..., 0]).save(digit)
+    out = tmp_path / "pictures"
+    assert command.main(["--workdir", str(trained_lenet5["workdir"]), "--image", str(digit), "--out", str(out),
+                         "--steps", "20", "--neighbours_max", "200", "--k", "4", "--patch", "6", "--stride", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    written = dict(line.split(": ", 1) for line in lines if line.split(": ", 1)[0] in command.WHAT)
+    assert sorted(written) == sorted(command.WHAT)
+    assert "predicted" in lines[0]
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 9 and (out / "digit_gradcam_s4_0.png").exists() and (out / "filters.png").exists()
+    for p in pngs:
+        img = matplotlib.image.imread(p)
+        assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+    assert "s4" in (out / "receptive_fields.txt").read_text()
+    # the default output folder is next to the checkpoint; classes by name; layers by tap name
+    assert command.main(["--workdir", str(trained_lenet5["workdir"]), "--index", "0", "--what", "gradcam,features",
+                         "--layer", "c3", "--class", "3"]) == 0
+    assert sorted(p.name for p in (trained_lenet5["workdir"] / "inspect").glob("*.png")) == \
+        ["test0_features_c3.png", "test0_gradcam_c3_3.png"]
+    assert command.main(["--workdir", str(trained_lenet5["workdir"]), "--image", str(digit), "--what", "bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err

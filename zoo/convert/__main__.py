@@ -1,0 +1,45 @@
+"""Convert and check torchvision weight files for zoo models.
+
+    python -m zoo.convert pth2safetensors resnet18 resnet18-f37072fd.pth resnet18.safetensors   # needs torch
+    python -m zoo.convert check resnet18 resnet18.safetensors
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import jax
+import numpy as np
+
+from zoo.convert.files import load_state_dict, save_torchvision
+from zoo.convert.layout import from_torchvision
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m zoo.convert", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("pth2safetensors", help="torchvision .pth (needs torch) -> checked .safetensors")
+    a.add_argument("model")
+    a.add_argument("src")
+    a.add_argument("dst")
+    c = sub.add_parser("check", help="check that a weight file converts to a zoo model")
+    c.add_argument("model")
+    c.add_argument("src")
+    args = p.parse_args(argv)
+    try:
+        sd = load_state_dict(args.src)
+        variables = from_torchvision(args.model, sd)
+        n = sum(int(np.size(v)) for v in jax.tree.leaves(variables.get("params", {})))
+        if args.cmd == "pth2safetensors":
+            save_torchvision(args.model, variables, args.dst)
+            print(f"{args.dst}: {args.model}, {n:,} parameters (torchvision names and layouts)")
+        else:
+            print(f"{args.src}: converts to {args.model} ({n:,} parameters)")
+    except (ValueError, ImportError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Weight files: ``load_state_dict`` reads ``.safetensors`` (``safetensors.numpy``: data only, no code)
+and PyTorch ``.pth`` / ``.pt`` / ``.bin`` only through ``torch.load(path, map_location='cpu',
+weights_only=True)`` when torch is installed (torch is not a dependency); ``save_torchvision`` writes
+our variables as a torchvision state_dict in safetensors. Nothing here ever executes code from a file."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from zoo.convert.layout import as_numpy, to_torchvision
+
+SAFETENSORS_SUFFIXES = (".safetensors",)
+TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+
+
+def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError  # noqa: PLC0415
+    from safetensors.numpy import load_file  # noqa: PLC0415
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
+
+
+PTH_HELP = ("convert it to safetensors where PyTorch is installed: "
+            "python -m zoo.convert pth2safetensors MODEL FILE.pth FILE.safetensors "
+            "(or: from safetensors.torch import save_file; "
+            "save_file(torch.load('FILE.pth', weights_only=True), 'FILE.safetensors'))")
+
+
+def _load_pth(path: Path) -> dict[str, np.ndarray]:
+    """``torch.load(path, map_location='cpu', weights_only=True)``: PyTorch's restricted unpickler,
+    which loads tensors and plain containers only and refuses anything that would run code."""
+    try:
+        import torch  # noqa: PLC0415
+    except ImportError as e:
+        raise ImportError(f"{path}: reading PyTorch {path.suffix} files needs PyTorch, which is not installed "
+                          f"(it is not a dependency of this project); {PTH_HELP}") from e
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except TypeError as e:  # torch < 1.13 has no weights_only
+        raise ImportError(f"{path}: needs torch >= 1.13 (torch.load(weights_only=True)); found {torch.__version__}") from e
+    except Exception as e:  # noqa: BLE001  (pickle.UnpicklingError for anything that is not plain data)
+        raise ValueError(f"{path}: torch.load(weights_only=True) refused or failed to read the file ({e})") from e
+    return _unwrap_state_dict(obj, path)
+
+
+def _is_tensor_map(obj) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(hasattr(v, "shape") for v in obj.values())
+
+
+def _unwrap_state_dict(obj, path) -> dict[str, np.ndarray]:
+    if _is_tensor_map(obj):
+        return {str(k): as_numpy(v) for k, v in obj.items()}
+    if isinstance(obj, Mapping):
+        for k in ("state_dict", "model_state_dict", "model"):
+            if _is_tensor_map(obj.get(k)):
+                return {str(kk): as_numpy(v) for kk, v in obj[k].items()}
+    raise ValueError(f"{path}: holds no state_dict (a mapping of names to tensors, possibly under 'state_dict', "
+                     f"'model_state_dict' or 'model'); found {type(obj).__name__}")
+
+
+def load_state_dict(path) -> dict[str, np.ndarray]:
+    """``{key: numpy array}`` from a weight file: ``.safetensors`` (``safetensors.numpy``, data only)
+    or ``.pth`` / ``.pt`` / ``.bin`` (``torch.load(weights_only=True)``, needs torch). Never executes
+    code from the file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"weight file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in SAFETENSORS_SUFFIXES:
+        return _load_safetensors(path)
+    if suffix in TORCH_SUFFIXES:
+        return _load_pth(path)
+    raise ValueError(f"{path}: unknown weight file type {suffix!r}; allowed: "
+                     f"{', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}")
+
+
+def save_torchvision(name: str, variables: Mapping[str, Any], path, *, model=None) -> dict[str, np.ndarray]:
+    """Write ``to_torchvision(name, variables)`` as a safetensors file (torch:
+    ``safetensors.torch.load_file(path)`` then ``load_state_dict``); returns the state_dict."""
+    from safetensors.numpy import save_file  # noqa: PLC0415
+
+    sd = to_torchvision(name, variables, model=model)
+    path = Path(path).expanduser()
+    if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
+        raise ValueError(f"{path}: weights are written as safetensors; use a .safetensors file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(path), metadata={"format": "pt", "model": name})
+    return sd
