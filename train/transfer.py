@@ -35,6 +35,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from train import evaluation
 from zoo import convert
 
 log = logging.getLogger("train")
@@ -48,13 +49,11 @@ def load_source(init_from: str, model_name: str, model) -> tuple[dict, str]:
     """``(variables, description)`` of ``init_from`` for ``model`` (``model_name``'s zoo model).
 
     A weight file is converted with ``zoo.convert`` (a classifier of another class count is left
-    out: the fresh one is kept); a workdir is read with ``train.restore``."""
+    out: the fresh one is kept); a workdir is read once with ``train.load``."""
     path = Path(str(init_from)).expanduser()
     if path.is_dir():
-        from train.evaluation import restore, restore_meta  # noqa: PLC0415
-
-        _, variables = restore(path)
-        source_model = restore_meta(path).get("model")
+        _, variables, meta, _ = evaluation.load(path)
+        source_model = meta.get("model")
         if source_model != model_name:
             log.warning("transfer.init_from: %s holds a %s, training a %s: copying the leaves whose paths and "
                         "shapes match", path, source_model, model_name)
@@ -113,11 +112,8 @@ def init_state(state, config, model, info):
 
 def export_torchvision(workdir, path, *, checkpoint_step: str | int = "best") -> dict:
     """Write a workdir's trained weights as a torchvision state_dict (safetensors); returns it."""
-    from train.evaluation import restore, restore_meta  # noqa: PLC0415
-
-    model, variables = restore(workdir, checkpoint_step=checkpoint_step)
-    name = restore_meta(workdir, checkpoint_step=checkpoint_step)["model"]
-    return convert.save_torchvision(name, variables, path, model=model)
+    model, variables, meta, _ = evaluation.load(workdir, checkpoint_step)
+    return convert.save_torchvision(meta["model"], variables, path, model=model)
 
 
 def main(argv=None) -> int:

@@ -86,7 +86,7 @@ def test_eval_counts_every_example_once():
                                out_sharded=(False, True), donate_state=False)
     b = _batch(10)
     b["mask"][7:] = 0  # last 3 are padding
-    sums, per_ex = ev(state, parallel.put_batch(b, PLAN))
+    sums, per_ex = ev(step.eval_variables(state), parallel.put_batch(b, PLAN))
     sums = parallel.unreplicate(sums, PLAN)
     assert float(sums["count"]) == 7
     logits = model.apply({"params": jax.tree.map(np.asarray, parallel.unreplicate(state.params, PLAN))}, b["image"])
