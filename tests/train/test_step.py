@@ -1,4 +1,5 @@
-"""Issue 3: the train/eval step on one device (multi-device equivalence is in test_parallel.py)."""
+"""train.step on one device: the train step, the eval step over variables, loss scaling, frozen
+statistics, the finiteness check (multi-device equivalence is in test_parallel.py)."""
 import functools
 
 import jax
@@ -141,3 +142,21 @@ def test_frozen_batch_stats_stay_put():
     state, _ = _run(model, optax.sgd(0.1), [b], cfg=step.StepConfig(stats_trainable=mask), input_shape=(8, 8, 3))
     np.testing.assert_array_equal(init.batch_stats["layer1_0"]["bn1"]["mean"], state.batch_stats["layer1_0"]["bn1"]["mean"])
     assert not np.allclose(init.batch_stats["bn1"]["mean"], state.batch_stats["bn1"]["mean"])
+
+
+def test_all_finite_on_host_arrays_and_inside_jit():
+    ok = {"w": np.ones((2, 3), np.float32), "step": np.int32(7), "rng": np.zeros(2, np.uint32)}
+    bad = {**ok, "b": np.array([0.0, np.inf], np.float32)}
+    assert step.all_finite(ok) and not step.all_finite(bad) and not step.all_finite({"x": np.float32("nan")})
+    assert isinstance(step.all_finite(ok), np.bool_)  # host arrays: no device round trip
+    traced = jax.jit(step.all_finite)
+    assert bool(traced(ok)) and not bool(traced(bad)) and step.all_finite({})
+
+
+def test_eval_variables_pick_the_ema_and_leave_out_empty_statistics():
+    state = step.TrainState(step=np.int32(0), params={"w": 1}, batch_stats={}, opt_state=None, rng=None,
+                            ema_params={"w": 2})
+    assert step.eval_variables(state) == {"params": {"w": 2}}
+    assert step.eval_variables(state, use_ema=False) == {"params": {"w": 1}}
+    raw = {"params": {"w": 1}, "batch_stats": {"bn": 3}, "ema_params": None}  # a restored checkpoint state
+    assert step.eval_variables(raw) == {"params": {"w": 1}, "batch_stats": {"bn": 3}}

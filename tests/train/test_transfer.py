@@ -1,4 +1,4 @@
-"""Issue 6: fine-tuning and feature extraction: named intermediate features, starting a run from a
+"""Fine-tuning and feature extraction: named intermediate features, starting a run from a
 weight file or a workdir (train.transfer), frozen parts bit-identical while the head trains, the
 resnet18_finetune_folder config on a generated image folder, exporting trained weights."""
 import logging
