@@ -22,9 +22,24 @@ def _batch(n, shape=(28, 28, 1), classes=10, seed=0):
             "label": rng.integers(0, classes, n).astype(np.int32), "mask": np.ones(n, np.float32)}
 
 
+@functools.lru_cache(maxsize=None)
+def _initial_state(model, tx, input_shape, ema):
+    return step.create_state(model, tx, rng=jax.random.PRNGKey(0), input_shape=input_shape, ema=ema)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_train_step(model, tx, cfg):
+    return parallel.compile_step(functools.partial(step.train_step, model=model, tx=tx, cfg=cfg), PLAN)
+
+
 def _run(model, tx, batches, cfg=step.StepConfig(), input_shape=(28, 28, 1), ema=False):
-    state = step.create_state(model, tx, rng=jax.random.PRNGKey(0), input_shape=input_shape, ema=ema)
-    train = parallel.compile_step(functools.partial(step.train_step, model=model, tx=tx, cfg=cfg), PLAN)
+    """Train from the seeded initial state on ``batches``. Initial states and compiled steps are
+    shared between the tests that use the same model, optimizer and step config (equal models,
+    the same ``_optimizer`` object); a config holding a statistics mask is compiled for its test."""
+    state = _initial_state(model, tx, input_shape, ema)
+    mask = cfg.stats_trainable
+    train = (_compiled_train_step(model, tx, cfg) if mask is None else
+             parallel.compile_step(functools.partial(step.train_step, model=model, tx=tx, cfg=cfg), PLAN))
     state = parallel.replicate(state, PLAN)
     history = []
     for b in batches:
@@ -33,6 +48,7 @@ def _run(model, tx, batches, cfg=step.StepConfig(), input_shape=(28, 28, 1), ema
     return parallel.unreplicate(state, PLAN), history
 
 
+@functools.lru_cache(maxsize=None)
 def _optimizer(**overrides):
     c = default.get_config()
     c.optimizer.name = "sgd"
