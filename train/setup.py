@@ -63,7 +63,8 @@ class Run:
 
     def fresh_state(self) -> step.TrainState:
         """A newly initialised state (seeded by ``config.seed``) as host numpy arrays."""
-        state = step.create_state(self.model, self.tx, rng=jax.random.PRNGKey(self.config.seed), **_state_args(self.config, self.input_shape))
+        state = step.create_state(self.model, self.tx, rng=jax.random.PRNGKey(self.config.seed),
+                                  **_state_args(self.config, self.input_shape))
         return jax.tree.map(np.asarray, state)
 
     def abstract_state(self) -> step.TrainState:

@@ -48,7 +48,8 @@ def test_no_readable_checkpoint_and_an_unreadable_chosen_step(corruptible):
     steps = _steps(corruptible)
     for s in steps:
         _corrupt(corruptible, s)
-    with pytest.raises(checkpoint.NoCheckpointError, match=rf"no readable checkpoint.*tried {re.escape(str(list(reversed(steps))))}"):
+    tried = re.escape(str(list(reversed(steps))))
+    with pytest.raises(checkpoint.NoCheckpointError, match=rf"no readable checkpoint.*tried {tried}"):
         train.restore(corruptible, checkpoint_step="latest")
     with pytest.raises(Exception) as e:  # a step asked for by number: its own error, no fallback
         train.restore(corruptible, checkpoint_step=steps[0])
