@@ -132,12 +132,13 @@ def worker_model(a) -> dict:
     state = box["state"]
 
     # ---- eval
+    variables = s.variables(state)
     t = time.perf_counter()
-    jax.block_until_ready(s.eval_fn(state, s.batch))
+    jax.block_until_ready(s.eval_fn(variables, s.batch))
     first_eval = time.perf_counter() - t
     eval_compile = _split(events)
-    _time_steps(lambda: s.eval_fn(state, s.batch), a.warmup)
-    eval_times = _time_steps(lambda: s.eval_fn(state, s.batch), a.steps)
+    _time_steps(lambda: s.eval_fn(variables, s.batch), a.warmup)
+    eval_times = _time_steps(lambda: s.eval_fn(variables, s.batch), a.steps)
 
     xla_flops = None
     if a.xla_cost:  # XLA's own count for the train step (per device, unoptimised HLO), a cross-check

@@ -1,14 +1,13 @@
 """Shared set-up for the benchmarks: a model, its train state and random batch on the devices, and
-the project's REAL compiled train / eval steps (``train.step`` through ``train.parallel``), built
-exactly as ``train.loop.fit`` builds them. Used by ``bench.py`` (worker processes) and
-``profile_step.py``.
+the project's REAL compiled train / eval steps, built by the training setup itself
+(``train.setup.make``: the same model, optimizer, step config and compiled steps as ``train.fit``,
+without the data pipelines). Used by ``bench.py`` (worker processes) and ``profile_step.py``.
 
 Import this module only after ``XLA_FLAGS`` is set: it imports jax.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,8 @@ import numpy as np  # noqa: E402
 
 import zoo  # noqa: E402
 from configs import default  # noqa: E402
-from train import optim, parallel, step  # noqa: E402
+from train import evaluation, parallel, step  # noqa: E402
+from train import setup as train_setup  # noqa: E402
 
 
 class Skip(Exception):
@@ -71,10 +71,15 @@ class Setup:
     cfg: step.StepConfig
     state: object          # replicated device state
     batch: dict            # device batch
-    train_fn: object       # parallel.compile_step(train_step)
-    eval_fn: object        # parallel.compile_step(eval_step)
+    train_fn: object       # train.setup.Run.compile_train(): (state, batch) -> (state, metrics)
+    eval_fn: object        # train.evaluation.compile_eval: (variables, batch) -> (sums, per-example)
     init_s: float          # create_state + replicate, seconds
     params: int
+
+    @staticmethod
+    def variables(state) -> dict:
+        """What ``eval_fn`` takes: the state's eval variables (``train.step.eval_variables``)."""
+        return step.eval_variables(state)
 
 
 def setup(name: str, *, batch: int, res: int, classes: int, precision: str = "float32",
@@ -82,32 +87,23 @@ def setup(name: str, *, batch: int, res: int, classes: int, precision: str = "fl
     """Model + optimizer + state + random batch + compiled-step callables (not yet compiled)."""
     input_shape, note = input_shape_for(name, res)
     c = bench_config(name, precision, parallelism)
+    c.seed = seed
     plan = parallel.make_plan(c.parallelism, c.num_devices)
     parallel.check_batch(batch, plan)
-    info = zoo.model_info(name)
-    # train.loop.build_model: zoo.create(name, axis_name=AXIS, dtype=PRECISIONS[precision], conv_impl=..., num_classes=...)
-    model = zoo.create(name, axis_name=parallel.AXIS, dtype=step.PRECISIONS[precision], num_classes=classes,
-                       conv_impl=zoo.convs.conv_impl_for(plan.devices[0].platform))
-    tx, _ = optim.make_optimizer(c, steps_per_epoch=100, total_steps=10_000, head=info.head)
+    run = train_setup.make(c, plan=plan, model_kwargs=train_setup.model_kwargs(c, classes), input_shape=input_shape,
+                           steps_per_epoch=100, total_steps=10_000)
     t0 = time.perf_counter()
-    state = step.create_state(model, tx, rng=jax.random.PRNGKey(seed), input_shape=input_shape,
-                              float16=precision == "float16")
-    state = jax.tree.map(np.asarray, state)
+    state = run.fresh_state()
     params = zoo.param_count(state.params)
     dev_state = parallel.replicate(state, plan)
     jax.block_until_ready(dev_state)
     init_s = time.perf_counter() - t0
     del state
-    # train.loop.step_config with transfer.freeze='none': every statistic trainable -> the same program.
-    cfg = step.StepConfig(loss=c.loss, label_smoothing=c.label_smoothing, ema_decay=c.optimizer.ema_decay)
     rng = np.random.default_rng(seed)
     host = {"image": rng.standard_normal((batch, *input_shape), dtype=np.float32),
             "label": rng.integers(0, classes, (batch,)).astype(np.int32),
             "mask": np.ones((batch,), np.float32)}
     dev_batch = parallel.put_batch(host, plan)
-    train_fn = parallel.compile_step(functools.partial(step.train_step, model=model, tx=tx, cfg=cfg), plan)
-    # train.loop.compile_eval
-    eval_fn = parallel.compile_step(functools.partial(step.eval_step, model=model, cfg=cfg, use_ema=False), plan,
-                                    out_sharded=(False, True), donate_state=False)
-    return Setup(name, model, info, plan, input_shape, note, batch, tx, cfg, dev_state, dev_batch, train_fn, eval_fn,
-                 init_s, params)
+    eval_fn = evaluation.compile_eval(run.model, run.step_config, plan)
+    return Setup(name, run.model, run.info, plan, input_shape, note, batch, run.tx, run.step_config, dev_state,
+                 dev_batch, run.compile_train(), eval_fn, init_s, params)

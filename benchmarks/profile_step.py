@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     if a.mode == "train":
         lowered = s.train_fn.lower(state, s.batch)
     else:
-        lowered = s.eval_fn.lower(state, s.batch)
+        lowered = s.eval_fn.lower(s.variables(state), s.batch)
     t = time.perf_counter()
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t
@@ -223,7 +223,7 @@ def main(argv=None) -> int:
         if a.mode == "train":
             box["state"], m = compiled(box["state"], s.batch)
             return box["state"], m
-        return compiled(box["state"], s.batch)
+        return compiled(s.variables(box["state"]), s.batch)
 
     for _ in range(a.warmup):
         jax.block_until_ready(run())

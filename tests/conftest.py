@@ -1,26 +1,35 @@
 """Shared test set-up. pytest puts this folder on sys.path (rootdir conftest, prepend import mode), so
 test modules in tests/zoo and tests/train import the shared helpers with ``from helpers import ...``
 and the vendored fixtures with ``from fixtures.parity.recipe import ...``. Test files have unique
-basenames (no __init__.py: a package named tests/zoo would shadow the real ``zoo``)."""
+basenames (no __init__.py: a package named tests/zoo would shadow the real ``zoo``).
 
+Shared fixtures live here; helpers (plain functions) in helpers.py."""
 import pytest
 
 
 @pytest.fixture(scope="session")
-def trained_lenet5(tmp_path_factory):
-    """A LeNet-5 trained briefly (3 epochs) on mnist5k, once per session, with its eval-split images:
-    ``{workdir, model, variables, pp (preprocessing), raw (48 uint8 images), labels, x (normalised)}``."""
+def trained_lenet(tmp_path_factory):
+    """``(workdir, FitResult)``: LeNet-5 trained by ``train.fit`` for 4 epochs of mnist5k (the
+    quickstart config, ``helpers.quick()``), once per session. Tests only read it; copy it
+    (``shutil.copytree``) before changing anything in it."""
     import train
-    from configs import lenet5_mnist5k
+    from helpers import quick
+
+    workdir = tmp_path_factory.mktemp("lenet5")
+    return workdir, train.fit(quick(), workdir)
+
+
+@pytest.fixture(scope="session")
+def trained_lenet5(trained_lenet):
+    """The same trained LeNet-5 with its eval-split images, for the analyses: ``{workdir, model,
+    variables, pp (preprocessing), raw (48 uint8 images), labels, x (normalised)}``."""
+    import train
     from train import data
 
-    workdir = tmp_path_factory.mktemp("lenet5_inspect")
-    c = lenet5_mnist5k.get_config()
-    c.num_epochs = 3.0
-    train.fit(c, workdir)
-    model, variables = train.restore(workdir)
-    pp = train.restore_meta(workdir)["preprocessing"]
+    workdir = trained_lenet[0]
+    loaded = train.load(workdir)
+    pp = loaded.meta["preprocessing"]
     test = data.open_source("mnist5k", "test", image_shape=(28, 28, 1))  # the eval split, uint8
     raw = test.images[:48]
-    return dict(workdir=workdir, model=model, variables=variables, pp=pp, raw=raw, labels=test.labels[:48],
-                x=data.preprocess_eval(raw, pp))
+    return dict(workdir=workdir, model=loaded.model, variables=loaded.variables, pp=pp, raw=raw,
+                labels=test.labels[:48], x=data.preprocess_eval(raw, pp))

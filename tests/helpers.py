@@ -60,3 +60,19 @@ def traced(name: str):
     from zoo.summary import trace
 
     return trace(zoo.create(name), zoo.model_info(name).input_shape)
+
+
+def quick(**overrides):
+    """The quickstart config (LeNet-5 on the offline mnist5k digits) shortened to 4 epochs, with
+    dotted overrides: ``quick(**{"data.name": "synthetic", "num_train_steps": 5})``."""
+    from configs import lenet5_mnist5k
+
+    c = lenet5_mnist5k.get_config()
+    c.num_epochs = 4.0
+    c.update_from_flattened_dict(overrides)
+    return c
+
+
+def snapshot(path: Path) -> dict:
+    """``{relative path: (size, mtime_ns)}`` of everything under ``path``: compare two to prove nothing changed."""
+    return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*")}

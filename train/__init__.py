@@ -1,14 +1,17 @@
-"""train: the shared machinery (train/eval step, optimizers, data, checkpoints, loop, CLI).
+"""train: the shared machinery (one setup path, train/eval step, optimizers, data, checkpoints,
+evaluation, reporting, the loop, CLIs).
 
     import train
     result = train.fit(config, "runs/lenet5")          # train (resumes if the workdir has checkpoints)
     report = train.evaluate("runs/lenet5")             # loss, top-1/5, per-class, confusion matrix
     model, variables = train.restore("runs/lenet5")    # model.apply(variables, x, train=False)
+    model, variables, meta, step = train.load("runs/lenet5")   # the same, with the checkpoint's meta
 
 Attributes are imported lazily so that data worker processes, which import this package, stay light.
 """
 _LAZY = {"fit": ("train.loop", "fit"), "evaluate": ("train.evaluation", "evaluate"),
-         "restore": ("train.evaluation", "restore"), "restore_meta": ("train.evaluation", "restore_meta")}
+         "restore": ("train.evaluation", "restore"), "restore_meta": ("train.evaluation", "restore_meta"),
+         "load": ("train.evaluation", "load")}
 
 __all__ = list(_LAZY)
 

@@ -27,6 +27,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from train.step import all_finite
+
 log = logging.getLogger(__name__)
 
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "tensorflow-datasets", "numpy", "cnn-zoo")
@@ -48,11 +50,6 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             pass
     return out
-
-
-def all_finite(tree) -> bool:
-    return all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(tree)
-               if np.issubdtype(np.asarray(x).dtype, np.inexact))
 
 
 def checkpoint_dir(workdir: str | os.PathLike) -> Path:
@@ -83,22 +80,52 @@ class Checkpointer:
     def meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
+    def candidates(self, which: str | int = "latest") -> list[int]:
+        """Steps to try, preferred first: 'latest' (newest first), 'best' (highest validation top-1,
+        then the others newest first) or one step number (ValueError if absent)."""
+        steps = self.steps()
+        if not steps:
+            raise NoCheckpointError(f"no checkpoints in {self.directory}")
+        if which == "latest":
+            return list(reversed(steps))
+        if which == "best":
+            best = self.best_step()
+            return ([best] if best is not None else []) + [s for s in reversed(steps) if s != best]
+        s = int(which)
+        if s not in steps:
+            raise ValueError(f"checkpoint={which!r}: not in {self.directory} (available: {steps}, 'best', 'latest')")
+        return [s]
+
+    def _readable(self, candidates: list[int], read, *, warn: bool = True):
+        """THE fallback loop: ``(step, read(step))`` for each candidate that reads, in order; one that
+        fails is reported (``warn``) and passed over."""
+        for s in candidates:
+            try:
+                value = read(s)
+            except Exception as e:  # noqa: BLE001  (an unreadable checkpoint must not stop us)
+                if warn:
+                    log.warning("checkpoint %d in %s cannot be restored (%s: %s); falling back to the previous one",
+                                s, self.directory, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+                continue
+            yield s, value
+
+    def _first_readable(self, candidates: list[int], read, *, explicit: bool) -> tuple[int, Any]:
+        """``(step, read(step))`` of the first candidate that reads. ``explicit`` (one step the caller
+        asked for): its error is raised as it is."""
+        if explicit:
+            return candidates[0], read(candidates[0])
+        for found in self._readable(candidates, read):
+            return found
+        raise NoCheckpointError(f"no readable checkpoint in {self.directory} (tried {candidates})")
+
     def latest_meta(self) -> dict | None:
         """Meta of the newest checkpoint whose meta reads (None: no checkpoint)."""
-        for step in reversed(self.steps()):
-            try:
-                return self.meta(step)
-            except Exception as e:  # noqa: BLE001  (an unreadable checkpoint must not stop us)
-                log.warning("checkpoint %d in %s is unreadable (%s); trying the previous one", step, self.directory, e)
-        return None
+        return next((m for _, m in self._readable(list(reversed(self.steps())), self.meta)), None)
 
     def best_step(self) -> int | None:
         best, best_val = None, -1.0
-        for step in self.steps():
-            try:
-                val = self.meta(step).get("metrics", {}).get("val_top1")
-            except Exception:  # noqa: BLE001
-                continue
+        for step, meta in self._readable(self.steps(), self.meta, warn=False):
+            val = meta.get("metrics", {}).get("val_top1")
             if val is not None and val > best_val:
                 best, best_val = step, val
         return best
@@ -108,28 +135,31 @@ class Checkpointer:
         structure, e.g. from ``jax.eval_shape``). Default: the latest readable checkpoint; a
         checkpoint that fails to read is reported and the previous one is tried."""
         target = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), template)
-        candidates = [step] if step is not None else list(reversed(self.steps()))
-        if not candidates:
-            raise NoCheckpointError(f"no checkpoints in {self.directory}")
-        for s in candidates:
-            try:
-                r = self.manager.restore(s, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
-                if not all_finite(r.state):
-                    raise ValueError("non-finite values in the state")
-                return r.state, r.data, r.meta, s
-            except Exception as e:  # noqa: BLE001
-                if step is not None:
-                    raise
-                log.warning("checkpoint %d in %s cannot be restored (%s: %s); falling back to the previous one",
-                            s, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
-        raise NoCheckpointError(f"no readable checkpoint in {self.directory} (tried {candidates})")
+
+        def read(s):
+            r = self.manager.restore(s, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+            if not all_finite(r.state):
+                raise ValueError("non-finite values in the state")
+            return r
+
+        s, r = self._first_readable([step] if step is not None else self.candidates("latest"), read,
+                                    explicit=step is not None)
+        return r.state, r.data, r.meta, s
 
     def restore_raw(self, step: int) -> tuple[dict, dict]:
         """(state as nested dicts of numpy arrays, meta) without a template (``train.restore``)."""
         r = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
                                                                meta=ocp.args.JsonRestore()))
         return r.state, r.meta
+
+    def read(self, which: str | int = "best") -> tuple[dict, dict, int]:
+        """``(state as nested dicts of numpy arrays, meta, step)`` of checkpoint ``which`` ('best',
+        'latest' or a step number), read once, falling back past unreadable ones (with a warning)."""
+        candidates = self.candidates(which)
+        s, (raw, meta) = self._first_readable(candidates, self.restore_raw,
+                                              explicit=which not in ("best", "latest"))
+        return raw, meta, s
 
     # ------------------------------------------------------------------ writing
     def save(self, step: int, state, *, data_state: dict, meta: dict, metrics: dict | None = None) -> bool:

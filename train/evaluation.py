@@ -1,87 +1,108 @@
-"""Restore and evaluate checkpoints without the config file (it is inside the checkpoint).
-(``train/evaluate.py`` is the command-line entry point; this module holds the library functions.)
+"""Evaluation: the compiled eval step run over a pipeline, and checkpoints restored or evaluated
+without the config file (it is inside the checkpoint). (``train/evaluate.py`` is the command-line
+entry point; this module holds the library functions.)
 
     model, variables = train.restore("runs/lenet5")          # research code
     logits = model.apply(variables, x, train=False)
+    model, variables, meta, step = train.load("runs/lenet5")  # the same, with the checkpoint's meta: one read
     report = train.evaluate("runs/lenet5")                     # loss, top-1/5, per-class, confusion PNG
 
     python -m train.evaluate --workdir runs/lenet5 [--checkpoint best|latest|STEP]
+
+``fit`` evaluates with the same two functions: :func:`compile_eval` and :func:`run_eval`.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from train import checkpoint, data, parallel, step
-from train.loop import build_model, compile_eval, run_eval
+from train import checkpoint, data, parallel, setup, step
 
 log = logging.getLogger("train")
 
 
-def _pick_step(ckpt: checkpoint.Checkpointer, which: str | int) -> list[int]:
-    """Candidate steps, preferred first: 'best' (by validation top-1, else latest), 'latest', or a step."""
-    steps = ckpt.steps()
-    if not steps:
-        raise checkpoint.NoCheckpointError(f"no checkpoints in {ckpt.directory}")
-    if which == "latest":
-        return list(reversed(steps))
-    if which == "best":
-        best = ckpt.best_step()
-        return ([best] if best is not None else []) + [s for s in reversed(steps) if s != best]
-    s = int(which)
-    if s not in steps:
-        raise ValueError(f"checkpoint={which!r}: not in {ckpt.directory} (available: {steps}, 'best', 'latest')")
-    return [s]
+# ----------------------------------------------------------------------------- the eval step over a pipeline
+
+def compile_eval(model, cfg: step.StepConfig, plan: parallel.Plan):
+    """The eval step for the plan: ``(device variables, device batch) -> (sums, per-example outputs)``
+    (``train.step.eval_step``; variables from ``train.step.eval_variables``)."""
+    fn = functools.partial(step.eval_step, model=model, cfg=cfg)
+    return parallel.compile_step(fn, plan, out_sharded=(False, True), donate_state=False)
 
 
-def _load(workdir, which) -> tuple[dict, dict, int]:
-    """(raw state, meta, step), falling back past unreadable checkpoints (with a warning)."""
+def run_eval(eval_fn, variables, pipe: data.Pipeline, plan: parallel.Plan) -> dict:
+    """One pass over ``pipe`` with ``variables`` on the plan's devices: loss, top-1, top-5 over
+    exactly its examples, per-class accuracy and the confusion matrix (rows: true class, columns:
+    predicted)."""
+    sums, preds, labels = None, [], []
+    for batch in pipe:
+        s, per_ex = eval_fn(variables, parallel.put_batch(batch, plan))
+        sums = s if sums is None else jax.tree.map(lambda a, b: a + b, sums, s)
+        ex = parallel.fetch(per_ex, plan)
+        keep = ex["mask"] > 0
+        preds.append(ex["pred"][keep])
+        labels.append(ex["label"][keep])
+    sums = jax.tree.map(float, parallel.unreplicate(sums, plan))
+    k = pipe.num_classes
+    confusion = np.zeros((k, k), np.int64)
+    np.add.at(confusion, (np.concatenate(labels), np.concatenate(preds)), 1)
+    if jax.process_count() > 1:  # every process saw its own shard
+        from jax.experimental import multihost_utils  # noqa: PLC0415
+        confusion = np.asarray(multihost_utils.process_allgather(confusion)).sum(0)
+    n = sums["count"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.diag(confusion) / confusion.sum(1)
+    return {"loss": sums["loss"] / n, "top1": sums["correct1"] / n, "top5": sums["correct5"] / n, "count": int(n),
+            "per_class_top1": [None if np.isnan(v) else float(v) for v in per_class], "confusion": confusion}
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+class Loaded(NamedTuple):
+    model: Any        # the zoo model the checkpoint describes (train.setup.create_model, no axis name)
+    variables: dict   # {'params', 'batch_stats'}: model.apply(variables, x, train=False)
+    meta: dict        # the checkpoint's self-description (config, model, class names, preprocessing, ...)
+    step: int
+
+
+def load(workdir: str | Path, checkpoint_step: str | int = "best", *, use_ema: bool | None = None) -> Loaded:
+    """``(model, variables, meta, step)`` of a workdir's checkpoint, read once.
+
+    ``checkpoint_step``: 'best' (highest validation top-1; default), 'latest', or a step number; an
+    unreadable checkpoint is reported and the next candidate read. ``use_ema``: use the parameter
+    EMA when the run kept one (default: yes, as its evaluation did).
+    """
+    raw, meta, s = _read(workdir, checkpoint_step)
+    model = setup.create_model(meta["model"], meta["model_kwargs"], meta.get("precision", "float32"))
+    return Loaded(model, step.eval_variables(raw, use_ema=use_ema is None or bool(use_ema)), meta, s)
+
+
+def _read(workdir, checkpoint_step) -> tuple[dict, dict, int]:
     ckpt = checkpoint.Checkpointer(workdir, read_only=True)
     try:
-        candidates = _pick_step(ckpt, which)
-        for s in candidates:
-            try:
-                raw, meta = ckpt.restore_raw(s)
-                return raw, meta, s
-            except Exception as e:  # noqa: BLE001
-                if len(candidates) == 1:
-                    raise
-                log.warning("checkpoint %d in %s cannot be restored (%s); trying the previous one", s,
-                            ckpt.directory, str(e).splitlines()[0][:200])
-        raise checkpoint.NoCheckpointError(f"no readable checkpoint in {ckpt.directory}")
+        return ckpt.read(checkpoint_step)
     finally:
         ckpt.close()
 
 
-def _variables(raw: dict, use_ema: bool | None) -> dict:
-    ema = raw.get("ema_params")
-    params = ema if (use_ema or use_ema is None) and ema else raw["params"]
-    out = {"params": params}
-    if raw.get("batch_stats"):
-        out["batch_stats"] = raw["batch_stats"]
-    return out
-
-
 def restore(workdir: str | Path, *, checkpoint_step: str | int = "best", use_ema: bool | None = None):
     """``(model, variables)`` from a workdir: ``model.apply(variables, x, train=False)`` then works.
-
-    ``checkpoint_step``: 'best' (highest validation top-1; default), 'latest', or a step number.
-    ``use_ema``: use the parameter EMA when the run kept one (default: yes, as its evaluation did).
-    """
-    raw, meta, _ = _load(workdir, checkpoint_step)
-    model = build_model(meta["model"], meta["model_kwargs"], meta.get("precision", "float32"))
-    return model, _variables(raw, use_ema)
+    ``checkpoint_step`` and ``use_ema`` as for :func:`load`."""
+    loaded = load(workdir, checkpoint_step, use_ema=use_ema)
+    return loaded.model, loaded.variables
 
 
 def restore_meta(workdir: str | Path, *, checkpoint_step: str | int = "best") -> dict:
     """The self-description stored with a checkpoint (config, model, class names, preprocessing, ...)."""
-    return _load(workdir, checkpoint_step)[1]
+    return load(workdir, checkpoint_step).meta
 
 
 def evaluate(workdir: str | Path, *, checkpoint_step: str | int = "best", split: str | None = None,
@@ -89,25 +110,12 @@ def evaluate(workdir: str | Path, *, checkpoint_step: str | int = "best", split:
     """Evaluate a checkpoint on its eval split (or ``split``) with the preprocessing it was trained
     with: loss, top-1, top-5, per-class accuracy, confusion matrix (PNG in ``output_dir``, default
     ``WORKDIR/eval``)."""
-    raw, meta, s = _load(workdir, checkpoint_step)
-    cfg = meta["config"]
-    pp = meta["preprocessing"]
-    model = build_model(meta["model"], meta["model_kwargs"], meta.get("precision", "float32"),
-                        axis_name=parallel.AXIS)
-    batch = int(cfg["eval_batch_size"])
-    plan = parallel.make_plan(cfg.get("parallelism", "shard_map"), -1)
-    if batch % plan.num_devices:
-        plan = parallel.make_plan(plan.parallelism, 1)
-    pipe = data.load(cfg["data"], split=split or cfg["data"]["eval_split"], train=False, batch_size=batch,
-                     image_shape=(*pp["image_size"], pp["channels"]), seed=int(cfg.get("seed", 0)))
-    if pipe.preprocessing != pp:
-        raise ValueError(f"the eval preprocessing rebuilt from the checkpoint differs from the stored one:\n"
-                         f"{pipe.preprocessing}\nvs\n{pp}")
-    variables = _variables(raw, None)
-    state = step.TrainState(step=np.asarray(s), params=variables["params"],
-                            batch_stats=variables.get("batch_stats", {}), opt_state=None, rng=None)
-    cfg_step = step.StepConfig(loss=cfg.get("loss", "cross_entropy"), label_smoothing=cfg.get("label_smoothing", 0.0))
-    ev = run_eval(compile_eval(model, cfg_step, plan, use_ema=False), parallel.replicate(state, plan), pipe, plan)
+    raw, meta, s = _read(workdir, checkpoint_step)
+    variables = step.eval_variables(raw)  # the EMA when the run kept one, as its own evaluation
+    run = setup.for_checkpoint(meta, split=split)
+    pipe = run.eval_pipe
+    ev = run_eval(compile_eval(run.model, run.step_config, run.plan), parallel.replicate(variables, run.plan), pipe,
+                  run.plan)
     names = meta.get("class_names") or [str(i) for i in range(pipe.num_classes)]
     report = {"workdir": str(workdir), "step": s, "split": pipe.split, "model": meta["model"], "loss": ev["loss"],
               "top1": ev["top1"], "top5": ev["top5"], "count": ev["count"],

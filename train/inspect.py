@@ -61,12 +61,9 @@ def _safe(name: str) -> str:
 
 def _eval_images(meta: dict, limit: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Up to ``limit`` images (normalised) and labels of the run's eval split, in order."""
-    from train import data  # noqa: PLC0415
+    from train import setup  # noqa: PLC0415
 
-    cfg, pp = meta["config"], meta["preprocessing"]
-    pipe = data.load(cfg["data"], split=cfg["data"]["eval_split"], train=False,
-                     batch_size=min(int(cfg["eval_batch_size"]), max(limit, 1)),
-                     image_shape=(*pp["image_size"], pp["channels"]), seed=int(cfg.get("seed", 0)))
+    pipe = setup.checkpoint_pipeline(meta, batch_size=min(int(meta["config"]["eval_batch_size"]), max(limit, 1)))
     images, labels = [], []
     n = 0
     for b in pipe:
@@ -97,16 +94,14 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
         checkpoint_step="best", k: int = 8, neighbours_max: int = 1000, steps: int = 100, patch=None, stride=None,
         print_fn=print) -> dict[str, list[Path]]:
     """The command as a function: returns ``{what: [written paths]}``."""
-    import train  # noqa: PLC0415
-    from train import data  # noqa: PLC0415
+    from train import data, evaluation  # noqa: PLC0415
     from zoo import inspect as zi  # noqa: PLC0415
 
     what = list(what or WHAT)
     unknown = [w for w in what if w not in WHAT]
     if unknown:
         raise ValueError(f"--what: unknown {unknown}; allowed: {', '.join(WHAT)}")
-    model, variables = train.restore(workdir, checkpoint_step=checkpoint_step)
-    meta = train.restore_meta(workdir, checkpoint_step=checkpoint_step)
+    model, variables, meta, _ = evaluation.load(workdir, checkpoint_step)
     pp = meta["preprocessing"]
     shape = (*pp["image_size"], pp["channels"])
     out = Path(out) if out else Path(workdir) / "inspect"

@@ -39,6 +39,7 @@ multiplied by the learning rate: ``p -= lr * (adam_step + wd * p)``.)
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 from collections.abc import Sequence
@@ -51,7 +52,7 @@ import optax
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "lars", "lamb")
 SCHEDULES = ("constant", "step", "multistep", "exponential", "cosine", "linear")
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "make_schedule", "make_optimizer", "trainable_mask", "decay_mask",
+__all__ = ["OPTIMIZERS", "SCHEDULES", "Freezing", "make_schedule", "make_optimizer", "trainable_mask", "decay_mask",
            "param_labels", "current_lr", "is_update_step", "ema_update"]
 
 
@@ -165,35 +166,101 @@ def _compile_freeze(freeze: str) -> re.Pattern | None:
                          f"or a regex over '/'-joined parameter paths") from None
 
 
-def trainable_mask(tree, freeze: str, head: Sequence[str] = ()) -> Any:
-    """Pytree of Python bools over ``tree`` (True = trainable).
+@dataclasses.dataclass(frozen=True)
+class Freezing:
+    """What transfer learning freezes and slows down, checked once: ``transfer.freeze``,
+    ``transfer.backbone_lr_mult`` and the model's head (``ModelInfo.head``, the classifier's
+    top-level modules, e.g. ``('fc',)``). ``train.setup`` resolves it once per run; the optimizer's
+    labels and the step's BatchNorm-statistics mask both come from it.
 
-    ``tree`` is ONE variables collection keyed by flax module paths: ``params`` or ``batch_stats``
-    (not the ``{'params': ..., 'batch_stats': ...}`` dict: paths start at the top-level module).
-
-    - 'none': everything trainable.
-    - 'backbone': trainable only under the head's top-level modules (``ModelInfo.head``, e.g.
-      ``('fc',)``); a model's head usually has no batch_stats, so all of them come out False.
-    - anything else: a regex, ``re.search``-ed against the '/'-joined path
-      (``'layer1_0/bn1/scale'``); matching leaves are FROZEN (False). Invalid regex: ValueError.
+    - freeze 'none': everything trainable.
+    - 'backbone': trainable only under the head's top-level modules; a model's head usually has no
+      batch_stats, so all of them come out frozen.
+    - anything else: a regex, ``re.search``-ed against the '/'-joined path (``'layer1_0/bn1/scale'``);
+      matching leaves are FROZEN.
     """
-    pattern = _compile_freeze(freeze)
-    if freeze == "backbone":
-        _check(len(tuple(head)) > 0, "transfer.freeze", freeze,
-               "needs the model's head (ModelInfo.head), got head=()")
-    head = tuple(head)
-    if hasattr(tree, "keys") and {"params", "batch_stats"} & set(tree.keys()):
-        raise ValueError("trainable_mask takes one variables collection (variables['params'] or "
-                         f"variables['batch_stats']), got a tree with top-level keys {sorted(tree.keys())}")
 
-    def trainable(path, _):
-        if freeze == "none":
-            return True
-        if freeze == "backbone":
-            return _key_str(path[0]) in head
-        return pattern.search(_path(path)) is None
+    freeze: str = "none"
+    head: tuple[str, ...] = ()
+    backbone_lr_mult: float = 1.0
+    pattern: re.Pattern | None = dataclasses.field(init=False, repr=False, compare=False)  # the freeze regex
 
-    return jax.tree_util.tree_map_with_path(trainable, tree)
+    def __post_init__(self):
+        object.__setattr__(self, "head", tuple(self.head))
+        object.__setattr__(self, "pattern", _compile_freeze(self.freeze))
+        _check(self.backbone_lr_mult >= 0, "transfer.backbone_lr_mult", self.backbone_lr_mult, "must be >= 0")
+        if self.uses_head:
+            field, value = (("transfer.freeze", self.freeze) if self.freeze == "backbone"
+                            else ("transfer.backbone_lr_mult", self.backbone_lr_mult))
+            _check(len(self.head) > 0, field, value, "needs the model's head (ModelInfo.head), got head=()")
+
+    @classmethod
+    def from_config(cls, config, head: Sequence[str] = ()) -> "Freezing":
+        """From ``config.transfer`` (absent: nothing frozen) and the model's head."""
+        transfer = config.get("transfer", None)
+        if transfer is None:
+            return cls(head=tuple(head))
+        return cls(transfer.freeze, tuple(head), float(transfer.backbone_lr_mult))
+
+    @property
+    def uses_head(self) -> bool:
+        return self.freeze == "backbone" or self.backbone_lr_mult != 1.0
+
+    def trainable(self, tree) -> Any:
+        """Pytree of Python bools over ``tree`` (True = trainable). ``tree`` is ONE variables
+        collection keyed by flax module paths: ``params`` or ``batch_stats`` (not the
+        ``{'params': ..., 'batch_stats': ...}`` dict: paths start at the top-level module)."""
+        if hasattr(tree, "keys") and {"params", "batch_stats"} & set(tree.keys()):
+            raise ValueError("trainable_mask takes one variables collection (variables['params'] or "
+                             f"variables['batch_stats']), got a tree with top-level keys {sorted(tree.keys())}")
+
+        def trainable(path, _):
+            if self.freeze == "none":
+                return True
+            if self.freeze == "backbone":
+                return _key_str(path[0]) in self.head
+            return self.pattern.search(_path(path)) is None
+
+        return jax.tree_util.tree_map_with_path(trainable, tree)
+
+    def labels(self, params) -> Any:
+        """Label pytree over ``params``: 'frozen', 'backbone' (trainable, outside the head, only when
+        ``backbone_lr_mult != 1``) or 'train'. Checks made here, on the real parameter tree:
+
+        - the head's module names must be top-level modules of ``params`` when they are used;
+        - a regex that matches NO parameter is a ValueError (a typo would otherwise silently train the
+          whole network);
+        - freezing every parameter only warns (it may be intended, e.g. a BN-statistics-only run).
+        """
+        if self.uses_head:
+            top = set(params.keys()) if hasattr(params, "keys") else set()
+            missing = [h for h in self.head if h not in top]
+            if missing:
+                raise ValueError(f"model head {self.head} not found in params: missing {missing}; "
+                                 f"top-level modules: {sorted(top)}")
+        trainable = self.trainable(params)
+        flags = jax.tree.leaves(trainable)
+        if flags and self.pattern is not None and all(flags):
+            raise ValueError(f"transfer.freeze={self.freeze!r}: the regex matches no parameter path "
+                             f"(paths look like {_path(jax.tree_util.tree_flatten_with_path(params)[0][0][0])!r})")
+        if flags and not any(flags):
+            warnings.warn(f"transfer.freeze={self.freeze!r} freezes every parameter: the optimizer changes nothing",
+                          stacklevel=2)
+
+        def label(path, is_trainable):
+            if not is_trainable:
+                return "frozen"
+            if self.backbone_lr_mult != 1.0 and _key_str(path[0]) not in self.head:
+                return "backbone"
+            return "train"
+
+        return jax.tree_util.tree_map_with_path(label, trainable)
+
+
+def trainable_mask(tree, freeze: str, head: Sequence[str] = ()) -> Any:
+    """``Freezing(freeze, head).trainable(tree)``: pytree of Python bools over ONE variables
+    collection (True = trainable); see :class:`Freezing`. Invalid regex: ValueError."""
+    return Freezing(freeze, tuple(head)).trainable(tree)
 
 
 def decay_mask(tree) -> Any:
@@ -202,42 +269,9 @@ def decay_mask(tree) -> Any:
 
 
 def param_labels(params, freeze: str, head: Sequence[str] = (), backbone_lr_mult: float = 1.0) -> Any:
-    """Label pytree over ``params``: 'frozen', 'backbone' (trainable, outside the head, only when
-    ``backbone_lr_mult != 1``) or 'train'. Checks made here, on the real parameter tree:
-
-    - the head's module names must be top-level modules of ``params`` when they are used;
-    - a regex that matches NO parameter is a ValueError (a typo would otherwise silently train the
-      whole network);
-    - freezing every parameter only warns (it may be intended, e.g. a BN-statistics-only run).
-    """
-    head = tuple(head)
-    uses_head = freeze == "backbone" or backbone_lr_mult != 1.0
-    if uses_head:
-        _check(len(head) > 0, "transfer.freeze" if freeze == "backbone" else "transfer.backbone_lr_mult",
-               freeze if freeze == "backbone" else backbone_lr_mult,
-               "needs the model's head (ModelInfo.head), got head=()")
-        top = set(params.keys()) if hasattr(params, "keys") else set()
-        missing = [h for h in head if h not in top]
-        if missing:
-            raise ValueError(f"model head {head} not found in params: missing {missing}; "
-                             f"top-level modules: {sorted(top)}")
-    trainable = trainable_mask(params, freeze, head)
-    flags = jax.tree.leaves(trainable)
-    if flags and _compile_freeze(freeze) is not None and all(flags):
-        raise ValueError(f"transfer.freeze={freeze!r}: the regex matches no parameter path "
-                         f"(paths look like {_path(jax.tree_util.tree_flatten_with_path(params)[0][0][0])!r})")
-    if flags and not any(flags):
-        warnings.warn(f"transfer.freeze={freeze!r} freezes every parameter: the optimizer changes nothing",
-                      stacklevel=2)
-
-    def label(path, is_trainable):
-        if not is_trainable:
-            return "frozen"
-        if backbone_lr_mult != 1.0 and _key_str(path[0]) not in head:
-            return "backbone"
-        return "train"
-
-    return jax.tree_util.tree_map_with_path(label, trainable)
+    """``Freezing(freeze, head, backbone_lr_mult).labels(params)``: 'frozen', 'backbone' or 'train'
+    per parameter; see :meth:`Freezing.labels` for the checks made on the real parameter tree."""
+    return Freezing(freeze, tuple(head), float(backbone_lr_mult)).labels(params)
 
 
 # ----------------------------------------------------------------------------------------- optimizer
@@ -291,8 +325,8 @@ def _validate_optimizer(o) -> None:
            "must be an int >= 1")
 
 
-def make_optimizer(config, *, steps_per_epoch: float, total_steps: int,
-                   head: Sequence[str] = ()) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(config, *, steps_per_epoch: float, total_steps: int, head: Sequence[str] = (),
+                   freezing: Freezing | None = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """``(tx, schedule)`` from the full config (``c.optimizer``, ``c.schedule``, ``c.transfer``).
 
     ``steps_per_epoch`` / ``total_steps`` are in TRAIN STEPS (``tx.update`` calls); with
@@ -301,23 +335,18 @@ def make_optimizer(config, *, steps_per_epoch: float, total_steps: int,
     of train step ``s`` is ``schedule(s // k)``; ``current_lr(opt_state)`` reads the same value
     from the state. With ``backbone_lr_mult = m != 1`` the backbone's lr is ``m`` times that.
 
-    ``head`` is ``ModelInfo.head``; needed for ``transfer.freeze='backbone'`` and
-    ``backbone_lr_mult != 1``. Frozen parameters get ``optax.set_to_zero()`` (no weight decay, no
-    optimizer state, bit-identical forever) and are excluded from gradient clipping. Freezing is
-    resolved at ``tx.init(params)`` from the parameter paths (errors for a freeze regex matching no
-    parameter and for a head missing from params are raised there). ``tx.update`` needs ``params``.
+    ``freezing``: the run's :class:`Freezing` (``train.setup`` resolves it once); default
+    ``Freezing.from_config(config, head)`` with ``head`` = ``ModelInfo.head`` (needed for
+    ``transfer.freeze='backbone'`` and ``backbone_lr_mult != 1``). Frozen parameters get
+    ``optax.set_to_zero()`` (no weight decay, no optimizer state, bit-identical forever) and are
+    excluded from gradient clipping. Freezing is resolved at ``tx.init(params)`` from the parameter
+    paths (errors for a freeze regex matching no parameter and for a head missing from params are
+    raised there). ``tx.update`` needs ``params``.
     """
     o, s = config.optimizer, config.schedule
-    transfer = config.get("transfer", None)
-    freeze = transfer.freeze if transfer is not None else "none"
-    mult = float(transfer.backbone_lr_mult) if transfer is not None else 1.0
     _validate_optimizer(o)
-    _compile_freeze(freeze)
-    _check(mult >= 0, "transfer.backbone_lr_mult", mult, "must be >= 0")
-    head = tuple(head)
-    if freeze == "backbone" or mult != 1.0:
-        field, value = ("transfer.freeze", freeze) if freeze == "backbone" else ("transfer.backbone_lr_mult", mult)
-        _check(len(head) > 0, field, value, "needs the model's head (ModelInfo.head), got head=()")
+    if freezing is None:
+        freezing = Freezing.from_config(config, head)
     _check(steps_per_epoch > 0, "steps_per_epoch", steps_per_epoch, "must be > 0")
     k = o.accumulate_steps
     _check(total_steps >= k, "total_steps", total_steps, f"fewer train steps than optimizer.accumulate_steps={k}")
@@ -325,24 +354,22 @@ def make_optimizer(config, *, steps_per_epoch: float, total_steps: int,
     schedule = make_schedule(s, peak_lr=float(o.learning_rate), steps_per_epoch=steps_per_epoch / k,
                              total_steps=total_steps // k)
     clip = float(o.grad_clip_norm)
-    partitioned = freeze != "none" or mult != 1.0
-
-    def labels(tree):
-        return param_labels(tree, freeze, head, mult)
+    mult = freezing.backbone_lr_mult
+    partitioned = freezing.freeze != "none" or mult != 1.0
 
     def frozen(tree):
-        return jax.tree.map(lambda lab: lab == "frozen", labels(tree))
+        return jax.tree.map(lambda lab: lab == "frozen", freezing.labels(tree))
 
     def build(learning_rate):
         parts = []
-        if freeze != "none":
+        if freezing.freeze != "none":
             parts.append(optax.masked(optax.set_to_zero(), frozen))  # before clipping: norm of trainables only
         if clip > 0:
             parts.append(optax.clip_by_global_norm(clip))
         if partitioned:
             parts.append(optax.partition({"train": _base_optimizer(o, learning_rate),
                                           "backbone": _base_optimizer(o, learning_rate * mult),
-                                          "frozen": optax.set_to_zero()}, labels))
+                                          "frozen": optax.set_to_zero()}, freezing.labels))
         else:
             parts.append(_base_optimizer(o, learning_rate))
         return optax.chain(*parts)

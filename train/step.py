@@ -20,6 +20,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -132,8 +133,12 @@ def _learning_rate(opt_state) -> jax.Array:
         return jnp.asarray(jnp.nan, jnp.float32)
 
 
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+def all_finite(tree):
+    """Whether every floating-point leaf of ``tree`` is finite (no NaN, no Inf): a traced bool inside
+    a compiled step, a numpy bool for host arrays (a checkpoint's state)."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    xp = jnp if any(isinstance(x, jax.Array) for x in leaves) else np
+    return xp.all(xp.asarray([xp.all(xp.isfinite(x)) for x in leaves], dtype=bool))
 
 
 def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.GradientTransformation,
@@ -155,7 +160,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
     grads = jax.tree.map(lambda g: g / scale, lax.psum(grads, AXIS))
 
     loss = lax.psum(jnp.sum(per_example_loss(logits, batch["label"], cfg) * mask), AXIS) / n_global
-    finite = jnp.isfinite(loss) & _all_finite(grads)
+    finite = jnp.isfinite(loss) & all_finite(grads)
 
     updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
@@ -189,13 +194,25 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
     return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict, *, model: nn.Module, cfg: StepConfig, use_ema: bool = False):
-    """Forward in eval mode. Returns global SUMS over real examples (``loss``, ``correct1``,
-    ``correct5``, ``count``) to accumulate across batches, and per-example ``pred`` / ``label`` /
-    ``mask`` (sharded along the batch) for per-class accuracy and confusion matrices."""
+def eval_variables(state, use_ema: bool = True) -> dict:
+    """The variables a state is evaluated with: ``{'params', 'batch_stats'}`` (``batch_stats`` only when
+    the model has any), the parameter EMA in place of ``params`` when the run kept one and ``use_ema``.
+    ``state``: a :class:`TrainState` or the nested dict a checkpoint's state restores to."""
+    get = state.get if isinstance(state, dict) else lambda name: getattr(state, name)
+    ema = get("ema_params")
+    out = {"params": ema if use_ema and ema else get("params")}
+    if get("batch_stats"):
+        out["batch_stats"] = get("batch_stats")
+    return out
+
+
+def eval_step(variables: dict, batch: dict, *, model: nn.Module, cfg: StepConfig):
+    """Forward in eval mode with ``variables`` (:func:`eval_variables`). Returns global SUMS over real
+    examples (``loss``, ``correct1``, ``correct5``, ``count``) to accumulate across batches, and
+    per-example ``pred`` / ``label`` / ``mask`` (sharded along the batch) for per-class accuracy and
+    confusion matrices."""
     mask = batch["mask"].astype(jnp.float32)
-    params = state.ema_params if use_ema and state.ema_params is not None else state.params
-    logits = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"], train=False)
+    logits = model.apply(variables, batch["image"], train=False)
     logits = logits.astype(jnp.float32)
     sums = {
         "loss": lax.psum(jnp.sum(per_example_loss(logits, batch["label"], cfg) * mask), AXIS),

@@ -34,6 +34,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from train import evaluation
 from zoo import convert
 
 log = logging.getLogger("train")
@@ -43,14 +44,12 @@ def load_source(init_from: str, model_name: str, model) -> tuple[dict, str]:
     """``(variables, description)`` of ``init_from`` for ``model`` (``model_name``'s zoo model).
 
     A weight file is converted with ``zoo.convert`` for the model it was made for (its own class
-    count: :func:`init_state` keeps the fresh classifier where it differs); a workdir is read with
-    ``train.restore``."""
+    count: :func:`init_state` keeps the fresh classifier where it differs); a workdir is read once
+    with ``train.load``."""
     path = Path(str(init_from)).expanduser()
     if path.is_dir():
-        from train.evaluation import restore, restore_meta  # noqa: PLC0415
-
-        _, variables = restore(path)
-        source_model = restore_meta(path).get("model")
+        _, variables, meta, _ = evaluation.load(path)
+        source_model = meta.get("model")
         if source_model != model_name:
             log.warning("transfer.init_from: %s holds a %s, training a %s: copying the leaves whose paths and "
                         "shapes match", path, source_model, model_name)
@@ -83,11 +82,8 @@ def init_state(state, config, model, info):
 
 def export_torchvision(workdir, path, *, checkpoint_step: str | int = "best") -> dict:
     """Write a workdir's trained weights as a torchvision state_dict (safetensors); returns it."""
-    from train.evaluation import restore, restore_meta  # noqa: PLC0415
-
-    model, variables = restore(workdir, checkpoint_step=checkpoint_step)
-    name = restore_meta(workdir, checkpoint_step=checkpoint_step)["model"]
-    return convert.save_torchvision(name, variables, path, model=model)
+    model, variables, meta, _ = evaluation.load(workdir, checkpoint_step)
+    return convert.save_torchvision(meta["model"], variables, path, model=model)
 
 
 def main(argv=None) -> int:

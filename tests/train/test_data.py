@@ -437,6 +437,7 @@ def test_folder_decode_failure_is_masked_or_raises(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ workers
+@pytest.mark.integration  # grain worker processes
 def test_worker_processes_give_the_same_batches_and_resume():
     c = cfg(name="synthetic", augment="cifar", synthetic_num_examples=64)
     ref = take(load(c, batch_size=16, image_shape=(8, 8, 3), seed=2), 9)

@@ -360,6 +360,26 @@ def test_missing_head_is_an_error():
         tx.init(tiny_params())
 
 
+def test_freezing_is_checked_once_when_resolved():
+    with pytest.raises(ValueError, match=r"^transfer\.freeze='backbone': needs the model's head"):
+        optim.Freezing("backbone", ())
+    with pytest.raises(ValueError, match=r"^transfer\.backbone_lr_mult=0\.5: needs the model's head"):
+        optim.Freezing("none", (), 0.5)
+    with pytest.raises(ValueError, match=r"^transfer\.backbone_lr_mult=-1\.0: must be >= 0"):
+        optim.Freezing("none", ("fc",), -1.0)
+    f = optim.Freezing.from_config(config(**{"transfer.freeze": "backbone", "transfer.backbone_lr_mult": 0.1}), ["fc"])
+    assert f == optim.Freezing("backbone", ("fc",), 0.1) and f.pattern is None and f.uses_head
+
+
+def test_make_optimizer_uses_the_resolved_freezing():
+    """The setup resolves Freezing once; make_optimizer then takes it instead of re-reading the config."""
+    c = config(**{"optimizer.momentum": 0.9})  # the config freezes nothing
+    tx, _ = optim.make_optimizer(c, steps_per_epoch=10, total_steps=100, freezing=optim.Freezing("backbone", ("fc",)))
+    params = tiny_params()
+    new, _ = run(tx, params, [grads_like(params, s) for s in range(2)])
+    assert changed(params, new) == HEAD
+
+
 def test_trainable_mask_modes():
     params = tiny_params()
     assert all(jax.tree.leaves(optim.trainable_mask(params, "none", ("fc",))))

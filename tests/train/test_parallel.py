@@ -1,4 +1,4 @@
-"""Issue 3: one per-device train step, exact under any device count, pmap and shard_map, and across
+"""One per-device train step, exact under any device count, pmap and shard_map, and across
 processes. Device counts are simulated (XLA_FLAGS) in subprocesses, see tests/workers/."""
 import socket
 import subprocess
@@ -31,6 +31,7 @@ def equivalence_run(tmp_path_factory):
     return out, losses
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("k", [2, 4, 8])
 def test_same_state_on_1_2_4_8_devices(equivalence_run, k):
     out, losses = equivalence_run
@@ -38,6 +39,7 @@ def test_same_state_on_1_2_4_8_devices(equivalence_run, k):
     assert losses["shard_map_1"] == pytest.approx(losses[f"shard_map_{k}"], rel=RTOL)
 
 
+@pytest.mark.integration
 def test_pmap_and_shard_map_give_the_same_state(equivalence_run):
     out, _ = equivalence_run
     _assert_same_state(_load(out / "pmap_8.npz"), _load(out / "shard_map_8.npz"))
@@ -49,6 +51,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.integration
 def test_two_processes_equal_one_process_with_two_devices(equivalence_run, tmp_path):
     out, _ = equivalence_run
     port = _free_port()

@@ -1,4 +1,5 @@
-"""Issue 3: the train/eval step on one device (multi-device equivalence is in test_parallel.py)."""
+"""train.step on one device: the train step, the eval step over variables, loss scaling, frozen
+statistics, the finiteness check (multi-device equivalence is in test_parallel.py)."""
 import functools
 
 import jax
@@ -21,9 +22,24 @@ def _batch(n, shape=(28, 28, 1), classes=10, seed=0):
             "label": rng.integers(0, classes, n).astype(np.int32), "mask": np.ones(n, np.float32)}
 
 
+@functools.lru_cache(maxsize=None)
+def _initial_state(model, tx, input_shape, ema):
+    return step.create_state(model, tx, rng=jax.random.PRNGKey(0), input_shape=input_shape, ema=ema)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_train_step(model, tx, cfg):
+    return parallel.compile_step(functools.partial(step.train_step, model=model, tx=tx, cfg=cfg), PLAN)
+
+
 def _run(model, tx, batches, cfg=step.StepConfig(), input_shape=(28, 28, 1), ema=False):
-    state = step.create_state(model, tx, rng=jax.random.PRNGKey(0), input_shape=input_shape, ema=ema)
-    train = parallel.compile_step(functools.partial(step.train_step, model=model, tx=tx, cfg=cfg), PLAN)
+    """Train from the seeded initial state on ``batches``. Initial states and compiled steps are
+    shared between the tests that use the same model, optimizer and step config (equal models,
+    the same ``_optimizer`` object); a config holding a statistics mask is compiled for its test."""
+    state = _initial_state(model, tx, input_shape, ema)
+    mask = cfg.stats_trainable
+    train = (_compiled_train_step(model, tx, cfg) if mask is None else
+             parallel.compile_step(functools.partial(step.train_step, model=model, tx=tx, cfg=cfg), PLAN))
     state = parallel.replicate(state, PLAN)
     history = []
     for b in batches:
@@ -32,6 +48,7 @@ def _run(model, tx, batches, cfg=step.StepConfig(), input_shape=(28, 28, 1), ema
     return parallel.unreplicate(state, PLAN), history
 
 
+@functools.lru_cache(maxsize=None)
 def _optimizer(**overrides):
     c = default.get_config()
     c.optimizer.name = "sgd"
@@ -86,7 +103,7 @@ def test_eval_counts_every_example_once():
                                out_sharded=(False, True), donate_state=False)
     b = _batch(10)
     b["mask"][7:] = 0  # last 3 are padding
-    sums, per_ex = ev(state, parallel.put_batch(b, PLAN))
+    sums, per_ex = ev(step.eval_variables(state), parallel.put_batch(b, PLAN))
     sums = parallel.unreplicate(sums, PLAN)
     assert float(sums["count"]) == 7
     logits = model.apply({"params": jax.tree.map(np.asarray, parallel.unreplicate(state.params, PLAN))}, b["image"])
@@ -141,3 +158,21 @@ def test_frozen_batch_stats_stay_put():
     state, _ = _run(model, optax.sgd(0.1), [b], cfg=step.StepConfig(stats_trainable=mask), input_shape=(8, 8, 3))
     np.testing.assert_array_equal(init.batch_stats["layer1_0"]["bn1"]["mean"], state.batch_stats["layer1_0"]["bn1"]["mean"])
     assert not np.allclose(init.batch_stats["bn1"]["mean"], state.batch_stats["bn1"]["mean"])
+
+
+def test_all_finite_on_host_arrays_and_inside_jit():
+    ok = {"w": np.ones((2, 3), np.float32), "step": np.int32(7), "rng": np.zeros(2, np.uint32)}
+    bad = {**ok, "b": np.array([0.0, np.inf], np.float32)}
+    assert step.all_finite(ok) and not step.all_finite(bad) and not step.all_finite({"x": np.float32("nan")})
+    assert isinstance(step.all_finite(ok), np.bool_)  # host arrays: no device round trip
+    traced = jax.jit(step.all_finite)
+    assert bool(traced(ok)) and not bool(traced(bad)) and step.all_finite({})
+
+
+def test_eval_variables_pick_the_ema_and_leave_out_empty_statistics():
+    state = step.TrainState(step=np.int32(0), params={"w": 1}, batch_stats={}, opt_state=None, rng=None,
+                            ema_params={"w": 2})
+    assert step.eval_variables(state) == {"params": {"w": 2}}
+    assert step.eval_variables(state, use_ema=False) == {"params": {"w": 1}}
+    raw = {"params": {"w": 1}, "batch_stats": {"bn": 3}, "ema_params": None}  # a restored checkpoint state
+    assert step.eval_variables(raw) == {"params": {"w": 1}, "batch_stats": {"bn": 3}}

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
+from configs import default
 from train.data import sources, transforms
 
 _STATE_KEY = "pipeline"
@@ -198,12 +199,13 @@ def _absl_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if cfg is None:
-        return default
-    if isinstance(cfg, dict):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default) if key in cfg else default
+def _data_fields(data_cfg: Any) -> dict[str, Any]:
+    """``data_cfg`` (a ``config.data`` ConfigDict, a dict with some of its keys, or None) over the
+    defaults of ``configs/default.py``: every data field, each default stated once, there."""
+    fields = default.get_config().data.to_dict()
+    if data_cfg is not None:
+        fields.update(data_cfg.to_dict() if hasattr(data_cfg, "to_dict") else dict(data_cfg))
+    return fields
 
 
 def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape: Sequence[int], seed: int = 0,
@@ -232,16 +234,14 @@ def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape
     if batch_size <= 0 or batch_size % process_count:
         raise ValueError(f"batch_size={batch_size} must be a positive multiple of process_count={process_count}")
     h, w, c = (int(v) for v in image_shape)
-    name = _get(data_cfg, "name", "mnist5k")
+    d = _data_fields(data_cfg)
+    name = d["name"]
     source = sources.open_source(
-        name, split, image_shape=(h, w, c), data_dir=_get(data_cfg, "data_dir"),
-        manual_dir=_get(data_cfg, "manual_dir"), train_split=_get(data_cfg, "train_split", "train"),
-        holdout_fraction=float(_get(data_cfg, "holdout_fraction", 0.1)),
-        on_corrupt=_get(data_cfg, "on_corrupt", "skip"),
-        synthetic_num_examples=int(_get(data_cfg, "synthetic_num_examples", 1024)),
-        synthetic_num_classes=int(_get(data_cfg, "synthetic_num_classes", 10)),
-        cache=bool(_get(data_cfg, "cache", True)))
-    augment = _get(data_cfg, "augment", "auto")
+        name, split, image_shape=(h, w, c), data_dir=d["data_dir"], manual_dir=d["manual_dir"],
+        train_split=d["train_split"], holdout_fraction=float(d["holdout_fraction"]), on_corrupt=d["on_corrupt"],
+        synthetic_num_examples=int(d["synthetic_num_examples"]),
+        synthetic_num_classes=int(d["synthetic_num_classes"]), cache=bool(d["cache"]))
+    augment = d["augment"]
     if augment == "auto":
         augment = {"mnist": "none", "cifar": "cifar", "imagenet": "imagenet"}.get(source.family, "none")
     pp = transforms.make_preprocessing(dataset=name, image_shape=(h, w, c), source_channels=source.channels,
@@ -266,8 +266,8 @@ def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape
                           steps_per_epoch=steps, process_index=process_index, shuffle_seed=_sub_seed(seed, 1),
                           aug_seed=_sub_seed(seed, 2))
     ds = ds.map_with_index(loader)
-    prefetch = int(_get(data_cfg, "prefetch", 2))
-    num_workers = int(_get(data_cfg, "num_workers", 0))
+    prefetch = int(d["prefetch"])
+    num_workers = int(d["num_workers"])
     threads = min(max(prefetch, 0), os.cpu_count() or 1) if prefetch > 0 else 0
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(prefetch, 0)))
     if num_workers > 0:
@@ -292,7 +292,7 @@ def model_image_shape(config: Any) -> tuple[int, int, int]:
     h, w, c = zoo.model_info(config.model).input_shape
     kwargs = config.get("model_kwargs") or {}
     c = int(kwargs.get("in_channels", c))
-    size = _get(config.get("data"), "image_size")
+    size = _data_fields(config.get("data"))["image_size"]
     if size:
         h = w = int(size)
     return h, w, c

@@ -1,0 +1,52 @@
+"""train.evaluation: evaluate a checkpoint with the figures fit reported, restore a model research
+code can apply, load reads a checkpoint once (restore and restore_meta are its parts)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import train
+from train import checkpoint, data
+
+
+def test_evaluate_reproduces_the_reported_accuracy_exactly(trained_lenet, tmp_path):
+    workdir, r = trained_lenet
+    report = train.evaluate(workdir, checkpoint_step="latest", output_dir=tmp_path)
+    assert report["step"] == r.step
+    assert report["top1"] == r.eval["top1"] and report["top5"] == r.eval["top5"] and report["count"] == 1000
+    assert report["loss"] == pytest.approx(r.eval["loss"], rel=1e-6)
+    assert len(report["per_class_top1"]) == 10
+    assert np.asarray(report["confusion"]).sum() == 1000
+    import matplotlib.image
+    assert matplotlib.image.imread(report["confusion_png"]).ndim == 3
+    assert (tmp_path / f"eval_step{r.step}_test.json").is_file()
+
+
+def test_restore_gives_a_model_research_code_can_apply(trained_lenet):
+    workdir, _ = trained_lenet
+    model, variables = train.restore(workdir, checkpoint_step="latest")
+    pipe = data.load({"name": "mnist5k"}, split="test", train=False, batch_size=500, image_shape=(28, 28, 1))
+    correct = 0
+    for b in pipe:
+        pred = np.asarray(model.apply(variables, jnp.asarray(b["image"]), train=False)).argmax(-1)
+        correct += int(((pred == b["label"]) * b["mask"]).sum())
+    assert correct / 1000 == train.evaluate(workdir, checkpoint_step="latest", plot=False)["top1"]
+    meta = train.restore_meta(workdir)
+    assert meta["model"] == "lenet5" and meta["class_names"] == [str(i) for i in range(10)]
+    assert meta["preprocessing"]["image_size"] == [28, 28] and "jax" in meta["versions"]
+    assert meta["config"]["optimizer"]["name"] == "adam"
+
+
+def test_load_reads_the_checkpoint_once(trained_lenet, monkeypatch):
+    workdir, r = trained_lenet
+    reads = []
+    original = checkpoint.Checkpointer.restore_raw
+    monkeypatch.setattr(checkpoint.Checkpointer, "restore_raw", lambda self, s: reads.append(s) or original(self, s))
+    model, variables, meta, step = train.load(workdir)  # 'best'
+    assert reads == [step] == [r.best_step] and meta["step"] == step
+    assert model.num_classes == 10 and model.axis_name is None  # for research code: no device axis
+    restored_model, restored = train.restore(workdir)
+    assert restored_model == model
+    jax.tree.map(np.testing.assert_array_equal, restored, variables)
+    assert train.restore_meta(workdir) == meta
+    assert set(variables) == {"params"}  # LeNet-5 has no BatchNorm statistics

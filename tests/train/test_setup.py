@@ -1,0 +1,119 @@
+"""train.setup, the one setup path: every config builds; the convolution implementation comes from
+the devices and is never stored; freezing is resolved once for the optimizer and the BatchNorm
+statistics; the checkpoint meta keeps the layout of checkpoints written before; a checkpoint's meta
+rebuilds its evaluation run; the benchmarks harness builds through the setup."""
+import importlib
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import zoo
+from helpers import FIXTURES, ROOT, quick
+from train import data, optim, parallel, setup
+
+CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem not in ("__init__", "default"))
+V0_META = json.loads((FIXTURES / "checkpoint_v0" / "checkpoints" / "3" / "meta" / "metadata").read_text())
+SAVE_TIME_KEYS = {"epoch", "best_top1", "best_step", "step", "metrics", "versions"}  # added by fit / Checkpointer
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_config_builds_and_its_model_initialises(name):
+    c = importlib.import_module(f"configs.{name}").get_config()
+    assert c.model in zoo.list_models()
+    shape = data.model_image_shape(c)
+    kwargs = {**c.model_kwargs.to_dict(), "num_classes": 10}
+    v = jax.eval_shape(lambda: zoo.create(c.model, **kwargs).init(jax.random.key(0), jnp.zeros((1, *shape))))
+    assert v["params"]
+
+
+@pytest.fixture(scope="module")
+def lenet_run():
+    return setup.build(quick(num_train_steps=10, **{"schedule.warmup_epochs": 0.0}))
+
+
+def test_build_resolves_the_run_once(lenet_run):
+    run = lenet_run
+    assert run.plan.devices == tuple(jax.devices()) and run.model.axis_name == parallel.AXIS
+    assert run.model.conv_impl == zoo.convs.conv_impl_for(jax.devices()[0].platform) == "cpu"
+    assert run.model_kwargs == {"num_classes": 10} and "conv_impl" not in run.meta()["model_kwargs"]
+    assert run.input_shape == (28, 28, 1) and run.steps_per_epoch == 4000 // 64 and run.total_steps == 10
+    assert run.step_config.stats_trainable is None and run.info.name == "lenet5"
+    assert run.train_pipe.batch_size == 64 and run.eval_pipe.num_examples == 1000
+
+
+def test_meta_keeps_the_layout_of_checkpoints_written_before(lenet_run):
+    meta = lenet_run.meta()
+    assert list(meta) == [k for k in V0_META if k not in SAVE_TIME_KEYS]
+    assert {k: meta[k] for k in ("model", "model_kwargs", "num_classes", "class_names", "preprocessing",
+                                 "train_preprocessing", "precision", "steps_per_epoch")} == \
+           {k: V0_META[k] for k in ("model", "model_kwargs", "num_classes", "class_names", "preprocessing",
+                                    "train_preprocessing", "precision", "steps_per_epoch")}
+    assert set(V0_META["config"]) <= set(meta["config"])
+
+
+def test_model_kwargs_cannot_choose_what_the_setup_chooses():
+    for field in setup.EXECUTION_ARGS:
+        with pytest.raises(ValueError, match=rf"^model_kwargs\.{field}: chosen by the training setup"):
+            setup.model_kwargs(quick(**{f"model_kwargs.{field}": "lax"}), 10)
+    with pytest.raises(ValueError, match=r"model_kwargs.num_classes=3 but dataset 'mnist5k' has 10 classes"):
+        setup.model_kwargs(quick(**{"model_kwargs.num_classes": 3}), 10)
+    with pytest.raises(ValueError, match=r"precision='fp8': allowed values are \('float32', 'bfloat16', 'float16'\)"):
+        setup.create_model("lenet5", {}, "fp8")
+
+
+def _resnet20(**overrides):
+    return quick(model="resnet20", num_train_steps=2, batch_size=8, eval_batch_size=8,
+                 **{"data.name": "synthetic", "data.synthetic_num_examples": 16, "schedule.warmup_epochs": 0.0,
+                    **overrides})
+
+
+def test_freezing_is_resolved_once_for_optimizer_and_batch_statistics():
+    run = setup.build(_resnet20(**{"transfer.freeze": r"^layer1_"}))
+    stats = run.step_config.stats_trainable
+    flat = {optim._path(p): v for p, v in jax.tree_util.tree_flatten_with_path(stats)[0]}
+    assert flat and {p for p, v in flat.items() if not v} == {p for p in flat if p.startswith("layer1_")}
+    state = run.abstract_state()
+    grads = jax.tree.map(lambda x: np.ones(x.shape, x.dtype), state.params)
+    params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), state.params)
+    updates, _ = run.tx.update(grads, run.tx.init(params), params)
+    moved = {optim._path(p) for p, u in jax.tree_util.tree_flatten_with_path(updates)[0] if np.any(u != 0)}
+    every = {optim._path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+    assert moved == {p for p in every if not p.startswith("layer1_")}
+
+
+def test_a_freeze_matching_nothing_fails_before_anything_is_written(tmp_path):
+    import train
+    with pytest.raises(ValueError, match=r"transfer\.freeze='\^nothing': the regex matches no parameter"):
+        train.fit(_resnet20(**{"transfer.freeze": "^nothing"}), tmp_path / "w")
+    assert not (tmp_path / "w").exists()
+
+
+def test_for_checkpoint_rebuilds_the_evaluation_run():
+    run = setup.for_checkpoint(V0_META, split="train")
+    assert run.model.axis_name == parallel.AXIS and run.model.num_classes == 10 and run.tx is None
+    assert run.model.conv_impl == zoo.convs.conv_impl_for(run.plan.devices[0].platform)
+    assert run.step_config.loss == V0_META["config"]["loss"] == "cross_entropy"
+    assert run.eval_pipe.split == "train" and run.eval_pipe.num_examples == 4000 and not run.eval_pipe.train
+    assert run.eval_pipe.preprocessing == V0_META["preprocessing"]
+    other = json.loads(json.dumps(V0_META))
+    other["preprocessing"]["mean"] = [0.5]
+    with pytest.raises(ValueError, match="preprocessing rebuilt from the checkpoint differs"):
+        setup.for_checkpoint(other)
+
+
+def test_benchmark_harness_builds_through_the_setup(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    harness = importlib.import_module("harness")
+    s = harness.setup("lenet5", batch=8, res=28, classes=10)
+    c = harness.bench_config("lenet5", "float32", "shard_map")
+    run = setup.make(c, plan=s.plan, model_kwargs=setup.model_kwargs(c, 10), input_shape=(28, 28, 1),
+                     steps_per_epoch=100, total_steps=10_000)
+    assert s.model == run.model and s.cfg == run.step_config and s.params == zoo.model_info("lenet5").params
+    state, metrics = s.train_fn(s.state, s.batch)
+    sums, _ = s.eval_fn(s.variables(state), s.batch)
+    assert np.isfinite(float(metrics["loss"])) and float(parallel.unreplicate(sums, s.plan)["count"]) == 8
+    sys.modules.pop("harness", None)

@@ -1,0 +1,204 @@
+"""ONE setup path: the parts of a run (model, plan, pipelines, optimizer, step config), built once.
+
+    run = setup.build(config, workdir=workdir)   # fit: plan, pipelines, model, optimizer, step config
+    state = run.fresh_state()                     # or ckpt.restore(run.abstract_state()) to resume
+    train_step = run.compile_train()              # the compiled per-device step of train/step.py
+
+    run = setup.for_checkpoint(meta)              # evaluate a checkpoint: its stored config, eval pipeline
+    model = setup.create_model(name, model_kwargs, precision)   # restore: a model for research code
+
+``fit`` (``train/loop.py``), ``train.evaluate`` / ``train.restore`` (``train/evaluation.py``, which
+transfer learning reads workdirs with) and ``benchmarks/harness.py`` build through here; nothing
+else creates models or optimizers for a run. Resolved once, here:
+
+* the convolution implementation, from the devices that run the model
+  (``zoo.convs.conv_impl_for(platform)``): an execution choice, never stored in a checkpoint's
+  ``model_kwargs``;
+* ``transfer.freeze`` / ``transfer.backbone_lr_mult`` with the model's head
+  (:class:`train.optim.Freezing`): the optimizer's labels and the step's BatchNorm-statistics mask
+  both come from it;
+* the checkpoint's self-description (:meth:`Run.meta`), which :func:`for_checkpoint` reads back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+import zoo
+from train import checkpoint, data, optim, parallel, step
+
+log = logging.getLogger("train")
+
+# zoo.create arguments chosen here for the devices, never by model_kwargs (they are not stored)
+EXECUTION_ARGS = ("axis_name", "dtype", "conv_impl")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """The parts of one run, built once. ``tx`` is None for a run built to evaluate a checkpoint."""
+
+    config: ml_collections.ConfigDict   # the run's config (for a checkpoint: the one stored with it)
+    info: zoo.registry.ModelInfo
+    model_kwargs: dict                  # zoo.create(info.name, **model_kwargs): stored in the meta
+    model: nn.Module                    # for the plan: axis_name=AXIS, dtype of the precision, conv_impl
+    plan: parallel.Plan
+    input_shape: tuple[int, int, int]   # (H, W, C) of one example
+    step_config: step.StepConfig
+    train_pipe: data.Pipeline | None = None
+    eval_pipe: data.Pipeline | None = None
+    tx: optax.GradientTransformation | None = None
+    schedule: optax.Schedule | None = None   # counts optimizer updates (train.optim.make_optimizer)
+    steps_per_epoch: int = 0
+    total_steps: int = 0
+
+    def fresh_state(self) -> step.TrainState:
+        """A newly initialised state (seeded by ``config.seed``) as host numpy arrays."""
+        state = step.create_state(self.model, self.tx, rng=jax.random.PRNGKey(self.config.seed),
+                                  **_state_args(self.config, self.input_shape))
+        return jax.tree.map(np.asarray, state)
+
+    def abstract_state(self) -> step.TrainState:
+        """The state's structure, shapes and dtypes (a template to restore a checkpoint into)."""
+        return step.abstract_state(self.model, self.tx, **_state_args(self.config, self.input_shape))
+
+    def compile_train(self):
+        """The train step for the plan: ``(device state, device batch) -> (state, metrics)``."""
+        fn = functools.partial(step.train_step, model=self.model, tx=self.tx, cfg=self.step_config)
+        return parallel.compile_step(fn, self.plan)
+
+    def meta(self) -> dict:
+        """The self-description stored with every checkpoint (what :func:`for_checkpoint` reads)."""
+        return {"model": self.config.model, "model_kwargs": self.model_kwargs,
+                "num_classes": self.model_kwargs["num_classes"], "class_names": list(self.train_pipe.class_names),
+                "preprocessing": self.eval_pipe.preprocessing, "train_preprocessing": self.train_pipe.preprocessing,
+                "precision": self.config.precision, "config": json.loads(self.config.to_json_best_effort()),
+                "steps_per_epoch": self.steps_per_epoch}
+
+
+# ----------------------------------------------------------------------------- models
+
+def model_kwargs(config, num_classes: int) -> dict:
+    """Constructor arguments saved with checkpoints: ``zoo.create(config.model, **model_kwargs)``."""
+    kw = dict(config.model_kwargs.to_dict() if isinstance(config.model_kwargs, ml_collections.ConfigDict)
+              else config.model_kwargs or {})
+    chosen = [k for k in EXECUTION_ARGS if k in kw]
+    if chosen:
+        raise ValueError(f"model_kwargs.{chosen[0]}: chosen by the training setup from the precision and the "
+                         f"devices, not a model_kwargs field (allowed: the model's constructor arguments except "
+                         f"{', '.join(EXECUTION_ARGS)})")
+    if "num_classes" in kw and int(kw["num_classes"]) != num_classes:
+        raise ValueError(f"model_kwargs.num_classes={kw['num_classes']} but dataset {config.data.name!r} "
+                         f"has {num_classes} classes")
+    kw["num_classes"] = num_classes
+    return kw
+
+
+def create_model(name: str, kwargs: dict, precision: str = "float32", plan: parallel.Plan | None = None):
+    """``zoo.create(name, **kwargs)`` for the devices that run it: ``dtype`` of ``precision``,
+    ``conv_impl`` for the plan's platform (no plan: the default device's), and with a plan
+    ``axis_name=AXIS`` (BatchNorm synchronised across the step's devices)."""
+    if precision not in step.PRECISIONS:
+        raise ValueError(f"precision={precision!r}: allowed values are {tuple(step.PRECISIONS)}")
+    device = plan.devices[0] if plan is not None else jax.devices()[0]
+    return zoo.create(name, axis_name=parallel.AXIS if plan is not None else None, dtype=step.PRECISIONS[precision],
+                      conv_impl=zoo.convs.conv_impl_for(device.platform), **kwargs)
+
+
+# ----------------------------------------------------------------------------- training runs
+
+def build(config, *, workdir: str | Path | None = None) -> Run:
+    """The run of ``config`` (``fit``): plan, both pipelines, model, optimizer, step config. With
+    ``workdir``: a workdir holding checkpoints of another model or class count is refused
+    (``checkpoint.WorkdirMismatchError``); nothing is written here."""
+    plan = parallel.make_plan(config.parallelism, config.num_devices)
+    parallel.check_batch(config.batch_size, plan)
+    parallel.check_batch(config.eval_batch_size, plan)
+    train_pipe = data.from_config(config, train=True)
+    eval_pipe = data.from_config(config, train=False)
+    kwargs = model_kwargs(config, train_pipe.num_classes)
+    if workdir is not None:
+        _refuse_another_model(workdir, config.model, kwargs["num_classes"])
+    if train_pipe.skipped:
+        log.warning("%d unreadable images skipped", len(train_pipe.skipped))
+    steps_per_epoch = train_pipe.steps_per_epoch
+    total_steps = (int(config.num_train_steps) if config.num_train_steps > 0
+                   else int(math.ceil(config.num_epochs * steps_per_epoch)))
+    return make(config, plan=plan, model_kwargs=kwargs, input_shape=train_pipe.image_shape,
+                steps_per_epoch=steps_per_epoch, total_steps=total_steps, train_pipe=train_pipe, eval_pipe=eval_pipe)
+
+
+def make(config, *, plan: parallel.Plan, model_kwargs: dict, input_shape, steps_per_epoch: int, total_steps: int,
+         train_pipe: data.Pipeline | None = None, eval_pipe: data.Pipeline | None = None) -> Run:
+    """A training run from its figures, without data (``build`` and the benchmarks): model for the
+    plan, :class:`train.optim.Freezing` resolved once, optimizer, step config."""
+    info = zoo.model_info(config.model)
+    model = create_model(config.model, model_kwargs, config.precision, plan)
+    freezing = optim.Freezing.from_config(config, info.head)
+    tx, schedule = optim.make_optimizer(config, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                                        freezing=freezing)
+    stats_trainable = None
+    if freezing.freeze != "none":  # otherwise every statistic trains: the same program as no mask
+        # (tx.init runs here too: a freeze regex matching no parameter fails now, before any writing)
+        stats = step.abstract_state(model, tx, **_state_args(config, input_shape)).batch_stats
+        stats_trainable = freezing.trainable(stats) if stats else None
+    cfg = step.StepConfig(loss=config.loss, label_smoothing=config.label_smoothing,
+                          ema_decay=config.optimizer.ema_decay, stats_trainable=stats_trainable)
+    return Run(config, info, model_kwargs, model, plan, tuple(input_shape), cfg, train_pipe, eval_pipe, tx, schedule,
+               steps_per_epoch, total_steps)
+
+
+def _state_args(config, input_shape) -> dict:
+    return dict(input_shape=tuple(input_shape), ema=config.optimizer.ema_decay > 0,
+                float16=config.precision == "float16")
+
+
+def _refuse_another_model(workdir, model: str, num_classes: int) -> None:
+    if not checkpoint.checkpoint_dir(workdir).is_dir():
+        return
+    ckpt = checkpoint.Checkpointer(workdir, read_only=True)
+    try:
+        previous = ckpt.latest_meta()
+    finally:
+        ckpt.close()
+    checkpoint.check_compatible(previous, model=model, num_classes=num_classes, workdir=workdir)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def checkpoint_pipeline(meta: dict, *, split: str | None = None, batch_size: int | None = None) -> data.Pipeline:
+    """The eval pipeline of a checkpoint's run, from its meta: its data config and preprocessing,
+    ``split`` (default: its eval split), ``batch_size`` (default: its eval batch size). ValueError
+    when the preprocessing rebuilt here differs from the stored one."""
+    cfg, pp = meta["config"], meta["preprocessing"]
+    pipe = data.load(cfg["data"], split=split or cfg["data"]["eval_split"], train=False,
+                     batch_size=batch_size or int(cfg["eval_batch_size"]),
+                     image_shape=(*pp["image_size"], pp["channels"]), seed=int(cfg.get("seed", 0)))
+    if pipe.preprocessing != pp:
+        raise ValueError(f"the eval preprocessing rebuilt from the checkpoint differs from the stored one:\n"
+                         f"{pipe.preprocessing}\nvs\n{pp}")
+    return pipe
+
+
+def for_checkpoint(meta: dict, *, split: str | None = None) -> Run:
+    """The run that evaluates a checkpoint (``train.evaluate``) from its meta alone: its stored
+    config, a plan over every device (one device when the eval batch does not divide), the model
+    for that plan, the loss it was trained with, and its eval pipeline on ``split``."""
+    config = ml_collections.ConfigDict(meta["config"])
+    plan = parallel.make_plan(config.get("parallelism", "shard_map"), -1)
+    if int(config.eval_batch_size) % plan.num_devices:
+        plan = parallel.make_plan(plan.parallelism, 1)
+    pipe = checkpoint_pipeline(meta, split=split)
+    model = create_model(meta["model"], meta["model_kwargs"], meta.get("precision", "float32"), plan)
+    cfg = step.StepConfig(loss=config.get("loss", "cross_entropy"), label_smoothing=config.get("label_smoothing", 0.0))
+    return Run(config, zoo.model_info(meta["model"]), dict(meta["model_kwargs"]), model, plan, pipe.image_shape, cfg,
+               eval_pipe=pipe)
