@@ -102,10 +102,10 @@ class MobileNetV1(ZooModel):
     def channels(self, c: int) -> int:
         return int(c * self.width_mult)
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = self.check_input(x)
-        ops = self.ops(train, conv_init=glorot_uniform)
+    def ops(self, train: bool, **overrides) -> Ops:
+        return super().ops(train, conv_init=glorot_uniform, **overrides)
+
+    def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         x = ops.conv_norm_act(x, self.channels(V1_STEM_CHANNELS), 3, strides=2, act=nn.relu6,
                               conv_name="conv1", norm_name="conv1_bn")
         x = tap(self, "stem", x)
@@ -187,10 +187,7 @@ class MobileNetV2(ZooModel):
     def input_spec(self):
         return InputSpec(self.in_channels, min_size=32)
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = self.check_input(x)
-        ops = self.ops(train)
+    def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         ch = lambda c: make_divisible(c * self.width_mult, self.round_nearest)  # noqa: E731
         x = ops.conv_norm_act(x, ch(V2_STEM_CHANNELS), 3, strides=2, act=nn.relu6, conv_name="features_0_0",
                               norm_name="features_0_1")
@@ -321,10 +318,7 @@ class MobileNetV3(ZooModel):
     def input_spec(self):
         return InputSpec(self.in_channels, min_size=32)
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = self.check_input(x)
-        ops = self.ops(train)
+    def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         ch = lambda c: make_divisible(c * self.width_mult, 8)  # noqa: E731  torchvision's adjust_channels
         setting = V3_SETTINGS[self.arch]
         x = ops.conv_norm_act(x, ch(setting[0][0]), 3, strides=2, act=hard_swish, conv_name="features_0_0",
