@@ -1,16 +1,18 @@
-"""ShuffleNet v1 and v2 against the papers' tables (copied here from ../shared/reference.md, the paper's
-Table 5 and the official release), the unit structure, and an independent numpy computation of a v1 unit."""
+"""ShuffleNet v1 and v2 against the papers' tables (v1 Table 1 from tests/fixtures/reference.json, v2
+Table 5 and the official release copied here), the unit structure, and an independent numpy computation
+of a v1 unit. Shapes use jax.eval_shape (no compilation)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import zoo
-from helpers import random_variables
+from helpers import abstract_variables, forward_shapes, images, random_variables, reference
 from zoo import shufflenet
 
-# ShuffleNet v1, Table 1 (reference.md): stage2, stage3, stage4 output channels at 1x; conv1 24.
-TABLE1 = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960), 4: (272, 544, 1088), 8: (384, 768, 1536)}
+# ShuffleNet v1, Table 1: stage2, stage3, stage4 output channels at 1x, per group count; conv1 24.
+TABLE1 = {int(g): tuple(c) for g, c in reference()["shufflenet_v1_table1"]["channels_1x"].items()}
+CONV1 = reference()["shufflenet_v1_table1"]["conv1"]
 # Official release, ShuffleNetV1/network.py (megvii-model/ShuffleNet-Series): [conv1, stage2, stage3, stage4].
 OFFICIAL = {
     (3, 0.5): (12, 120, 240, 480), (3, 1.0): (24, 240, 480, 960), (3, 1.5): (24, 360, 720, 1440),
@@ -24,19 +26,12 @@ TABLE5 = {"x0_5": (24, 48, 96, 192, 1024), "x1_0": (24, 116, 232, 464, 1024),
 
 
 def feature_shapes(model, size=224):
-    """Shapes of the tapped features for one image (jax.eval_shape, no compilation)."""
-    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-
-    def run(x):
-        v = model.init(jax.random.key(0), x)
-        _, state = model.apply(v, x, mutable=["features"])
-        return state["features"]
-
-    return {k: v.shape for k, v in jax.eval_shape(run, x).items()}
+    """Shapes of the tapped features for one image."""
+    return forward_shapes(model, (size, size, 3))[0]
 
 
 def abstract_params(model, size=64):
-    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3))))["params"]
+    return abstract_variables(model, (size, size, 3))["params"]
 
 
 # ---------------------------------------------------------------------- ShuffleNet v1
@@ -44,7 +39,7 @@ def abstract_params(model, size=64):
 @pytest.mark.parametrize("g", sorted(TABLE1))
 def test_v1_stage_channels_are_table1(g):
     shapes = feature_shapes(zoo.create(f"shufflenet_v1_g{g}"))
-    assert shapes["stem"] == (1, 56, 56, 24)
+    assert shapes["stem"] == (1, 56, 56, CONV1)
     s2, s3, s4 = TABLE1[g]
     assert shapes["stage2"] == (1, 28, 28, s2)
     assert shapes["stage3"] == (1, 14, 14, s3)
@@ -182,8 +177,7 @@ def test_v1_unit_matches_numpy_figure2(strides, in_ch, first_group):
 
 def test_v1_forward_small_input():
     model = zoo.create("shufflenet_v1_g3", num_classes=7)
-    x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
-
+    x = images((2, 64, 64, 3))
     v = random_variables(model, x.shape[1:])  # no compiled init: values only need a sane scale
 
     @jax.jit  # one compilation: eval forward, train forward
@@ -239,7 +233,7 @@ def test_v2_bad_options():
 
 def test_v2_forward_small_input():
     model = zoo.create("shufflenet_v2_x0_5", num_classes=7)
-    x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
+    x = images((2, 64, 64, 3))
     logits = jax.jit(model.apply)(random_variables(model, x.shape[1:]), x)
     assert logits.shape == (2, 7) and np.isfinite(np.asarray(logits)).all()
 
@@ -247,7 +241,7 @@ def test_v2_forward_small_input():
 def test_v2_unit_split_and_shuffle():
     """Stride 1: the first half of the channels passes through untouched, interleaved by the shuffle."""
     unit = shufflenet.InvertedResidual(8, 1, zoo.layers.Ops())
-    x = np.random.default_rng(0).standard_normal((1, 4, 4, 8)).astype(np.float32)
+    x = images((1, 4, 4, 8))
     v = jax.jit(unit.init)(jax.random.key(0), x)
     y = np.asarray(jax.jit(unit.apply)(v, x))
     np.testing.assert_array_equal(y[..., 0::2], x[..., :4])  # shuffle(2) puts x1 at the even channels
