@@ -9,7 +9,7 @@
   bottleneck's inner width doubled).
 
 Names follow torchvision: ``conv1``, ``bn1``, ``layer1_0/conv1``, ``layer1_0/downsample_0``, ``fc``.
-Named features (``zoo.features``): ``stem``, ``layer1`` ... ``layer4`` (``stage1..3`` for CIFAR), ``pre_logits``.
+Named features (``zoo.features``): ``stem``, ``layer1`` ... ``layer4`` (``layer1..3`` for CIFAR), ``pre_logits``.
 """
 from __future__ import annotations
 
