@@ -317,7 +317,6 @@ class ZooModel(nn.Module):
         raise NotImplementedError
 
     def ops(self, train: bool, **overrides) -> Ops:
-        """The layer factory of this model in this mode (a family may override ``conv_init`` here)."""
         kw = dict(train=train, dtype=self.dtype, param_dtype=self.param_dtype, norm_kind=self.norm,
                   bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon, axis_name=self.axis_name,
                   conv_general_dilated=CONV_IMPLS[self.conv_impl])

@@ -12,7 +12,7 @@ import pytest
 
 import zoo
 from helpers import abstract_variables, count, flat, forward_shapes, images, layer_modules, random_variables, \
-    reference
+    reference, run_once
 from zoo.resnet import CifarResNet, ResNet
 
 # Table 1 of the paper: block kind and blocks per stage (conv2_x ... conv5_x).
@@ -135,11 +135,10 @@ def _small_input_run():
     v = random_variables(model, (32, 32, 3))
     small, large = images((2, 8, 8, 3)), images((2, 32, 32, 3), seed=1)
 
-    @jax.jit
     def run(v, small, large):
         return [model.apply(v, x, mutable=["features"]) for x in (small, large)]
 
-    return v, run(v, small, large)
+    return v, run_once(run, v, small, large)
 
 
 def test_small_input_stem_is_3x3_stride_1_without_max_pool():
@@ -195,7 +194,7 @@ def test_option_a_shortcut_is_subsampled_zero_padded_identity():
         for conv in ("conv1", "conv2"):
             v["params"][block][conv]["kernel"] = np.zeros_like(v["params"][block][conv]["kernel"])
     x = images((2, 32, 32, 3))
-    feats = jax.jit(lambda v, x: zoo.features(model, v, x, layers=["layer1", "layer2_0", "layer2", "layer3_0"]))(v, x)
+    feats = run_once(lambda v, x: zoo.features(model, v, x, layers=["layer1", "layer2_0", "layer2", "layer3_0"]), v, x)
     for before, block, c in (("layer1", "layer2_0", 16), ("layer2", "layer3_0", 32)):
         inp = np.asarray(feats[before])  # (2, H, W, c)
         expected = np.maximum(np.pad(inp[:, ::2, ::2, :], ((0, 0), (0, 0), (0, 0), (c // 2, c // 2))), 0)

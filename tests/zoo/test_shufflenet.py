@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import abstract_variables, forward_shapes, images, random_variables, reference
+from helpers import abstract_variables, forward_shapes, images, random_variables, reference, run_once
 from zoo import shufflenet
 
 # ShuffleNet v1, Table 1: stage2, stage3, stage4 output channels at 1x, per group count; conv1 24.
@@ -180,11 +180,10 @@ def test_v1_forward_small_input():
     x = images((2, 64, 64, 3))
     v = random_variables(model, x.shape[1:])  # no compiled init: values only need a sane scale
 
-    @jax.jit  # one compilation: eval forward, train forward
-    def run(v, x):
+    def run(v, x):  # one compilation: eval forward, train forward
         return model.apply(v, x), model.apply(v, x, train=True, mutable=["batch_stats"])[1]
 
-    logits, upd = run(v, x)
+    logits, upd = run_once(run, v, x)
     assert logits.shape == (2, 7) and np.isfinite(np.asarray(logits)).all()
     assert not np.allclose(v["batch_stats"]["stage2_0"]["bn1"]["mean"], upd["batch_stats"]["stage2_0"]["bn1"]["mean"])
 
@@ -234,7 +233,7 @@ def test_v2_bad_options():
 def test_v2_forward_small_input():
     model = zoo.create("shufflenet_v2_x0_5", num_classes=7)
     x = images((2, 64, 64, 3))
-    logits = jax.jit(model.apply)(random_variables(model, x.shape[1:]), x)
+    logits = run_once(model.apply, random_variables(model, x.shape[1:]), x)
     assert logits.shape == (2, 7) and np.isfinite(np.asarray(logits)).all()
 
 
