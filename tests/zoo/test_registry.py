@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import images, random_variables, reference, run_once, traced
+from helpers import abstract_variables, images, random_variables, reference, run_once, traced
 
 ALL = zoo.list_models()
 
@@ -132,7 +132,7 @@ def _small_input(name):
 
 
 @functools.lru_cache(maxsize=None)
-def _random_variables(name):
+def _forward_setup(name):
     """``(model with 7 classes, small input, random variables)``, shared by the forward-pass tests."""
     model = zoo.create(name, num_classes=7)
     x = _small_input(name)
@@ -141,7 +141,7 @@ def _random_variables(name):
 
 @pytest.mark.parametrize("name", _one_per_family())
 def test_forward_small_input(name):
-    model, x, variables = _random_variables(name)
+    model, x, variables = _forward_setup(name)
     assert set(variables) <= {"params", "batch_stats"}
     logits = run_once(lambda v, x: model.apply(v, x, train=False), variables, x)
     assert logits.shape == (2, 7)
@@ -171,7 +171,7 @@ def test_train_mode_updates_batch_stats_eval_mode_does_not():
 def test_dropout_only_in_train_mode_with_rng():
     name = "vgg11"  # classifier dropout (0.5 by default), accepts 32x32
     assert "dropout" in zoo.model_info(name).options()
-    model, x, v = _random_variables(name)
+    model, x, v = _forward_setup(name)
     assert model.dropout == 0.5
     mut = ["batch_stats"] if "batch_stats" in v else []
 
@@ -190,9 +190,8 @@ def test_dropout_only_in_train_mode_with_rng():
 
 
 def test_norm_options_build_every_kind():
-    x = _small_input("resnet20")
     for norm in ("batch", "group", "layer", "instance"):
-        v = jax.eval_shape(lambda: zoo.create("resnet20", norm=norm).init(jax.random.key(0), x))
+        v = abstract_variables("resnet20", norm=norm)
         assert ("batch_stats" in v) == (norm == "batch")
 
 
@@ -202,7 +201,7 @@ def test_dtype_and_param_dtype():
     v = jax.eval_shape(lambda: model.init(jax.random.key(0), x))  # dtypes are static: nothing to compute
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(v))
     assert jax.eval_shape(lambda v: model.apply(v, x), v).dtype == jnp.bfloat16
-    v16 = jax.eval_shape(lambda: zoo.create("resnet20", param_dtype=jnp.bfloat16).init(jax.random.key(0), x))
+    v16 = abstract_variables("resnet20", param_dtype=jnp.bfloat16)
     assert all(a.dtype == jnp.bfloat16 for a in jax.tree.leaves(v16["params"]))
 
 
@@ -233,8 +232,7 @@ def test_unknown_name_lists_closest():
 ])
 def test_bad_override(override, pattern):
     with pytest.raises(ValueError, match=pattern):
-        m = zoo.create("resnet50", **override)
-        jax.eval_shape(lambda: m.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+        abstract_variables("resnet50", (64, 64, 3), **override)
 
 
 @pytest.mark.parametrize("name, override, pattern", [

@@ -6,7 +6,6 @@ inputs of at most 32x32."""
 import functools
 
 import flax.linen as nn
-import jax
 import numpy as np
 import pytest
 
