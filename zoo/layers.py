@@ -100,9 +100,7 @@ class Ops:
              bias_init: Callable | None = None, name: str | None = None) -> Array:
         """2-D convolution, HWIO kernel, PyTorch padding. ``groups`` = feature_group_count."""
         in_ch = x.shape[-1]
-        if in_ch % groups or features % groups:
-            raise ValueError(f"groups={groups} must divide both input channels ({in_ch}) and "
-                             f"output channels ({features}) of conv {name!r}")
+        check_groups(groups, in_ch, features, f" of conv {name!r}")
         kh, kw = _pair(kernel_size)
         fan_in = in_ch // groups * kh * kw
         return nn.Conv(
@@ -381,6 +379,11 @@ def check_positive_ints(arg: str, values, length: int | None = None) -> None:
         raise ValueError(f"{arg}={values!r}: must list {length or 'one or more'} integers >= 1")
 
 
+def check_groups(groups: int, in_channels: int, out_channels: int, where: str = "") -> None:
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}{where}")
+
+
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
     """torchvision's ``_make_divisible`` (MobileNet channel rounding)."""
     min_value = min_value or divisor
@@ -409,8 +412,7 @@ def conv_params(in_channels: int, out_channels: int, kernel_size, groups: int = 
     """Parameters of a conv layer: ``out * (k_h * k_w * in / groups) + out`` with bias.
     10 filters of 3x3x3 -> 280; 96 of 11x11x3 -> 34,944."""
     kh, kw = _pair(kernel_size)
-    if in_channels % groups or out_channels % groups:
-        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+    check_groups(groups, in_channels, out_channels)
     return out_channels * kh * kw * (in_channels // groups) + (out_channels if bias else 0)
 
 
