@@ -36,8 +36,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from zoo.layers import (InputSpec, Ops, ZooModel, avg_pool, check_positive_int, check_positive_ints, check_rate, global_avg_pool,
-                        kaiming_normal_fan_in, max_pool, tap)
+from zoo.layers import (InputSpec, Ops, ZooModel, avg_pool, check_positive_int, check_positive_ints, check_rate,
+                        global_avg_pool, kaiming_normal_fan_in, max_pool, tap)
 from zoo.registry import Family, register
 
 PAPER = "Huang et al., Densely Connected Convolutional Networks, CVPR 2017 (arXiv:1608.06993); torchvision DenseNet-BC"

@@ -294,6 +294,11 @@ class ZooModel(nn.Module):
     in_channels: int = 3
     conv_impl: str = "lax"
 
+    def __init_subclass__(cls, **kwargs):  # forward: the body of the compact __call__ (no wrapper, no name scope)
+        if "forward" in cls.__dict__:
+            nn.nowrap(cls.__dict__["forward"])
+        super().__init_subclass__(**kwargs)
+
     # Per-family checks of its own options; raise ValueError naming the argument.
     def check_options(self) -> None:
         pass
@@ -323,9 +328,8 @@ class ZooModel(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
-        """Logits ``(B, num_classes)`` of images ``x: (B, H, W, C)``: ``x`` is checked against
-        :meth:`input_spec` and cast to ``dtype``, then :meth:`forward` runs with the layer factory of
-        this mode (``train``: batch statistics and dropout)."""
+        """Logits ``(B, num_classes)`` of ``x: (B, H, W, C)``, checked against :meth:`input_spec` and cast to
+        ``dtype``; :meth:`forward` runs with the layer factory of this mode (``train``: batch statistics, dropout)."""
         return self.forward(self.check_input(x), self.ops(train))
 
     def forward(self, x: Array, ops: Ops) -> Array:
@@ -334,9 +338,7 @@ class ZooModel(nn.Module):
 
     def check_input(self, x: Array) -> Array:
         """Raise ValueError with the expected shape when ``x`` does not fit; cast to ``dtype``."""
-        spec = self.input_spec()
-        size = f"{spec.exact_size}" if spec.exact_size else f">={spec.min_size}"
-        problem = None
+        spec, problem = self.input_spec(), None
         if x.ndim != 4:
             problem = "input must be NHWC of rank 4"
         elif x.shape[-1] != spec.channels:
@@ -346,6 +348,7 @@ class ZooModel(nn.Module):
         elif min(x.shape[1:3]) < spec.min_size:
             problem = "input {}x{} is too small".format(*x.shape[1:3])
         if problem:
+            size = spec.exact_size or f">={spec.min_size}"
             raise ValueError(f"{type(self).__name__}: {problem}, expected (B, H, W, {spec.channels}) with H, W "
                              f"{size}; got shape {tuple(x.shape)}")
         return jnp.asarray(x, self.dtype)
@@ -381,7 +384,8 @@ def check_positive_ints(arg: str, values, length: int | None = None) -> None:
 
 def check_groups(groups: int, in_channels: int, out_channels: int, where: str = "") -> None:
     if in_channels % groups or out_channels % groups:
-        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}{where}")
+        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
+                         f"out_channels={out_channels}{where}")
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
