@@ -118,3 +118,22 @@ def test_choice_check_does_not_take_a_bool_for_a_number():
         layers.check_choice("groups", True, (1, 2, 3))
     layers.check_choice("groups", 1, (1, 2, 3))
     layers.check_choice("remat", True, (True, False))
+
+
+def test_a_familys_forward_is_the_body_of_call():
+    """ZooModel.__call__ runs ``forward`` unwrapped: no Flax method call of its own (interceptors,
+    capture_intermediates) and no name scope in the traced program (analyses name pools by scope)."""
+    import flax.linen as nn
+    import zoo
+
+    model, seen = zoo.create("lenet5"), []
+
+    def interceptor(next_fun, args, kwargs, context):
+        seen.append(context.method_name)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        jaxpr = jax.make_jaxpr(lambda x: model.init(jax.random.key(0), x))(jnp.zeros((1, 28, 28, 1)))
+    assert "__call__" in seen and "forward" not in seen
+    stacks = [str(e.source_info.name_stack) for e in jaxpr.jaxpr.eqns if e.primitive.name == "reduce_window_max"]
+    assert len(stacks) == 2 and not any("forward" in s for s in stacks)
