@@ -153,13 +153,20 @@ def layer_modules(model, input_shape=None, **overrides) -> dict:
     return found
 
 
+def key(seed: int = 0):
+    """A PRNG key of the 'rbg' implementation: XLA's threefry is slow to compile on CPU, and tests of
+    initialisers or dropout depend on the statistics of the draws, not on their values."""
+    import jax
+
+    return jax.random.key(seed, impl="rbg")
+
+
 def draw(init, shape):
-    """One draw of the initialiser ``init`` at ``shape`` (float32). The key is 'rbg': XLA's threefry is
-    slow to compile on CPU, and the statistics are the initialiser's either way."""
+    """One draw of the initialiser ``init`` at ``shape`` (float32, :func:`key`)."""
     import jax
     import numpy as np
 
-    return np.asarray(init(jax.random.key(0, impl="rbg"), shape, jax.numpy.float32))
+    return np.asarray(init(key(0), shape, jax.numpy.float32))
 
 
 def batchnorm_settings(model, input_shape) -> set:

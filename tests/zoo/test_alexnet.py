@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import abstract_variables, count, draw, forward_shapes, images, layer_modules, reference
+from helpers import abstract_variables, count, draw, forward_shapes, images, key, layer_modules, reference
 from zoo import alexnet
 from zoo.layers import conv_output_size, local_response_norm
 
@@ -91,7 +91,7 @@ def test_alexnet_v1_init_follows_the_paper():
 
 @pytest.mark.slow
 def test_alexnet_v1_init_end_to_end():
-    params = jax.jit(zoo.create("alexnet_v1", num_classes=10).init)(jax.random.key(0), jnp.zeros((1, 227, 227, 3)))
+    params = jax.jit(zoo.create("alexnet_v1", num_classes=10).init)(key(0), jnp.zeros((1, 227, 227, 3)))
     for name, p in params["params"].items():
         assert float(jnp.abs(p["bias"] - (name in ("conv2", "conv4", "conv5", "fc6", "fc7"))).max()) == 0.0, name
         assert abs(float(p["kernel"].std()) - 0.01) < 0.001, name

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import abstract_variables, batchnorm_settings, flat, forward_shapes, images, run_once
+from helpers import abstract_variables, batchnorm_settings, flat, forward_shapes, images, key, run_once
 from zoo.densenet import DenseNet
 from zoo.summary import param_count
 
@@ -23,7 +23,7 @@ SMALL_DENSENET = dict(growth_rate=8, block_config=(3,), num_init_features=16, nu
 def _small_densenet(dropout=0.0):
     model = DenseNet(**SMALL_DENSENET, dropout=dropout)
     x = images((2, 16, 16, 3))
-    return model, x, jax.jit(model.init)(jax.random.key(0, impl="rbg"), x)  # rbg: faster to compile than threefry
+    return model, x, jax.jit(model.init)(key(0), x)
 
 
 @pytest.mark.parametrize("name, blocks", [
@@ -103,7 +103,7 @@ def test_densenet_dropout_in_dense_layers():
         train, _ = model.apply(v, x, train=True, rngs={"dropout": key}, mutable=["batch_stats"])
         return model.apply(v, x, rngs={"dropout": key}), train
 
-    (e1, t1), (e2, t2) = run(v, x, jax.random.key(1)), run(v, x, jax.random.key(2))
+    (e1, t1), (e2, t2) = run(v, x, key(1)), run(v, x, key(2))
     np.testing.assert_array_equal(e1, e2)
     assert not np.allclose(t1, t2)
 
@@ -118,7 +118,7 @@ def test_densenet_remat_same_outputs_and_gradients():
     def loss_fn(model):
         def f(params, stats):
             logits, upd = model.apply({"params": params, "batch_stats": stats}, x, train=True,
-                                      rngs={"dropout": jax.random.key(7)}, mutable=["batch_stats"])
+                                      rngs={"dropout": key(7)}, mutable=["batch_stats"])
             return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1)), (logits, upd)
         return jax.value_and_grad(f, has_aux=True)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import abstract_variables, count, forward_shapes, images, reference
+from helpers import abstract_variables, count, forward_shapes, images, key, reference
 from zoo import lenet
 
 PAPER = reference()["models"]["lenet5_classic"]
@@ -82,7 +82,7 @@ def test_lenet5_classic_c3_equals_masked_full_convolution():
 
 def test_lenet5_classic_c3_init_variance_follows_each_maps_fan_in():
     model = zoo.create("lenet5_classic")
-    kernel = jax.jit(model.init)(jax.random.key(0, impl="rbg"), jnp.zeros((1, 32, 32, 1)))["params"]["C3"]["kernel"]
+    kernel = jax.jit(model.init)(key(0), jnp.zeros((1, 32, 32, 1)))["params"]["C3"]["kernel"]
     fan_in = np.array([25 * len(maps) for maps in lenet.connection_table() for _ in maps])  # per connection
     bound = np.abs(np.asarray(kernel)).max(axis=(0, 1))
     assert (bound <= np.sqrt(3 / fan_in)).all() and (bound > 0.8 * np.sqrt(3 / fan_in)).all()

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import abstract_variables, batchnorm_settings, draw, flat, forward_shapes, images, layer_modules, \
-    random_variables, run_once
+from helpers import abstract_variables, batchnorm_settings, draw, flat, forward_shapes, images, key, \
+    layer_modules, random_variables, run_once
 from zoo.layers import Ops, make_divisible
 from zoo.mobilenet import MobileNetV3, SqueezeExcitation
 from zoo.summary import layer_table, param_count
@@ -141,7 +141,7 @@ def test_mobilenet_v3_names_and_se_width():
 def test_squeeze_excitation_matches_formula():
     x = images((2, 4, 4, 3))
     se = SqueezeExcitation(8, Ops())
-    v = jax.jit(se.init)(jax.random.key(0), x)
+    v = jax.jit(se.init)(key(0), x)
     p = v["params"]
     p = jax.tree.map(lambda a: a + 0.3, p)  # nonzero biases
     s = x.mean(axis=(1, 2))
@@ -194,7 +194,7 @@ def _mobilenet_run(name):
 
     def run(v, x):
         logits = model.apply(v, x)
-        out, upd = model.apply(v, x, train=True, rngs={"dropout": jax.random.key(1)},
+        out, upd = model.apply(v, x, train=True, rngs={"dropout": key(1)},
                                mutable=["batch_stats", "intermediates"],
                                capture_intermediates=lambda mdl, method: mdl.name == "features_0_0")
         return logits, out, upd["batch_stats"], upd["intermediates"]["features_0_0"]["__call__"][0]

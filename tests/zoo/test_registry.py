@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import abstract_variables, images, random_variables, reference, run_once, traced
+from helpers import abstract_variables, images, key, random_variables, reference, run_once, traced
 
 ALL = zoo.list_models()
 
@@ -150,7 +150,7 @@ def test_forward_small_input(name):
 
 @functools.lru_cache(maxsize=None)
 def _resnet20_init():
-    return zoo.init(zoo.create("resnet20"), (32, 32, 3), rng=jax.random.key(0, impl="rbg"))  # rbg: compiles fast
+    return zoo.init(zoo.create("resnet20"), (32, 32, 3), rng=key(0))
 
 
 def test_train_mode_updates_batch_stats_eval_mode_does_not():
@@ -180,7 +180,7 @@ def test_dropout_only_in_train_mode_with_rng():
         return (model.apply(v, x, train=False), model.apply(v, x, train=False, rngs={"dropout": key}),
                 model.apply(v, x, train=True, rngs={"dropout": key}, mutable=mut)[0])
 
-    (eval1, eval1_rng, t1), (eval2, eval2_rng, t2) = run(v, x, jax.random.key(1)), run(v, x, jax.random.key(2))
+    (eval1, eval1_rng, t1), (eval2, eval2_rng, t2) = run(v, x, key(1)), run(v, x, key(2))
     np.testing.assert_array_equal(eval1, eval2)
     np.testing.assert_array_equal(eval1, eval1_rng)  # eval ignores a dropout rng
     np.testing.assert_array_equal(eval1, eval2_rng)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import abstract_variables, forward_shapes, images, random_variables, reference, run_once
+from helpers import abstract_variables, forward_shapes, images, key, random_variables, reference, run_once
 from zoo import shufflenet
 
 # ShuffleNet v1, Table 1: stage2, stage3, stage4 output channels at 1x, per group count; conv1 24.
@@ -160,7 +160,7 @@ def test_v1_unit_matches_numpy_figure2(strides, in_ch, first_group):
     x = rng.standard_normal((1, 8, 8, in_ch)).astype(np.float32)
     if strides == 2:
         x = np.abs(x)  # unit inputs follow a ReLU
-    v = jax.jit(unit.init)(jax.random.key(0), x)
+    v = jax.jit(unit.init)(key(0), x)
     v = jax.tree_util.tree_map_with_path(  # random weights; positive variances
         lambda path, a: jnp.asarray(rng.uniform(0.5, 1.5, a.shape) if path[-1].key == "var"
                                     else rng.uniform(-1.0, 1.0, a.shape), jnp.float32), v)
@@ -241,7 +241,7 @@ def test_v2_unit_split_and_shuffle():
     """Stride 1: the first half of the channels passes through untouched, interleaved by the shuffle."""
     unit = shufflenet.InvertedResidual(8, 1, zoo.layers.Ops())
     x = images((1, 4, 4, 8))
-    v = jax.jit(unit.init)(jax.random.key(0), x)
+    v = jax.jit(unit.init)(key(0), x)
     y = np.asarray(jax.jit(unit.apply)(v, x))
     np.testing.assert_array_equal(y[..., 0::2], x[..., :4])  # shuffle(2) puts x1 at the even channels
     k = v["params"]["branch2_0"]["kernel"]  # torchvision leaves PyTorch's default: U(+-1/sqrt(fan_in)), fan_in 4

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import abstract_variables, count, draw, forward_shapes, images, layer_modules
+from helpers import abstract_variables, count, draw, forward_shapes, images, key, layer_modules
 from zoo import vgg
 
 
@@ -93,7 +93,7 @@ def test_vgg_init_is_torchvisions():
 def test_vgg_init_end_to_end_and_train_step():
     model = zoo.create("vgg11_bn", num_classes=10)
     x = images((2, 32, 32, 3))
-    v = jax.jit(model.init)(jax.random.key(0), x)
+    v = jax.jit(model.init)(key(0), x)
     for name, layer in v["params"].items():
         assert float(jnp.abs(layer["bias"]).max()) == 0.0, name
         if "scale" in layer:
@@ -104,8 +104,8 @@ def test_vgg_init_end_to_end_and_train_step():
             std = math.sqrt(2.0 / (9 * layer["kernel"].shape[-1]))
             assert abs(float(layer["kernel"].std()) / std - 1) < 0.1, name
     apply = jax.jit(lambda v, x, key: model.apply(v, x, train=True, rngs={"dropout": key}, mutable=["batch_stats"]))
-    y1, upd = apply(v, x, jax.random.key(1))
-    y2, _ = apply(v, x, jax.random.key(2))
+    y1, upd = apply(v, x, key(1))
+    y2, _ = apply(v, x, key(2))
     assert y1.shape == (2, 10) and np.isfinite(np.asarray(y1)).all()
     assert not np.allclose(y1, y2)  # dropout 0.5 in the classifier
     changed = jax.tree.map(lambda a, b: not np.allclose(a, b), v["batch_stats"], upd["batch_stats"])
