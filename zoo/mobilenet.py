@@ -121,7 +121,7 @@ class MobileNetV1(ZooModel):
                                   conv_name=f"conv_dw_{i}", norm_name=f"conv_dw_{i}_bn")
             x = ops.conv_norm_act(x, self.channels(c), 1, act=nn.relu6, conv_name=f"conv_pw_{i}",
                                   norm_name=f"conv_pw_{i}_bn")
-            if _last_at_its_resolution([s for _, s in V1_BLOCKS], i):
+            if _last_at_its_resolution([stride for _, stride in V1_BLOCKS], i):
                 x = tap(self, f"block{i}", x)
         x = tap(self, "pre_logits", global_avg_pool(x))  # (B, int(1024 * width_mult))
         x = ops.dropout(x, self.dropout)
@@ -202,7 +202,7 @@ class MobileNetV2(ZooModel):
         blocks = [(t, ch(c), s if i == 0 else 1) for t, c, n, s in V2_SETTING for i in range(n)]
         for idx, (t, c, s) in enumerate(blocks, start=1):
             x = InvertedResidual(c, s, t, ops, name=f"features_{idx}")(x)
-            if _last_at_its_resolution([s for _, _, s in blocks], idx):
+            if _last_at_its_resolution([stride for _, _, stride in blocks], idx):
                 x = tap(self, f"block{idx}", x)
         last = len(blocks) + 1
         x = ops.conv_norm_act(x, make_divisible(V2_LAST_CHANNEL * max(1.0, self.width_mult), self.round_nearest), 1,
