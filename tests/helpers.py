@@ -54,16 +54,6 @@ def random_variables(model, input_shape, seed: int = 0) -> dict:
     return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-@functools.lru_cache(maxsize=None)
-def traced(name: str):
-    """(layer rows, abstract variables) of a registered variant at its default input: one
-    jax.eval_shape per model per test session (shared by test_zoo and test_readme)."""
-    import zoo
-    from zoo.summary import trace
-
-    return trace(zoo.create(name), zoo.model_info(name).input_shape)
-
-
 # ---------------------------------------------------------------------- zoo test helpers (one copy each)
 
 @functools.lru_cache(maxsize=None)
@@ -183,3 +173,14 @@ def run_once(fn, *args):
     from zoo.compiling import compile_once
 
     return compile_once(fn, *args)(*args)
+
+
+@functools.lru_cache(maxsize=None)
+def traced(name: str):
+    """(layer rows, abstract variables) of a registered variant at its default input: one
+    jax.eval_shape per model per test session (shared by test_zoo and test_readme)."""
+    import zoo
+    from zoo.summary import trace
+
+    return trace(zoo.create(name), zoo.model_info(name).input_shape)
+
