@@ -183,4 +183,3 @@ def traced(name: str):
     from zoo.summary import trace
 
     return trace(zoo.create(name), zoo.model_info(name).input_shape)
-
