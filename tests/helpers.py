@@ -47,9 +47,132 @@ def random_variables(model, input_shape, seed: int = 0) -> dict:
         if name in ("bias", "mean") or len(s.shape) < 2:
             return np.zeros(s.shape, s.dtype)
         fan_in = int(np.prod(s.shape[:-1]))
-        return (rng.standard_normal(s.shape) * np.sqrt(1.0 / fan_in)).astype(s.dtype)
+        w = rng.standard_normal(s.shape, np.float32)  # one allocation: VGG's classifier alone is 100M values
+        w *= np.float32(np.sqrt(1.0 / fan_in))
+        return w.astype(s.dtype, copy=False)
 
     return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+# ---------------------------------------------------------------------- zoo test helpers (one copy each)
+
+@functools.lru_cache(maxsize=None)
+def reference() -> dict:
+    """tests/fixtures/reference.json: the published figures the zoo is checked against (vendored from
+    ../shared/reference.md and the sources it names; never from our own output)."""
+    return json.loads((FIXTURES / "reference.json").read_text())
+
+
+def images(shape, seed: int = 0):
+    """Standard-normal float32 images of ``shape`` ``(B, H, W, C)``, drawn with numpy (jax.random's
+    first call compiles for seconds on CPU)."""
+    import numpy as np
+
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def flat(tree) -> dict:
+    """``{'a/b/kernel': leaf}`` of a nested dict of variables."""
+    from flax import traverse_util
+
+    return {"/".join(k): v for k, v in traverse_util.flatten_dict(tree).items()}
+
+
+def count(tree) -> int:
+    """Elements in all leaves of ``tree`` (arrays or ShapeDtypeStructs)."""
+    import math
+
+    import jax
+
+    return sum(math.prod(a.shape) for a in jax.tree.leaves(tree))
+
+
+def _model_and_shape(model, input_shape, overrides):
+    """``model`` itself (no overrides) or ``zoo.create(model, **overrides)`` for a registered name;
+    ``input_shape`` ``(H, W, C)`` defaults to the variant's."""
+    import zoo
+
+    if isinstance(model, str):
+        return zoo.create(model, **overrides), tuple(input_shape or zoo.model_info(model).input_shape)
+    if overrides or input_shape is None:
+        raise TypeError("pass a registered name for overrides / the default input shape, or a model and input_shape")
+    return model, tuple(input_shape)
+
+
+def abstract_variables(model, input_shape=None, **overrides) -> dict:
+    """Variables (ShapeDtypeStructs) of ``model`` (a Module, or a registered name built with
+    ``overrides``) for one image of ``input_shape``: ``jax.eval_shape`` of ``init``, nothing compiled."""
+    import jax
+
+    model, input_shape = _model_and_shape(model, input_shape, overrides)
+    x = jax.ShapeDtypeStruct((1, *input_shape), jax.numpy.float32)
+    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+
+
+def forward_shapes(model, input_shape=None, **overrides) -> tuple[dict, tuple]:
+    """``({tap name: shape}, logits shape)`` for one image (batch 1), under ``jax.eval_shape``."""
+    import jax
+
+    model, input_shape = _model_and_shape(model, input_shape, overrides)
+    x = jax.ShapeDtypeStruct((1, *input_shape), jax.numpy.float32)
+
+    def run(x):
+        logits, state = model.apply(model.init(jax.random.key(0), x), x, mutable=["features"])
+        return logits, state["features"]
+
+    logits, feats = jax.eval_shape(run, x)
+    return {k: tuple(a.shape) for k, a in feats.items()}, tuple(logits.shape)
+
+
+def layer_modules(model, input_shape=None, **overrides) -> dict:
+    """``{path: module}`` of every conv, dense and norm layer, captured while ``init`` is traced under
+    ``jax.eval_shape`` (their initialisers are attributes of the modules; nothing is drawn)."""
+    import flax.linen as nn
+
+    found = {}
+
+    def interceptor(next_fun, args, kwargs, context):
+        mod = context.module
+        if context.method_name == "__call__" and isinstance(mod, (nn.Conv, nn.Dense, nn.BatchNorm, nn.GroupNorm)):
+            found["/".join(mod.path)] = mod
+        return next_fun(*args, **kwargs)
+
+    model, input_shape = _model_and_shape(model, input_shape, overrides)
+    with nn.intercept_methods(interceptor):
+        abstract_variables(model, input_shape)
+    return found
+
+
+def key(seed: int = 0):
+    """A PRNG key of the 'rbg' implementation: XLA's threefry is slow to compile on CPU, and tests of
+    initialisers or dropout depend on the statistics of the draws, not on their values."""
+    import jax
+
+    return jax.random.key(seed, impl="rbg")
+
+
+def draw(init, shape):
+    """One draw of the initialiser ``init`` at ``shape`` (float32, :func:`key`)."""
+    import jax
+    import numpy as np
+
+    return np.asarray(init(key(0), shape, jax.numpy.float32))
+
+
+def batchnorm_settings(model, input_shape) -> set:
+    """``{(epsilon, momentum)}`` of every BatchNorm of ``model`` (one image of ``input_shape``)."""
+    import flax.linen as nn
+
+    return {(m.epsilon, m.momentum) for m in layer_modules(model, input_shape).values() if isinstance(m, nn.BatchNorm)}
+
+
+def run_once(fn, *args):
+    """``fn(*args)`` compiled as one program with ``zoo.compiling.fast_compile_options`` (XLA's backend
+    optimisation off on CPU: compiles 1.5-2x faster). For programs a test runs once; values equal an
+    optimised build's up to float rounding."""
+    from zoo.compiling import compile_once
+
+    return compile_once(fn, *args)(*args)
 
 
 @functools.lru_cache(maxsize=None)

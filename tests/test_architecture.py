@@ -114,6 +114,7 @@ def test_module_is_of_one_concern(module):
     assert n <= MAX_LINES, f"{MODULES[module].relative_to(ROOT)} has {n} lines (at most {MAX_LINES})"
 
 
+@pytest.mark.integration  # a fresh interpreter (subprocess)
 def test_import_zoo_is_light():
     code = ("import sys, zoo; heavy = [m for m in ('matplotlib', 'PIL', 'tensorflow', 'tensorflow_datasets', "
             "'orbax', 'grain', 'optax', 'train', 'zoo.inspect', 'zoo.convert') if m in sys.modules]; print(heavy)")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from zoo.layers import (InputSpec, ZooModel, adaptive_avg_pool, check_rate, flatten_nchw, local_response_norm,
+from zoo.layers import (InputSpec, Ops, ZooModel, adaptive_avg_pool, check_rate, flatten_nchw, local_response_norm,
                         max_pool, tap, torch_default_kernel)
 from zoo.registry import Family, register
 
@@ -70,10 +70,7 @@ class AlexNet(ZooModel):
     def input_spec(self):
         return InputSpec(self.in_channels, min_size=63)
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = self.check_input(x)
-        ops = self.ops(train)
+    def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         i = 0  # index in torchvision's features nn.Sequential
         for n, (features, kernel, stride, pad, groups, pool) in enumerate(TORCHVISION, start=1):
             x = ops.conv(x, features, kernel, strides=stride, padding=pad, groups=groups, use_bias=self.norm is None,
@@ -131,10 +128,7 @@ class AlexNetV1(ZooModel):
     def input_spec(self):
         return InputSpec(self.in_channels, min_size=227, exact_size=227)
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = self.check_input(x)
-        ops = self.ops(train)
+    def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         weight = nn.initializers.normal(0.01)
         for n, (features, kernel, stride, pad, groups, pool) in enumerate(PAPER_2012, start=1):
             x = ops.conv(x, features, kernel, strides=stride, padding=pad, groups=groups, use_bias=self.norm is None,

@@ -36,18 +36,19 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from zoo.layers import (InputSpec, Ops, ZooModel, avg_pool, check_positive_int, check_rate, global_avg_pool,
-                        kaiming_normal_fan_in, max_pool, tap)
+from zoo.layers import (InputSpec, Ops, ZooModel, avg_pool, check_positive_int, check_positive_ints, check_rate,
+                        global_avg_pool, kaiming_normal_fan_in, max_pool, tap)
 from zoo.registry import Family, register
 
 PAPER = "Huang et al., Densely Connected Convolutional Networks, CVPR 2017 (arXiv:1608.06993); torchvision DenseNet-BC"
 
-# Table 1 of the paper (DenseNet-BC): (growth_rate k, block_config, num_init_features).
+# Table 1 of the paper (DenseNet-BC; densenet161 as torchvision): growth rate k, dense layers per block,
+# channels of conv0. The variants below read their row.
 CONFIGS = {
-    121: (32, (6, 12, 24, 16), 64),
-    161: (48, (6, 12, 36, 24), 96),
-    169: (32, (6, 12, 32, 32), 64),
-    201: (32, (6, 12, 48, 32), 64),
+    121: dict(growth_rate=32, block_config=(6, 12, 24, 16), num_init_features=64),
+    161: dict(growth_rate=48, block_config=(6, 12, 36, 24), num_init_features=96),
+    169: dict(growth_rate=32, block_config=(6, 12, 32, 32), num_init_features=64),
+    201: dict(growth_rate=32, block_config=(6, 12, 48, 32), num_init_features=64),
 }
 
 
@@ -131,10 +132,7 @@ class DenseNet(ZooModel):
 
     def check_options(self):
         check_positive_int("growth_rate", self.growth_rate)
-        if not isinstance(self.block_config, (tuple, list)) or not self.block_config:
-            raise ValueError(f"block_config={self.block_config!r}: must be a non-empty sequence of layer counts")
-        for n in self.block_config:
-            check_positive_int("block_config", n)
+        check_positive_ints("block_config", self.block_config)  # dense layers per block
         check_positive_int("num_init_features", self.num_init_features)
         check_positive_int("bn_size", self.bn_size)
         check_rate("dropout", self.dropout)
@@ -145,10 +143,10 @@ class DenseNet(ZooModel):
         # total stride: 4 (stem) * 2 per transition
         return InputSpec(self.in_channels, min_size=4 * 2 ** (len(self.block_config) - 1))
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = self.check_input(x)
-        ops = self.ops(train, conv_init=kaiming_normal_fan_in)
+    def ops(self, train: bool, **overrides) -> Ops:
+        return super().ops(train, conv_init=kaiming_normal_fan_in, **overrides)
+
+    def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         x = ops.conv_norm_act(x, self.num_init_features, 7, strides=2, conv_name="features_conv0",
                               norm_name="features_norm0")
         x = tap(self, "stem", max_pool(x, 3, 2, padding=1))
@@ -167,25 +165,25 @@ class DenseNet(ZooModel):
 
 
 # ----------------------------------------------------------------------------- variants
-# Table 1 (DenseNet-BC); figures: torchvision's weight metadata.
+# Figures: torchvision's weight metadata.
 DENSENET = Family("densenet", paper=PAPER, head=("classifier",), input_size=224, weights_layout="torchvision")
 
 
 @register(DENSENET, params=7_978_856, macs=2.834e9)
 def densenet121(**kwargs) -> DenseNet:
-    return DenseNet(growth_rate=32, block_config=(6, 12, 24, 16), num_init_features=64, **kwargs)
+    return DenseNet(**CONFIGS[121], **kwargs)
 
 
 @register(DENSENET, params=28_681_000, macs=7.728e9)
 def densenet161(**kwargs) -> DenseNet:
-    return DenseNet(growth_rate=48, block_config=(6, 12, 36, 24), num_init_features=96, **kwargs)
+    return DenseNet(**CONFIGS[161], **kwargs)
 
 
 @register(DENSENET, params=14_149_480, macs=3.36e9)
 def densenet169(**kwargs) -> DenseNet:
-    return DenseNet(growth_rate=32, block_config=(6, 12, 32, 32), num_init_features=64, **kwargs)
+    return DenseNet(**CONFIGS[169], **kwargs)
 
 
 @register(DENSENET, params=20_013_928, macs=4.291e9)
 def densenet201(**kwargs) -> DenseNet:
-    return DenseNet(growth_rate=32, block_config=(6, 12, 48, 32), num_init_features=64, **kwargs)
+    return DenseNet(**CONFIGS[201], **kwargs)

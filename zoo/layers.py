@@ -100,9 +100,7 @@ class Ops:
              bias_init: Callable | None = None, name: str | None = None) -> Array:
         """2-D convolution, HWIO kernel, PyTorch padding. ``groups`` = feature_group_count."""
         in_ch = x.shape[-1]
-        if in_ch % groups or features % groups:
-            raise ValueError(f"groups={groups} must divide both input channels ({in_ch}) and "
-                             f"output channels ({features}) of conv {name!r}")
+        check_groups(groups, in_ch, features, f" of conv {name!r}")
         kh, kw = _pair(kernel_size)
         fan_in = in_ch // groups * kh * kw
         return nn.Conv(
@@ -120,6 +118,7 @@ class Ops:
         per-channel affine) or instance norm, all over NHWC with per-channel scale and bias.
         ``kind`` overrides the model-wide choice for one layer (None: identity)."""
         kind = self.norm_kind if kind is dataclasses.MISSING else kind
+        check_choice("norm", kind, (*NORMS, None))
         c = x.shape[-1]
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype, scale_init=scale_init, name=name)
         if kind is None:
@@ -131,9 +130,7 @@ class Ops:
             return nn.GroupNorm(num_groups=group_count(self.norm_groups, c), epsilon=self.bn_epsilon, **common)(x)
         if kind == "layer":
             return nn.GroupNorm(num_groups=1, epsilon=self.bn_epsilon, **common)(x)
-        if kind == "instance":
-            return nn.GroupNorm(num_groups=c, epsilon=self.bn_epsilon, **common)(x)
-        raise ValueError(f"norm={kind!r}: allowed values are {NORMS} or None")
+        return nn.GroupNorm(num_groups=c, epsilon=self.bn_epsilon, **common)(x)  # instance
 
     def conv_norm_act(self, x: Array, features: int, kernel_size, *, strides=1, padding=None,
                       groups: int = 1, dilation=1, act: Callable | None = nn.relu,
@@ -302,6 +299,11 @@ class ZooModel(nn.Module):
     in_channels: int = 3
     conv_impl: str = "lax"
 
+    def __init_subclass__(cls, **kwargs):  # forward: the body of the compact __call__ (no wrapper, no name scope)
+        if "forward" in cls.__dict__:
+            nn.nowrap(cls.__dict__["forward"])
+        super().__init_subclass__(**kwargs)
+
     # Per-family checks of its own options; raise ValueError naming the argument.
     def check_options(self) -> None:
         pass
@@ -309,8 +311,7 @@ class ZooModel(nn.Module):
     def __post_init__(self):
         check_positive_int("num_classes", self.num_classes)
         check_positive_int("in_channels", self.in_channels)
-        if self.norm is not None and self.norm not in NORMS:
-            raise ValueError(f"norm={self.norm!r}: allowed values are {NORMS} or None")
+        check_choice("norm", self.norm, (*NORMS, None))
         if not 0.0 <= self.bn_momentum < 1.0:
             raise ValueError(f"bn_momentum={self.bn_momentum!r}: allowed range is [0, 1) "
                              "(Flax convention: 1 - PyTorch momentum)")
@@ -334,21 +335,31 @@ class ZooModel(nn.Module):
         kw.update(overrides)
         return Ops(**kw)
 
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        """Logits ``(B, num_classes)`` of ``x: (B, H, W, C)``, checked against :meth:`input_spec` and cast to
+        ``dtype``; :meth:`forward` runs with the layer factory of this mode (``train``: batch statistics, dropout)."""
+        return self.forward(self.check_input(x), self.ops(train))
+
+    def forward(self, x: Array, ops: Ops) -> Array:
+        """The family's network, ``x: (B, H, W, C)`` -> logits (layers from ``ops``, taps via :func:`tap`)."""
+        raise NotImplementedError
+
     def check_input(self, x: Array) -> Array:
         """Raise ValueError with the expected shape when ``x`` does not fit; cast to ``dtype``."""
-        spec = self.input_spec()
-        size = f"{spec.exact_size}" if spec.exact_size else f">={spec.min_size}"
-        expected = f"(B, H, W, {spec.channels}) with H, W {size}"
-        name = type(self).__name__
+        spec, problem = self.input_spec(), None
         if x.ndim != 4:
-            raise ValueError(f"{name}: input must be NHWC of rank 4, expected {expected}; got shape {tuple(x.shape)}")
-        _, h, w, c = x.shape
-        if c != spec.channels:
-            raise ValueError(f"{name}: input has {c} channels, expected {expected}; got shape {tuple(x.shape)}")
-        if spec.exact_size and (h, w) != (spec.exact_size, spec.exact_size):
-            raise ValueError(f"{name}: input size {h}x{w}, expected {expected}; got shape {tuple(x.shape)}")
-        if min(h, w) < spec.min_size:
-            raise ValueError(f"{name}: input {h}x{w} is too small, expected {expected}; got shape {tuple(x.shape)}")
+            problem = "input must be NHWC of rank 4"
+        elif x.shape[-1] != spec.channels:
+            problem = f"input has {x.shape[-1]} channels"
+        elif spec.exact_size and x.shape[1:3] != (spec.exact_size, spec.exact_size):
+            problem = "input size {}x{}".format(*x.shape[1:3])
+        elif min(x.shape[1:3]) < spec.min_size:
+            problem = "input {}x{} is too small".format(*x.shape[1:3])
+        if problem:
+            size = spec.exact_size or f">={spec.min_size}"
+            raise ValueError(f"{type(self).__name__}: {problem}, expected (B, H, W, {spec.channels}) with H, W "
+                             f"{size}; got shape {tuple(x.shape)}")
         return jnp.asarray(x, self.dtype)
 
 
@@ -368,8 +379,22 @@ def check_rate(arg: str, value) -> None:
 
 
 def check_choice(arg: str, value, allowed) -> None:
-    if value not in allowed:
+    """``value`` must be one of ``allowed``; True / False are not taken for 1 / 0."""
+    if value not in allowed or (isinstance(value, bool) and not any(a is value for a in allowed)):
         raise ValueError(f"{arg}={value!r}: allowed values are {tuple(allowed)}")
+
+
+def check_positive_ints(arg: str, values, length: int | None = None) -> None:
+    """``values`` must be a tuple or list of integers >= 1: ``length`` of them, or at least one."""
+    ok = isinstance(values, (tuple, list)) and (len(values) == length if length else len(values) > 0)
+    if not ok or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in values):
+        raise ValueError(f"{arg}={values!r}: must list {length or 'one or more'} integers >= 1")
+
+
+def check_groups(groups: int, in_channels: int, out_channels: int, where: str = "") -> None:
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
+                         f"out_channels={out_channels}{where}")
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -400,8 +425,7 @@ def conv_params(in_channels: int, out_channels: int, kernel_size, groups: int = 
     """Parameters of a conv layer: ``out * (k_h * k_w * in / groups) + out`` with bias.
     10 filters of 3x3x3 -> 280; 96 of 11x11x3 -> 34,944."""
     kh, kw = _pair(kernel_size)
-    if in_channels % groups or out_channels % groups:
-        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+    check_groups(groups, in_channels, out_channels)
     return out_channels * kh * kw * (in_channels // groups) + (out_channels if bias else 0)
 
 

@@ -87,10 +87,7 @@ class LeNet5(ZooModel):
     def input_spec(self):
         return InputSpec(self.in_channels, min_size=28, exact_size=28)
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = self.check_input(x)
-        ops = self.ops(train)
+    def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         x = ops.conv_norm_act(x, 6, 5, padding=2, kernel_init=torch_default_kernel, conv_name="conv1",
                               norm_name="bn1")
         x = tap(self, "c1", x)                              # (B, 28, 28, 6)
@@ -209,10 +206,7 @@ class LeNet5Classic(ZooModel):
     def input_spec(self):
         return InputSpec(self.in_channels, min_size=32, exact_size=32)
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = self.check_input(x)
-        ops = self.ops(train)
+    def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         conv = dict(padding=0, use_bias=True, kernel_init=classic_kernel_init)
         x = tap(self, "c1", lecun_tanh(ops.conv(x, 6, 5, name="C1", **conv)))          # (B, 28, 28, 6)
         x = tap(self, "s2", lecun_tanh(Subsampling(ops, name="S2")(x)))                # (B, 14, 14, 6)

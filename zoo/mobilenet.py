@@ -59,6 +59,13 @@ glorot_uniform = nn.initializers.xavier_uniform()
 # torchvision MobileNetV2 / V3 classifier: nn.init.normal_(weight, 0, 0.01), bias zeros.
 linear_normal_001 = nn.initializers.normal(stddev=0.01)
 
+
+def _last_at_its_resolution(strides, i: int) -> bool:
+    """Block ``i`` (1-based) of blocks with these ``strides`` is tapped: the next one downsamples, or it
+    is the last (torchvision's ``_is_cn`` rule)."""
+    return i == len(strides) or strides[i] > 1
+
+
 # ----------------------------------------------------------------------------- MobileNet v1
 
 # Table 1 of the paper, after the first 3x3/2 conv (32 channels): the 13 depthwise separable blocks as
@@ -102,10 +109,10 @@ class MobileNetV1(ZooModel):
     def channels(self, c: int) -> int:
         return int(c * self.width_mult)
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = self.check_input(x)
-        ops = self.ops(train, conv_init=glorot_uniform)
+    def ops(self, train: bool, **overrides) -> Ops:
+        return super().ops(train, conv_init=glorot_uniform, **overrides)
+
+    def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         x = ops.conv_norm_act(x, self.channels(V1_STEM_CHANNELS), 3, strides=2, act=nn.relu6,
                               conv_name="conv1", norm_name="conv1_bn")
         x = tap(self, "stem", x)
@@ -114,7 +121,7 @@ class MobileNetV1(ZooModel):
                                   conv_name=f"conv_dw_{i}", norm_name=f"conv_dw_{i}_bn")
             x = ops.conv_norm_act(x, self.channels(c), 1, act=nn.relu6, conv_name=f"conv_pw_{i}",
                                   norm_name=f"conv_pw_{i}_bn")
-            if i == len(V1_BLOCKS) or V1_BLOCKS[i][1] > 1:
+            if _last_at_its_resolution([stride for _, stride in V1_BLOCKS], i):
                 x = tap(self, f"block{i}", x)
         x = tap(self, "pre_logits", global_avg_pool(x))  # (B, int(1024 * width_mult))
         x = ops.dropout(x, self.dropout)
@@ -187,10 +194,7 @@ class MobileNetV2(ZooModel):
     def input_spec(self):
         return InputSpec(self.in_channels, min_size=32)
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = self.check_input(x)
-        ops = self.ops(train)
+    def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         ch = lambda c: make_divisible(c * self.width_mult, self.round_nearest)  # noqa: E731
         x = ops.conv_norm_act(x, ch(V2_STEM_CHANNELS), 3, strides=2, act=nn.relu6, conv_name="features_0_0",
                               norm_name="features_0_1")
@@ -198,7 +202,7 @@ class MobileNetV2(ZooModel):
         blocks = [(t, ch(c), s if i == 0 else 1) for t, c, n, s in V2_SETTING for i in range(n)]
         for idx, (t, c, s) in enumerate(blocks, start=1):
             x = InvertedResidual(c, s, t, ops, name=f"features_{idx}")(x)
-            if idx == len(blocks) or blocks[idx][2] > 1:
+            if _last_at_its_resolution([stride for _, _, stride in blocks], idx):
                 x = tap(self, f"block{idx}", x)
         last = len(blocks) + 1
         x = ops.conv_norm_act(x, make_divisible(V2_LAST_CHANNEL * max(1.0, self.width_mult), self.round_nearest), 1,
@@ -321,10 +325,7 @@ class MobileNetV3(ZooModel):
     def input_spec(self):
         return InputSpec(self.in_channels, min_size=32)
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = self.check_input(x)
-        ops = self.ops(train)
+    def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         ch = lambda c: make_divisible(c * self.width_mult, 8)  # noqa: E731  torchvision's adjust_channels
         setting = V3_SETTINGS[self.arch]
         x = ops.conv_norm_act(x, ch(setting[0][0]), 3, strides=2, act=hard_swish, conv_name="features_0_0",
@@ -332,7 +333,7 @@ class MobileNetV3(ZooModel):
         x = tap(self, "stem", x)
         for idx, (_, k, exp, out, se, act, s) in enumerate(setting, start=1):
             x = InvertedResidualV3(k, ch(exp), ch(out), se, act == "HS", s, ops, name=f"features_{idx}")(x)
-            if idx == len(setting) or setting[idx][6] > 1:
+            if _last_at_its_resolution([row[6] for row in setting], idx):
                 x = tap(self, f"block{idx}", x)
         last = len(setting) + 1
         x = ops.conv_norm_act(x, 6 * x.shape[-1], 1, act=hard_swish, conv_name=f"features_{last}_0",

@@ -9,7 +9,7 @@
   bottleneck's inner width doubled).
 
 Names follow torchvision: ``conv1``, ``bn1``, ``layer1_0/conv1``, ``layer1_0/downsample_0``, ``fc``.
-Named features (``zoo.features``): ``stem``, ``layer1`` ... ``layer4`` (``stage1..3`` for CIFAR), ``pre_logits``.
+Named features (``zoo.features``): ``stem``, ``layer1`` ... ``layer4`` (``layer1..3`` for CIFAR), ``pre_logits``.
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 
-from zoo.layers import (InputSpec, Ops, ZooModel, check_choice, check_positive_int, global_avg_pool, max_pool, tap)
+from zoo.layers import (InputSpec, Ops, ZooModel, check_choice, check_positive_int,
+                        check_positive_ints, global_avg_pool, max_pool, tap)
 from zoo.registry import Family, register
 
 PAPER = "He et al., Deep Residual Learning for Image Recognition, CVPR 2016 (arXiv:1512.03385); torchvision v1.5"
@@ -97,20 +98,14 @@ class ResNet(ZooModel):
 
     def check_options(self):
         check_choice("block", self.block, BLOCKS)
-        if len(self.layers) != 4:
-            raise ValueError(f"layers={self.layers!r}: must list blocks for the 4 stages")
-        for n in self.layers:
-            check_positive_int("layers", n)
+        check_positive_ints("layers", self.layers, 4)  # blocks per stage
         check_positive_int("groups", self.groups)
         check_positive_int("width_per_group", self.width_per_group)
 
     def input_spec(self):
         return InputSpec(self.in_channels, min_size=8 if self.small_input else 32)
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = self.check_input(x)
-        ops = self.ops(train)
+    def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         if self.small_input:
             x = ops.conv_norm_act(x, 64, 3, conv_name="conv1", norm_name="bn1")
         else:
@@ -142,10 +137,7 @@ class CifarResNet(ZooModel):
     def input_spec(self):
         return InputSpec(self.in_channels, min_size=4)
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = self.check_input(x)
-        ops = self.ops(train)
+    def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         x = tap(self, "stem", ops.conv_norm_act(x, 16, 3, conv_name="conv1", norm_name="bn1"))
         n = (self.depth - 2) // 6
         for i, planes in enumerate((16, 32, 64)):

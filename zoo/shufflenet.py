@@ -49,7 +49,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoo.layers import (InputSpec, Ops, ZooModel, avg_pool, channel_shuffle, check_choice, check_positive_int,
+from zoo.layers import (InputSpec, Ops, ZooModel, avg_pool, channel_shuffle, check_choice, check_positive_ints,
                         global_avg_pool, max_pool, tap, torch_default_kernel)
 from zoo.registry import Family, register
 
@@ -152,20 +152,13 @@ class ShuffleNetV1(ZooModel):
     width_mult: float = 1.0
 
     def check_options(self):
-        if isinstance(self.groups, bool):
-            raise ValueError(f"groups={self.groups!r}: allowed values are {GROUPS}")
         check_choice("groups", self.groups, GROUPS)
-        if isinstance(self.width_mult, bool):
-            raise ValueError(f"width_mult={self.width_mult!r}: allowed values are {WIDTHS}")
         check_choice("width_mult", self.width_mult, WIDTHS)
 
     def input_spec(self):
         return InputSpec(self.in_channels, min_size=32)
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = self.check_input(x)
-        ops = self.ops(train)
+    def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         stem, stages = v1_channels(self.groups, float(self.width_mult))
         x = ops.conv_norm_act(x, stem, 3, strides=2, kernel_init=nn.initializers.normal(0.01),
                               conv_name="conv1_0", norm_name="conv1_1")
@@ -222,14 +215,8 @@ class ShuffleNetV2(ZooModel):
     stages_out_channels: Sequence[int] = (24, 116, 232, 464, 1024)
 
     def check_options(self):
-        if len(self.stages_repeats) != 3:
-            raise ValueError(f"stages_repeats={self.stages_repeats!r}: must list 3 positive ints")
-        for n in self.stages_repeats:
-            check_positive_int("stages_repeats", n)
-        if len(self.stages_out_channels) != 5:
-            raise ValueError(f"stages_out_channels={self.stages_out_channels!r}: must list 5 positive ints")
-        for c in self.stages_out_channels:
-            check_positive_int("stages_out_channels", c)
+        check_positive_ints("stages_repeats", self.stages_repeats, 3)
+        check_positive_ints("stages_out_channels", self.stages_out_channels, 5)
         if any(c % 2 for c in self.stages_out_channels[1:4]):
             raise ValueError(f"stages_out_channels={self.stages_out_channels!r}: stage channels (values 2-4) "
                              "must be even (the units split them in two branches)")
@@ -237,10 +224,7 @@ class ShuffleNetV2(ZooModel):
     def input_spec(self):
         return InputSpec(self.in_channels, min_size=32)
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = self.check_input(x)
-        ops = self.ops(train)
+    def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         chans = self.stages_out_channels
         x = ops.conv_norm_act(x, chans[0], 3, strides=2, kernel_init=torch_default_kernel,
                               conv_name="conv1_0", norm_name="conv1_1")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from zoo.layers import (InputSpec, ZooModel, adaptive_avg_pool, check_choice, check_rate, flatten_nchw,
+from zoo.layers import (InputSpec, Ops, ZooModel, adaptive_avg_pool, check_choice, check_rate, flatten_nchw,
                         kaiming_normal_fan_out, max_pool, tap)
 from zoo.registry import Family, register
 
@@ -53,10 +53,7 @@ class VGG(ZooModel):
     def input_spec(self):
         return InputSpec(self.in_channels, min_size=32)
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = self.check_input(x)
-        ops = self.ops(train)
+    def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         i, block, conv = 0, 1, 1  # i: index in torchvision's features nn.Sequential
         for v in CFGS[self.cfg]:
             if v == "M":

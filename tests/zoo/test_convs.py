@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import random_variables
+from helpers import images, random_variables
 from zoo import convs
 
 
@@ -68,7 +68,7 @@ def test_both_implementations_give_the_same_model_outputs_and_only_lax_traces_de
     lax_model = zoo.create("mobilenet_v2", num_classes=10)
     cpu_model = zoo.create("mobilenet_v2", num_classes=10, conv_impl="cpu")
     variables = random_variables(lax_model, shape)
-    x = np.random.default_rng(0).standard_normal((2, *shape), dtype=np.float32)
+    x = images((2, *shape))
     out = jax.jit(lambda v, x: (lax_model.apply(v, x), cpu_model.apply(v, x)))(variables, x)
     np.testing.assert_allclose(out[1], out[0], rtol=1e-4, atol=1e-4 * float(np.abs(out[0]).max()))
 

@@ -1,4 +1,5 @@
-"""The lecture notes' worked examples (../shared/reference.md), computed with zoo.layers."""
+"""zoo.layers: the lecture notes' worked examples (../shared/reference.md), pooling and flatten as PyTorch
+computes them, and the argument checks every family uses."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -92,3 +93,47 @@ def test_ceil_mode_max_pool():
     # PyTorch MaxPool2d(3, 2, ceil_mode=True) on 6 -> 3 (floor would give 2); on 5 -> 2.
     assert layers.max_pool(jnp.zeros((1, 6, 6, 1)), 3, 2, ceil_mode=True).shape[1] == 3
     assert layers.max_pool(jnp.zeros((1, 5, 5, 1)), 3, 2, ceil_mode=True).shape[1] == 2
+
+
+def test_flatten_is_pytorchs_channel_major_order():
+    x_nchw = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    np.testing.assert_array_equal(layers.flatten_nchw(jnp.asarray(x_nchw.transpose(0, 2, 3, 1))),
+                                  x_nchw.reshape(2, -1))
+
+
+@pytest.mark.parametrize("values, length", [((1, 2, 0, 3), 4), ((1, 2, 3), 4), ((), None), (5, None), ((1, True), None),
+                                            ([2.0], None)])
+def test_positive_ints_check_names_the_argument(values, length):
+    with pytest.raises(ValueError, match=r"^layers=.*: must list (4|one or more) integers >= 1$"):
+        layers.check_positive_ints("layers", values, length)
+
+
+def test_positive_ints_check_passes_good_values():
+    layers.check_positive_ints("layers", (3, 4, 6, 3), 4)
+    layers.check_positive_ints("block_config", [6, np.int64(12)])
+
+
+def test_choice_check_does_not_take_a_bool_for_a_number():
+    with pytest.raises(ValueError, match=r"groups=True: allowed values are \(1, 2, 3\)"):
+        layers.check_choice("groups", True, (1, 2, 3))
+    layers.check_choice("groups", 1, (1, 2, 3))
+    layers.check_choice("remat", True, (True, False))
+
+
+def test_a_familys_forward_is_the_body_of_call():
+    """ZooModel.__call__ runs ``forward`` unwrapped: no Flax method call of its own (interceptors,
+    capture_intermediates) and no name scope in the traced program (analyses name pools by scope)."""
+    import flax.linen as nn
+    import zoo
+
+    model, seen = zoo.create("lenet5"), []
+
+    def interceptor(next_fun, args, kwargs, context):
+        seen.append(context.method_name)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        jaxpr = jax.make_jaxpr(lambda x: model.init(jax.random.key(0), x))(jnp.zeros((1, 28, 28, 1)))
+    assert "__call__" in seen and "forward" not in seen
+    stacks = [str(e.source_info.name_stack) for e in jaxpr.jaxpr.eqns if e.primitive.name == "reduce_window_max"]
+    assert len(stacks) == 2 and not any("forward" in s for s in stacks)

@@ -1,16 +1,18 @@
-"""ShuffleNet v1 and v2 against the papers' tables (copied here from ../shared/reference.md, the paper's
-Table 5 and the official release), the unit structure, and an independent numpy computation of a v1 unit."""
+"""ShuffleNet v1 and v2 against the papers' tables (v1 Table 1 from tests/fixtures/reference.json, v2
+Table 5 and the official release copied here), the unit structure, and an independent numpy computation
+of a v1 unit. Shapes use jax.eval_shape (no compilation)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import zoo
-from helpers import random_variables
+from helpers import abstract_variables, forward_shapes, images, key, random_variables, reference, run_once
 from zoo import shufflenet
 
-# ShuffleNet v1, Table 1 (reference.md): stage2, stage3, stage4 output channels at 1x; conv1 24.
-TABLE1 = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960), 4: (272, 544, 1088), 8: (384, 768, 1536)}
+# ShuffleNet v1, Table 1: stage2, stage3, stage4 output channels at 1x, per group count; conv1 24.
+TABLE1 = {int(g): tuple(c) for g, c in reference()["shufflenet_v1_table1"]["channels_1x"].items()}
+CONV1 = reference()["shufflenet_v1_table1"]["conv1"]
 # Official release, ShuffleNetV1/network.py (megvii-model/ShuffleNet-Series): [conv1, stage2, stage3, stage4].
 OFFICIAL = {
     (3, 0.5): (12, 120, 240, 480), (3, 1.0): (24, 240, 480, 960), (3, 1.5): (24, 360, 720, 1440),
@@ -24,19 +26,12 @@ TABLE5 = {"x0_5": (24, 48, 96, 192, 1024), "x1_0": (24, 116, 232, 464, 1024),
 
 
 def feature_shapes(model, size=224):
-    """Shapes of the tapped features for one image (jax.eval_shape, no compilation)."""
-    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-
-    def run(x):
-        v = model.init(jax.random.key(0), x)
-        _, state = model.apply(v, x, mutable=["features"])
-        return state["features"]
-
-    return {k: v.shape for k, v in jax.eval_shape(run, x).items()}
+    """Shapes of the tapped features for one image."""
+    return forward_shapes(model, (size, size, 3))[0]
 
 
 def abstract_params(model, size=64):
-    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3))))["params"]
+    return abstract_variables(model, (size, size, 3))["params"]
 
 
 # ---------------------------------------------------------------------- ShuffleNet v1
@@ -44,7 +39,7 @@ def abstract_params(model, size=64):
 @pytest.mark.parametrize("g", sorted(TABLE1))
 def test_v1_stage_channels_are_table1(g):
     shapes = feature_shapes(zoo.create(f"shufflenet_v1_g{g}"))
-    assert shapes["stem"] == (1, 56, 56, 24)
+    assert shapes["stem"] == (1, 56, 56, CONV1)
     s2, s3, s4 = TABLE1[g]
     assert shapes["stage2"] == (1, 28, 28, s2)
     assert shapes["stage3"] == (1, 14, 14, s3)
@@ -165,7 +160,7 @@ def test_v1_unit_matches_numpy_figure2(strides, in_ch, first_group):
     x = rng.standard_normal((1, 8, 8, in_ch)).astype(np.float32)
     if strides == 2:
         x = np.abs(x)  # unit inputs follow a ReLU
-    v = jax.jit(unit.init)(jax.random.key(0), x)
+    v = jax.jit(unit.init)(key(0), x)
     v = jax.tree_util.tree_map_with_path(  # random weights; positive variances
         lambda path, a: jnp.asarray(rng.uniform(0.5, 1.5, a.shape) if path[-1].key == "var"
                                     else rng.uniform(-1.0, 1.0, a.shape), jnp.float32), v)
@@ -182,15 +177,13 @@ def test_v1_unit_matches_numpy_figure2(strides, in_ch, first_group):
 
 def test_v1_forward_small_input():
     model = zoo.create("shufflenet_v1_g3", num_classes=7)
-    x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
-
+    x = images((2, 64, 64, 3))
     v = random_variables(model, x.shape[1:])  # no compiled init: values only need a sane scale
 
-    @jax.jit  # one compilation: eval forward, train forward
-    def run(v, x):
+    def run(v, x):  # one compilation: eval forward, train forward
         return model.apply(v, x), model.apply(v, x, train=True, mutable=["batch_stats"])[1]
 
-    logits, upd = run(v, x)
+    logits, upd = run_once(run, v, x)
     assert logits.shape == (2, 7) and np.isfinite(np.asarray(logits)).all()
     assert not np.allclose(v["batch_stats"]["stage2_0"]["bn1"]["mean"], upd["batch_stats"]["stage2_0"]["bn1"]["mean"])
 
@@ -239,16 +232,16 @@ def test_v2_bad_options():
 
 def test_v2_forward_small_input():
     model = zoo.create("shufflenet_v2_x0_5", num_classes=7)
-    x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
-    logits = jax.jit(model.apply)(random_variables(model, x.shape[1:]), x)
+    x = images((2, 64, 64, 3))
+    logits = run_once(model.apply, random_variables(model, x.shape[1:]), x)
     assert logits.shape == (2, 7) and np.isfinite(np.asarray(logits)).all()
 
 
 def test_v2_unit_split_and_shuffle():
     """Stride 1: the first half of the channels passes through untouched, interleaved by the shuffle."""
     unit = shufflenet.InvertedResidual(8, 1, zoo.layers.Ops())
-    x = np.random.default_rng(0).standard_normal((1, 4, 4, 8)).astype(np.float32)
-    v = jax.jit(unit.init)(jax.random.key(0), x)
+    x = images((1, 4, 4, 8))
+    v = jax.jit(unit.init)(key(0), x)
     y = np.asarray(jax.jit(unit.apply)(v, x))
     np.testing.assert_array_equal(y[..., 0::2], x[..., :4])  # shuffle(2) puts x1 at the even channels
     k = v["params"]["branch2_0"]["kernel"]  # torchvision leaves PyTorch's default: U(+-1/sqrt(fan_in)), fan_in 4
