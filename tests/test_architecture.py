@@ -122,6 +122,7 @@ def test_import_zoo_is_light():
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
+@pytest.mark.integration  # a fresh interpreter (subprocess)
 def test_analyses_and_conversion_load_on_first_use():
     code = ("import sys, zoo; from zoo import inspect as zi; assert zoo.inspect is zi and callable(zi.grad_cam); "
             "assert 'zoo.inspect.plots' not in sys.modules; assert callable(zi.plot_grid) and callable(zi.to_display); "

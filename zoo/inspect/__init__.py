@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import importlib
 
-from zoo.inspect.attribution import Occlusion, class_model, default_cam_layer, grad_cam, occlusion, predict, saliency
+from zoo.inspect.attribution import (Occlusion, class_model, default_cam_layer, grad_cam, occlusion, predict, saliency,
+                                     spatial_taps)
 from zoo.inspect.filters import FIXED_FILTERS, apply_filter, feature_maps, first_layer_filters
 from zoo.inspect.neighbours import embed, nearest_neighbours, neighbours
-from zoo.inspect.receptive_fields import ReceptiveField, receptive_field_table, receptive_fields, spatial_taps
+from zoo.inspect.receptive_fields import ReceptiveField, receptive_field_table, receptive_fields
 
 _PLOTS = ("to_display", "plot_grid", "plot_filters", "plot_feature_maps", "plot_attribution", "plot_class_model",
           "plot_neighbours", "plot_fixed_filters")

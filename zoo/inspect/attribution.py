@@ -32,13 +32,18 @@ def _pick(logits: jax.Array, classes: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.take_along_axis(logits, c[:, None], axis=1)[:, 0], c
 
 
-def default_cam_layer(model, input_shape=None) -> str:
-    """Grad-CAM's default layer: the last feature tap (forward order) whose output is a spatial map
-    ``(1, h, w, C)`` of at least 2x2 (ResNet ``layer4``, VGG ``block5_conv3``, AlexNet ``relu5``, LeNet
-    ``s4``, DenseNet ``norm5``...), read from the taps' shapes (:func:`zoo.feature_names`).
-    ``input_shape`` ``(H, W, C)``: default ``model.example_input_shape()``."""
+def spatial_taps(model, input_shape=None) -> list[str]:
+    """Feature taps (forward order) whose output is a spatial map ``(1, h, w, C)`` of at least 2x2,
+    read from the taps' shapes (:func:`zoo.feature_names`). ``input_shape`` ``(H, W, C)``: default
+    ``model.example_input_shape()``."""
     shape = tuple(input_shape) if input_shape is not None else model.example_input_shape()
-    taps = [n for n, s in feature_names(model, shape).items() if len(s) == 4 and min(s[1:3]) >= 2]
+    return [n for n, s in feature_names(model, shape).items() if len(s) == 4 and min(s[1:3]) >= 2]
+
+
+def default_cam_layer(model, input_shape=None) -> str:
+    """Grad-CAM's default layer: the last of :func:`spatial_taps` (ResNet ``layer4``, VGG
+    ``block5_conv3``, AlexNet ``relu5``, LeNet ``s4``, DenseNet ``norm5``...)."""
+    taps = spatial_taps(model, input_shape)
     if not taps:
         raise ValueError(f"{type(model).__name__} has no spatial feature tap for Grad-CAM")
     return taps[-1]

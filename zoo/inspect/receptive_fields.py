@@ -204,11 +204,3 @@ def receptive_field_table(fields: dict[str, ReceptiveField]) -> str:
                      f"{pair(r.jump):>6} {pair(r.start):>8}")
     lines.append("(g): pooled over the map: size is the union of the pooled units' fields")
     return "\n".join(lines)
-
-
-def spatial_taps(model, input_shape=None) -> list[str]:
-    """Feature taps whose units still hold a spatial map (at least 2x2) by their receptive fields, in
-    forward order."""
-    rf = receptive_fields(model, input_shape, modules=False)
-    return [r.name for r in rf.values() if r.kind == "tap" and r.spatial and len(r.shape) == 4
-            and min(r.shape[1:3]) >= 2]
