@@ -227,7 +227,8 @@ class Freezing:
         """Label pytree over ``params``: 'frozen', 'backbone' (trainable, outside the head, only when
         ``backbone_lr_mult != 1``) or 'train'. Checks made here, on the real parameter tree:
 
-        - the head's module names must be top-level modules of ``params`` when they are used;
+        - the head's classifier (its last module) must be a top-level module of ``params`` when the
+          head is used (auxiliary classifiers before it may be absent: ``aux_logits=False``);
         - a regex that matches NO parameter is a ValueError (a typo would otherwise silently train the
           whole network);
         - freezing every parameter only warns (it may be intended, e.g. a BN-statistics-only run).
@@ -235,7 +236,7 @@ class Freezing:
         if self.uses_head:
             top = set(params.keys()) if hasattr(params, "keys") else set()
             missing = [h for h in self.head if h not in top]
-            if missing:
+            if self.head[-1] in missing:
                 raise ValueError(f"model head {self.head} not found in params: missing {missing}; "
                                  f"top-level modules: {sorted(top)}")
         trainable = self.trainable(params)
