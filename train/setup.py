@@ -183,7 +183,8 @@ def checkpoint_pipeline(meta: dict, *, split: str | None = None, batch_size: int
     cfg, pp = meta["config"], meta["preprocessing"]
     pipe = data.load(cfg["data"], split=split or cfg["data"]["eval_split"], train=False,
                      batch_size=batch_size or int(cfg["eval_batch_size"]),
-                     image_shape=(*pp["image_size"], pp["channels"]), seed=int(cfg.get("seed", 0)))
+                     image_shape=(*pp["image_size"], pp["channels"]), seed=int(cfg.get("seed", 0)),
+                     crop_fraction=pp["crop_fraction"])
     if pipe.preprocessing != pp:
         raise ValueError(f"the eval preprocessing rebuilt from the checkpoint differs from the stored one:\n"
                          f"{pipe.preprocessing}\nvs\n{pp}")
