@@ -35,9 +35,13 @@ import numpy as np
 import optax
 
 import zoo
+from configs import default
 from train import checkpoint, data, optim, parallel, step
 
 log = logging.getLogger("train")
+
+# configs/default.py: fields a config stored by an older checkpoint may lack take their default there
+_DEFAULTS = default.get_config()
 
 # zoo.create arguments chosen here for the devices, never by model_kwargs (they are not stored)
 EXECUTION_ARGS = ("axis_name", "dtype", "conv_impl")
@@ -153,7 +157,7 @@ def make(config, *, plan: parallel.Plan, model_kwargs: dict, input_shape, steps_
         stats_trainable = freezing.trainable(stats) if stats else None
     cfg = step.StepConfig(loss=config.loss, label_smoothing=config.label_smoothing,
                           ema_decay=config.optimizer.ema_decay, stats_trainable=stats_trainable,
-                          aux_loss_weight=config.aux_loss_weight)
+                          aux_loss_weight=config.get("aux_loss_weight", _DEFAULTS.aux_loss_weight))
     return Run(config, info, model_kwargs, model, plan, tuple(input_shape), cfg, train_pipe, eval_pipe, tx, schedule,
                steps_per_epoch, total_steps)
 
