@@ -46,6 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
     # ---- loss
     c.loss = "cross_entropy"       # 'cross_entropy' | 'mse' (on one-hot, the notes' alternative)
     c.label_smoothing = 0.0
+    c.aux_loss_weight = 0.3        # models with auxiliary classifiers (googlenet, inception_v3), in training only:
+                                   # loss += weight * each one's loss (GoogLeNet paper 0.3; torchvision's Inception v3 recipe 0.4)
 
     # ---- optimizer (train/optim.py)
     c.optimizer = ml_collections.ConfigDict()
@@ -66,13 +68,14 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- learning-rate schedule, in epochs (converted to optimizer updates)
     c.schedule = ml_collections.ConfigDict()
-    c.schedule.name = "cosine"     # 'constant' | 'step' | 'multistep' | 'exponential' | 'cosine' | 'linear'
+    c.schedule.name = "cosine"     # 'constant' | 'step' | 'multistep' | 'exponential' | 'cosine' | 'linear' | 'poly'
     c.schedule.warmup_epochs = 0.0  # linear warmup from 0 (any schedule)
     c.schedule.step_epochs = 30.0  # 'step': decay every step_epochs
     c.schedule.milestones = ()     # 'multistep': epochs at which to decay
     c.schedule.decay_rate = 0.1    # 'step' / 'multistep' factor; 'exponential': factor per decay_epochs
     c.schedule.decay_epochs = 1.0  # 'exponential'
-    c.schedule.end_lr_factor = 0.0  # 'cosine' / 'linear': final lr = factor * peak
+    c.schedule.end_lr_factor = 0.0  # 'cosine' / 'linear' / 'poly': final lr = factor * peak
+    c.schedule.power = 1.0         # 'poly': lr = end + (peak - end) * (1 - t / T) ** power (Caffe's "poly")
 
     # ---- numerics and parallelism (train/step.py, train/parallel.py)
     c.precision = "float32"        # 'float32' | 'bfloat16' (bf16 compute, fp32 params/BN stats) | 'float16' (+ dynamic loss scale)

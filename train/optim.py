@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "lars", "lamb")
-SCHEDULES = ("constant", "step", "multistep", "exponential", "cosine", "linear")
+SCHEDULES = ("constant", "step", "multistep", "exponential", "cosine", "linear", "poly")
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "Freezing", "make_schedule", "make_optimizer", "trainable_mask", "decay_mask",
            "param_labels", "current_lr", "is_update_step", "ema_update"]
@@ -81,6 +81,8 @@ def make_schedule(schedule_cfg, *, peak_lr: float, steps_per_epoch: float, total
     - 'cosine': from ``peak_lr`` to ``end_lr_factor * peak_lr`` at ``total_steps``, then held.
     - 'linear': straight line from ``peak_lr`` to ``end_lr_factor * peak_lr`` at ``total_steps``
       (the ShuffleNet v1/v2 papers' policy), then held.
+    - 'poly': Caffe's "poly" policy, ``end + (peak - end) * (1 - t / T) ** power`` (``end`` =
+      ``end_lr_factor * peak_lr``, ``T`` = ``total_steps``; SqueezeNet's release: power 0.5), then held.
 
     ``warmup_epochs > 0``: linear warmup from 0 to ``peak_lr`` over the warmup updates, then the
     schedule above starts at the end of warmup (``optax.join_schedules``, as in the Flax ImageNet
@@ -124,7 +126,7 @@ def make_schedule(schedule_cfg, *, peak_lr: float, steps_per_epoch: float, total
         _check(decay_epochs > 0, "schedule.decay_epochs", decay_epochs, "must be > 0")
         _check(rate > 0, "schedule.decay_rate", rate, "must be > 0")
         main = optax.exponential_decay(peak, transition_steps=decay_epochs * steps_per_epoch, decay_rate=rate)
-    else:  # cosine / linear: decay to end_lr_factor * peak at total_steps
+    else:  # cosine / linear / poly: decay to end_lr_factor * peak at total_steps
         end = float(schedule_cfg.end_lr_factor)
         _check(end >= 0, "schedule.end_lr_factor", end, "must be >= 0")
         _check(total_steps - warmup > 0, "schedule.warmup_epochs", warmup_epochs,
@@ -132,7 +134,9 @@ def make_schedule(schedule_cfg, *, peak_lr: float, steps_per_epoch: float, total
         if name == "cosine":
             main = optax.cosine_decay_schedule(peak, decay_steps=total_steps - warmup, alpha=end)
         else:
-            main = optax.linear_schedule(peak, end * peak, transition_steps=total_steps - warmup)
+            power = float(schedule_cfg.power) if name == "poly" else 1.0
+            _check(power > 0, "schedule.power", power, "must be > 0")
+            main = optax.polynomial_schedule(peak, end * peak, power, transition_steps=total_steps - warmup)
 
     if warmup <= 0:
         return main
@@ -227,7 +231,8 @@ class Freezing:
         """Label pytree over ``params``: 'frozen', 'backbone' (trainable, outside the head, only when
         ``backbone_lr_mult != 1``) or 'train'. Checks made here, on the real parameter tree:
 
-        - the head's module names must be top-level modules of ``params`` when they are used;
+        - the head's classifier (its last module) must be a top-level module of ``params`` when the
+          head is used (auxiliary classifiers before it may be absent: ``aux_logits=False``);
         - a regex that matches NO parameter is a ValueError (a typo would otherwise silently train the
           whole network);
         - freezing every parameter only warns (it may be intended, e.g. a BN-statistics-only run).
@@ -235,7 +240,7 @@ class Freezing:
         if self.uses_head:
             top = set(params.keys()) if hasattr(params, "keys") else set()
             missing = [h for h in self.head if h not in top]
-            if missing:
+            if self.head[-1] in missing:
                 raise ValueError(f"model head {self.head} not found in params: missing {missing}; "
                                  f"top-level modules: {sorted(top)}")
         trainable = self.trainable(params)

@@ -35,9 +35,13 @@ import numpy as np
 import optax
 
 import zoo
+from configs import default
 from train import checkpoint, data, optim, parallel, step
 
 log = logging.getLogger("train")
+
+# configs/default.py: fields a config stored by an older checkpoint may lack take their default there
+_DEFAULTS = default.get_config()
 
 # zoo.create arguments chosen here for the devices, never by model_kwargs (they are not stored)
 EXECUTION_ARGS = ("axis_name", "dtype", "conv_impl")
@@ -152,7 +156,8 @@ def make(config, *, plan: parallel.Plan, model_kwargs: dict, input_shape, steps_
         stats = step.abstract_state(model, tx, **_state_args(config, input_shape)).batch_stats
         stats_trainable = freezing.trainable(stats) if stats else None
     cfg = step.StepConfig(loss=config.loss, label_smoothing=config.label_smoothing,
-                          ema_decay=config.optimizer.ema_decay, stats_trainable=stats_trainable)
+                          ema_decay=config.optimizer.ema_decay, stats_trainable=stats_trainable,
+                          aux_loss_weight=config.get("aux_loss_weight", _DEFAULTS.aux_loss_weight))
     return Run(config, info, model_kwargs, model, plan, tuple(input_shape), cfg, train_pipe, eval_pipe, tx, schedule,
                steps_per_epoch, total_steps)
 
@@ -182,7 +187,8 @@ def checkpoint_pipeline(meta: dict, *, split: str | None = None, batch_size: int
     cfg, pp = meta["config"], meta["preprocessing"]
     pipe = data.load(cfg["data"], split=split or cfg["data"]["eval_split"], train=False,
                      batch_size=batch_size or int(cfg["eval_batch_size"]),
-                     image_shape=(*pp["image_size"], pp["channels"]), seed=int(cfg.get("seed", 0)))
+                     image_shape=(*pp["image_size"], pp["channels"]), seed=int(cfg.get("seed", 0)),
+                     crop_fraction=pp["crop_fraction"])
     if pipe.preprocessing != pp:
         raise ValueError(f"the eval preprocessing rebuilt from the checkpoint differs from the stored one:\n"
                          f"{pipe.preprocessing}\nvs\n{pp}")

@@ -6,6 +6,10 @@ collectives over ``AXIS``; ``train.parallel.compile_step`` runs it through ``jax
 averages batch statistics over all devices every step (synchronised BN): the result is then the
 same on 1 or N devices for the same global batch.
 
+Models with auxiliary classifiers (GoogLeNet, Inception v3; ``zoo.auxiliary``) sow their logits in
+train mode; the loss adds their cross-entropy with ``StepConfig.aux_loss_weight`` each. A model
+without them sows nothing, and the step is the same program as without the term.
+
 Loss and metrics are weighted by real examples: ``batch['mask']`` is 1 for real, 0 for padded ones.
 The gradient is that of the global mean loss: each device differentiates ``sum(local losses) / N``
 (N = real examples in the global batch) and ``lax.psum`` adds the devices' parts, i.e. the
@@ -25,6 +29,7 @@ import optax
 from jax import lax
 
 from train import optim
+from zoo.auxiliary import AUX_COLLECTION
 from zoo.compiling import fast_compile_options
 from train.parallel import AXIS
 
@@ -99,12 +104,15 @@ class StepConfig:
     ema_decay: float = 0.0
     # pytree of bools over batch_stats: False where statistics stay frozen (transfer learning)
     stats_trainable: Any = None
+    aux_loss_weight: float = 0.3   # each auxiliary classifier's loss (GoogLeNet paper: 0.3); configs/default.py
 
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss={self.loss!r}: allowed values are {LOSSES}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing={self.label_smoothing!r}: must be in [0, 1)")
+        if not self.aux_loss_weight >= 0.0:
+            raise ValueError(f"aux_loss_weight={self.aux_loss_weight!r}: must be a number >= 0")
 
 
 def per_example_loss(logits: jax.Array, labels: jax.Array, cfg: StepConfig) -> jax.Array:
@@ -117,6 +125,13 @@ def per_example_loss(logits: jax.Array, labels: jax.Array, cfg: StepConfig) -> j
     if cfg.label_smoothing:
         onehot = optax.smooth_labels(onehot, cfg.label_smoothing)
     return optax.softmax_cross_entropy(logits, onehot)
+
+
+def aux_loss_sum(aux: dict, labels: jax.Array, mask: jax.Array, cfg: StepConfig) -> jax.Array:
+    """``aux_loss_weight * sum over auxiliary classifiers of sum_i mask_i * loss(aux logits_i, label_i)``;
+    ``aux``: the sown ``{name: (B, K) logits}`` (``zoo.auxiliary``)."""
+    losses = [jnp.sum(per_example_loss(a.astype(jnp.float32), labels, cfg) * mask) for a in jax.tree.leaves(aux)]
+    return cfg.aux_loss_weight * sum(losses)
 
 
 def _correct(logits, labels, k):
@@ -151,12 +166,16 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
 
     def loss_fn(params):
         logits, new_vars = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"],
-                                       train=True, mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+                                       train=True, mutable=["batch_stats", AUX_COLLECTION], rngs={"dropout": dropout_rng})
         logits = logits.astype(jnp.float32)
         loss_sum = jnp.sum(per_example_loss(logits, batch["label"], cfg) * mask)
-        return loss_sum / n_global * scale, (logits, new_vars.get("batch_stats", {}))
+        aux = new_vars.get(AUX_COLLECTION)
+        aux_sum = aux_loss_sum(aux, batch["label"], mask, cfg) if aux else None
+        if aux_sum is not None:
+            loss_sum = loss_sum + aux_sum
+        return loss_sum / n_global * scale, (logits, new_vars.get("batch_stats", {}), aux_sum)
 
-    grads, (logits, new_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads, (logits, new_stats, aux_sum) = jax.grad(loss_fn, has_aux=True)(state.params)
     grads = jax.tree.map(lambda g: g / scale, lax.psum(grads, AXIS))
 
     loss = lax.psum(jnp.sum(per_example_loss(logits, batch["label"], cfg) * mask), AXIS) / n_global
@@ -189,6 +208,8 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
         "finite": finite,
         "examples": n_global,
     }
+    if aux_sum is not None:  # the weighted auxiliary term ("loss" stays the main classifier's, as in eval)
+        metrics["aux_loss"] = lax.psum(aux_sum, AXIS) / n_global
     if state.loss_scale is not None:
         metrics["loss_scale"] = state.loss_scale.scale
     return new_state, metrics

@@ -15,7 +15,8 @@ ImageNet and either fine-tune it or use it as a fixed feature extractor. The con
 ``fit`` calls :func:`init_state` on the freshly initialised state of a new run (never on resume: a
 resumed run continues from its own checkpoint). Every parameter and BatchNorm statistic is copied
 from the source; the classifier (``ModelInfo.head``) is kept freshly initialised when its shape
-differs (another class count; logged). Any other difference (missing, extra or differently shaped
+differs (another class count; logged), and so are auxiliary classifiers the source lacks; the
+source's auxiliary classifiers are left out of a model built without them (logged). Any other difference (missing, extra or differently shaped
 leaves) is an error listing them, raised before anything is changed.
 
 Giving trained weights back to torchvision::
@@ -68,11 +69,11 @@ def init_state(state, config, model, info):
     fresh = {"params": state.params, "batch_stats": state.batch_stats}
     fresh = {k: v for k, v in fresh.items() if v}
     loaded = {k: v for k, v in loaded.items() if k in ("params", "batch_stats") and v}
-    variables, kept = convert.merge_head(jax.device_get(fresh), loaded, info.head,
-                                         what="transfer.init_from: the source does not match the model")
+    variables, kept, left_out = convert.merge_head(jax.device_get(fresh), loaded, info.head,
+                                                   what="transfer.init_from: the source does not match the model")
     n = sum(int(np.size(v)) for v in jax.tree.leaves(variables.get("params", {})))
-    log.info("transfer: %s initialised from %s (%s parameters; freshly initialised: %s)", info.name, description,
-             f"{n:,}", ", ".join(kept) or "none")
+    log.info("transfer: %s initialised from %s (%s parameters; freshly initialised: %s; left out: %s)", info.name,
+             description, f"{n:,}", ", ".join(kept) or "none", ", ".join(left_out) or "none")
     params = variables["params"]
     new = state.replace(params=params, batch_stats=variables.get("batch_stats", state.batch_stats))
     if state.ema_params is not None:

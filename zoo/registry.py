@@ -30,13 +30,16 @@ class Family:
     """Defaults shared by a family's variants. ``head``: the top-level modules of the classifier that
     ``num_classes`` resizes (head replacement and ``freeze='backbone'`` use them). ``weights_layout``:
     'torchvision' when the variants' parameter names and layouts are torchvision's (``zoo.convert``
-    converts their weights), None when there is no published counterpart."""
+    converts their weights), None when there is no published counterpart. ``resize_size``: the short
+    side images are resized to before the centre crop of ``input_size`` in evaluation (torchvision's
+    ``resize_size`` of the weights' transforms); None: ``input_size / 0.875`` (256 for 224)."""
 
     name: str
     paper: str
     head: tuple[str, ...]
     input_size: int = 224
     weights_layout: str | None = None
+    resize_size: int | None = None
 
     def __post_init__(self):
         if self.weights_layout is not None and self.weights_layout not in WEIGHTS_LAYOUTS:
@@ -48,7 +51,9 @@ class ModelInfo:
     """What the registry knows of a variant. ``params``/``macs`` are the published reference
     figures (None where the reference gives none); ``params_approx`` is a published rounded
     figure as printed (e.g. ``"0.27M"``) for variants with no exact count. ``cls`` / ``kwargs``: the
-    class the builder returns and the constructor arguments that make it this variant."""
+    class the builder returns and the constructor arguments that make it this variant. ``head``: the
+    family's classifier modules after the model's auxiliary classifiers (``cls.aux_heads``, present
+    when the model's ``aux_logits`` is on; ``zoo.auxiliary``), the main classifier last."""
 
     name: str
     family: str
@@ -63,12 +68,19 @@ class ModelInfo:
     macs: float | None = None
     in_channels: int = 3
     weights_layout: str | None = None
+    resize_size: int | None = None
     builder: Callable[..., ZooModel] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """Default ``(H, W, C)`` for one image."""
         return (self.input_size, self.input_size, self.in_channels)
+
+    @property
+    def crop_fraction(self) -> float:
+        """Evaluation's centre crop as a fraction of the resized short side: ``input_size / resize_size``
+        (Inception v3: 299 / 342), 0.875 without a ``resize_size`` (224 / 256)."""
+        return self.input_size / self.resize_size if self.resize_size else 0.875
 
     def options(self) -> tuple[str, ...]:
         """Constructor options a caller may pass to ``create``."""
@@ -94,8 +106,8 @@ def _own_fields(model: ZooModel) -> dict:
 def register(family: Family, *, params: int | None = None, params_approx: str | None = None,
              macs: float | None = None, **family_overrides: Any) -> Callable:
     """Decorator registering a variant builder under its function name. ``family_overrides`` replace
-    the family's ``paper``, ``head``, ``input_size`` or ``weights_layout`` for this variant."""
-    unknown = set(family_overrides) - {"paper", "head", "input_size", "weights_layout"}
+    the family's ``paper``, ``head``, ``input_size``, ``weights_layout`` or ``resize_size`` for this variant."""
+    unknown = set(family_overrides) - {"paper", "head", "input_size", "weights_layout", "resize_size"}
     if unknown:
         raise TypeError(f"register() got unknown argument(s) {sorted(unknown)}")
     fam = dataclasses.replace(family, **family_overrides)
@@ -107,9 +119,10 @@ def register(family: Family, *, params: int | None = None, params_approx: str | 
         model = builder()
         if not isinstance(model, ZooModel):
             raise TypeError(f"{name}() must return a zoo.layers.ZooModel, got {type(model)}")
+        head = (*getattr(model, "aux_heads", ()), *fam.head)
         _REGISTRY[name] = ModelInfo(name, fam.name, type(model), _own_fields(model), fam.input_size, model.num_classes,
-                                    fam.paper, tuple(fam.head), params, params_approx, macs, model.in_channels,
-                                    fam.weights_layout, builder)
+                                    fam.paper, head, params, params_approx, macs, model.in_channels,
+                                    fam.weights_layout, fam.resize_size, builder)
         return builder
 
     return decorate

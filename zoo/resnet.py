@@ -189,6 +189,11 @@ def resnext101_32x8d(**kwargs) -> ResNet:
     return ResNet(block="bottleneck", layers=(3, 4, 23, 3), groups=32, width_per_group=8, **kwargs)
 
 
+@register(RESNET, params=83_455_272, macs=15.46e9, paper=PAPER_RESNEXT)
+def resnext101_64x4d(**kwargs) -> ResNet:
+    return ResNet(block="bottleneck", layers=(3, 4, 23, 3), groups=64, width_per_group=4, **kwargs)
+
+
 @register(RESNET, params=68_883_240, macs=11.398e9, paper=PAPER_WIDE)
 def wide_resnet50_2(**kwargs) -> ResNet:
     return ResNet(block="bottleneck", layers=(3, 4, 6, 3), width_per_group=128, **kwargs)

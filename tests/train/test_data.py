@@ -103,6 +103,30 @@ def test_from_config_uses_the_model_input_shape():
     assert ev.element_spec["image"] == ((256, 32, 32, 3), np.float32)
 
 
+def test_eval_crop_follows_the_model():
+    """Inception v3: 299x299 input, evaluation Resize(342) + CenterCrop(299) (the model's resize_size);
+    other ImageNet models 224 of 256."""
+    c = default.get_config()
+    c.model, c.data.name, c.data.prefetch = "inception_v3", "synthetic", 0
+    assert data.model_image_shape(c) == (299, 299, 3) and data.model_crop_fraction(c) == 299 / 342
+    ev = data.from_config(c, train=False, process_index=0, process_count=1)
+    assert ev.preprocessing["image_size"] == [299, 299] and ev.preprocessing["crop_fraction"] == 299 / 342
+    c.model = "resnet50"
+    assert data.model_crop_fraction(c) == 0.875
+    # on a 342 x 456 picture (smooth ramps: bilinear sampling at the box's half pixels keeps them) the centre
+    # crop is its central 299 x 299, unresized
+    pp = transforms.make_preprocessing(dataset="x", image_shape=(299, 299, 3), source_channels=3, mean=(0, 0, 0),
+                                       std=(1, 1, 1), eval_resize="center_crop", augment="none",
+                                       crop_fraction=299 / 342)
+    yy, xx = np.mgrid[0:342, 0:456]
+    img = np.stack([xx * 255 / 455, yy * 255 / 341, np.full_like(xx, 7)], -1).round().astype(np.uint8)
+    out = data.preprocess_eval(img, pp)[0] * 255
+    np.testing.assert_allclose(out, img[21:320, 78:377].astype(np.float32), atol=1.0)
+    with pytest.raises(ValueError, match=r"^crop_fraction=1\.5: must be in \(0, 1\]$"):
+        transforms.make_preprocessing(dataset="x", image_shape=(8, 8, 3), source_channels=3, mean=(0, 0, 0),
+                                      std=(1, 1, 1), eval_resize="center_crop", augment="none", crop_fraction=1.5)
+
+
 # ------------------------------------------------------------------------------------------------ preprocessing
 def test_resize_and_channels():
     pipe = load(cfg(), split="test", train=False, batch_size=50, image_shape=(32, 32, 3))

@@ -145,6 +145,14 @@ def test_linear_decay_to_zero():
     assert value(s, 100) == pytest.approx(0.0, abs=1e-7)
 
 
+def test_poly_is_caffes_policy():
+    """Caffe's "poly": peak * (1 - t / T) ** power (SqueezeNet's release: power 0.5), then held."""
+    s = optim.make_schedule(sched(name="poly", power=0.5), peak_lr=PEAK, steps_per_epoch=10, total_steps=100)
+    assert [value(s, t) for t in (0, 75, 100, 120)] == pytest.approx([PEAK, 0.5 * PEAK, 0.0, 0.0], abs=1e-7)
+    with pytest.raises(ValueError, match=r"^schedule\.power=0\.0: must be > 0"):
+        optim.make_schedule(sched(name="poly", power=0.0), peak_lr=PEAK, steps_per_epoch=10, total_steps=100)
+
+
 def test_cosine_with_warmup_ends_at_total_steps():
     s = optim.make_schedule(sched(name="cosine", warmup_epochs=1.0), peak_lr=PEAK, steps_per_epoch=10,
                             total_steps=110)

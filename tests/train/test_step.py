@@ -1,7 +1,9 @@
 """train.step on one device: the train step, the eval step over variables, loss scaling, frozen
-statistics, the finiteness check (multi-device equivalence is in test_parallel.py)."""
+statistics, the finiteness check, auxiliary classifiers' losses (multi-device equivalence is in
+test_parallel.py)."""
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -12,6 +14,7 @@ import pytest
 import zoo
 from configs import default
 from train import optim, parallel, step
+from zoo.auxiliary import aux_output, runs_aux
 
 PLAN = parallel.make_plan("shard_map", 1)
 
@@ -176,3 +179,79 @@ def test_eval_variables_pick_the_ema_and_leave_out_empty_statistics():
     assert step.eval_variables(state, use_ema=False) == {"params": {"w": 1}}
     raw = {"params": {"w": 1}, "batch_stats": {"bn": 3}, "ema_params": None}  # a restored checkpoint state
     assert step.eval_variables(raw) == {"params": {"w": 1}, "batch_stats": {"bn": 3}}
+
+
+# ---------------------------------------------------------------------- auxiliary classifiers
+
+class _AuxHead(nn.Module):
+    @nn.compact
+    def __call__(self, h):
+        return aux_output(self, nn.Dense(10, name="fc")(h))
+
+
+class _TwoHeads(nn.Module):
+    """A trunk, a classifier and an auxiliary classifier on the trunk, following the zoo.auxiliary contract
+    as GoogLeNet and Inception v3 do (the step only sees the contract)."""
+
+    aux_logits: bool = True
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):  # x: (B, 28, 28, 1)
+        h = nn.relu(nn.Dense(16, name="trunk")(x.reshape(x.shape[0], -1)))
+        if runs_aux(self, train):
+            _AuxHead(name="aux")(h)
+        return nn.Dense(10, name="fc")(h)
+
+
+def _log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def test_aux_loss_is_the_weighted_cross_entropy_of_the_aux_classifier():
+    model = _TwoHeads()
+    b = _batch(8)
+    b["mask"][6:] = 0
+    init = _initial_state(model, _optimizer(), (28, 28, 1), False)
+    _, hist = _run(model, _optimizer(), [b], cfg=step.StepConfig(aux_loss_weight=0.4))
+    p = jax.tree.map(np.asarray, init.params)
+    h = np.maximum(b["image"].reshape(8, -1) @ p["trunk"]["kernel"] + p["trunk"]["bias"], 0)   # by hand, in numpy
+    ce = lambda logits: -_log_softmax(logits)[np.arange(8), b["label"]]
+    aux = ce(h @ p["aux"]["fc"]["kernel"] + p["aux"]["fc"]["bias"])
+    main = ce(h @ p["fc"]["kernel"] + p["fc"]["bias"])
+    assert float(hist[0]["aux_loss"]) == pytest.approx(0.4 * aux[:6].mean(), rel=1e-5)
+    assert float(hist[0]["loss"]) == pytest.approx(main[:6].mean(), rel=1e-5)   # the main classifier's, as eval
+
+
+def test_aux_weight_zero_gives_the_plain_loss():
+    b = _batch(8)
+    plain, _ = _run(_TwoHeads(aux_logits=False), _optimizer(), [b])
+    zero, _ = _run(_TwoHeads(), _optimizer(), [b], cfg=step.StepConfig(aux_loss_weight=0.0))
+    weighted, _ = _run(_TwoHeads(), _optimizer(), [b], cfg=step.StepConfig(aux_loss_weight=0.4))
+    assert "aux" not in plain.params and "aux" in zero.params
+    for name in ("trunk", "fc"):   # same initial values (Flax seeds parameters by path)
+        jax.tree.map(np.testing.assert_array_equal, plain.params[name], zero.params[name])
+    assert not np.allclose(plain.params["trunk"]["kernel"], weighted.params["trunk"]["kernel"])
+
+
+def test_a_model_without_aux_classifiers_takes_the_same_path(monkeypatch):
+    """The auxiliary term is never traced for a model that sows no auxiliary logits: the step's program
+    does not depend on aux_loss_weight, and its metrics are the usual ones."""
+    model = zoo.create("lenet5", axis_name=parallel.AXIS)
+    tx = _optimizer()
+    state = step.abstract_state(model, tx, input_shape=(28, 28, 1))
+    b = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), _batch(4))
+
+    def program(weight):
+        fn = functools.partial(step.train_step, model=model, tx=tx, cfg=step.StepConfig(aux_loss_weight=weight))
+        return jax.make_jaxpr(fn, axis_env=[(parallel.AXIS, 1)], return_shape=True)(state, b)
+
+    monkeypatch.setattr(step, "aux_loss_sum", lambda *a, **k: pytest.fail("aux term traced"))
+    (j0, (_, metrics)), (j1, _) = program(0.0), program(0.4)
+    assert str(j0) == str(j1) and "aux_loss" not in metrics
+
+
+def test_bad_aux_loss_weight():
+    with pytest.raises(ValueError, match=r"^aux_loss_weight=-0\.3: must be a number >= 0$"):
+        step.StepConfig(aux_loss_weight=-0.3)

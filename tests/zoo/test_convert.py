@@ -1,6 +1,6 @@
 """torchvision weights in and out (zoo.convert, zoo.load_pretrained): parity with torchvision's logits
 on every fixture, round trips for every torchvision variant, weight files, head replacement, bad files,
-the command line."""
+the command line, auxiliary classifiers in the files (with and without) and in train mode."""
 import logging
 import re
 import sys
@@ -9,6 +9,7 @@ import zlib
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
@@ -16,6 +17,7 @@ from safetensors.numpy import save_file
 import zoo
 from fixtures.parity.recipe import FIXTURES, parity_input, parse_shapes, recipe_state_dict
 from zoo import convert
+from zoo.auxiliary import AUX_COLLECTION
 from zoo.convert.__main__ import main as convert_main
 
 PARITY = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
@@ -33,14 +35,17 @@ def assert_same_state_dict(got: dict, want: dict):
         assert np.array_equal(got[k], v), k
 
 
-@pytest.mark.parametrize("name", FIXTURES)
+BIG = ("googlenet", "inception_v3")  # over 10 s each on 2 cores: with the integration tests
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.integration) if n in BIG else n for n in FIXTURES])
 def test_parity_with_torchvision_logits(name):
     shapes, logits = fixture(name)
-    assert convert.state_dict_shapes(name) == shapes          # our key list and shapes are torchvision's
-    assert list(convert.state_dict_shapes(name)) == list(shapes)  # ... in torchvision's order
     sd = recipe_state_dict(shapes)
+    model = convert.model_for_state_dict(name, sd)  # googlenet / inception_v3 here: aux_logits=False (the file's)
+    assert convert.state_dict_shapes(name, model=model) == shapes          # our keys and shapes are torchvision's
+    assert list(convert.state_dict_shapes(name, model=model)) == list(shapes)  # ... in torchvision's order
     variables = convert.from_torchvision(name, sd)
-    model = zoo.create(name)
     out = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, parity_input()))
     err, scale = np.abs(out - logits).max(), np.abs(logits).max()
     assert err <= 1e-4 * scale, f"{name}: max|diff| {err:.3g} > 1e-4 * max|logits| ({scale:.4g})"
@@ -73,7 +78,8 @@ def test_round_trip_every_torchvision_variant(name):
 def test_every_torchvision_family_variant_is_covered():
     names = set(convert.torchvision_models())
     expected = ({"alexnet", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "resnext50_32x4d",
-                 "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2"}
+                 "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2", "googlenet",
+                 "inception_v3", "squeezenet1_0", "squeezenet1_1"}
                 | {f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")}
                 | {f"resnet{d}" for d in (18, 34, 50, 101, 152)} | {f"densenet{d}" for d in (121, 161, 169, 201)}
                 | {f"shufflenet_v2_{w}" for w in ("x0_5", "x1_0", "x1_5", "x2_0")})
@@ -279,3 +285,80 @@ def test_load_pretrained_needs_a_file_and_a_torchvision_layout(small_file):
         zoo.load_pretrained(SMALL)
     with pytest.raises(ValueError, match="no torchvision counterpart"):
         zoo.load_pretrained("lenet5", file=small_file)
+
+
+# ----------------------------------------------------------------------------- auxiliary classifiers
+
+AUX = np.load(PARITY / "aux_train.npz", allow_pickle=False)   # torchvision's models with them (README.md there)
+
+
+def aux_fixture(name):
+    return parse_shapes(AUX[f"{name}_keys"], AUX[f"{name}_shapes"])
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_state_dicts_with_and_without_the_auxiliary_classifiers_both_load(name):
+    with_aux, without = aux_fixture(name), fixture(name)[0]
+    assert list(convert.state_dict_shapes(name).items()) == list(with_aux.items())   # the default model: with them
+    for shapes, aux_logits in ((with_aux, True), (without, False)):
+        sd = _random_state_dict(shapes)
+        assert convert.model_for_state_dict(name, sd).aux_logits is aux_logits
+        variables = convert.from_torchvision(name, sd)
+        assert any(m in variables["params"] for m in zoo.model_info(name).head[:-1]) is aux_logits
+        assert_same_state_dict(convert.to_torchvision(name, variables), sd)
+
+
+def test_the_auxiliary_classifiers_follow_the_file_into_a_model(tmp_path, caplog):
+    """A file without them gives a model with them fresh ones; a file with them loads into a model built
+    without them by leaving them out, as torchvision's googlenet(weights=...) does by default."""
+    with_aux, without = aux_fixture("googlenet"), fixture("googlenet")[0]
+    for shapes, file in ((with_aux, "with.safetensors"), (without, "without.safetensors")):
+        save_file(_random_state_dict(shapes), str(tmp_path / file))
+    with caplog.at_level(logging.INFO, logger="zoo"):
+        model, v = zoo.load_pretrained("googlenet", file=tmp_path / "without.safetensors")
+    assert model.aux_logits and {"aux1", "aux2"} <= set(v["params"])
+    assert "head aux1: not in" in caplog.text and "head aux2: not in" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="zoo"):
+        model, v = zoo.load_pretrained("googlenet", file=tmp_path / "with.safetensors", aux_logits=False,
+                                       num_classes=10)
+    assert not {"aux1", "aux2"} & set(v["params"]) and v["params"]["fc"]["kernel"].shape == (1024, 10)
+    assert "head aux1 of" in caplog.text and "left out" in caplog.text and "head fc: 1000 -> 10" in caplog.text
+
+
+def test_a_1x1_conv_classifier_gives_the_class_count(tmp_path):
+    """SqueezeNet's classifier is a conv: the file's class count is read from its (out, in, 1, 1) weight."""
+    sd = recipe_state_dict(fixture("squeezenet1_0")[0])
+    sd = {**sd, "classifier.1.weight": sd["classifier.1.weight"][:10], "classifier.1.bias": sd["classifier.1.bias"][:10]}
+    assert convert.model_for_state_dict("squeezenet1_0", sd).num_classes == 10
+    save_file(sd, str(tmp_path / "w.safetensors"))
+    model, variables = zoo.load_pretrained("squeezenet1_0", file=tmp_path / "w.safetensors", num_classes=3)
+    assert variables["params"]["classifier_1"]["kernel"].shape == (1, 1, 512, 3)
+    assert convert.to_torchvision("squeezenet1_0", variables)["classifier.1.weight"].shape == (3, 512, 1, 1)
+
+
+@pytest.mark.integration   # GoogLeNet in train mode: ~30 s on 2 cores
+def test_googlenet_auxiliary_classifiers_match_torchvision_in_train_mode():
+    sd = recipe_state_dict(aux_fixture("googlenet"))
+    model = zoo.create("googlenet", dropout=0.0, dropout_aux=0.0)
+    variables = convert.from_torchvision("googlenet", sd, model=model)
+    logits, state = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats", AUX_COLLECTION]))(
+        variables, parity_input())
+    for ours, theirs in ((logits, AUX["googlenet_train"]), (state[AUX_COLLECTION]["aux1"]["logits"], AUX["googlenet_aux1"]),
+                         (state[AUX_COLLECTION]["aux2"]["logits"], AUX["googlenet_aux2"])):
+        assert np.abs(np.asarray(ours) - theirs).max() <= 1e-4 * np.abs(theirs).max()
+
+
+@pytest.mark.integration   # Inception v3 at 299x299 in float64: ~20 s on 2 cores
+def test_inception_v3_auxiliary_classifier_matches_torchvision_in_train_mode_float64():
+    sd = recipe_state_dict(aux_fixture("inception_v3"))
+    x = np.random.default_rng(0).standard_normal((2, 3, 299, 299)).transpose(0, 2, 3, 1)
+    with jax.enable_x64(True):
+        model = zoo.create("inception_v3", dropout=0.0, dtype=jnp.float64, param_dtype=jnp.float64)
+        variables = jax.tree.map(lambda a: np.asarray(a, np.float64), convert.from_torchvision("inception_v3", sd,
+                                                                                                model=model))
+        logits, state = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats", AUX_COLLECTION]))(
+            variables, x)
+        for ours, theirs in ((logits, AUX["inception_v3_train"]),
+                             (state[AUX_COLLECTION]["AuxLogits"]["logits"], AUX["inception_v3_aux"])):
+            assert np.abs(np.asarray(ours) - theirs).max() <= 1e-10 * np.abs(theirs).max()

@@ -1,5 +1,6 @@
 """The one head-replacement rule (zoo.convert.merge_head), shared by loading weights and transfer
-learning, and conversion of a weight file for a model of another class count."""
+learning, and conversion of a weight file for a model of another class count or without the file's
+auxiliary classifiers."""
 import numpy as np
 import pytest
 from flax import traverse_util
@@ -17,8 +18,8 @@ def test_merge_head_copies_everything_and_keeps_a_resized_head_fresh():
                      "batch_stats/bn1/mean": np.zeros(8, np.float32)})
     loaded = _tree(**{"params/conv1/kernel": np.ones((3, 3, 3, 8), np.float64), "params/fc/kernel": np.ones((8, 1000)),
                       "batch_stats/bn1/mean": np.ones(8, np.float32)})
-    out, kept = convert.merge_head(fresh, loaded, ("fc",))
-    assert kept == ["params/fc/kernel"]
+    out, kept, left_out = convert.merge_head(fresh, loaded, ("fc",))
+    assert kept == ["params/fc/kernel"] and left_out == []
     assert out["params"]["conv1"]["kernel"].dtype == np.float32 and np.all(out["params"]["conv1"]["kernel"] == 1)
     assert np.all(out["params"]["fc"]["kernel"] == 0) and np.all(out["batch_stats"]["bn1"]["mean"] == 1)
 
@@ -43,9 +44,24 @@ def test_merge_head_changes_nothing_and_names_the_source_when_it_refuses():
         convert.merge_head(fresh, loaded, ("fc",), what="transfer.init_from: the source does not match the model")
     assert not fresh["params"]["conv1"]["kernel"].any() and loaded["params"]["fc"]["kernel"].all()
     # the head is only replaced where it differs: a head of the same shape is loaded
-    out, kept = convert.merge_head(fresh, _tree(**{"params/conv1/kernel": np.ones((3, 3, 3, 8)),
-                                                   "params/fc/kernel": np.ones((8, 2))}), ("fc",))
+    out, kept, _ = convert.merge_head(fresh, _tree(**{"params/conv1/kernel": np.ones((3, 3, 3, 8)),
+                                                      "params/fc/kernel": np.ones((8, 2))}), ("fc",))
     assert kept == [] and out["params"]["fc"]["kernel"].all()
+
+
+def test_merge_head_with_auxiliary_classifiers_on_one_side():
+    """Head modules the weights lack stay fresh; head modules the model lacks are left out, listed;
+    a missing or extra module outside the head is still an error."""
+    model = {"params/conv1/kernel": np.zeros((3, 3, 3, 8)), "params/fc/kernel": np.zeros((8, 2))}
+    with_aux = {"params/aux1/fc2/kernel": np.ones((8, 2)), "batch_stats/aux1/conv/bn/mean": np.ones(4)}
+    out, kept, left_out = convert.merge_head(_tree(**model), _tree(**model, **with_aux), ("aux1", "fc"))
+    assert kept == [] and left_out == ["params/aux1/fc2/kernel", "batch_stats/aux1/conv/bn/mean"]
+    assert set(out["params"]) == {"conv1", "fc"} and "batch_stats" not in out
+    out, kept, left_out = convert.merge_head(_tree(**model, **with_aux), _tree(**model), ("aux1", "fc"))
+    assert kept == ["params/aux1/fc2/kernel", "batch_stats/aux1/conv/bn/mean"] and left_out == []
+    with pytest.raises(convert.WeightMismatchError) as e:
+        convert.merge_head(_tree(**model), _tree(**model, **with_aux), ("fc",))   # aux1 is not a head module here
+    assert [k for k, _ in e.value.unexpected] == ["params/aux1/fc2/kernel", "batch_stats/aux1/conv/bn/mean"]
 
 
 SMALL = "shufflenet_v2_x0_5"  # 1.4M parameters

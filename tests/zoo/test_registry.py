@@ -27,9 +27,11 @@ def counts(name):
 def published(name) -> dict:
     """The vendored figures of a variant as the registry records them: params, params_approx, macs,
     input_size. lenet5_classic: the paper's 60,000 parameters up to F6 plus our Dense output layer
-    (84 * 10 + 10; the paper's output is a fixed RBF layer, see zoo.lenet.LeNet5Classic)."""
+    (84 * 10 + 10; the paper's output is a fixed RBF layer, see zoo.lenet.LeNet5Classic). Models with
+    auxiliary classifiers are built with them (aux_logits=True, as torchvision's constructors): their
+    count with them; the MACs are the inference pass's (auxiliary classifiers off)."""
     ref = reference()["models"][name]
-    params = ref.get("params")
+    params = ref.get("params_with_aux", ref.get("params"))
     if name == "lenet5_classic":
         params = ref["params_through_f6"] + 84 * 10 + 10
     return dict(params=params, params_approx=ref.get("params_approx"),
@@ -67,7 +69,8 @@ def test_create_returns_a_module(name):
 
 def test_registry_holds_all_families():
     families = {zoo.model_info(n).family for n in ALL}
-    assert families == {"lenet", "alexnet", "vgg", "resnet", "densenet", "mobilenet", "shufflenet"}
+    assert families == {"lenet", "alexnet", "vgg", "resnet", "densenet", "mobilenet", "shufflenet", "googlenet",
+                        "inception", "squeezenet"}
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -116,7 +119,8 @@ def test_macs_agree_with_xla_cost_analysis():
 # ---------------------------------------------------------------------- forward passes (compiled)
 
 # One main variant per family (the smallest usual one), plus every LeNet / CIFAR model.
-REPRESENTATIVES = ("lenet5", "alexnet", "vgg11", "resnet18", "densenet121", "mobilenet_v2", "shufflenet_v2_x0_5")
+REPRESENTATIVES = ("lenet5", "alexnet", "vgg11", "resnet18", "densenet121", "mobilenet_v2", "shufflenet_v2_x0_5",
+                   "googlenet", "inception_v3", "squeezenet1_1")
 
 
 def _one_per_family():

@@ -14,7 +14,7 @@ places it on devices. Datasets (``config.data.name``): ``'mnist5k'`` (offline, d
 tensorflow). See ``sources.py`` (datasets), ``transforms.py`` (preprocessing), ``pipeline.py`` (grain,
 sharding, determinism).
 """
-from train.data.pipeline import Pipeline, from_config, load, model_image_shape
+from train.data.pipeline import Pipeline, from_config, load, model_crop_fraction, model_image_shape
 from train.data.sources import KNOWN_DATASETS, Source, mnist5k_split_indices, open_source
 from train.data.transforms import AUGMENTATIONS, make_preprocessing, preprocess_eval
 
@@ -29,5 +29,5 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
 
 
-__all__ = ["load", "from_config", "model_image_shape", "Pipeline", "preprocess_eval", "make_preprocessing",
+__all__ = ["load", "from_config", "model_image_shape", "model_crop_fraction", "Pipeline", "preprocess_eval", "make_preprocessing",
            "open_source", "Source", "prepare", "mnist5k_split_indices", "KNOWN_DATASETS", "AUGMENTATIONS"]

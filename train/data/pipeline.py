@@ -210,7 +210,7 @@ def _data_fields(data_cfg: Any) -> dict[str, Any]:
 
 def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape: Sequence[int], seed: int = 0,
          num_epochs: int | None = None, process_index: int | None = None,
-         process_count: int | None = None) -> Pipeline:
+         process_count: int | None = None, crop_fraction: float = transforms.CROP_FRACTION) -> Pipeline:
     """Build the pipeline for ``split`` of ``data_cfg.name``.
 
     Args:
@@ -223,6 +223,8 @@ def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape
       seed: shuffling and augmentation seed (same seed, same batches).
       num_epochs: train only: epochs to run (None: forever).
       process_index, process_count: this process's shard (default ``jax.process_index()`` / ``count()``).
+      crop_fraction: evaluation's centre crop of the resized short side (ImageNet-style datasets;
+        ``train.data.model_crop_fraction``: the model's, 0.875 or Inception v3's 299 / 342).
     """
     if process_index is None or process_count is None:
         import jax  # noqa: PLC0415
@@ -246,7 +248,7 @@ def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape
         augment = {"mnist": "none", "cifar": "cifar", "imagenet": "imagenet"}.get(source.family, "none")
     pp = transforms.make_preprocessing(dataset=name, image_shape=(h, w, c), source_channels=source.channels,
                                        mean=source.mean, std=source.std, eval_resize=source.eval_resize,
-                                       augment=augment)
+                                       augment=augment, crop_fraction=crop_fraction)
     n = source.num_examples
     local_batch = batch_size // process_count
     if train:
@@ -298,6 +300,14 @@ def model_image_shape(config: Any) -> tuple[int, int, int]:
     return h, w, c
 
 
+def model_crop_fraction(config: Any) -> float:
+    """Evaluation's centre crop for the model of ``config`` (``ModelInfo.crop_fraction``: the model's
+    input size over its resize size, 224 / 256 or Inception v3's 299 / 342), whatever ``data.image_size``."""
+    import zoo  # noqa: PLC0415
+
+    return zoo.model_info(config.model).crop_fraction
+
+
 def from_config(config: Any, *, train: bool, num_epochs: int | None = None, process_index: int | None = None,
                 process_count: int | None = None) -> Pipeline:
     """``load`` with everything taken from a full config: train -> (train_split, batch_size),
@@ -305,4 +315,4 @@ def from_config(config: Any, *, train: bool, num_epochs: int | None = None, proc
     return load(config.data, split=config.data.train_split if train else config.data.eval_split, train=train,
                 batch_size=config.batch_size if train else config.eval_batch_size,
                 image_shape=model_image_shape(config), seed=config.seed, num_epochs=num_epochs if train else None,
-                process_index=process_index, process_count=process_count)
+                process_index=process_index, process_count=process_count, crop_fraction=model_crop_fraction(config))

@@ -13,8 +13,8 @@ Its fields::
     mean, std          per model channel, on the 0..1 scale: x = (pixel / 255 - mean) / std
     eval_resize        'resize' (straight to H x W) | 'center_crop' (centred region of aspect W:H and
                        crop_fraction of the short side, resized to H x W: torchvision's
-                       Resize(size / 0.875) + CenterCrop(size) in one step)
-    crop_fraction      0.875
+                       Resize(resize_size) + CenterCrop(size) in one step)
+    crop_fraction      the model's ``ModelInfo.crop_fraction``: 0.875 (224 / 256), Inception v3 299 / 342
     augment            train-time augmentation: 'none' | 'mnist' | 'cifar' | 'imagenet'
     augment_params     {'max_shift'} (mnist), {'pad'} (cifar), {'scale', 'ratio'} (imagenet)
 
@@ -45,11 +45,13 @@ VERSION = 1
 
 def make_preprocessing(*, dataset: str, image_shape: Sequence[int], source_channels: int,
                        mean: Sequence[float], std: Sequence[float], eval_resize: str,
-                       augment: str) -> dict[str, Any]:
+                       augment: str, crop_fraction: float = CROP_FRACTION) -> dict[str, Any]:
     """The JSON-able description of a pipeline's preprocessing (see the module docstring).
 
     ``mean``/``std`` are per source channel; they are converted here to the model's channels."""
     h, w, c = (int(v) for v in image_shape)
+    if not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(f"crop_fraction={crop_fraction!r}: must be in (0, 1]")
     if c not in (1, 3):
         raise ValueError(f"image_shape channels must be 1 or 3, got {c}")
     if source_channels not in (1, 3):
@@ -79,7 +81,7 @@ def make_preprocessing(*, dataset: str, image_shape: Sequence[int], source_chann
     return {
         "version": VERSION, "dataset": dataset, "image_size": [h, w], "channels": c,
         "source_channels": int(source_channels), "channel_conversion": conversion,
-        "mean": mean, "std": std, "eval_resize": eval_resize, "crop_fraction": CROP_FRACTION,
+        "mean": mean, "std": std, "eval_resize": eval_resize, "crop_fraction": float(crop_fraction),
         "augment": augment, "augment_params": params,
     }
 

@@ -3,14 +3,16 @@
 
 Supported: every registered variant whose ``zoo.model_info(name).weights_layout`` is 'torchvision'
 (``torchvision_models()``: alexnet, vgg*, resnet18-152, resnext*, wide_resnet*, densenet*,
-mobilenet_v2, mobilenet_v3_*, shufflenet_v2_*). The others (``alexnet_v1``, ``mobilenet_v1*``,
+mobilenet_v2, mobilenet_v3_*, shufflenet_v2_*, googlenet, inception_v3, squeezenet1_*). The others (``alexnet_v1``, ``mobilenet_v1*``,
 ``shufflenet_v1*``, ``lenet5*``, the CIFAR ResNets) have no torchvision counterpart and are refused
 with a ValueError.
 
 The rule (one table for every family). The zoo names each module after torchvision's attribute
-path with ``.`` -> ``_`` (``layer1.0.conv1`` -> ``layer1_0/conv1``), and no torchvision attribute of
-these families contains ``_``, so a torchvision key is our module path with ``/`` and ``_`` turned
-into ``.``, plus the leaf:
+path with ``.`` -> ``_`` (``layer1.0.conv1`` -> ``layer1_0/conv1``), so a torchvision key is our
+module path with ``/`` and ``_`` turned into ``.``, plus the leaf. A family whose torchvision
+attribute names contain ``_`` themselves declares them on its model class, ``torchvision_names``: a
+regex matched against whole module names, which are then kept as they are (Inception v3:
+``Mixed_5b/branch5x5_1/conv`` -> ``Mixed_5b.branch5x5_1.conv``):
 
 =====================  ==============================  =====================================
 ours                   torchvision                     layout
@@ -119,8 +121,15 @@ def check_supported(name: str) -> registry.ModelInfo:
     return info
 
 
-def _torch_key(module_path: tuple[str, ...], leaf: str) -> str:
-    return ".".join(part.replace("_", ".") for part in module_path) + "." + leaf
+def torch_name(model, module: str) -> str:
+    """torchvision's attribute path of one of our module names: ``_`` -> ``.``, except for the names
+    the model's class keeps whole (``torchvision_names``, a regex: Inception v3's ``Mixed_5b``)."""
+    keep = getattr(type(model), "torchvision_names", None)
+    return module if keep and re.fullmatch(keep, module) else module.replace("_", ".")
+
+
+def _torch_key(model, module_path: tuple[str, ...], leaf: str) -> str:
+    return ".".join(torch_name(model, part) for part in module_path) + "." + leaf
 
 
 def _cache_key(model):
@@ -193,9 +202,9 @@ def _layout(model) -> tuple[Entry, ...]:
             our = tuple(sds.shape)
             tv_shape = tuple(our[i] for i in _TO_TORCH[len(our)]) if leaf == "kernel" and len(our) in _TO_TORCH else our
             table = _PARAM_LEAVES if collection == "params" else _STAT_LEAVES
-            entries.append(Entry(_torch_key(module, table[leaf]), collection, (*module, leaf), tv_shape, our, sds.dtype))
+            entries.append(Entry(_torch_key(model, module, table[leaf]), collection, (*module, leaf), tv_shape, our, sds.dtype))
         if any(c == "batch_stats" for c, _ in leaves):
-            entries.append(Entry(_torch_key(module, COUNTER), None, module, (), (), np.int64))
+            entries.append(Entry(_torch_key(model, module, COUNTER), None, module, (), (), np.int64))
     keys = [e.key for e in entries]
     if len(set(keys)) != len(keys):
         raise ValueError(f"{type(model).__name__}: module names do not map to distinct torchvision keys")
@@ -244,16 +253,28 @@ def normalise_keys(name: str, state_dict: Mapping[str, Any]) -> dict[str, np.nda
 
 # ----------------------------------------------------------------------------- torchvision -> ours
 
+def _with_file_heads(model, classes: int | None, has_aux: bool):
+    """``model`` with the class count and the auxiliary classifiers (``aux_logits``) of a file."""
+    kw = {}
+    if classes is not None and classes != model.num_classes:
+        kw["num_classes"] = classes
+    if getattr(type(model), "aux_heads", ()) and has_aux != model.aux_logits:
+        kw["aux_logits"] = has_aux
+    return model.clone(**kw) if kw else model
+
+
 def model_for_state_dict(name: str, state_dict: Mapping[str, Any], model=None):
     """The model a torchvision ``state_dict`` was made for: ``model`` (default ``zoo.create(name)``)
-    with ``num_classes`` read from the file's classifier (``ModelInfo.head``) when it has one."""
+    with ``num_classes`` read from the file's classifier (``ModelInfo.head[-1]``, a linear or 1x1-conv
+    weight) when it has one, and, for a model with auxiliary classifiers (``aux_heads``: GoogLeNet,
+    Inception v3), ``aux_logits`` True exactly when the file holds them."""
     info = check_supported(name)
     sd = normalise_keys(name, state_dict)
     model = registry.create(name) if model is None else model
-    head = sd.get(info.head[-1].replace("_", ".") + ".weight")
-    if head is not None and np.ndim(head) == 2 and np.shape(head)[0] != model.num_classes:
-        return model.clone(num_classes=int(np.shape(head)[0]))
-    return model
+    head = sd.get(torch_name(model, info.head[-1]) + ".weight")
+    classes = int(np.shape(head)[0]) if head is not None and np.ndim(head) in (2, 4) else None
+    prefixes = tuple(torch_name(model, m) + "." for m in getattr(type(model), "aux_heads", ()))
+    return _with_file_heads(model, classes, any(k.startswith(prefixes) for k in sd) if prefixes else False)
 
 
 def from_torchvision(name: str, state_dict: Mapping[str, Any], *, model=None) -> dict:
@@ -261,7 +282,8 @@ def from_torchvision(name: str, state_dict: Mapping[str, Any], *, model=None) ->
     from a torchvision ``state_dict`` (numpy arrays or torch tensors) of model ``name``.
 
     ``model``: the zoo model to load into (default: ``zoo.create(name)`` with ``num_classes`` read
-    from the file's classifier, :func:`model_for_state_dict`). Missing, extra or wrongly shaped keys
+    from the file's classifier and, for GoogLeNet / Inception v3, ``aux_logits`` from whether the file
+    holds the auxiliary classifiers: :func:`model_for_state_dict`). Missing, extra or wrongly shaped keys
     raise :class:`WeightMismatchError` listing every offending key; ``num_batches_tracked`` entries are
     dropped. For a model with another class count than the file, see ``zoo.convert.convert_state_dict``."""
     check_supported(name)
@@ -285,9 +307,11 @@ def from_torchvision(name: str, state_dict: Mapping[str, Any], *, model=None) ->
 
 def _model_for_variables(name: str, variables) -> Any:
     info = check_supported(name)
-    kernel = variables.get("params", {}).get(info.head[-1], {}).get("kernel")
-    kw = {"num_classes": int(kernel.shape[-1])} if kernel is not None and kernel.ndim == 2 else {}
-    return registry.create(name, **kw)
+    model = registry.create(name)
+    params = variables.get("params", {})
+    kernel = params.get(info.head[-1], {}).get("kernel")  # (in, out) or HWIO: classes last
+    classes = int(kernel.shape[-1]) if kernel is not None and kernel.ndim in (2, 4) else None
+    return _with_file_heads(model, classes, any(m in params for m in getattr(type(model), "aux_heads", ())))
 
 
 def to_torchvision(name: str, variables: Mapping[str, Any], *, model=None) -> dict[str, np.ndarray]:
@@ -296,7 +320,8 @@ def to_torchvision(name: str, variables: Mapping[str, Any], *, model=None) -> di
     with ``model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``.
 
     ``model``: the zoo model the variables belong to (default: ``zoo.create(name)`` with
-    ``num_classes`` read from the classifier)."""
+    ``num_classes`` read from the classifier, and ``aux_logits`` from whether the variables hold the
+    auxiliary classifiers)."""
     check_supported(name)
     if not isinstance(variables, Mapping) or "params" not in variables:
         raise ValueError("variables must be a mapping with 'params' (and 'batch_stats'), as model.init returns")

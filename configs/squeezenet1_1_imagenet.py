@@ -1,0 +1,18 @@
+"""SqueezeNet 1.1 on ImageNet with the authors' release solver (github.com/forresti/SqueezeNet,
+SqueezeNet_v1.0/solver.prototxt, used for v1.1 too): SGD momentum 0.9, lr 0.08, batch 32 x
+iter_size 32 = 1024, Caffe's "poly" decay with power 0.5 to 0 over 85,000 iterations (about 68
+epochs), weight decay 2e-4. torchvision's weights: 58.18% top-1.
+"""
+from configs import default
+
+
+def get_config():
+    c = default.get_config()
+    default.imagenet(c)
+    default.sgd(c, 0.08, weight_decay=2e-4)
+    c.model = "squeezenet1_1"
+    c.batch_size = 1024
+    c.num_train_steps = 85_000
+    c.schedule.name = "poly"
+    c.schedule.power = 0.5
+    return c
