@@ -122,6 +122,8 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
     c = _class_index(class_arg, names)
     c = int(pred[0]) if c is None else c
     cname = names[c]
+    # every attribution figure says which class it explains and what the network predicted
+    explained = f"class {cname} (p={probs[0, c]:.3f}); predicted {names[int(pred[0])]} (p={probs[0, pred[0]]:.3f})"
     print_fn(f"{meta['model']}: predicted {names[int(pred[0])]} (p={probs[0, pred[0]]:.3f}); "
              f"explaining class {cname} (p={probs[0, c]:.3f})")
     shown = zi.to_display(x[0], pp)
@@ -156,7 +158,7 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
         elif w == "saliency":
             s = zi.saliency(model, variables, x, c)[0]
             wrote(w, zi.plot_attribution(shown, s, out / f"{stem}_saliency_{_safe(cname)}.png",
-                                         title=f"saliency |dS_c/dI|, class {cname}"))
+                                         title=f"saliency |dS_c/dI| of {explained}"))
         elif w == "gradcam":
             chosen = [n for n in (layers or []) if n in taps] or ([zi.default_cam_layer(model, shape)] if taps else [])
             if layers and not [n for n in layers if n in taps]:
@@ -167,12 +169,12 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
             for layer in chosen:
                 g = zi.grad_cam(model, variables, x, c, layer)[0]
                 wrote(w, zi.plot_attribution(shown, g, out / f"{stem}_gradcam_{_safe(layer)}_{_safe(cname)}.png",
-                                             title=f"Grad-CAM at {layer}, class {cname}"))
+                                             title=f"Grad-CAM at {layer} of {explained}"))
         elif w == "occlusion":
             o = zi.occlusion(model, variables, x[0], c, patch=patch, stride=stride)
             wrote(w, zi.plot_attribution(shown, o.map, out / f"{stem}_occlusion_{_safe(cname)}.png", symmetric=True,
-                                         title=f"occlusion: drop of p({cname}) = {o.probability:.3f} under a "
-                                               f"{o.patch}x{o.patch} grey patch"))
+                                         title=f"occlusion: drop of p({cname}) under a {o.patch}x{o.patch} grey "
+                                               f"patch; {explained}"))
         elif w == "classmodel":
             img, scores = zi.class_model(model, variables, c, input_shape=shape, steps=steps)
             wrote(w, zi.plot_class_model(img, scores, out / f"class_model_{_safe(cname)}.png",
