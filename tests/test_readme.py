@@ -1,11 +1,12 @@
-"""README stays true: its test command is what CI runs, its model table is the registry's."""
+"""README stays true: its test command is what CI runs, its model table is the registry's (and
+zoo/model_counts.json, which python -m zoo prints from, holds the models' own counts)."""
 import re
 
 import pytest
 
 import zoo
 from helpers import ROOT, traced
-from zoo.__main__ import HEADER, table_row
+from zoo.__main__ import HEADER, stored_counts, table_row
 
 README = (ROOT / "README.md").read_text()
 
@@ -25,5 +26,8 @@ def test_readme_model_table_has_every_model():
 
 
 @pytest.mark.parametrize("name", zoo.list_models())
-def test_readme_model_row_matches_the_registry(name):
-    assert table_row(name, traced(name)[0]) in README.splitlines()
+def test_readme_model_row_and_stored_counts_match_the_model(name):
+    layers = traced(name)[0]
+    counted = (sum(r.params for r in layers), sum(r.macs for r in layers))
+    assert stored_counts().get(name) == counted, "run: python -m zoo --update-counts"
+    assert table_row(name, *counted) in README.splitlines()
