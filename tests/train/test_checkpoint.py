@@ -5,10 +5,11 @@ written reported as one error, restore on another device count."""
 import errno
 import json
 import logging
+import os
 import re
 import shutil
-
-import os
+import subprocess
+import sys
 import threading
 
 import jax
@@ -17,7 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import train
-from helpers import run_worker
+from helpers import ROOT, child_env, run_worker
 from train import checkpoint
 
 
@@ -207,3 +208,19 @@ def test_a_save_that_cannot_be_written_is_one_error_and_leaves_the_committed_one
     assert "kept as they were: 1" in message and len(message.splitlines()) == 1
     assert _steps(tmp_path) == [1] and _files(tmp_path / "checkpoints" / "1") == committed
     assert not [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+
+
+@pytest.mark.integration
+def test_reading_a_truncated_checkpoint_prints_one_warning_and_no_traceback(corruptible):
+    """After a failed read, tensorstore's pending callbacks find orbax's event loop closed; each used to
+    print a 'RuntimeError: Event loop is closed' traceback before the fallback."""
+    steps = _steps(corruptible)
+    for f in (corruptible / "checkpoints" / str(steps[-1]) / "state").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    code = f"import train; print(train.load({str(corruptible)!r}, 'latest').step)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=child_env(1),
+                       timeout=300)
+    assert p.returncode == 0 and p.stdout.strip() == str(steps[-2]), p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and f"checkpoint {steps[-1]} in " in lines[0] and "falling back" in lines[0], p.stderr
