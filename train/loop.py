@@ -130,7 +130,10 @@ def _start(run: setup.Run, ckpt: checkpoint.Checkpointer) -> _Loop:
         log.info("resumed from step %d of %s", start, ckpt.directory)
         best_top1, best_step = meta.get("best_top1", -1.0), meta.get("best_step")
     else:
+        log.info("compiling the initial state...")
+        t = time.perf_counter()
         state, start, best_top1, best_step = run.fresh_state(), 0, -1.0, None
+        log.info("compiling the initial state: done in %.1fs", time.perf_counter() - t)
         if run.config.transfer.init_from:
             state = transfer.init_state(state, run.config, run.model, run.info)
     return _Loop(parallel.replicate(state, run.plan), data_it, start, start, run.meta(), best_top1, best_step)

@@ -91,12 +91,11 @@ def _quiet(out: str) -> None:
 @pytest.mark.integration
 @pytest.mark.parametrize("moment", ["building the run", "making the initial state", "compiling the train step"])
 def test_ctrl_c_during_start_up_ends_cleanly(tmp_path, moment):
-    """SIGINT as soon as the command says it starts (the data and the run are being built), as soon as
-    the run is described (the initial state is being made: XLA compiles it), and while the train
-    step compiles: one line, exit status 130, nothing saved."""
+    """SIGINT as soon as the command says it starts (the data and the run are being built), while XLA
+    compiles the initial state, and while it compiles the train step: one line, exit 130, nothing saved."""
     workdir = tmp_path / "w"
-    first = {"building the run": "configs/lenet5_mnist5k.py in ", "making the initial state": "lenet5 on mnist5k: ",
-             "compiling the train step": "compiling the train step..."}[moment]
+    first = {"building the run": "configs/lenet5_mnist5k.py in ", "making the initial state": "compiling the initial "
+             "state...", "compiling the train step": "compiling the train step..."}[moment]
     code, out = _run_until(_train_cmd(workdir), lambda line: first in line, signal.SIGINT)
     _quiet(out)
     assert code == 130, out

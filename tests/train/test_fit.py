@@ -48,8 +48,11 @@ def test_metrics_log_and_result_json(trained_lenet):
 def test_a_run_says_what_it_is_and_what_it_compiles(tmp_path, capsys, caplog):
     with caplog.at_level(logging.INFO, logger="train"):
         train.fit(quick(num_train_steps=2, log_every_steps=1, **{"schedule.warmup_epochs": 0.0}), tmp_path)
-    assert any(r.message.startswith("lenet5 on mnist5k: 4,000 training images (train), 1,000 eval images (test), "
-                                    "10 classes | 2 steps of batch 64") for r in caplog.records)
+    said = [r.getMessage() for r in caplog.records]
+    assert said[0].startswith("lenet5 on mnist5k: 4,000 training images (train), 1,000 eval images (test), "
+                              "10 classes | 2 steps of batch 64")
+    assert said[1] == "compiling the initial state..." and re.fullmatch(r"compiling the initial state: done in "
+                                                                        r"\d+\.\ds", said[2])
     out = capsys.readouterr().out.splitlines()
     for what in ("train step", "eval step"):
         i = out.index(f"compiling the {what}...")
