@@ -64,7 +64,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path) -> FitResult:
                                         steps_per_epoch=run.steps_per_epoch, batch_size=config.batch_size,
                                         t_start=t_start, enabled=jax.process_index() == 0)
             try:
-                train_step = _announced(run.compile_train(), "train step", report, stop)
+                train_step = _announced(run.compile_train(), "train step", report, stop, restart_clock=True)
                 eval_step = _announced(evaluation.compile_eval(run.model, run.step_config, run.plan), "eval step",
                                        report)
                 _train(run, loop, ckpt, report, stop, train_step, eval_step)
@@ -190,9 +190,11 @@ def _finish(loop: _Loop, run: setup.Run, workdir: Path, t_start: float) -> FitRe
     return result
 
 
-def _announced(fn, what: str, report: reporting.Reporter, stop: interrupts.Stop | None = None):
+def _announced(fn, what: str, report: reporting.Reporter, stop: interrupts.Stop | None = None, *,
+               restart_clock: bool = False):
     """``fn`` (a compiled step), whose first call, which compiles it, is announced with its duration;
-    a signal received meanwhile still belongs to start-up (``stop.check``: nothing saved)."""
+    a signal received meanwhile still belongs to start-up (``stop.check``: nothing saved). With
+    ``restart_clock``, images/s and the ETA count from the end of the compilation."""
     first = [True]
 
     def call(*args):
@@ -203,6 +205,8 @@ def _announced(fn, what: str, report: reporting.Reporter, stop: interrupts.Stop 
         t = time.perf_counter()
         out = fn(*args)
         report.message(f"compiling the {what}: done in {time.perf_counter() - t:.1f}s")
+        if restart_clock:
+            report.restart_clock()
         if stop is not None:
             stop.check()
         return out

@@ -150,6 +150,10 @@ class Reporter:
         self.progress.update(step, metrics, rate)
         return metrics
 
+    def restart_clock(self) -> None:
+        """Images/s and the ETA count from now (after the compilation)."""
+        self.t_last = self.progress.t0 = time.perf_counter()
+
     def tick(self, step: int, pending: list[dict]) -> None:
         """Between train reports: refresh the progress display when due (the mean of ``pending``,
         the steps since the last report; the metrics log is left alone)."""
