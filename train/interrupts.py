@@ -105,9 +105,11 @@ def finish(code: int, *, grace_s: float = 10.0) -> int:
     """``code``, once the threads that would keep the interpreter from exiting are done; a command's
     last call. One still running after ``grace_s`` seconds (orbax's, after a failed save, wait 20
     minutes for each other) is not waited for: the process exits with ``code`` at once."""
+    import gc  # noqa: PLC0415
     import sys  # noqa: PLC0415
     import time  # noqa: PLC0415
 
+    gc.collect()  # what only a reference cycle kept (an exception's traceback) lets its threads end
     deadline = time.monotonic() + grace_s
     for t in threading.enumerate():
         if t is not threading.current_thread() and not t.daemon:

@@ -70,6 +70,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path) -> FitResult:
                 _train(run, loop, ckpt, report, stop, train_step, eval_step)
             finally:
                 report.close()
+                loop.data.close()  # its prefetch threads end now, even while an exception keeps it referenced
         finally:
             ckpt.close()
     return _finish(loop, run, workdir, t_start)
