@@ -72,7 +72,8 @@ def _train(config, args) -> int:
     try:
         with lock.WorkdirLock(args.workdir) if not args.multihost else contextlib.nullcontext():
             log_file = logs.for_command(args.workdir, verbose=args.verbose)
-            logs.log.info("%s in %s%s", args.config, args.workdir, f" (messages also in {log_file})" if log_file else "")
+            logs.log.info("training %s in %s%s", args.config, args.workdir,
+                          f" (every message also goes to {log_file})" if log_file else "")
             try:
                 return _fit(config, args, log_file)
             finally:
@@ -87,7 +88,7 @@ def _train(config, args) -> int:
 def _fit(config, args, log_file) -> int:
     import jax  # noqa: PLC0415
 
-    from train import checkpoint, interrupts, logs, loop  # noqa: PLC0415
+    from train import checkpoint, interrupts, lock, logs, loop  # noqa: PLC0415
     from zoo import cli  # noqa: PLC0415
 
     details = f" (details: {log_file})" if log_file else ""
@@ -100,7 +101,7 @@ def _fit(config, args, log_file) -> int:
         r = loop.fit(config, args.workdir)
     except interrupts.Interrupted:
         raise
-    except (checkpoint.WorkdirMismatchError, loop.NonFiniteLossError, FileNotFoundError, ImportError, ValueError,
+    except (checkpoint.WorkdirMismatchError, lock.WorkdirBusyError, loop.NonFiniteLossError, ImportError, ValueError,
             OSError) as e:
         logs.details("the run stopped", e)
         return cli.fail(f"{e}{details}" if isinstance(e, OSError) else e)

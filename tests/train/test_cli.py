@@ -94,7 +94,7 @@ def test_ctrl_c_during_start_up_ends_cleanly(tmp_path, moment):
     """SIGINT as soon as the command says it starts (the data and the run are being built), while XLA
     compiles the initial state, and while it compiles the train step: one line, exit 130, nothing saved."""
     workdir = tmp_path / "w"
-    first = {"building the run": "configs/lenet5_mnist5k.py in ", "making the initial state": "compiling the initial "
+    first = {"building the run": "training " + str(ROOT / "configs/lenet5_mnist5k.py") + " in ", "making the initial state": "compiling the initial "
              "state...", "compiling the train step": "compiling the train step..."}[moment]
     code, out = _run_until(_train_cmd(workdir), lambda line: first in line, signal.SIGINT)
     _quiet(out)
