@@ -17,8 +17,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     # ---- model: a zoo registry name plus constructor overrides (zoo.create(model, **model_kwargs))
-    c.model = "lenet5"
-    c.model_kwargs = ml_collections.ConfigDict()
+    c.model = "lenet5"             # a registry name (python -m zoo lists them)
+    c.model_kwargs = ml_collections.ConfigDict()   # constructor options, e.g. --config.model_kwargs.small_input=true (ResNet)
 
     # ---- data (train/data.py)
     c.data = ml_collections.ConfigDict()
@@ -32,6 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.num_workers = 0         # grain worker processes (0: in the main process)
     c.data.prefetch = 2            # batches buffered ahead
     c.data.on_corrupt = "skip"     # folder datasets: 'skip' (counted, reported) | 'error'
+    c.data.empty_classes = "skip"  # folder datasets, a class folder without images: 'skip' (warned) | 'error' | 'keep' (a class with no examples)
     c.data.holdout_fraction = 0.1  # folder:PATH without PATH/<split>/ folders: seeded, stratified share of each class held out as the eval split
     c.data.cache = True            # TFDS: decode fixed-size splits up to 2 GiB (mnist, cifar, ...) into memory once, at startup
     c.data.synthetic_num_examples = 1024
@@ -40,7 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
     # ---- batch and length
     c.batch_size = 128             # global batch, across all devices and processes
     c.eval_batch_size = 256
-    c.num_epochs = 10.0
+    c.num_epochs = 10.0            # length of the run in epochs (fractions allowed)
     c.num_train_steps = -1         # > 0 overrides num_epochs
 
     # ---- loss
@@ -85,10 +86,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- checkpoints and logging (train/checkpoint.py, train/loop.py)
     c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every_steps = 500
+    c.checkpoint.every_steps = 500  # also at every evaluation, at the end and on Ctrl-C / SIGTERM
     c.checkpoint.keep = 3          # the last k, plus the best by validation top-1
     c.checkpoint.async_save = True
-    c.log_every_steps = 50
+    c.log_every_steps = 50         # metrics.jsonl / TensorBoard train lines (the progress display: every second)
     c.eval_every_epochs = 1.0
 
     # ---- transfer learning (zoo/convert/, train/transfer.py, train/optim.py)

@@ -1,11 +1,18 @@
-"""README stays true: its test command is what CI runs, its model table is the registry's."""
+"""README stays true: its test command is what CI runs, its model table is the registry's (and
+zoo/model_counts.json, which python -m zoo prints from, holds the models' own counts), and every
+python and bash snippet runs as written, in a user's folder, in order (long trainings shortened)."""
+import os
 import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
 import zoo
-from helpers import ROOT, traced
-from zoo.__main__ import HEADER, table_row
+from helpers import ROOT, child_env, traced
+from zoo.__main__ import HEADER, stored_counts, table_row
 
 README = (ROOT / "README.md").read_text()
 
@@ -25,5 +32,68 @@ def test_readme_model_table_has_every_model():
 
 
 @pytest.mark.parametrize("name", zoo.list_models())
-def test_readme_model_row_matches_the_registry(name):
-    assert table_row(name, traced(name)[0]) in README.splitlines()
+def test_readme_model_row_and_stored_counts_match_the_model(name):
+    layers = traced(name)[0]
+    counted = (sum(r.params for r in layers), sum(r.macs for r in layers))
+    assert stored_counts().get(name) == counted, "run: python -m zoo --update-counts"
+    assert table_row(name, *counted) in README.splitlines()
+
+
+# ------------------------------------------------------------------------------------------------ the snippets
+BLOCKS = [(lang, textwrap.dedent(code))
+          for lang, code in re.findall(r"^ *```(python|bash)\n(.*?)^ *```", README, flags=re.M | re.S)]
+NOT_RUN = {  # the start of a block that the tests do not run -> why
+    "git clone": "installs from the network",
+    "python -m pytest": "is this test suite",
+    "python -m train --config configs/resnet20_cifar10.py": "needs CIFAR-10 prepared by TFDS, and hours",
+    "pip install tensorflow-cpu": "downloads a dataset and needs tensorflow",
+    "python -m zoo.convert pth2safetensors": "needs PyTorch and torchvision's downloaded weights",
+    "python benchmarks/bench.py": "takes minutes: measurements, never tests",
+}
+SHORTER = " --config.num_epochs=2"   # appended to each `python -m train --config ...` line: 2 epochs instead of 10
+
+
+def _skipped(code: str) -> str | None:
+    return next((why for start, why in NOT_RUN.items() if code.startswith(start)), None)
+
+
+def test_every_snippet_is_run_or_says_why_not():
+    assert len(BLOCKS) >= 10
+    assert {start for start in NOT_RUN if any(code.startswith(start) for _, code in BLOCKS)} == set(NOT_RUN)
+
+
+@pytest.fixture(scope="module")
+def user_folder(tmp_path_factory):
+    """A user's folder: the repository's configs/ and nothing else; runs/ is made by the snippets."""
+    folder = tmp_path_factory.mktemp("user")
+    (folder / "configs").symlink_to(ROOT / "configs")
+    return folder
+
+
+def _prepare(code: str, folder) -> None:
+    """What a snippet expects from a step the tests cannot run: a torchvision resnet18 weight file."""
+    if "resnet18.safetensors" in code and not (folder / "resnet18.safetensors").exists():
+        from helpers import random_variables
+        from zoo import convert
+
+        model = zoo.create("resnet18")
+        convert.save_torchvision("resnet18", random_variables(model, (224, 224, 3)), folder / "resnet18.safetensors",
+                                 model=model)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"{i}-{lang}" for i, (lang, _) in enumerate(BLOCKS)])
+def test_readme_snippet_runs_as_written(index, user_folder):
+    lang, code = BLOCKS[index]
+    if _skipped(code):
+        pytest.skip(_skipped(code))
+    _prepare(code, user_folder)
+    if lang == "python":
+        cmd = [sys.executable, "-c", code]
+    else:
+        code = "\n".join(line + SHORTER if line.startswith("python -m train --config") else line
+                         for line in code.replace("\\\n", " ").splitlines())
+        cmd = ["bash", "-e", "-c", code]
+    env = child_env(1, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # `python`: ours
+    p = subprocess.run(cmd, cwd=user_folder, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, f"{code}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"

@@ -1,59 +1,123 @@
 """Train a network: ``python -m train --config configs/lenet5_mnist5k.py --workdir runs/lenet5``
-(or the console script ``zoo-train``). Any config field can be overridden:
-``--config.optimizer.learning_rate=0.1``. Re-running the same command resumes from the workdir's
-latest checkpoint. Multi-host: add ``--multihost`` on every process (``jax.distributed.initialize()``,
-auto-detected on TPU pods / SLURM, or ``--coordinator_address``, ``--num_processes``, ``--process_id``).
+(or the console script ``zoo-train``). Re-running the same command resumes from the workdir's latest
+checkpoint; Ctrl-C or SIGTERM saves a checkpoint and stops (a second Ctrl-C stops at once).
+
+Multi-host: add ``--multihost`` on every process (``jax.distributed.initialize()``, auto-detected on
+TPU pods / SLURM, or ``--coordinator_address``, ``--num_processes``, ``--process_id``).
 """
-import logging
+from __future__ import annotations
+
+import contextlib
 import sys
 
-from absl import app, flags
-from ml_collections import config_flags
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<arch>_<dataset>.py; fields overridable as "
-                                          "--config.field=value", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and TensorBoard events")
-_MULTIHOST = flags.DEFINE_bool("multihost", False, "call jax.distributed.initialize() before training")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "multi-host: host:port of process 0")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-host: number of processes")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-host: this process's index")
-flags.mark_flags_as_required(["config", "workdir"])
+COMMON_FIELDS = ("model", "data.name", "batch_size", "num_epochs", "num_train_steps", "optimizer.name",
+                 "optimizer.learning_rate", "schedule.name", "precision", "checkpoint.every_steps", "log_every_steps",
+                 "transfer.init_from")
+EXAMPLES = """examples:
+  python -m train --config configs/lenet5_mnist5k.py --workdir runs/lenet5
+  python -m train --config configs/resnet20_cifar10.py --workdir runs/r20 \\
+      --config.optimizer.learning_rate=0.05 --config.batch_size=256 --config.precision=bfloat16"""
 
 
-def _main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from absl import logging as absl_logging  # noqa: PLC0415
-    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
-    logging.getLogger("train").setLevel(logging.INFO)
-    import jax  # noqa: PLC0415
+def _parser():
+    from configs import default  # noqa: PLC0415
+    from train import overrides  # noqa: PLC0415
+    from zoo import cli  # noqa: PLC0415
 
-    if _MULTIHOST.value:
-        if jax.default_backend() == "cpu":
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                                   process_id=_PROCESS_ID.value)
-    from train import checkpoint, loop  # noqa: PLC0415
+    epilog = (f"{EXAMPLES}\n\nany config field can be overridden with --config.FIELD=VALUE; the commonest (defaults "
+              f"of configs/default.py):\n{overrides.described(list(COMMON_FIELDS), default.get_config())}\n\n"
+              f"every field, its default and what it means: configs/default.py. The run writes WORKDIR/train.log "
+              f"(all messages, with details of any error).")
+    p = cli.parser("python -m train", __doc__, epilog=epilog)
+    p.add_argument("--config", required=True, metavar="FILE[:ARG]",
+                   help="config file, configs/<arch>_<dataset>.py (get_config(ARG) with :ARG)")
+    p.add_argument("--workdir", required=True, help="directory for checkpoints, metrics, TensorBoard events, train.log")
+    p.add_argument("--multihost", action="store_true", help="call jax.distributed.initialize() before training")
+    p.add_argument("--coordinator_address", default=None, help="multi-host: host:port of process 0")
+    p.add_argument("--num_processes", type=int, default=None, help="multi-host: number of processes")
+    p.add_argument("--process_id", type=int, default=None, help="multi-host: this process's index")
+    p.add_argument("--verbose", action="store_true", help="debug messages on the console too")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from train import interrupts, overrides  # noqa: PLC0415  (light)
+
+    stop = interrupts.install()  # first, before jax is imported: see train/interrupts.py
+    from zoo import cli  # noqa: PLC0415
+
+    p = _parser()
+    try:
+        rest, fields = overrides.split(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as e:
+        return cli.fail(e)
+    args = p.parse_args(rest)
+    if args.multihost:  # every process must stop at the same step: signals act as they would without us
+        interrupts.uninstall()
+    try:
+        config = overrides.apply(overrides.load(args.config), fields)
+        stop.check()
+    except interrupts.Interrupted as e:
+        print(e, file=sys.stderr, flush=True)
+        return e.exit_code
+    except Exception as e:  # noqa: BLE001  (a config file can raise anything: one line, it is the user's input)
+        return cli.fail(e)
+    return interrupts.finish(_train(config, args))
+
+
+def _train(config, args) -> int:
+    from train import interrupts, lock, logs  # noqa: PLC0415
+    from zoo import cli  # noqa: PLC0415
 
     try:
-        r = loop.fit(_CONFIG.value, _WORKDIR.value)
-    except (checkpoint.WorkdirMismatchError, loop.NonFiniteLossError, FileNotFoundError, ImportError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        with lock.WorkdirLock(args.workdir) if not args.multihost else contextlib.nullcontext():
+            log_file = logs.for_command(args.workdir, verbose=args.verbose)
+            logs.log.info("training %s in %s%s", args.config, args.workdir,
+                          f" (every message also goes to {log_file})" if log_file else "")
+            try:
+                return _fit(config, args, log_file)
+            finally:
+                logs.close_log_file()
+    except interrupts.Interrupted as e:
+        print(e, file=sys.stderr, flush=True)
+        return e.exit_code
+    except (lock.WorkdirBusyError, lock.WorkdirUnwritableError) as e:
+        return cli.fail(e)
+
+
+def _fit(config, args, log_file) -> int:
+    import jax  # noqa: PLC0415
+
+    from train import checkpoint, interrupts, lock, logs, loop  # noqa: PLC0415
+    from zoo import cli  # noqa: PLC0415
+
+    details = f" (details: {log_file})" if log_file else ""
+    if args.multihost:
+        if jax.default_backend() == "cpu":
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=args.coordinator_address, num_processes=args.num_processes,
+                                   process_id=args.process_id)
+    try:
+        r = loop.fit(config, args.workdir)
+    except interrupts.Interrupted:
+        raise
+    except (checkpoint.WorkdirMismatchError, lock.WorkdirBusyError, loop.NonFiniteLossError, ImportError, ValueError,
+            OSError) as e:
+        logs.details("the run stopped", e)
+        return cli.fail(f"{e}{details}" if isinstance(e, OSError) else e)
+    except Exception as e:  # noqa: BLE001  (anything else: one line here, the traceback in the log file)
+        logs.details("the run failed", e)
+        return cli.fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{details}", status=1)
     if jax.process_index() == 0:
         if r.interrupted:
-            print(f"interrupted by {r.interrupted} at step {r.step}; checkpoint saved in {_WORKDIR.value}")
+            print(f"interrupted by {r.interrupted} at step {r.step}; checkpoint saved in {args.workdir}")
         else:
             ev = r.eval
             print(f"done: step {r.step} (epoch {r.epoch:.2f}) in {r.seconds:.1f}s | val top-1 {ev.get('top1', float('nan')):.4f}"
                   f" top-5 {ev.get('top5', float('nan')):.4f} | best top-1 {r.best_top1:.4f} at step {r.best_step}"
-                  f" | checkpoints in {_WORKDIR.value}/checkpoints")
+                  f" | checkpoints in {args.workdir}/checkpoints")
     return 0
 
 
-def main():
-    app.run(_main)
-
-
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Self-describing orbax checkpoints.
+"""Self-describing orbax checkpoints, written by one process per workdir, verified when read.
 
 Layout (``WORKDIR/checkpoints/<step>/``), written by an ``orbax.checkpoint.CheckpointManager``:
 
@@ -6,40 +6,63 @@ Layout (``WORKDIR/checkpoints/<step>/``), written by an ``orbax.checkpoint.Check
   host arrays, so it restores on any device count;
 * ``data/``   the input iterator's state (JSON): resuming continues with the very next batch;
 * ``meta/``   JSON: the full config, model name and constructor arguments, class names, preprocessing,
-  epoch, validation metrics, library versions. ``train.restore`` needs nothing else.
+  epoch, validation metrics, library versions, and a CRC-32 of every array of ``state/``
+  (``checksums``). ``train.restore`` needs nothing else.
 
 Retention: the last ``keep`` checkpoints plus the best by validation top-1. Saving is asynchronous;
-a checkpoint is visible only once complete (orbax commits it atomically), a non-finite state is
-refused, and a latest checkpoint that cannot be read is skipped with a warning in favour of the
-previous one.
+a checkpoint is visible only once complete (orbax commits it atomically) and a non-finite state is
+refused. A save that fails (read-only folder, full disk) raises :class:`CheckpointWriteError`, one
+line naming the folder and the cause, and leaves the committed checkpoints as they were.
+
+Reading verifies the checksums (orbax 0.12 checksums no array content) and that every value is
+finite. A checkpoint that cannot be read, or reads other than it was written, is reported and the
+previous one is used; it is moved into ``checkpoints/corrupt/<step>`` (never deleted), so later runs
+do not trip over it again, by the process that trains in the workdir or by a reader when none does.
+Checkpoints written before checksums existed restore as before (nothing to compare).
+
+The process that trains in a workdir holds its lock (``train/lock.py``).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib.metadata
 import logging
 import os
 import platform
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from train import logs
+from train.lock import WorkdirLock
 from train.step import all_finite
 
 log = logging.getLogger(__name__)
 
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "tensorflow-datasets", "numpy", "cnn-zoo")
+CORRUPT = "corrupt"   # checkpoints/corrupt/<step>: checkpoints set aside
 
 
 class WorkdirMismatchError(ValueError):
-    """The workdir holds checkpoints of another model or class count."""
+    """The workdir holds checkpoints of another model, class count or train-state structure."""
 
 
 class NoCheckpointError(FileNotFoundError):
     """No readable checkpoint in the workdir."""
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint reads, but not as it was written (checksum mismatch, non-finite values)."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (read-only folder, full disk, ...)."""
 
 
 def library_versions() -> dict[str, str]:
@@ -56,22 +79,91 @@ def checkpoint_dir(workdir: str | os.PathLike) -> Path:
     return Path(workdir).absolute() / "checkpoints"
 
 
+# ----------------------------------------------------------------------------- content checksums
+
+def leaf_names(tree) -> list[str]:
+    """``/``-joined paths of the leaves: the same for a train state and the nested dicts it restores to
+    (``opt_state/inner_state/0/mu/conv1/kernel``)."""
+    def key(k):
+        for attr in ("key", "idx", "name"):
+            if hasattr(k, attr):
+                return str(getattr(k, attr))
+        return str(k)
+
+    return ["/".join(key(k) for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def checksums(tree) -> dict[str, str]:
+    """CRC-32 of every leaf's bytes, by leaf name (a flipped bit anywhere changes it)."""
+    return {n: f"{zlib.crc32(np.ascontiguousarray(x).view(np.uint8).reshape(-1)):08x}"
+            for n, x in zip(leaf_names(tree), jax.tree.leaves(tree))}
+
+
+def verify(state, meta: dict) -> None:
+    """CorruptCheckpointError unless ``state`` matches the checksums stored in ``meta`` (none stored:
+    a checkpoint from before checksums, nothing to compare) and every value is finite."""
+    expected = (meta.get("checksums") or {}).get("crc32")
+    if expected is not None:
+        found = checksums(state)
+        bad = sorted(n for n in expected.keys() | found.keys() if expected.get(n) != found.get(n))
+        if bad:
+            raise CorruptCheckpointError(f"content checksum mismatch in {', '.join(bad[:3])}"
+                                         + (f" and {len(bad) - 3} more" if len(bad) > 3 else ""))
+    if not all_finite(state):
+        raise CorruptCheckpointError("non-finite values (NaN or Inf) in the stored state, which is never written")
+
+
+def into(template, raw, *, where: str):
+    """The restored nested dicts ``raw`` in the structure of ``template`` (a state or its
+    ``jax.eval_shape``); WorkdirMismatchError naming the differences if they do not fit."""
+    names, treedef = leaf_names(template), jax.tree.structure(template)
+    found = dict(zip(leaf_names(raw), jax.tree.leaves(raw)))
+    wanted = dict(zip(names, jax.tree.leaves(template)))
+    diff = sorted(set(names) ^ set(found)) + sorted(n for n in names if n in found and
+                                                     tuple(np.shape(found[n])) != tuple(wanted[n].shape))
+    if diff:
+        raise WorkdirMismatchError(
+            f"{where} does not fit this run's train state (another optimizer, EMA, precision or model options?): "
+            f"{len(diff)} leaves differ, e.g. {', '.join(diff[:4])}; nothing was changed")
+    return jax.tree_util.tree_unflatten(treedef, [np.asarray(found[n], wanted[n].dtype) for n in names])
+
+
+# ----------------------------------------------------------------------------- the checkpointer
+
+class Stored(NamedTuple):
+    state: dict        # nested dicts of numpy arrays, verified against the checksums
+    meta: dict
+    data: dict | None  # the input iterator's state (None unless asked for)
+
+
 class Checkpointer:
-    """Save and restore train states of one workdir."""
+    """Save and restore train states of one workdir. ``read_only``: never writes, except to set a
+    corrupt checkpoint aside when no process trains in the workdir."""
 
     def __init__(self, workdir: str | os.PathLike, *, keep: int = 3, async_save: bool = True, read_only: bool = False):
         if keep < 1:
             raise ValueError(f"checkpoint.keep={keep}: must be >= 1")
+        self.workdir = Path(workdir).absolute()
         self.directory = checkpoint_dir(workdir)
+        self.read_only = read_only
+        if read_only and not self.directory.is_dir():
+            raise NoCheckpointError(f"no checkpoints in {self.directory}")
         policy = policies.AnyPreservationPolicy([
             policies.LatestN(keep),
             policies.BestN(get_metric_fn=lambda m: m["val_top1"], n=1, keep_checkpoints_without_metrics=False),
         ])
-        options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=async_save,
-                                               create=not read_only, read_only=read_only)
-        if read_only and not self.directory.is_dir():
-            raise NoCheckpointError(f"no checkpoints in {self.directory}")
+        # The folder is made by the first save (a run that saved nothing leaves none); folders are
+        # created synchronously, so a read-only folder fails in save() itself, not in orbax's threads
+        # (which would then wait 20 minutes for each other); a writer holds the workdir lock, so
+        # temporary folders of a killed run are its own to clean.
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy, enable_async_checkpointing=async_save and not read_only, create=False,
+            cleanup_tmp_directories=not read_only, save_interval_steps=0 if read_only else 1,
+            async_options=ocp.AsyncOptions(create_directories_asynchronously=False))
         self.manager = ocp.CheckpointManager(self.directory, item_names=("state", "data", "meta"), options=options)
+        logs.ignore_closed_loop_callbacks()  # tensorstore's callbacks after a failed read or write
+        self._in_flight: int | None = None
+        self._failed: CheckpointWriteError | None = None
 
     # ------------------------------------------------------------------ reading
     def steps(self) -> list[int]:
@@ -96,16 +188,27 @@ class Checkpointer:
             raise ValueError(f"checkpoint={which!r}: not in {self.directory} (available: {steps}, 'best', 'latest')")
         return [s]
 
+    def read_step(self, step: int, *, with_data: bool = False) -> Stored:
+        """Checkpoint ``step`` read once and verified (:func:`verify`)."""
+        items = dict(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+        if with_data:
+            items["data"] = ocp.args.JsonRestore()
+        r = self.manager.restore(step, args=ocp.args.Composite(**items))
+        verify(r.state, r.meta)
+        return Stored(r.state, r.meta, r.data if with_data else None)
+
     def _readable(self, candidates: list[int], read, *, warn: bool = True):
         """THE fallback loop: ``(step, read(step))`` for each candidate that reads, in order; one that
-        fails is reported (``warn``) and passed over."""
+        fails is reported (``warn``: and set aside) and passed over."""
         for s in candidates:
             try:
                 value = read(s)
             except Exception as e:  # noqa: BLE001  (an unreadable checkpoint must not stop us)
                 if warn:
-                    log.warning("checkpoint %d in %s cannot be restored (%s: %s); falling back to the previous one",
-                                s, self.directory, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+                    cause = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                    where = self._set_aside(s) if _is_damage(e) else None
+                    log.warning("checkpoint %d in %s cannot be restored (%s); %sfalling back to the previous one", s,
+                                self.directory, cause, f"moved to {where} (kept, not deleted); " if where else "")
                 continue
             yield s, value
 
@@ -120,7 +223,7 @@ class Checkpointer:
 
     def latest_meta(self) -> dict | None:
         """Meta of the newest checkpoint whose meta reads (None: no checkpoint)."""
-        return next((m for _, m in self._readable(list(reversed(self.steps())), self.meta)), None)
+        return next((m for _, m in self._readable(list(reversed(self.steps())), self.meta, warn=False)), None)
 
     def best_step(self) -> int | None:
         best, best_val = None, -1.0
@@ -131,58 +234,129 @@ class Checkpointer:
         return best
 
     def restore(self, template, *, step: int | None = None) -> tuple[Any, Any, dict, int]:
-        """Restore ``(state, data_state, meta, step)`` into ``template`` (a host pytree of the state's
-        structure, e.g. from ``jax.eval_shape``). Default: the latest readable checkpoint; a
-        checkpoint that fails to read is reported and the previous one is tried."""
-        target = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), template)
-
-        def read(s):
-            r = self.manager.restore(s, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
-            if not all_finite(r.state):
-                raise ValueError("non-finite values in the state")
-            return r
-
-        s, r = self._first_readable([step] if step is not None else self.candidates("latest"), read,
-                                    explicit=step is not None)
-        return r.state, r.data, r.meta, s
-
-    def restore_raw(self, step: int) -> tuple[dict, dict]:
-        """(state as nested dicts of numpy arrays, meta) without a template (``train.restore``)."""
-        r = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                               meta=ocp.args.JsonRestore()))
-        return r.state, r.meta
+        """Restore ``(state, data_state, meta, step)`` in the structure of ``template`` (a host pytree
+        of the state's structure, e.g. from ``jax.eval_shape``). Default: the latest readable checkpoint;
+        one that fails to read is reported, set aside, and the previous one is tried."""
+        s, stored = self._first_readable([step] if step is not None else self.candidates("latest"),
+                                         lambda s: self.read_step(s, with_data=True), explicit=step is not None)
+        state = into(template, stored.state, where=f"checkpoint {s} in {self.directory}")
+        return state, stored.data, stored.meta, s
 
     def read(self, which: str | int = "best") -> tuple[dict, dict, int]:
         """``(state as nested dicts of numpy arrays, meta, step)`` of checkpoint ``which`` ('best',
         'latest' or a step number), read once, falling back past unreadable ones (with a warning)."""
-        candidates = self.candidates(which)
-        s, (raw, meta) = self._first_readable(candidates, self.restore_raw,
-                                              explicit=which not in ("best", "latest"))
-        return raw, meta, s
+        s, stored = self._first_readable(self.candidates(which), self.read_step,
+                                         explicit=which not in ("best", "latest"))
+        return stored.state, stored.meta, s
+
+    def _set_aside(self, step: int) -> Path | None:
+        """Move checkpoint ``step`` to ``checkpoints/corrupt/<step>`` (``-2``, ... if taken); None when
+        it stays (a reader while a training process holds the workdir, or no write access)."""
+        lock = WorkdirLock(self.workdir) if self.read_only else None
+        if lock is not None and not lock.try_acquire():
+            return None
+        try:
+            target = self.directory / CORRUPT / str(step)
+            k = 1
+            while target.exists():
+                k += 1
+                target = self.directory / CORRUPT / f"{step}-{k}"
+            target.parent.mkdir(exist_ok=True)
+            os.rename(self.directory / str(step), target)
+            self.manager.reload()
+            return target
+        except OSError as e:
+            log.debug("cannot set checkpoint %d aside: %s", step, e)
+            return None
+        finally:
+            if lock is not None:
+                lock.release()
 
     # ------------------------------------------------------------------ writing
     def save(self, step: int, state, *, data_state: dict, meta: dict, metrics: dict | None = None) -> bool:
         """Save asynchronously (``state``: host numpy pytree, not modified afterwards). A
-        non-finite state is refused (returns False). ``metrics['val_top1']`` ranks it for 'best'."""
+        non-finite state is refused (returns False). ``metrics['val_top1']`` ranks it for 'best'.
+        CheckpointWriteError if this save, or the one still in flight, cannot be written."""
+        if self.read_only:
+            raise RuntimeError(f"{self.directory} was opened read-only")
         if not all_finite(state):
             log.error("step %d: the train state has non-finite values; checkpoint NOT written", step)
             return False
         if step in self.manager.all_steps():
             return True
-        meta = {**meta, "step": int(step), "metrics": metrics or {}, "versions": library_versions()}
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                        data=ocp.args.JsonSave(data_state),
-                                                        meta=ocp.args.JsonSave(meta)),
-                          metrics={"val_top1": metrics["val_top1"]} if metrics and "val_top1" in metrics else None,
-                          force=True)
+        meta = {**meta, "step": int(step), "metrics": metrics or {}, "versions": library_versions(),
+                "checksums": {"crc32": checksums(state)}}
+        previous = self._in_flight
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.manager.wait_until_finished()
+            previous = step
+            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                            data=ocp.args.JsonSave(data_state),
+                                                            meta=ocp.args.JsonSave(meta)),
+                              metrics={"val_top1": metrics["val_top1"]} if metrics and "val_top1" in metrics else None,
+                              force=True)
+        except Exception as e:  # noqa: BLE001  (orbax and tensorstore report write errors in many types)
+            raise self._write_error(previous if previous is not None else step, e) from e
+        self._in_flight = step
         return True
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        """Block until the save in flight is committed (CheckpointWriteError if it failed)."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001
+            raise self._write_error(self._in_flight, e) from e
+        self._in_flight = None
 
     def close(self) -> None:
-        self.manager.close()
+        """Wait for the save in flight and release orbax's resources. A failure already raised by
+        :meth:`save` / :meth:`wait` is not raised again."""
+        already_raised = self._failed is not None
+        try:
+            self.wait()
+        except CheckpointWriteError:
+            if not already_raised:
+                raise
+        finally:
+            with contextlib.suppress(Exception):
+                self.manager.close()
+
+    def _write_error(self, step: int | None, e: Exception) -> CheckpointWriteError:
+        if self._failed is not None:
+            return self._failed
+        text = str(e)
+        if _read_only_mount(self.directory):
+            cause, code = os.strerror(errno.EROFS), errno.EROFS
+        elif isinstance(e, OSError) and e.errno:
+            cause, code = e.strerror or os.strerror(e.errno), e.errno
+        elif "RESOURCE_EXHAUSTED" in text or "No space left" in text:
+            cause, code = os.strerror(errno.ENOSPC), errno.ENOSPC
+        elif "PERMISSION_DENIED" in text or "Permission denied" in text:
+            cause, code = os.strerror(errno.EACCES), errno.EACCES
+        else:
+            cause, code = f"{type(e).__name__}: {text.splitlines()[0][:200] if text else ''}", errno.EIO
+        kept = ", ".join(map(str, self.steps()))
+        kept = f"the checkpoints already committed are kept as they were: {kept}" if kept else "no checkpoint was committed"
+        self._failed = CheckpointWriteError(f"cannot write checkpoint {step} in {self.directory}: {cause} ({kept})")
+        self._failed.errno = code
+        logs.details(f"checkpoint {step}: write failed", e)
+        return self._failed
+
+
+def _read_only_mount(path: Path) -> bool:
+    """Whether ``path`` (or the nearest folder above it that exists) is on a read-only mount."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _is_damage(e: Exception) -> bool:
+    """Whether a read error means the checkpoint is damaged (not: we may not read it)."""
+    return not isinstance(e, PermissionError) and "PERMISSION_DENIED" not in str(e)
 
 
 def check_compatible(meta: dict | None, *, model: str, num_classes: int, workdir) -> None:

@@ -9,11 +9,11 @@ entry point; this module holds the library functions.)
 
     python -m train.evaluate --workdir runs/lenet5 [--checkpoint best|latest|STEP]
 
-``fit`` evaluates with the same two functions: :func:`compile_eval` and :func:`run_eval`.
+A checkpoint is verified when read (``train/checkpoint.py``): one that does not read as written is
+reported and the previous one used. ``fit`` evaluates with the same two functions: :func:`compile_eval` and :func:`run_eval`.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from train import checkpoint, data, parallel, setup, step
+from train import checkpoint, data, logs, parallel, setup, step
 
 log = logging.getLogger("train")
 
@@ -158,19 +158,27 @@ def plot_confusion(confusion: np.ndarray, names, path: Path, title: str = "") ->
     return path
 
 
+COMMAND = ("Evaluate a run's checkpoint with the preprocessing it was trained with: loss, top-1, top-5,\n"
+           "per-class accuracy and a confusion-matrix PNG (the checkpoint carries its config).")
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workdir", required=True)
+    from zoo import cli  # noqa: PLC0415
+
+    ap = cli.parser("python -m train.evaluate", COMMAND, epilog=(
+        "examples:\n  python -m train.evaluate --workdir runs/lenet5\n"
+        "  python -m train.evaluate --workdir runs/lenet5 --checkpoint latest --split train\n\n"
+        "the checkpoint carries its config: no config file is needed. Library: train.evaluate(workdir)."))
+    ap.add_argument("--workdir", required=True, help="the run's directory (checkpoints inside)")
     ap.add_argument("--checkpoint", default="best", help="'best' (default), 'latest' or a step number")
     ap.add_argument("--split", default=None, help="split to evaluate (default: the run's eval split)")
     ap.add_argument("--output_dir", default=None, help="where to write the report and PNG (default WORKDIR/eval)")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    logs.for_command()
     try:
         r = evaluate(a.workdir, checkpoint_step=a.checkpoint, split=a.split, output_dir=a.output_dir)
-    except (checkpoint.NoCheckpointError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (checkpoint.NoCheckpointError, ValueError, OSError) as e:
+        return cli.fail(e)
     print(f"{r['model']} step {r['step']} on {r['split']} ({r['count']} examples): "
           f"loss {r['loss']:.4f}  top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}")
     print("per-class top-1: " + "  ".join(f"{k}: {'-' if v is None else f'{v:.3f}'}" for k, v in r["per_class_top1"].items()))

@@ -6,6 +6,9 @@ network has learned and why it decides as it does, written as PNGs next to the c
         [--what filters,features,saliency,gradcam,occlusion,classmodel,neighbours,rf,fixed] \\
         [--layer s2,c3] [--class 7] [--out DIR] [--checkpoint best|latest|STEP]
     python -m train.inspect --workdir runs/lenet5 --index 12      # image 12 of the run's eval split
+    # a digit.png to try --image with: test image 12 of mnist5k (the quickstart's eval split)
+    python -c "from train import data; from PIL import Image; Image.fromarray(data.open_source('mnist5k', 'test', \\
+        image_shape=(28, 28, 1)).images[12, ..., 0]).save('digit.png')"
 
 The image (any file PIL reads) is preprocessed with ``train.data.preprocess_eval`` and the
 preprocessing stored with the checkpoint, exactly as evaluation does. ``--class`` (index or class
@@ -30,8 +33,6 @@ The library behind it is ``zoo.inspect``.
 """
 from __future__ import annotations
 
-import argparse
-import logging
 import re
 import sys
 from pathlib import Path
@@ -122,6 +123,8 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
     c = _class_index(class_arg, names)
     c = int(pred[0]) if c is None else c
     cname = names[c]
+    # every attribution figure says which class it explains and what the network predicted
+    explained = f"class {cname} (p={probs[0, c]:.3f}); predicted {names[int(pred[0])]} (p={probs[0, pred[0]]:.3f})"
     print_fn(f"{meta['model']}: predicted {names[int(pred[0])]} (p={probs[0, pred[0]]:.3f}); "
              f"explaining class {cname} (p={probs[0, c]:.3f})")
     shown = zi.to_display(x[0], pp)
@@ -156,7 +159,7 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
         elif w == "saliency":
             s = zi.saliency(model, variables, x, c)[0]
             wrote(w, zi.plot_attribution(shown, s, out / f"{stem}_saliency_{_safe(cname)}.png",
-                                         title=f"saliency |dS_c/dI|, class {cname}"))
+                                         title=f"saliency |dS_c/dI| of {explained}"))
         elif w == "gradcam":
             chosen = [n for n in (layers or []) if n in taps] or ([zi.default_cam_layer(model, shape)] if taps else [])
             if layers and not [n for n in layers if n in taps]:
@@ -167,12 +170,12 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
             for layer in chosen:
                 g = zi.grad_cam(model, variables, x, c, layer)[0]
                 wrote(w, zi.plot_attribution(shown, g, out / f"{stem}_gradcam_{_safe(layer)}_{_safe(cname)}.png",
-                                             title=f"Grad-CAM at {layer}, class {cname}"))
+                                             title=f"Grad-CAM at {layer} of {explained}"))
         elif w == "occlusion":
             o = zi.occlusion(model, variables, x[0], c, patch=patch, stride=stride)
             wrote(w, zi.plot_attribution(shown, o.map, out / f"{stem}_occlusion_{_safe(cname)}.png", symmetric=True,
-                                         title=f"occlusion: drop of p({cname}) = {o.probability:.3f} under a "
-                                               f"{o.patch}x{o.patch} grey patch"))
+                                         title=f"occlusion: drop of p({cname}) under a {o.patch}x{o.patch} grey "
+                                               f"patch; {explained}"))
         elif w == "classmodel":
             img, scores = zi.class_model(model, variables, c, input_shape=shape, steps=steps)
             wrote(w, zi.plot_class_model(img, scores, out / f"class_model_{_safe(cname)}.png",
@@ -205,9 +208,9 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.inspect", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="\n\n".join(__doc__.split("\n\n")[2:]))
+    from zoo import cli  # noqa: PLC0415
+
+    ap = cli.parser("python -m train.inspect", __doc__, epilog="examples:\n" + "\n\n".join(__doc__.split("\n\n")[1:]))
     ap.add_argument("--workdir", required=True, help="the run's directory (checkpoints inside)")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", help="image file to explain (any format PIL reads)")
@@ -215,7 +218,7 @@ def main(argv=None) -> int:
     ap.add_argument("--what", default="all", help=f"comma list of {','.join(WHAT)} (default: all)")
     ap.add_argument("--layer", default=None, help="comma list of feature taps or module paths for features and "
                     "Grad-CAM (default: first/last spatial taps; Grad-CAM: the last)")
-    ap.add_argument("--class", dest="class_", default=None, help="class index or name (default: predicted)")
+    ap.add_argument("--class", dest="class_", metavar="CLASS", default=None, help="class index or name (default: predicted)")
     ap.add_argument("--out", default=None, help="output folder (default WORKDIR/inspect)")
     ap.add_argument("--checkpoint", default="best", help="'best' (default), 'latest' or a step number")
     ap.add_argument("--k", type=int, default=8, help="neighbours shown (default 8)")
@@ -224,20 +227,17 @@ def main(argv=None) -> int:
     ap.add_argument("--patch", type=int, default=None, help="occlusion patch side (default: image side / 7)")
     ap.add_argument("--stride", type=int, default=None, help="occlusion stride (default: patch / 2)")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    from absl import logging as absl_logging  # noqa: PLC0415
-    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's read-only notices
-    from train import checkpoint  # noqa: PLC0415
+    from train import checkpoint, logs  # noqa: PLC0415
 
+    logs.for_command()
     what = None if a.what == "all" else [w.strip() for w in a.what.split(",") if w.strip()]
     layers = [n.strip() for n in a.layer.split(",") if n.strip()] if a.layer else None
     try:
         run(a.workdir, image=a.image, index=a.index, what=what, layers=layers, class_arg=a.class_, out=a.out,
             checkpoint_step=a.checkpoint, k=a.k, neighbours_max=a.neighbours_max, steps=a.steps, patch=a.patch,
             stride=a.stride)
-    except (checkpoint.NoCheckpointError, ValueError, FileNotFoundError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (checkpoint.NoCheckpointError, ValueError, OSError) as e:
+        return cli.fail(e)
     return 0
 
 

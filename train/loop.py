@@ -5,8 +5,9 @@ build the run (``train/setup.py``), start from the workdir's latest checkpoint o
 for each step train on the next batch; every ``log_every_steps`` report the mean train metrics;
 every ``eval_every_epochs`` evaluate on the validation split (``train/evaluation.py``), print a
 summary (``train/reporting.py``), keep the best and checkpoint; checkpoint every
-``checkpoint.every_steps`` too. SIGTERM/SIGINT -> checkpoint and a clean exit. A non-finite step is
-skipped by the step itself and reported here; ``stop_on_nonfinite`` stops the run (checkpointed).
+``checkpoint.every_steps`` too. SIGTERM/SIGINT -> checkpoint and a clean exit (``train/interrupts.py``).
+A non-finite step is skipped by the step itself and reported here; ``stop_on_nonfinite`` stops the
+run (checkpointed). The process that trains holds the workdir's lock (``train/lock.py``).
 """
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from train import checkpoint, evaluation, parallel, reporting, setup, step, transfer
+from train import checkpoint, evaluation, interrupts, lock, parallel, reporting, setup, step, transfer
 
 log = logging.getLogger("train")
 
@@ -45,43 +44,62 @@ class FitResult:
 
 
 def fit(config: ml_collections.ConfigDict, workdir: str | Path) -> FitResult:
-    """Train ``config`` in ``workdir``; resume when the workdir already holds checkpoints of it."""
+    """Train ``config`` in ``workdir``; resume when the workdir already holds checkpoints of it.
+
+    A second process training in the same workdir is refused at once (``lock.WorkdirBusyError``).
+    SIGINT / SIGTERM during start-up raise ``interrupts.Interrupted`` (nothing saved); during
+    training they checkpoint and return (``FitResult.interrupted``). A checkpoint that cannot be
+    written raises ``checkpoint.CheckpointWriteError``."""
     t_start = time.perf_counter()
     workdir = Path(workdir)
-    run = setup.build(config, workdir=workdir)  # refuses another model's workdir before anything is written
-    workdir.mkdir(parents=True, exist_ok=True)
-    ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
-    loop = _start(run, ckpt)
-    train_step = run.compile_train()
-    eval_step = evaluation.compile_eval(run.model, run.step_config, run.plan)
-    report = reporting.Reporter(workdir, total_steps=run.total_steps, start=loop.step,
-                                steps_per_epoch=run.steps_per_epoch, batch_size=config.batch_size, t_start=t_start,
-                                enabled=jax.process_index() == 0)
-    eval_every = max(1, int(round(config.eval_every_epochs * run.steps_per_epoch)))
-    try:
-        with stop_signals() as stop:
-            while loop.step < run.total_steps:
-                loop.state, metrics = train_step(loop.state, parallel.put_batch(next(loop.data), run.plan))
-                loop.step += 1
-                loop.pending.append(metrics)
-                at_eval = loop.step % eval_every == 0 or loop.step == run.total_steps
-                if loop.step % config.log_every_steps == 0 or at_eval or stop["signal"]:
-                    _report_train(run, loop, ckpt, report)  # NonFiniteLossError when stop_on_nonfinite
-                if at_eval:
-                    _evaluate(run, loop, eval_step, report)
-                    _save(run, loop, ckpt, {"val_top1": loop.last_eval["top1"]})
-                elif loop.step % config.checkpoint.every_steps == 0:
-                    _save(run, loop, ckpt)
-                if stop["signal"]:
-                    _interrupted(run, loop, ckpt, report, stop["signal"])
-                    break
-            if loop.step == loop.start == run.total_steps:  # resumed a finished run: evaluate it again
-                _evaluate(run, loop, eval_step, report)
-    finally:
-        ckpt.wait()
-        ckpt.close()
-        report.close()
+    with interrupts.stop_signals() as stop, _workdir_lock(workdir):
+        run = setup.build(config, workdir=workdir)  # refuses another model's workdir before anything is written
+        log.info("%s", reporting.run_summary(run))
+        stop.check()
+        ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+        try:
+            loop = _start(run, ckpt)
+            stop.check()
+            report = reporting.Reporter(workdir, total_steps=run.total_steps, start=loop.step,
+                                        steps_per_epoch=run.steps_per_epoch, batch_size=config.batch_size,
+                                        t_start=t_start, enabled=jax.process_index() == 0)
+            try:
+                train_step = _announced(run.compile_train(), "train step", report, stop, restart_clock=True)
+                eval_step = _announced(evaluation.compile_eval(run.model, run.step_config, run.plan), "eval step",
+                                       report)
+                _train(run, loop, ckpt, report, stop, train_step, eval_step)
+            finally:
+                report.close()
+                loop.data.close()  # its prefetch threads end now, even while an exception keeps it referenced
+        finally:
+            ckpt.close()
     return _finish(loop, run, workdir, t_start)
+
+
+def _train(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, report: reporting.Reporter,
+           stop: interrupts.Stop, train_step, eval_step) -> None:
+    """The loop: a step per batch; train reports, evaluations and checkpoints when due."""
+    config = run.config
+    eval_every = max(1, int(round(config.eval_every_epochs * run.steps_per_epoch)))
+    while loop.step < run.total_steps:
+        loop.state, metrics = train_step(loop.state, parallel.put_batch(next(loop.data), run.plan))
+        loop.step += 1
+        loop.pending.append(metrics)
+        at_eval = loop.step % eval_every == 0 or loop.step == run.total_steps
+        if loop.step % config.log_every_steps == 0 or at_eval or stop.signal:
+            _report_train(run, loop, ckpt, report)  # NonFiniteLossError when stop_on_nonfinite
+        else:
+            report.tick(loop.step, loop.pending)  # the progress display, at least every second
+        if at_eval:
+            _evaluate(run, loop, eval_step, report)
+            _save(run, loop, ckpt, {"val_top1": loop.last_eval["top1"]})
+        elif loop.step % config.checkpoint.every_steps == 0:
+            _save(run, loop, ckpt)
+        if stop.signal:
+            _interrupted(run, loop, ckpt, report, stop.signal)
+            return
+    if loop.step == loop.start == run.total_steps:  # resumed a finished run: evaluate it again
+        _evaluate(run, loop, eval_step, report)
 
 
 # ----------------------------------------------------------------------------- the steps of fit
@@ -113,7 +131,10 @@ def _start(run: setup.Run, ckpt: checkpoint.Checkpointer) -> _Loop:
         log.info("resumed from step %d of %s", start, ckpt.directory)
         best_top1, best_step = meta.get("best_top1", -1.0), meta.get("best_step")
     else:
+        log.info("compiling the initial state...")
+        t = time.perf_counter()
         state, start, best_top1, best_step = run.fresh_state(), 0, -1.0, None
+        log.info("compiling the initial state: done in %.1fs", time.perf_counter() - t)
         if run.config.transfer.init_from:
             state = transfer.init_state(state, run.config, run.model, run.info)
     return _Loop(parallel.replicate(state, run.plan), data_it, start, start, run.meta(), best_top1, best_step)
@@ -126,7 +147,6 @@ def _report_train(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, re
     if not count:
         return
     msg = reporting.nonfinite_message(loop.step, count)
-    log.error(msg)
     report.message(msg)
     if run.config.stop_on_nonfinite:
         _save(run, loop, ckpt)
@@ -154,6 +174,7 @@ def _interrupted(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, rep
                  signal_name: str) -> None:
     loop.interrupted = signal_name
     _save(run, loop, ckpt)
+    ckpt.wait()  # committed before we say so (a second signal from now on loses nothing)
     report.message(f"{signal_name} received: checkpoint saved at step {loop.step}; "
                    f"run the same command again to resume")
 
@@ -170,20 +191,35 @@ def _finish(loop: _Loop, run: setup.Run, workdir: Path, t_start: float) -> FitRe
     return result
 
 
+def _announced(fn, what: str, report: reporting.Reporter, stop: interrupts.Stop | None = None, *,
+               restart_clock: bool = False):
+    """``fn`` (a compiled step), whose first call, which compiles it, is announced with its duration;
+    a signal received meanwhile still belongs to start-up (``stop.check``: nothing saved). With
+    ``restart_clock``, images/s and the ETA count from the end of the compilation."""
+    first = [True]
+
+    def call(*args):
+        if not first[0]:
+            return fn(*args)
+        first[0] = False
+        report.message(f"compiling the {what}...")
+        t = time.perf_counter()
+        out = fn(*args)
+        report.message(f"compiling the {what}: done in {time.perf_counter() - t:.1f}s")
+        if restart_clock:
+            report.restart_clock()
+        if stop is not None:
+            stop.check()
+        return out
+
+    return call
+
+
 @contextlib.contextmanager
-def stop_signals():
-    """SIGTERM / SIGINT set a flag; the loop checkpoints and returns at the next step boundary."""
-    flag = {"signal": None}
-    if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
-        yield flag
+def _workdir_lock(workdir: Path):
+    """The workdir's lock, held by process 0 (the one that writes checkpoints)."""
+    if jax.process_index() != 0:
+        yield
         return
-
-    def handler(signum, _frame):
-        flag["signal"] = signal.Signals(signum).name
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield flag
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+    with lock.WorkdirLock(workdir):
+        yield

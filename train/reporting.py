@@ -41,6 +41,16 @@ def epoch_summary(step: int, steps_per_epoch: int, train: dict, ev: dict, best_t
             f"top5 {ev['top5']:.4f} | best {best_top1:.4f} (step {best_step}) | {seconds:.1f}s")
 
 
+def run_summary(run) -> str:
+    """The line that opens a run (``run``: a ``train.setup.Run``): model, data, length, devices."""
+    train, ev, plan = run.train_pipe, run.eval_pipe, run.plan
+    kind = plan.devices[0].platform
+    return (f"{run.config.model} on {train.name}: {train.num_examples:,} training images ({train.split}), "
+            f"{ev.num_examples:,} eval images ({ev.split}), {train.num_classes} classes | {run.total_steps:,} steps of "
+            f"batch {train.batch_size} ({run.total_steps / run.steps_per_epoch:.3g} epochs) on {plan.num_devices} "
+            f"{kind} device{'s' if plan.num_devices > 1 else ''} ({plan.parallelism})")
+
+
 def nonfinite_message(step: int, count: int) -> str:
     return (f"step {step}: {count} step(s) with a non-finite loss or gradient (NaN/Inf); "
             f"their updates were skipped")
@@ -73,7 +83,11 @@ class MetricsLog:
 
 
 class Progress:
-    """tqdm bar on a terminal; plain log lines otherwise."""
+    """tqdm bar on a terminal, refreshed at least every second; plain lines otherwise, at every train
+    report and at least every ``PLAIN_EVERY_S`` seconds."""
+
+    TERMINAL_EVERY_S = 1.0
+    PLAIN_EVERY_S = 10.0
 
     def __init__(self, total: int, initial: int, steps_per_epoch: int, enabled: bool):
         self.total, self.spe, self.enabled = total, steps_per_epoch, enabled
@@ -82,10 +96,17 @@ class Progress:
             from tqdm import tqdm  # noqa: PLC0415
             self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
         self.t0, self.s0 = time.perf_counter(), initial
+        self.t_shown = self.t0
+        self.every_s = self.TERMINAL_EVERY_S if self.bar is not None else self.PLAIN_EVERY_S
+
+    def due(self) -> bool:
+        """Whether the display is due for a refresh (between train reports)."""
+        return self.enabled and time.perf_counter() - self.t_shown >= self.every_s
 
     def update(self, step: int, metrics: dict, images_per_s: float) -> None:
         if not self.enabled:
             return
+        self.t_shown = time.perf_counter()
         epoch = step / self.spe
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / max(step - self.s0, 1) * (self.total - step)
@@ -128,6 +149,17 @@ class Reporter:
         self.log.write(step, "train", {**metrics, "images_per_s": rate})
         self.progress.update(step, metrics, rate)
         return metrics
+
+    def restart_clock(self) -> None:
+        """Images/s and the ETA count from now (after the compilation)."""
+        self.t_last = self.progress.t0 = time.perf_counter()
+
+    def tick(self, step: int, pending: list[dict]) -> None:
+        """Between train reports: refresh the progress display when due (the mean of ``pending``,
+        the steps since the last report; the metrics log is left alone)."""
+        if pending and self.progress.due():
+            self.progress.update(step, mean_metrics(pending),
+                                 len(pending) * self.batch_size / (time.perf_counter() - self.t_last))
 
     def eval(self, step: int, ev: dict, train: dict, best_top1: float, best_step: int | None) -> None:
         self.log.write(step, "eval", {k: v for k, v in ev.items() if np.ndim(v) == 0})

@@ -185,7 +185,8 @@ def checkpoint_pipeline(meta: dict, *, split: str | None = None, batch_size: int
     ``split`` (default: its eval split), ``batch_size`` (default: its eval batch size). ValueError
     when the preprocessing rebuilt here differs from the stored one."""
     cfg, pp = meta["config"], meta["preprocessing"]
-    pipe = data.load(cfg["data"], split=split or cfg["data"]["eval_split"], train=False,
+    data_cfg = {"empty_classes": "keep", **cfg["data"]}  # runs from before the field kept empty class folders
+    pipe = data.load(data_cfg, split=split or cfg["data"]["eval_split"], train=False,
                      batch_size=batch_size or int(cfg["eval_batch_size"]),
                      image_shape=(*pp["image_size"], pp["channels"]), seed=int(cfg.get("seed", 0)),
                      crop_fraction=pp["crop_fraction"])

@@ -27,7 +27,6 @@ Giving trained weights back to torchvision::
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -88,8 +87,11 @@ def export_torchvision(workdir, path, *, checkpoint_step: str | int = "best") ->
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.transfer",
-                                description="Export a run's trained weights for torchvision.")
+    from zoo import cli  # noqa: PLC0415
+
+    p = cli.parser("python -m train.transfer", "Export a run's trained weights for torchvision.",
+                   epilog="example:\n  python -m train.transfer export runs/flowers flowers_resnet18.safetensors\n\n"
+                          "training from pretrained weights: --config.transfer.init_from (configs/default.py)")
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("export", help="workdir -> torchvision state_dict as .safetensors")
     e.add_argument("workdir")
@@ -98,9 +100,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         sd = export_torchvision(args.workdir, args.dst, checkpoint_step=args.checkpoint)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as err:
+        return cli.fail(err)
     print(f"{args.dst}: {len(sd)} tensors (torchvision names and layouts)")
     return 0
 

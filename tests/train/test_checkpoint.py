@@ -1,16 +1,24 @@
 """train.checkpoint: which checkpoint is read ('best', 'latest', a step), the one fallback past
-unreadable checkpoints, retention, non-finite states refused, restore on another device count."""
+unreadable checkpoints, damaged checkpoints set aside (never deleted), content checksums verified on
+every read (a flipped bit is caught), retention, non-finite states refused, a save that cannot be
+written reported as one error, restore on another device count."""
+import errno
 import json
 import logging
+import os
 import re
 import shutil
+import subprocess
+import sys
+import threading
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 import train
-from helpers import run_worker
+from helpers import ROOT, child_env, run_worker
 from train import checkpoint
 
 
@@ -25,6 +33,10 @@ def _steps(workdir):
     return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
 
 
+def _corrupt_dir(workdir):
+    return workdir / "checkpoints" / checkpoint.CORRUPT
+
+
 @pytest.fixture
 def corruptible(trained_lenet, tmp_path):
     """A copy of the trained workdir, to damage."""
@@ -33,27 +45,100 @@ def corruptible(trained_lenet, tmp_path):
     return copy
 
 
-def test_corrupt_latest_checkpoint_falls_back_to_the_previous(trained_lenet, corruptible, caplog):
+def _files(path):
+    return {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}
+
+
+def _flip_one_bit(workdir, step):
+    """Rewrite checkpoint ``step``'s state through orbax itself with one bit of one parameter flipped:
+    a checkpoint that reads without any error, holding other values than were saved."""
+    stored = workdir / "checkpoints" / str(step) / "state"
+    state = ocp.StandardCheckpointer().restore(stored)
+    kernel = np.array(state["params"]["fc1"]["kernel"])
+    kernel.view(np.uint32).reshape(-1)[7] ^= 1 << 3
+    state["params"]["fc1"]["kernel"] = kernel
+    writer = ocp.StandardCheckpointer()
+    writer.save(workdir / "flipped", state)
+    writer.wait_until_finished()
+    writer.close()
+    shutil.rmtree(stored)
+    shutil.move(workdir / "flipped", stored)
+
+
+def test_corrupt_latest_checkpoint_falls_back_and_is_set_aside(trained_lenet, corruptible, caplog):
     workdir, _ = trained_lenet
     steps = _steps(corruptible)
     _corrupt(corruptible, steps[-1])
+    damaged = _files(corruptible / "checkpoints" / str(steps[-1]))
     with caplog.at_level(logging.WARNING):
         model, variables = train.restore(corruptible, checkpoint_step="latest")
-    assert any("falling back" in r.message or "trying the previous" in r.message for r in caplog.records)
+    assert any("falling back" in r.message and "corrupt" in r.message for r in caplog.records)
     expected = train.restore(workdir, checkpoint_step=steps[-2])[1]
     jax.tree.map(np.testing.assert_array_equal, expected, variables)
+    # moved, not deleted: byte for byte under checkpoints/corrupt/<step>; the next read does not warn again
+    assert _steps(corruptible) == steps[:-1]
+    assert _files(_corrupt_dir(corruptible) / str(steps[-1])) == damaged
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert train.load(corruptible, "latest").step == steps[-2]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_flipped_bit_is_caught_and_set_aside(trained_lenet, corruptible, caplog):
+    workdir, _ = trained_lenet
+    steps = _steps(corruptible)
+    _flip_one_bit(corruptible, steps[-1])
+    with caplog.at_level(logging.WARNING):
+        loaded = train.load(corruptible, "latest")
+    assert loaded.step == steps[-2]
+    assert any("checksum mismatch in params/fc1/kernel" in r.message for r in caplog.records)
+    jax.tree.map(np.testing.assert_array_equal, train.load(workdir, steps[-2]).variables, loaded.variables)
+    assert (_corrupt_dir(corruptible) / str(steps[-1]) / "state").is_dir()
+    with pytest.raises(ValueError, match=r"not in .*available"):  # a set-aside step is no longer offered
+        train.load(corruptible, steps[-1])
+
+
+def test_flipped_bytes_in_a_stored_array_make_evaluate_fall_back(trained_lenet, corruptible, caplog):
+    """64 bytes of the largest data file of the latest checkpoint overwritten: whichever way the
+    damage shows (a read error, a checksum, non-finite weights), evaluate uses the previous one."""
+    _, r = trained_lenet
+    steps = _steps(corruptible)
+    data_files = [f for f in (corruptible / "checkpoints" / str(steps[-1]) / "state").rglob("*")
+                  if f.is_file() and f.parent.name == "d"]
+    biggest = max(data_files, key=lambda f: f.stat().st_size)
+    raw = bytearray(biggest.read_bytes())
+    raw[len(raw) // 2: len(raw) // 2 + 64] = b"\xff" * 64
+    biggest.write_bytes(bytes(raw))
+    with caplog.at_level(logging.WARNING):
+        report = train.evaluate(corruptible, checkpoint_step="latest", plot=False)
+    assert report["step"] == steps[-2] and np.isfinite(report["loss"])
+    assert any("falling back" in r.message for r in caplog.records)
+
+
+def test_verify_checksums_and_finite_values():
+    state = {"params": {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}, "step": np.int32(3)}
+    meta = {"checksums": {"crc32": checkpoint.checksums(state)}}
+    checkpoint.verify(state, meta)
+    checkpoint.verify(state, {})  # written before checksums existed: nothing to compare
+    flipped = {"params": {"w": state["params"]["w"].copy()}, "step": np.int32(3)}
+    flipped["params"]["w"].view(np.uint32)[0, 1] ^= 1
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="checksum mismatch in params/w"):
+        checkpoint.verify(flipped, meta)
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="non-finite"):
+        checkpoint.verify({"params": {"w": np.array([np.nan], np.float32)}}, {})
 
 
 def test_no_readable_checkpoint_and_an_unreadable_chosen_step(corruptible):
     steps = _steps(corruptible)
     for s in steps:
         _corrupt(corruptible, s)
+    with pytest.raises(Exception) as e:  # a step asked for by number: its own error, no fallback, left in place
+        train.restore(corruptible, checkpoint_step=steps[0])
+    assert not isinstance(e.value, checkpoint.NoCheckpointError) and _steps(corruptible) == steps
     tried = re.escape(str(list(reversed(steps))))
     with pytest.raises(checkpoint.NoCheckpointError, match=rf"no readable checkpoint.*tried {tried}"):
         train.restore(corruptible, checkpoint_step="latest")
-    with pytest.raises(Exception) as e:  # a step asked for by number: its own error, no fallback
-        train.restore(corruptible, checkpoint_step=steps[0])
-    assert not isinstance(e.value, checkpoint.NoCheckpointError)
+    assert _steps(corruptible) == [] and sorted(int(p.name) for p in _corrupt_dir(corruptible).iterdir()) == steps
 
 
 def test_best_latest_and_numbered_checkpoints(trained_lenet):
@@ -95,3 +180,47 @@ def test_restore_on_another_device_count(tmp_path):
     report = train.evaluate(tmp_path, checkpoint_step="latest", plot=False)  # here: 1 device
     assert report["top1"] == r["top1"]
     assert report["loss"] == pytest.approx(r["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC])
+def test_a_save_that_cannot_be_written_is_one_error_and_leaves_the_committed_ones(tmp_path, monkeypatch, code):
+    """The write fails where orbax makes the checkpoint's temporary folder (a read-only folder, a
+    full disk): save raises at once, naming the folder and the cause; no thread is left waiting."""
+    ckpt = checkpoint.Checkpointer(tmp_path)
+    state = {"params": {"w": np.ones((4, 4), np.float32)}}
+    assert ckpt.save(1, state, data_state={}, meta={})
+    ckpt.wait()
+    committed = _files(tmp_path / "checkpoints" / "1")
+    makedirs = os.makedirs
+
+    def failing(path, *args, **kwargs):
+        if "orbax-checkpoint-tmp" in str(path):
+            raise OSError(code, os.strerror(code), str(path))
+        return makedirs(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "makedirs", failing)
+    with pytest.raises(checkpoint.CheckpointWriteError) as e:
+        ckpt.save(2, state, data_state={}, meta={})
+        ckpt.wait()
+    ckpt.close()
+    message = str(e.value)
+    assert message.startswith(f"cannot write checkpoint 2 in {tmp_path / 'checkpoints'}: {os.strerror(code)}")
+    assert "kept as they were: 1" in message and len(message.splitlines()) == 1
+    assert _steps(tmp_path) == [1] and _files(tmp_path / "checkpoints" / "1") == committed
+    assert not [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+
+
+@pytest.mark.integration
+def test_reading_a_truncated_checkpoint_prints_one_warning_and_no_traceback(corruptible):
+    """After a failed read, tensorstore's pending callbacks find orbax's event loop closed; each used to
+    print a 'RuntimeError: Event loop is closed' traceback before the fallback."""
+    steps = _steps(corruptible)
+    for f in (corruptible / "checkpoints" / str(steps[-1]) / "state").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    code = f"import train; print(train.load({str(corruptible)!r}, 'latest').step)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=child_env(1),
+                       timeout=300)
+    assert p.returncode == 0 and p.stdout.strip() == str(steps[-2]), p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and f"checkpoint {steps[-1]} in " in lines[0] and "falling back" in lines[0], p.stderr

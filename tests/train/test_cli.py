@@ -1,5 +1,10 @@
 """The command lines: ``python -m train`` (kill and resume bit-identical, SIGTERM/SIGINT save and exit,
-unknown config fields named) and ``python -m train.evaluate``."""
+Ctrl-C during start-up and a second Ctrl-C end cleanly, a second process on a workdir is refused, a
+read-only or full checkpoint folder is one error line within seconds with the committed checkpoints
+untouched, unknown config fields named) and ``python -m train.evaluate``."""
+import hashlib
+import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,7 +14,7 @@ import numpy as np
 import pytest
 
 import train
-from helpers import ROOT, child_env
+from helpers import ROOT, WORKERS, child_env
 from train import evaluation
 
 
@@ -68,11 +73,116 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
 
 
 @pytest.mark.integration
-def test_cli_unknown_config_field_is_named(tmp_path):
+def test_cli_unknown_config_field_is_one_line_with_the_closest_names(tmp_path):
     p = subprocess.run(_train_cmd(tmp_path, "--config.optimizer.learnin_rate=0.1"), env=child_env(1),
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert p.returncode != 0 and "learnin_rate" in p.stderr
-    assert not (tmp_path / "checkpoints").exists()
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.splitlines() == ["error: unknown config field 'optimizer.learnin_rate'; closest: "
+                                     "optimizer.learning_rate, optimizer.name, optimizer.ema_decay (every field and "
+                                     "its default: configs/default.py)"]
+    assert not tmp_path.exists() or not (tmp_path / "checkpoints").exists()
+
+
+def _quiet(out: str) -> None:
+    for bad in ("Traceback", "Exception ignored", "Fatal Python error", "Segmentation fault", "KeyboardInterrupt"):
+        assert bad not in out, out
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("moment", ["building the run", "making the initial state", "compiling the train step"])
+def test_ctrl_c_during_start_up_ends_cleanly(tmp_path, moment):
+    """SIGINT as soon as the command says it starts (the data and the run are being built), while XLA
+    compiles the initial state, and while it compiles the train step: one line, exit 130, nothing saved."""
+    workdir = tmp_path / "w"
+    first = {"building the run": "training " + str(ROOT / "configs/lenet5_mnist5k.py") + " in ", "making the initial state": "compiling the initial "
+             "state...", "compiling the train step": "compiling the train step..."}[moment]
+    code, out = _run_until(_train_cmd(workdir), lambda line: first in line, signal.SIGINT)
+    _quiet(out)
+    assert code == 130, out
+    assert out.splitlines()[-1] == "SIGINT received during start-up: stopped before training, nothing was saved"
+    assert not (workdir / "checkpoints").exists()
+
+
+@pytest.mark.integration
+def test_a_second_ctrl_c_stops_at_once_and_cleanly(tmp_path):
+    proc = subprocess.Popen(_train_cmd(tmp_path, "--config.num_train_steps=400"), env=child_env(1, PYTHONUNBUFFERED=1),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if _step_of(line) >= 15 and len([x for x in lines if x.startswith("step ")]) == 3:
+                proc.send_signal(signal.SIGINT)
+            if line.startswith("SIGINT received: checkpoint saved at step"):
+                proc.send_signal(signal.SIGINT)  # while the command winds up
+                break
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    out = "".join(lines) + out
+    _quiet(out)
+    assert proc.returncode == 130, out
+    saved = int(lines[-1].split("at step ")[1].split(";")[0])
+    assert train.load(tmp_path, "latest").step == saved  # the checkpoint it announced is committed
+
+
+@pytest.mark.integration
+def test_a_second_process_on_the_same_workdir_is_refused(tmp_path):
+    first = subprocess.Popen(_train_cmd(tmp_path, "--config.num_train_steps=400"), env=child_env(1, PYTHONUNBUFFERED=1),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        for line in first.stdout:
+            if line.startswith("step "):
+                break
+        second = subprocess.run(_train_cmd(tmp_path), env=child_env(1), capture_output=True, text=True, cwd=ROOT,
+                                timeout=300)
+        assert second.returncode == 2 and second.stdout == ""
+        assert len(second.stderr.splitlines()) == 1
+        assert second.stderr.startswith(f"error: workdir {tmp_path} is in use by another training process (pid "
+                                        f"{first.pid} on ")
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=300)
+        assert first.returncode == 0
+    finally:
+        first.kill()
+
+
+def _namespaces() -> bool:
+    """Whether this machine lets us be root of our own user and mount namespaces (unshare -rm)."""
+    return bool(shutil.which("unshare")) and subprocess.run(
+        ["unshare", "-rm", "mount", "-t", "tmpfs", "tmpfs", "/mnt"], capture_output=True).returncode == 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("fault", ["erofs", "enospc", "mount-ro", "mount-full"])
+def test_a_checkpoint_folder_that_fails_is_one_error_within_seconds(tmp_path, fault):
+    """The run fails once checkpoints 10 and 20 are committed: the injected OSError (any machine), or a
+    real read-only bind mount and a real full tmpfs (where we may mount in our own namespaces). It
+    ends within the timeout, with one error line naming the folder and the cause; the committed
+    checkpoints keep their bytes."""
+    if fault.startswith("mount") and not _namespaces():
+        pytest.skip("unshare -rm (user and mount namespaces) is not available here")
+    workdir, hashes = tmp_path / "w", tmp_path / "hashes.json"
+    worker = [sys.executable, str(WORKERS / "failing_disk.py"), fault, str(hashes), *_train_cmd(workdir)[3:]]
+    p = subprocess.run((["unshare", "-rm"] if fault.startswith("mount") else []) + worker, env=child_env(1),
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    _quiet(p.stdout + p.stderr)
+    cause = {"erofs": "Read-only file system", "mount-ro": "Read-only file system"}.get(fault, "No space left on device")
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert p.returncode == 2 and errors == [p.stderr.splitlines()[-1]], p.stderr
+    assert errors[0].startswith(f"error: cannot write checkpoint 30 in {workdir / 'checkpoints'}: {cause} (the "
+                                f"checkpoints already committed are kept as they were: 10, 20) (details: "
+                                f"{workdir / 'train.log'})")
+    if fault != "mount-full":  # a tmpfs is gone with its namespace
+        before = json.loads(hashes.read_text())
+        assert {k for k in before if k.split("/")[0] not in ("10", "20")} == set()
+        assert {k: v for k, v in _hashes(workdir / "checkpoints").items() if k.split("/")[0] in ("10", "20")} == before
+        assert "Traceback" in (workdir / "train.log").read_text()  # the details
+
+
+def _hashes(folder):
+    return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(folder.rglob("*")) if f.is_file()}
 
 
 def test_evaluate_command_prints_the_report(trained_lenet, tmp_path, capsys):

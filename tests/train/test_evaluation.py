@@ -1,5 +1,7 @@
 """train.evaluation: evaluate a checkpoint with the figures fit reported, restore a model research
 code can apply, load reads a checkpoint once (restore and restore_meta are its parts)."""
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,8 +42,8 @@ def test_restore_gives_a_model_research_code_can_apply(trained_lenet):
 def test_load_reads_the_checkpoint_once(trained_lenet, monkeypatch):
     workdir, r = trained_lenet
     reads = []
-    original = checkpoint.Checkpointer.restore_raw
-    monkeypatch.setattr(checkpoint.Checkpointer, "restore_raw", lambda self, s: reads.append(s) or original(self, s))
+    original = checkpoint.Checkpointer.read_step
+    monkeypatch.setattr(checkpoint.Checkpointer, "read_step", lambda self, s, **kw: reads.append(s) or original(self, s, **kw))
     model, variables, meta, step = train.load(workdir)  # 'best'
     assert reads == [step] == [r.best_step] and meta["step"] == step
     assert model.num_classes == 10 and model.axis_name is None  # for research code: no device axis
@@ -50,3 +52,13 @@ def test_load_reads_the_checkpoint_once(trained_lenet, monkeypatch):
     jax.tree.map(np.testing.assert_array_equal, restored, variables)
     assert train.restore_meta(workdir) == meta
     assert set(variables) == {"params"}  # LeNet-5 has no BatchNorm statistics
+
+
+def test_reading_a_workdir_warns_of_nothing(trained_lenet, caplog):
+    """No notice about a read-only folder (orbax's, for how we open it), nor anything else, when
+    restoring from a sound, writable workdir: only warnings a user can act on."""
+    workdir, _ = trained_lenet
+    with caplog.at_level(logging.INFO):
+        train.restore(workdir)
+        train.load(workdir, "latest")
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]

@@ -1,8 +1,11 @@
 """train.fit end to end: a short LeNet-5 run reaches its accuracy, writes its outputs (metrics.jsonl,
-result.json), re-running a finished run changes nothing, another model's workdir is refused untouched,
+result.json), says what it compiles and for how long, re-running a finished run changes nothing,
+another model's workdir is refused untouched, a run that fails before saving leaves no folder behind,
 a non-finite loss stops the run with the last finite state checkpointed, a CIFAR config runs."""
 import importlib
 import json
+import logging
+import re
 import shutil
 
 import jax
@@ -40,6 +43,31 @@ def test_metrics_log_and_result_json(trained_lenet):
     assert result["eval"]["top1"] == r.eval["top1"] and "confusion" not in result["eval"]
     assert result["best_step"] == max((m for m in lines if m["split"] == "eval"), key=lambda m: m["top1"])["step"]
     assert (workdir / "tensorboard").is_dir()
+
+
+def test_a_run_says_what_it_is_and_what_it_compiles(tmp_path, capsys, caplog):
+    with caplog.at_level(logging.INFO, logger="train"):
+        train.fit(quick(num_train_steps=2, log_every_steps=1, **{"schedule.warmup_epochs": 0.0}), tmp_path)
+    said = [r.getMessage() for r in caplog.records]
+    assert said[0].startswith("lenet5 on mnist5k: 4,000 training images (train), 1,000 eval images (test), "
+                              "10 classes | 2 steps of batch 64")
+    assert said[1] == "compiling the initial state..." and re.fullmatch(r"compiling the initial state: done in "
+                                                                        r"\d+\.\ds", said[2])
+    out = capsys.readouterr().out.splitlines()
+    for what in ("train step", "eval step"):
+        i = out.index(f"compiling the {what}...")
+        assert re.fullmatch(rf"compiling the {what}: done in \d+\.\ds", out[i + 1])
+    first_step = next(i for i, line in enumerate(out) if line.startswith("step 1/2 "))
+    assert out.index("compiling the train step...") < first_step
+
+
+@pytest.mark.parametrize("overrides, error", [({"data.image_size": 32}, "input size 32x32"),
+                                              ({"transfer.init_from": "missing.safetensors"}, "no such weight file")])
+def test_a_run_that_fails_before_saving_leaves_nothing(tmp_path, overrides, error):
+    workdir = tmp_path / "w"
+    with pytest.raises((ValueError, FileNotFoundError), match=error):
+        train.fit(quick(**overrides), workdir)
+    assert not workdir.exists()  # no checkpoints/ folder, no lock file: the run made the folder, wrote nothing
 
 
 def test_rerunning_a_finished_run_changes_nothing(trained_lenet, tmp_path):

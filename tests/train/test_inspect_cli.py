@@ -29,3 +29,22 @@ def test_the_command_writes_readable_pngs(trained_lenet5, tmp_path, capsys):
         ["test0_features_c3.png", "test0_gradcam_c3_3.png"]
     assert command.main(["--workdir", str(trained_lenet5["workdir"]), "--image", str(digit), "--what", "bogus"]) == 2
     assert "bogus" in capsys.readouterr().err
+
+
+def test_attribution_titles_state_the_prediction_and_the_explained_class(trained_lenet5, tmp_path, monkeypatch):
+    from zoo import inspect as zi
+    from zoo.inspect import plots
+
+    titles = {}
+    original = plots.plot_attribution
+    monkeypatch.setattr(plots, "plot_attribution",
+                        lambda image, heatmap, path, **kw: titles.setdefault(kw["title"].split()[0], kw["title"])
+                        and original(image, heatmap, path, **kw))
+    x = trained_lenet5["x"][3:4]
+    pred, probs = zi.predict(trained_lenet5["model"], trained_lenet5["variables"], x)
+    p, c = int(pred[0]), (int(pred[0]) + 1) % 10
+    command.run(trained_lenet5["workdir"], index=3, what=["saliency", "gradcam", "occlusion"], class_arg=str(c),
+                out=tmp_path, patch=7, stride=7, print_fn=lambda *a: None)
+    assert sorted(titles) == ["Grad-CAM", "occlusion:", "saliency"]
+    for title in titles.values():
+        assert f"class {c} (p={probs[0, c]:.3f})" in title and f"predicted {p} (p={probs[0, p]:.3f})" in title

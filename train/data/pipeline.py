@@ -241,6 +241,7 @@ def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape
     source = sources.open_source(
         name, split, image_shape=(h, w, c), data_dir=d["data_dir"], manual_dir=d["manual_dir"],
         train_split=d["train_split"], holdout_fraction=float(d["holdout_fraction"]), on_corrupt=d["on_corrupt"],
+        empty_classes=d["empty_classes"],
         synthetic_num_examples=int(d["synthetic_num_examples"]),
         synthetic_num_classes=int(d["synthetic_num_classes"]), cache=bool(d["cache"]))
     augment = d["augment"]

@@ -10,7 +10,8 @@
 * ``'folder:PATH'``: one subfolder per class. With ``PATH/<split>/<class>/*`` the split folder is used;
   otherwise ``PATH/<class>/*`` is split once, stratified and seeded, holding out ``holdout_fraction``
   of each class as every split other than ``train_split``. Unreadable images are skipped and counted
-  (``on_corrupt='skip'``) or raise a ValueError naming them (``'error'``).
+  (``on_corrupt='skip'``) or raise a ValueError naming them (``'error'``); so are class folders
+  without images (``empty_classes='skip'``, warned), or they stay classes (``'keep'``).
 * any other name: a TFDS dataset, read TF-free through ``tfds.data_source`` (ArrayRecord), never
   downloaded here: an unprepared dataset raises FileNotFoundError saying how to prepare it. With
   ``cache`` (default), splits of fixed-size images up to 2 GiB decoded (mnist, cifar, svhn, ...) are
@@ -34,6 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from train import logs
 from train.data.transforms import GRAY_WEIGHTS
 
 log = logging.getLogger("train.data")
@@ -212,17 +214,31 @@ def _class_dirs(root: Path) -> list[str]:
     return sorted(d.name for d in os.scandir(root) if d.is_dir() and not d.name.startswith("."))
 
 
-def _image_files(folder: Path) -> list[str]:
-    out = []
+def _image_files(folder: Path):
+    """Image files under ``folder``, sorted, depth first: a generator (``next()`` tells if there is one)."""
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [os.path.join(dirpath, f) for f in sorted(filenames)
-                if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
-    return out
+        yield from (os.path.join(dirpath, f) for f in sorted(filenames)
+                    if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+
+
+def _drop_empty_classes(name: str, root: Path, classes: list[str], empty_classes: str, report: bool) -> list[str]:
+    """``classes`` minus those whose folder under ``root`` has no image, as ``empty_classes`` says."""
+    if empty_classes not in ("skip", "error", "keep"):
+        raise ValueError(f"data.empty_classes={empty_classes!r}: allowed values are 'skip', 'error', 'keep'")
+    empty = [c for c in classes if next(_image_files(root / c), None) is None]
+    listing = ", ".join(str(root / c) for c in empty[:10]) + (" ..." if len(empty) > 10 else "")
+    if empty and empty_classes == "error":
+        raise ValueError(f"{name}: class folder(s) without images: {listing} (data.empty_classes='skip' leaves them "
+                         f"out, 'keep' keeps them as classes without examples)")
+    if empty and empty_classes == "skip" and report:
+        log.warning("%s: skipping %d class folder(s) without images: %s (data.empty_classes='skip'; 'keep' keeps them "
+                    "as classes, 'error' stops)", name, len(empty), listing)
+    return classes if empty_classes == "keep" else [c for c in classes if c not in empty]
 
 
 def _open_folder(path: str, split: str, *, train_split: str, holdout_fraction: float,
-                 on_corrupt: str) -> FolderSource:
+                 on_corrupt: str, empty_classes: str = "skip") -> FolderSource:
     if on_corrupt not in ("skip", "error"):
         raise ValueError(f"data.on_corrupt={on_corrupt!r}: allowed values are 'skip', 'error'")
     root = Path(path).expanduser()
@@ -236,13 +252,14 @@ def _open_folder(path: str, split: str, *, train_split: str, holdout_fraction: f
         extra = sorted(set(_class_dirs(class_root)) - set(classes))
         if extra:
             raise ValueError(f"{name}: split {split!r} has classes not in {canonical}: {extra[:10]}")
-        per_class = [_image_files(class_root / c) if (class_root / c).is_dir() else [] for c in classes]
+        classes = _drop_empty_classes(name, canonical, classes, empty_classes, report=class_root == canonical)
+        per_class = [list(_image_files(class_root / c)) for c in classes]
     else:
         if (root / train_split).is_dir():
             raise FileNotFoundError(f"{name}: no folder {root / split} for split {split!r} "
                                     f"(found {root / train_split}); set data.eval_split to an existing split folder")
-        classes = _class_dirs(root)
-        per_class = [_image_files(root / c) for c in classes]
+        classes = _drop_empty_classes(name, root, _class_dirs(root), empty_classes, report=split == train_split)
+        per_class = [list(_image_files(root / c)) for c in classes]
         if not 0.0 <= holdout_fraction < 1.0:
             raise ValueError(f"data.holdout_fraction must be in [0, 1), got {holdout_fraction}")
         rng = np.random.default_rng(FOLDER_SPLIT_SEED)
@@ -353,8 +370,8 @@ def _materialize(src: TfdsSource) -> ArraySource:
                        images=images, labels=labels)
 
 
-def _open_tfds(name: str, split: str, *, data_dir: str | None, manual_dir: str | None,
-               cache: bool = True) -> Source:
+@logs.quiet("absl", "Variant folder")  # TFDS on an unprepared dataset's folders: we say it plainly below
+def _open_tfds(name: str, split: str, *, data_dir: str | None, manual_dir: str | None, cache: bool = True) -> Source:
     import tensorflow_datasets as tfds  # noqa: PLC0415  (slow import: only for TFDS names)
 
     try:
@@ -420,7 +437,7 @@ def _open_tfds(name: str, split: str, *, data_dir: str | None, manual_dir: str |
 # ----------------------------------------------------------------------------------------- dispatch
 def open_source(name: str, split: str, *, image_shape: Sequence[int], data_dir: str | None = None,
                 manual_dir: str | None = None, train_split: str = "train", holdout_fraction: float = 0.1,
-                on_corrupt: str = "skip", synthetic_num_examples: int = 1024,
+                on_corrupt: str = "skip", empty_classes: str = "skip", synthetic_num_examples: int = 1024,
                 synthetic_num_classes: int = 10, cache: bool = True) -> Source:
     """Open ``split`` of dataset ``name`` (see the module docstring)."""
     if name == "mnist5k":
@@ -429,5 +446,5 @@ def open_source(name: str, split: str, *, image_shape: Sequence[int], data_dir: 
         return _open_synthetic(split, image_shape, synthetic_num_classes, synthetic_num_examples)
     if name.startswith("folder:"):
         return _open_folder(name[len("folder:"):], split, train_split=train_split,
-                            holdout_fraction=holdout_fraction, on_corrupt=on_corrupt)
+                            holdout_fraction=holdout_fraction, on_corrupt=on_corrupt, empty_classes=empty_classes)
     return _open_tfds(name, split, data_dir=data_dir, manual_dir=manual_dir, cache=cache)

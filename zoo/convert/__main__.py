@@ -5,18 +5,19 @@
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 import jax
 import numpy as np
 
+from zoo import cli
 from zoo.convert.files import load_state_dict, save_torchvision
 from zoo.convert.layout import from_torchvision
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zoo.convert", description=__doc__.split("\n")[0])
+    p = cli.parser("python -m zoo.convert", __doc__.split("\n")[0], epilog="examples:\n" + __doc__.split("\n", 1)[1].strip("\n")
+                   + "\n\nin Python: zoo.load_pretrained(name, file=...), zoo.convert.from_torchvision(name, state_dict)")
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("pth2safetensors", help="torchvision .pth (needs torch) -> checked .safetensors")
     a.add_argument("model")
@@ -35,9 +36,8 @@ def main(argv=None) -> int:
             print(f"{args.dst}: {args.model}, {n:,} parameters (torchvision names and layouts)")
         else:
             print(f"{args.src}: converts to {args.model} ({n:,} parameters)")
-    except (ValueError, ImportError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, ImportError, OSError) as e:
+        return cli.fail(e)
     return 0
 
 

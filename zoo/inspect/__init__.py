@@ -33,8 +33,8 @@ from zoo.inspect.filters import FIXED_FILTERS, apply_filter, feature_maps, first
 from zoo.inspect.neighbours import embed, nearest_neighbours, neighbours
 from zoo.inspect.receptive_fields import ReceptiveField, receptive_field_table, receptive_fields
 
-_PLOTS = ("to_display", "plot_grid", "plot_filters", "plot_feature_maps", "plot_attribution", "plot_class_model",
-          "plot_neighbours", "plot_fixed_filters")
+_PLOTS = ("to_display", "plot_grid", "plot_filters", "plot_feature_maps", "attribution_figure", "plot_attribution",
+          "plot_class_model", "plot_neighbours", "plot_fixed_filters")
 
 __all__ = [
     "first_layer_filters", "feature_maps", "ReceptiveField", "receptive_fields", "receptive_field_table",

@@ -103,30 +103,37 @@ def plot_feature_maps(maps: np.ndarray, path, *, title: str | None = None, max_m
                      + (f" (first {c})" if c < m.shape[-1] else ""))
 
 
-def plot_attribution(image: np.ndarray, heatmap: np.ndarray, path, *, title: str = "", cmap: str = "jet",
-                     symmetric: bool = False) -> Path:
+def attribution_figure(image: np.ndarray, heatmap: np.ndarray, *, cmap: str = "jet", symmetric: bool = False):
     """Three panels: the input (display image from :func:`to_display`), the map (saliency, Grad-CAM,
-    occlusion; ``symmetric``: a diverging scale centred on 0), and the map over the input."""
+    occlusion; ``symmetric``: a diverging scale centred on 0, 'RdBu_r'), and the map over the input,
+    drawn with the same colour map and scale as the map panel (one colour map per quantity)."""
     plt = _plt()
     img = np.asarray(image, np.float32)
     hm = np.asarray(heatmap, np.float32)
+    if symmetric:
+        lim = float(np.abs(hm).max()) or 1.0
+        cmap, lo, hi = "RdBu_r", -lim, lim
+    else:
+        lo, hi = float(hm.min()), float(hm.max())
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.3))
     for ax in axes:
         ax.axis("off")
     gray = "gray" if img.ndim == 2 else None
     axes[0].imshow(img, cmap=gray, vmin=0, vmax=1)
     axes[0].set_title("input", fontsize=8)
-    if symmetric:
-        lim = float(np.abs(hm).max()) or 1.0
-        im = axes[1].imshow(hm, cmap="RdBu_r", vmin=-lim, vmax=lim)
-    else:
-        im = axes[1].imshow(hm, cmap=cmap)
+    im = axes[1].imshow(hm, cmap=cmap, vmin=lo, vmax=hi)
     fig.colorbar(im, ax=axes[1], fraction=0.046)
     axes[1].set_title("map", fontsize=8)
     axes[2].imshow(img, cmap=gray, vmin=0, vmax=1)
-    axes[2].imshow(np.abs(hm) if symmetric else hm, cmap=cmap, alpha=0.5)
+    axes[2].imshow(hm, cmap=cmap, vmin=lo, vmax=hi, alpha=0.5)
     axes[2].set_title("overlay", fontsize=8)
-    return _save_figure(fig, path, title)
+    return fig
+
+
+def plot_attribution(image: np.ndarray, heatmap: np.ndarray, path, *, title: str = "", cmap: str = "jet",
+                     symmetric: bool = False) -> Path:
+    """:func:`attribution_figure` written to ``path`` (PNG) under ``title``."""
+    return _save_figure(attribution_figure(image, heatmap, cmap=cmap, symmetric=symmetric), path, title)
 
 
 def plot_class_model(image: np.ndarray, scores: np.ndarray, path, *, title: str = "") -> Path:

@@ -1,0 +1,56 @@
+"""train.logs: a command's console shows our messages and other libraries' warnings, one line each,
+never a traceback; the workdir's log file gets everything, tracebacks included; orbax's own reports
+and the tracebacks behind a one-line error go to the file only."""
+import logging
+import threading
+
+import pytest
+
+from train import logs
+
+
+@pytest.fixture
+def command_logging(tmp_path, monkeypatch):
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(logging.getLogger("absl"), "level", logging.getLogger("absl").level)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    path = logs.for_command(tmp_path / "w")
+    yield path
+    logs.close_log_file()
+    for h in [h for h in root.handlers if getattr(h, "_zoo_handler", False)]:
+        root.removeHandler(h)
+
+
+def _record(name, level, msg, pathname="x.py", exc=None):
+    record = logging.LogRecord(name, level, pathname, 1, msg, (), exc)
+    logging.getLogger(name).handle(record)
+
+
+def test_console_and_log_file(command_logging, capsys):
+    assert command_logging.name == logs.LOG_FILE
+    try:
+        raise OSError(28, "No space left on device")
+    except OSError as e:
+        error = e
+    logging.getLogger("train").info("compiling")
+    logging.getLogger("train.checkpoint").warning("checkpoint 3 cannot be restored")
+    _record("absl", logging.ERROR, "_SignalingThread.run() raised", "/site-packages/orbax/checkpoint/future.py",
+            (OSError, error, error.__traceback__))
+    _record("jax._src.xla_bridge", logging.WARNING, "no GPU found")
+    _record("jax._src.xla_bridge", logging.INFO, "backend notice")
+    logs.details("the run stopped", error)
+    assert capsys.readouterr().err.splitlines() == ["compiling", "warning: checkpoint 3 cannot be restored",
+                                                    "warning: no GPU found"]
+    text = command_logging.read_text()
+    for line in ("INFO train: compiling", "ERROR absl: _SignalingThread.run() raised", "WARNING jax._src.xla_bridge: "
+                 "no GPU found", "INFO train.details: the run stopped: [Errno 28] No space left on device"):
+        assert line in text
+    assert text.count("Traceback (most recent call last)") == 2
+
+
+def test_quiet_drops_only_the_given_messages(caplog):
+    with caplog.at_level(logging.WARNING), logs.quiet("absl", "Variant folder"):
+        logging.getLogger("absl").warning("Variant folder %s has no dataset_info.json", "/nowhere")
+        logging.getLogger("absl").warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]

@@ -1,0 +1,55 @@
+"""train.overrides: a config file and its ``--config.FIELD=VALUE`` overrides, parsed as the field's
+type; an unknown field is one error naming it and the closest field names."""
+import ml_collections
+import pytest
+
+from helpers import ROOT
+from train import overrides
+
+QUICKSTART = str(ROOT / "configs" / "lenet5_mnist5k.py")
+
+
+def test_values_are_parsed_as_the_fields_types_and_the_config_is_locked():
+    rest, fields = overrides.split(["--workdir", "w", "--config.optimizer.learning_rate=0.05", "--config.batch_size",
+                                    "32", "--config.schedule.milestones=30,60", "--config.data.image_size=32",
+                                    "--config.transfer.freeze=none", "--config.checkpoint.async_save=false",
+                                    "--config.model_kwargs.small_input=true"])
+    assert rest == ["--workdir", "w"]
+    c = overrides.apply(overrides.load(QUICKSTART), fields)
+    assert c.optimizer.learning_rate == 0.05 and c.batch_size == 32 and c.schedule.milestones == (30, 60)
+    assert c.data.image_size == 32 and c.transfer.freeze == "none" and c.checkpoint.async_save is False
+    assert c.model_kwargs.small_input is True
+    with pytest.raises(AttributeError):
+        c.new_field = 1
+
+
+@pytest.mark.parametrize("field, message", [
+    ("foo=1", r"^unknown config field 'foo'; closest: .+ \(every field and its default: configs/default\.py\)$"),
+    ("optimizer.learnin_rate=0.1", r"^unknown config field 'optimizer\.learnin_rate'; closest: optimizer\.learning_rate"),
+    ("data.nme=x", r"^unknown config field 'data\.nme'; closest: data\.name"),
+    ("optimizer=3", r"^config field 'optimizer' is a group: set its fields, optimizer\.\w+, "),
+    ("batch_size=abc", r"^--config\.batch_size='abc': expected an integer$"),
+    ("checkpoint.async_save=maybe", r"^--config\.checkpoint\.async_save='maybe': expected true or false$"),
+])
+def test_a_bad_override_is_one_line_naming_it(field, message):
+    with pytest.raises(ValueError, match=message) as e:
+        overrides.apply(overrides.load(QUICKSTART), [tuple(field.split("=", 1))])
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_a_missing_config_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--config nope.py: no such file"):
+        overrides.load("nope.py")
+    (tmp_path / "c.py").write_text("x = 1\n")
+    with pytest.raises(ValueError, match="defines no get_config"):
+        overrides.load(str(tmp_path / "c.py"))
+
+
+def test_help_describes_fields_with_their_defaults_and_the_comments_of_default_py():
+    from configs import default
+
+    text = overrides.described(["batch_size", "optimizer.learning_rate"], default.get_config())
+    assert "--config.batch_size=128" in text and "global batch, across all devices and processes" in text
+    assert "--config.optimizer.learning_rate=0.1" in text and "peak learning rate" in text
+    assert set(overrides.field_names(default.get_config())) >= {"data.empty_classes", "checkpoint.keep", "seed"}
+    assert isinstance(default.get_config().model_kwargs, ml_collections.ConfigDict)

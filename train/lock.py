@@ -1,0 +1,110 @@
+"""One training process per workdir: ``with WorkdirLock(workdir):``.
+
+``fcntl.flock`` on ``WORKDIR/.lock``: the OS releases it when the process ends, however it ends
+(``kill -9`` included), so a crashed run never leaves the workdir locked; a second process that
+trains, or sets a corrupt checkpoint aside, in the same workdir is refused at once instead of
+interleaving its checkpoints with the first one's. The file names the holder (pid, host, start).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+
+class WorkdirBusyError(RuntimeError):
+    """Another process trains in this workdir."""
+
+
+class WorkdirUnwritableError(OSError):
+    """The workdir cannot be created or written."""
+
+
+_held: dict[Path, list] = {}   # lock path -> [fd, depth, created the workdir, thread]: held by this process
+
+
+class WorkdirLock:
+    """Exclusive, per process: ``with WorkdirLock(workdir):`` (creates the workdir; a second process
+    gets :class:`WorkdirBusyError` at once, and so does another thread). Re-entrant in the thread
+    that holds it; on release the lock file goes, and the workdir too if this lock created it and it
+    stayed empty."""
+
+    NAME = ".lock"
+
+    def __init__(self, workdir: str | os.PathLike):
+        self.workdir = Path(workdir).absolute()
+        self.path = self.workdir / self.NAME
+
+    def try_acquire(self) -> bool:
+        """Take the lock if no other process holds it (False otherwise, or if the file cannot be made)."""
+        try:
+            return self._acquire()
+        except OSError:
+            return False
+
+    def _acquire(self) -> bool:
+        if self.path in _held:
+            if _held[self.path][3] != threading.get_ident():
+                return False
+            _held[self.path][1] += 1
+            return True
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:  # not unlinked by a releasing holder
+                    break
+            except (BlockingIOError, FileNotFoundError):
+                if not self.path.exists():
+                    os.close(fd)
+                    continue
+                os.close(fd)
+                return False
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        _held[self.path] = [fd, 1, False, threading.get_ident()]
+        return True
+
+    def __enter__(self) -> WorkdirLock:
+        created = not self.workdir.exists()
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            acquired = self._acquire()
+        except OSError as e:
+            raise WorkdirUnwritableError(e.errno, f"cannot write in the workdir {self.workdir}: "
+                                                f"{e.strerror or e}") from None
+        if not acquired:
+            try:
+                holder = self.path.read_text().strip() or "unknown process"
+            except OSError:
+                holder = "unknown process"
+            raise WorkdirBusyError(f"workdir {self.workdir} is in use by another training process ({holder}); nothing "
+                                   f"was changed. Wait for it to finish, or use another --workdir")
+        _held[self.path][2] = _held[self.path][2] or created
+        return self
+
+    def release(self) -> None:
+        entry = _held.get(self.path)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1]:
+            return
+        del _held[self.path]
+        fd, _, created, _ = entry
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                self.workdir.rmdir()   # only if empty
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+

@@ -1,0 +1,179 @@
+"""What reaches the console and what goes to the workdir's log file.
+
+The command lines call :func:`for_command` once: the console then shows the project's own messages
+(loggers ``train*`` and ``zoo*``, INFO and up) and other libraries' warnings, one line each, never a
+traceback; ``WORKDIR/train.log`` (training) gets everything, tracebacks included, with timestamps.
+orbax-checkpoint's own reports (every save at INFO, a failed save as several tracebacks from its
+threads) go to the log file only: ``train.checkpoint`` reports what a user can act on.
+
+Two known kinds of noise are silenced where they arise, for library users too:
+
+* :func:`quiet`: a third-party logger's messages that start with given words (orbax's notice that a
+  checkpoint folder is opened read-only, TFDS's warning about ``dataset_info.json`` in a folder that
+  does not exist while we check whether a dataset is prepared);
+* :func:`ignore_closed_loop_callbacks`: after a failed read, tensorstore's pending callbacks find
+  orbax's event loop closed and report ``RuntimeError: Event loop is closed`` as "unraisable"
+  exceptions, a traceback each; they go to the log at DEBUG level.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+from pathlib import Path
+
+OWN = ("train", "zoo")
+log = logging.getLogger("train")
+LOG_FILE = "train.log"
+_FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+DETAILS = "train.details"   # the log file only: tracebacks behind a one-line error
+
+
+def _own(record: logging.LogRecord) -> bool:
+    return record.name.split(".")[0] in OWN
+
+
+def details(message: str, error: BaseException) -> None:
+    """``message`` and the traceback of ``error``, for the log file only (the console has had its line)."""
+    logging.getLogger(DETAILS).info("%s: %s", message, error, exc_info=(type(error), error, error.__traceback__))
+
+
+def _from_orbax(record: logging.LogRecord) -> bool:
+    return "/orbax/" in record.pathname.replace("\\", "/")
+
+
+class _ConsoleFilter(logging.Filter):
+    """Ours from ``level`` up, other libraries' warnings (orbax's: log file only)."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == DETAILS:
+            return False
+        if _own(record):
+            return record.levelno >= self.level
+        return record.levelno >= logging.WARNING and not _from_orbax(record)
+
+
+class _ConsoleFormatter(logging.Formatter):
+    """``message`` for INFO, ``warning: message`` / ``error: message`` above; no traceback (it would
+    also be cached on the record, and the log file's formatter must still write it)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            text = f"{record.levelname.lower()}: {text}"
+        return text
+
+
+class _Console(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a message comes (redirected, or captured by a test)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+def for_command(workdir: str | Path | None = None, *, verbose: bool = False) -> Path | None:
+    """Set up logging for a command-line run (see the module docstring); returns the log file
+    (None without ``workdir`` or when it cannot be written: then the console is all there is)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):  # ours from before, and the console handler absl's first message adds
+        if getattr(h, "_zoo_handler", False) or (type(h) is logging.StreamHandler
+                                                 and h.stream in (sys.stderr, sys.__stderr__)):
+            root.removeHandler(h)
+            if getattr(h, "_zoo_handler", False):
+                h.close()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax reports every save at INFO
+    console = _Console()
+    console.addFilter(_ConsoleFilter(logging.DEBUG if verbose else logging.INFO))
+    console.setFormatter(_ConsoleFormatter())
+    console._zoo_handler = True
+    root.addHandler(console)
+    threading.excepthook = _thread_exception
+    if workdir is None:
+        return None
+    path = Path(workdir) / LOG_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8", delay=False)
+    except OSError as e:
+        logging.getLogger("train").warning("cannot write the log file %s (%s); logging to the console only", path,
+                                           e.strerror or e)
+        return None
+    handler.setFormatter(logging.Formatter(_FILE_FORMAT))
+    handler._zoo_handler = True
+    root.addHandler(handler)
+    return path
+
+
+def close_log_file() -> None:
+    """Close the log file of :func:`for_command` (so that a workdir left empty can be removed)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_zoo_handler", False) and isinstance(h, logging.FileHandler):
+            root.removeHandler(h)
+            h.close()
+
+
+def _thread_exception(args) -> None:
+    """An exception that ends a background thread (orbax's save threads after a failed save): to the
+    log file, not a traceback on the console; the main thread reports what it means."""
+    if issubclass(args.exc_type, SystemExit):
+        return
+    details(f"thread {getattr(args.thread, 'name', '?')} ended with an exception", args.exc_value)
+
+
+# ----------------------------------------------------------------------------- known noise
+
+class _Prefixes(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+@contextlib.contextmanager
+def quiet(logger: str, *prefixes: str):
+    """Drop the messages of ``logger`` that start with ``prefixes`` (their format string) while inside."""
+    f = _Prefixes(prefixes)
+    target = logging.getLogger(logger)
+    target.addFilter(f)
+    try:
+        yield
+    finally:
+        target.removeFilter(f)
+
+
+_previous_unraisablehook = None
+
+
+def ignore_closed_loop_callbacks() -> None:
+    """Route ``RuntimeError('Event loop is closed')`` raised in callbacks (tensorstore's, after a read
+    that failed) to the log at DEBUG level; every other unraisable exception is reported as before.
+    Installed once, on the first failed checkpoint read."""
+    global _previous_unraisablehook
+    if _previous_unraisablehook is not None:
+        return
+    _previous_unraisablehook = sys.unraisablehook
+
+    def hook(unraisable):
+        e = unraisable.exc_value
+        if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+            logging.getLogger(DETAILS).debug("a callback after a failed checkpoint read: %s", e)
+            return
+        _previous_unraisablehook(unraisable)
+
+    sys.unraisablehook = hook

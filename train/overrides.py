@@ -1,0 +1,170 @@
+"""A config file and its command-line overrides, as ``python -m train`` reads them:
+
+    --config configs/resnet20_cifar10.py --config.optimizer.learning_rate=0.05 --config.batch_size 256
+
+Every field and its default is in ``configs/default.py`` (the one list); a field that is not there is
+an error naming it and the closest field names (:class:`UnknownFieldError`), and a value is parsed as
+the field's type: ``true``/``false`` for booleans, numbers, ``none`` for optional fields, ``30,60`` or
+``(30, 60)`` for tuples. ``model_kwargs`` takes any constructor argument of the model
+(``--config.model_kwargs.small_input=true``; Python literals, else a string). The config is locked
+afterwards, as ml_collections' ``config_flags`` did.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import inspect
+import re
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+FREE_FORM = ("model_kwargs",)   # ConfigDicts that take any key
+_PREFIX = "--config."
+
+
+class UnknownFieldError(ValueError):
+    """An override names a field that the config does not have."""
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+    """``get_config()`` of the config file ``spec`` (``path.py``, or ``path.py:ARG`` for ``get_config(ARG)``)."""
+    path, _, arg = spec.partition(":") if not Path(spec).is_file() else (spec, "", "")
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"--config {spec}: no such file (configs are in configs/, e.g. configs/lenet5_mnist5k.py)")
+    module_spec = importlib.util.spec_from_file_location(f"_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    get_config = getattr(module, "get_config", None)
+    if get_config is None:
+        raise ValueError(f"--config {spec}: {file} defines no get_config()")
+    return get_config(arg) if arg or inspect.signature(get_config).parameters else get_config()
+
+
+def split(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """``argv`` without its ``--config.FIELD=VALUE`` / ``--config.FIELD VALUE`` overrides, and them."""
+    rest, found, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith(_PREFIX):
+            name, eq, value = a[len(_PREFIX):].partition("=")
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise ValueError(f"--config.{name}: no value given (--config.{name}=VALUE)")
+                value, i = argv[i + 1], i + 1
+            found.append((name, value))
+        else:
+            rest.append(a)
+        i += 1
+    return rest, found
+
+
+def field_names(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Every field's dotted name (``optimizer.learning_rate``)."""
+    out = []
+    for key in config.keys():
+        value = config[key]
+        if isinstance(value, ml_collections.ConfigDict) and key not in FREE_FORM:
+            out += field_names(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def apply(config: ml_collections.ConfigDict, overrides: list[tuple[str, str]]) -> ml_collections.ConfigDict:
+    """Set each ``(dotted field name, text)`` on ``config``, then lock it; returns it."""
+    for name, text in overrides:
+        parent, key = _parent(config, name)
+        with config.unlocked():
+            try:
+                if key in parent:
+                    parent[key] = parse(text, parent[key], parent.get_type(key), f"--config.{name}")
+                else:
+                    parent[key] = _literal(text)
+            except (TypeError, ValueError) as e:
+                raise ValueError(str(e).splitlines()[0]) from None
+    config.lock()
+    return config
+
+
+def _parent(config, name: str):
+    *path, key = name.split(".")
+    node = config
+    for i, part in enumerate(path):
+        if not (isinstance(node, ml_collections.ConfigDict) and part in node
+                and isinstance(node[part], ml_collections.ConfigDict)):
+            raise _unknown(config, name)
+        if part in FREE_FORM and i == len(path) - 1:
+            return node[part], key
+        node = node[part]
+    if not path and key in FREE_FORM:
+        raise ValueError(f"--config.{name}: set its fields one by one (--config.{name}.ARG=VALUE)")
+    if key in node and isinstance(node[key], ml_collections.ConfigDict):
+        raise UnknownFieldError(f"config field {name!r} is a group: set its fields, "
+                                f"{', '.join(field_names(node[key], name + '.')[:4])}, ... (configs/default.py)")
+    if key not in node:
+        raise _unknown(config, name)
+    return node, key
+
+
+def _unknown(config, name: str) -> UnknownFieldError:
+    names = field_names(config)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    close += [n for n in names if n.split(".")[-1] == name.split(".")[-1] and n not in close]
+    if not close:
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.0)
+    return UnknownFieldError(f"unknown config field {name!r}; closest: {', '.join(close[:4])} "
+                             f"(every field and its default: configs/default.py)")
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def parse(text: str, current: Any, field_type: type, what: str) -> Any:
+    """``text`` as a value of the field's type (``current``: its value, ``field_type``: its type)."""
+    t = text.strip()
+    if current is None and t.lower() in ("none", "null"):   # an optional field left unset
+        return None
+    try:
+        if field_type is bool:
+            if t.lower() not in _TRUE + _FALSE:
+                raise ValueError
+            return t.lower() in _TRUE
+        if field_type is int:
+            return int(t)
+        if field_type is float:
+            return float(t)
+        if field_type in (tuple, list):
+            value = _literal(t if t.startswith(("(", "[")) else f"({t},)" if t else "()")
+            return field_type(value if isinstance(value, (tuple, list)) else (value,))
+    except (ValueError, SyntaxError):
+        kind = {bool: "true or false", int: "an integer", float: "a number",
+                tuple: "a comma-separated list"}.get(field_type, field_type.__name__)
+        raise ValueError(f"{what}={text!r}: expected {kind}") from None
+    return text
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def described(names: list[str], config: ml_collections.ConfigDict) -> str:
+    """``--config.NAME=DEFAULT  comment`` for ``names``, the comments read from configs/default.py."""
+    from configs import default  # noqa: PLC0415
+
+    source = Path(default.__file__).read_text()
+    rows = []
+    for name in names:
+        match = re.search(rf"^\s*c\.{re.escape(name)} = .*?#\s*(.*)$", source, flags=re.M)
+        parent, key = _parent(config, name)
+        value = parent[key]
+        rows.append((f"--config.{name}={value!r}" if isinstance(value, str) else f"--config.{name}={value}",
+                     match.group(1) if match else ""))
+    width = max(len(a) for a, _ in rows)
+    return "\n".join(f"  {a.ljust(width)}  {b}".rstrip() for a, b in rows)

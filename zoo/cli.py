@@ -1,0 +1,37 @@
+"""What the command lines share (``python -m train``, ``train.evaluate``, ``train.inspect``,
+``train.transfer``, ``zoo``, ``zoo.convert``): an argument parser whose ``--help`` exits 0 with the
+usage, the module's description, the options and an epilog (examples, the commonest fields, where
+the full list is), and whose errors are one line; and the one ``error:`` line every command ends
+with when it fails.
+
+    p = cli.parser("python -m zoo.convert", __doc__, epilog="examples: ...")
+    args = p.parse_args(argv)           # a bad argument: "error: ..." on stderr, exit status 2
+    return cli.fail(e)                  # "error: <e>" on stderr; returns the exit status, 2
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+USAGE_ERROR = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line: ``error: <what> (<prog> --help)``."""
+
+    def error(self, message: str):
+        self.exit(USAGE_ERROR, f"error: {message} (see: {self.prog} --help)\n")
+
+
+def parser(prog: str, doc: str | None, *, epilog: str | None = None) -> Parser:
+    """A :class:`Parser` for ``prog`` described by the first paragraph of ``doc`` (the module
+    docstring), with ``epilog`` after the options, both shown as written."""
+    description = (doc or "").strip().split("\n\n")[0]
+    return Parser(prog=prog, description=description, epilog=epilog,
+                  formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def fail(error: BaseException | str, *, status: int = USAGE_ERROR) -> int:
+    """Print ``error: <error>`` on stderr; returns ``status``, for the command to exit with."""
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    return status
