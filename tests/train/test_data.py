@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from configs import default
+from helpers import reference
 from train import data
 from train.data import sources, transforms
 
@@ -125,6 +126,14 @@ def test_eval_crop_follows_the_model():
     with pytest.raises(ValueError, match=r"^crop_fraction=1\.5: must be in \(0, 1\]$"):
         transforms.make_preprocessing(dataset="x", image_shape=(8, 8, 3), source_channels=3, mean=(0, 0, 0),
                                       std=(1, 1, 1), eval_resize="center_crop", augment="none", crop_fraction=1.5)
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_b2", "efficientnet_b5", "efficientnet_b7",
+                                  "efficientnet_v2_s", "efficientnet_v2_l", "mnasnet1_0"])
+def test_the_pipeline_takes_each_variants_input_size(name):
+    c = default.get_config()
+    c.model = name
+    size = reference()["models"][name]["input_size"]  # 224 ... 600 (EfficientNet: per variant)
+    assert data.model_image_shape(c) == (size, size, 3)
 
 
 # ------------------------------------------------------------------------------------------------ preprocessing
