@@ -100,20 +100,18 @@ class InvertedResidual(nn.Module):
             return ops.conv_norm_act(y, features, kernel, strides=strides, groups=groups, act=act,
                                      conv_name=names[0], norm_name=names[1])
 
-        k, s, y = self.kernel, self.strides, x
-        if self.fused and self.expanded == inp:  # fused, no expansion: one kxk conv is the whole branch
-            y = unit("expand", y, self.out_channels, k, s, act=self.act)  # (B, H/s, W/s, out)
+        k, s, e, y = self.kernel, self.strides, self.expanded, x
+        if self.fused:  # a regular kxk conv expands; without expansion it is the whole branch
+            y = unit("expand", y, e if e != inp else self.out_channels, k, s, act=self.act)  # (B, H/s, W/s, .)
         else:
-            if self.fused:
-                y = unit("expand", y, self.expanded, k, s, act=self.act)  # (B, H/s, W/s, expanded)
-            else:
-                if self.expanded != inp:
-                    y = unit("expand", y, self.expanded, 1, act=self.act)  # (B, H, W, expanded)
-                y = unit("depthwise", y, self.expanded, k, s, groups=self.expanded, act=self.act)
-                if self.se_channels is not None:
-                    y = SqueezeExcitation(self.se_channels, ops, self.se_act, self.se_gate,
-                                          name=f"{self.prefix}_{index[0]}")(y)
-                    index[0] += 1
+            if e != inp:
+                y = unit("expand", y, e, 1, act=self.act)  # (B, H, W, expanded)
+            y = unit("depthwise", y, e, k, s, groups=e, act=self.act)  # (B, H/s, W/s, expanded)
+            if self.se_channels is not None:
+                y = SqueezeExcitation(self.se_channels, ops, self.se_act, self.se_gate,
+                                      name=f"{self.prefix}_{index[0]}")(y)
+                index[0] += 1
+        if not (self.fused and e == inp):
             y = unit("project", y, self.out_channels, 1)  # (B, H/s, W/s, out): the linear bottleneck
         if s == 1 and inp == self.out_channels:
             return x + drop_path(ops, y, self.drop_path)
