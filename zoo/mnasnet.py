@@ -1,13 +1,13 @@
 """MnasNet (torchvision): the mobile network found by platform-aware neural architecture search.
 
 * Tan, Chen, Pang, Vasudevan, Sandler, Howard, Le. "MnasNet: Platform-Aware Neural Architecture Search
-  for Mobile", CVPR 2019, arXiv:1807.11626. torchvision implements the B1 variant of the first arXiv
-  version: MnasNet-A1's layout (Figure 7) without squeeze-and-excitation; the table below.
-* Depth multiplier ``alpha`` (the paper's Figure 5 / Table 4 scale the channels, MobileNet-style):
-  every channel count of the table, the stem included, becomes ``make_divisible(c * alpha, 8)``
+  for Mobile", CVPR 2019, arXiv:1807.11626. torchvision implements MnasNet-B1 of the first arXiv
+  version (no squeeze-and-excitation; its stacks differ from the final paper's MnasNet-A1): the table below.
+* Depth multiplier ``alpha`` (MobileNet-style width scaling, as in the paper's scaled models): every
+  channel count of the table, the stem included, becomes ``make_divisible(c * alpha, 8)``
   (torchvision's ``_get_depths``, round to a multiple of 8 unless that loses more than 10%). The stem
-  scales too: torchvision's "version 2" rule, which its ``mnasnet0_75`` and ``mnasnet1_3`` weights
-  follow (version 1, kept only for loading old ``mnasnet0_5`` files, fixed the stem at 32 / 16).
+  scales too: torchvision's "version 2" model, the one its ``mnasnet0_75`` and ``mnasnet1_3`` weights
+  need (its loader still patches a "version 1" state_dict, stem fixed at 32 / 16, into the model).
 * BatchNorm momentum 0.9997 in TensorFlow terms (PyTorch ``momentum=1 - 0.9997``; Flax
   ``bn_momentum=0.9997``), eps 1e-5; ReLU; dropout 0.2 before the classifier.
 
