@@ -149,20 +149,21 @@ class EfficientNet(ZooModel):
 
 # ----------------------------------------------------------------------------- variants
 # Compound scaling per variant (the authors' efficientnet_params; torchvision), with torchvision's
-# input size (its B2 weights use 288; the authors' B2 resolution is 260):
+# input size (its B2 weights use 288; the authors' B2 resolution is 260) and the evaluation resize of
+# its default weights' transforms (resize the short side, then centre-crop the input size):
 #
-#   variant   width  depth  input  dropout   BatchNorm (PyTorch terms)
-#   b0        1.0    1.0    224    0.2       eps 1e-5, momentum 0.1
-#   b1        1.0    1.1    240    0.2       eps 1e-5, momentum 0.1
-#   b2        1.1    1.2    288    0.3       eps 1e-5, momentum 0.1
-#   b3        1.2    1.4    300    0.3       eps 1e-5, momentum 0.1
-#   b4        1.4    1.8    380    0.4       eps 1e-5, momentum 0.1
-#   b5        1.6    2.2    456    0.4       eps 1e-3, momentum 0.01
-#   b6        1.8    2.6    528    0.5       eps 1e-3, momentum 0.01
-#   b7        2.0    3.1    600    0.5       eps 1e-3, momentum 0.01
-#   v2_s      -      -      384    0.2       eps 1e-3, momentum 0.1
-#   v2_m      -      -      480    0.3       eps 1e-3, momentum 0.1
-#   v2_l      -      -      480    0.4       eps 1e-3, momentum 0.1
+#   variant   width  depth  input  resize  dropout   BatchNorm (PyTorch terms)
+#   b0        1.0    1.0    224    256     0.2       eps 1e-5, momentum 0.1
+#   b1        1.0    1.1    240    255     0.2       eps 1e-5, momentum 0.1
+#   b2        1.1    1.2    288    288     0.3       eps 1e-5, momentum 0.1
+#   b3        1.2    1.4    300    320     0.3       eps 1e-5, momentum 0.1
+#   b4        1.4    1.8    380    384     0.4       eps 1e-5, momentum 0.1
+#   b5        1.6    2.2    456    456     0.4       eps 1e-3, momentum 0.01
+#   b6        1.8    2.6    528    528     0.5       eps 1e-3, momentum 0.01
+#   b7        2.0    3.1    600    600     0.5       eps 1e-3, momentum 0.01
+#   v2_s      -      -      384    384     0.2       eps 1e-3, momentum 0.1
+#   v2_m      -      -      480    480     0.3       eps 1e-3, momentum 0.1
+#   v2_l      -      -      480    480     0.4       eps 1e-3, momentum 0.1
 #
 # Figures: torchvision's weight metadata (../shared/reference.md), MACs at the input size.
 EFFICIENTNET = Family("efficientnet", paper=PAPER, head=("classifier_1",), weights_layout="torchvision")
@@ -177,56 +178,56 @@ def _defaults(kwargs: dict, **defaults) -> dict:
     return {**defaults, **kwargs}
 
 
-@register(EFFICIENTNET, params=5_288_548, macs=0.386e9, input_size=224)
+@register(EFFICIENTNET, params=5_288_548, macs=0.386e9, input_size=224, resize_size=256)
 def efficientnet_b0(**kwargs) -> EfficientNet:
     return EfficientNet(width_mult=1.0, depth_mult=1.0, **_defaults(kwargs, dropout=0.2))
 
 
-@register(EFFICIENTNET, params=7_794_184, macs=0.687e9, input_size=240)
+@register(EFFICIENTNET, params=7_794_184, macs=0.687e9, input_size=240, resize_size=255)
 def efficientnet_b1(**kwargs) -> EfficientNet:
     return EfficientNet(width_mult=1.0, depth_mult=1.1, **_defaults(kwargs, dropout=0.2))
 
 
-@register(EFFICIENTNET, params=9_109_994, macs=1.088e9, input_size=288)
+@register(EFFICIENTNET, params=9_109_994, macs=1.088e9, input_size=288, resize_size=288)
 def efficientnet_b2(**kwargs) -> EfficientNet:
     return EfficientNet(width_mult=1.1, depth_mult=1.2, **_defaults(kwargs, dropout=0.3))
 
 
-@register(EFFICIENTNET, params=12_233_232, macs=1.827e9, input_size=300)
+@register(EFFICIENTNET, params=12_233_232, macs=1.827e9, input_size=300, resize_size=320)
 def efficientnet_b3(**kwargs) -> EfficientNet:
     return EfficientNet(width_mult=1.2, depth_mult=1.4, **_defaults(kwargs, dropout=0.3))
 
 
-@register(EFFICIENTNET, params=19_341_616, macs=4.394e9, input_size=380)
+@register(EFFICIENTNET, params=19_341_616, macs=4.394e9, input_size=380, resize_size=384)
 def efficientnet_b4(**kwargs) -> EfficientNet:
     return EfficientNet(width_mult=1.4, depth_mult=1.8, **_defaults(kwargs, dropout=0.4))
 
 
-@register(EFFICIENTNET, params=30_389_784, macs=10.266e9, input_size=456)
+@register(EFFICIENTNET, params=30_389_784, macs=10.266e9, input_size=456, resize_size=456)
 def efficientnet_b5(**kwargs) -> EfficientNet:
     return EfficientNet(width_mult=1.6, depth_mult=2.2, **_defaults(kwargs, dropout=0.4, **TF_BN))
 
 
-@register(EFFICIENTNET, params=43_040_704, macs=19.068e9, input_size=528)
+@register(EFFICIENTNET, params=43_040_704, macs=19.068e9, input_size=528, resize_size=528)
 def efficientnet_b6(**kwargs) -> EfficientNet:
     return EfficientNet(width_mult=1.8, depth_mult=2.6, **_defaults(kwargs, dropout=0.5, **TF_BN))
 
 
-@register(EFFICIENTNET, params=66_347_960, macs=37.746e9, input_size=600)
+@register(EFFICIENTNET, params=66_347_960, macs=37.746e9, input_size=600, resize_size=600)
 def efficientnet_b7(**kwargs) -> EfficientNet:
     return EfficientNet(width_mult=2.0, depth_mult=3.1, **_defaults(kwargs, dropout=0.5, **TF_BN))
 
 
-@register(EFFICIENTNET_V2, params=21_458_488, macs=8.366e9, input_size=384)
+@register(EFFICIENTNET_V2, params=21_458_488, macs=8.366e9, input_size=384, resize_size=384)
 def efficientnet_v2_s(**kwargs) -> EfficientNet:
     return EfficientNet(arch="v2_s", **_defaults(kwargs, dropout=0.2, **V2_BN))
 
 
-@register(EFFICIENTNET_V2, params=54_139_356, macs=24.582e9, input_size=480)
+@register(EFFICIENTNET_V2, params=54_139_356, macs=24.582e9, input_size=480, resize_size=480)
 def efficientnet_v2_m(**kwargs) -> EfficientNet:
     return EfficientNet(arch="v2_m", **_defaults(kwargs, dropout=0.3, **V2_BN))
 
 
-@register(EFFICIENTNET_V2, params=118_515_272, macs=56.08e9, input_size=480)
+@register(EFFICIENTNET_V2, params=118_515_272, macs=56.08e9, input_size=480, resize_size=480)
 def efficientnet_v2_l(**kwargs) -> EfficientNet:
     return EfficientNet(arch="v2_l", **_defaults(kwargs, dropout=0.4, **V2_BN))

@@ -95,7 +95,8 @@ class MNASNet(ZooModel):
 
 
 # ----------------------------------------------------------------------------- variants
-# Figures: torchvision's weight metadata (../shared/reference.md).
+# Figures: torchvision's weight metadata (../shared/reference.md). Evaluation resize: its weights' transforms
+# (256 -> 224, for 0.75 and 1.3: 232 -> 224).
 MNASNET = Family("mnasnet", paper=PAPER, head=("classifier_1",), input_size=224, weights_layout="torchvision")
 
 
@@ -104,7 +105,7 @@ def mnasnet0_5(**kwargs) -> MNASNet:
     return MNASNet(alpha=0.5, **kwargs)
 
 
-@register(MNASNET, params=3_170_208, macs=0.215e9)
+@register(MNASNET, params=3_170_208, macs=0.215e9, resize_size=232)
 def mnasnet0_75(**kwargs) -> MNASNet:
     return MNASNet(alpha=0.75, **kwargs)
 
@@ -114,6 +115,6 @@ def mnasnet1_0(**kwargs) -> MNASNet:
     return MNASNet(alpha=1.0, **kwargs)
 
 
-@register(MNASNET, params=6_282_256, macs=0.526e9)
+@register(MNASNET, params=6_282_256, macs=0.526e9, resize_size=232)
 def mnasnet1_3(**kwargs) -> MNASNet:
     return MNASNet(alpha=1.3, **kwargs)
