@@ -137,3 +137,16 @@ def sgd(c: ml_collections.ConfigDict, learning_rate: float, weight_decay: float,
     c.optimizer.nesterov = nesterov
     c.optimizer.weight_decay = weight_decay
     return c
+
+
+def rmsprop(c: ml_collections.ConfigDict, learning_rate: float, weight_decay: float, *, decay: float = 0.9,
+            momentum: float = 0.9, eps: float = 1e-3) -> ml_collections.ConfigDict:
+    """TF-style RMSProp (``tf.train.RMSPropOptimizer``: eps inside the square root, mean square starting
+    at 1) with momentum and L2 weight decay on kernels: the MobileNet, MnasNet and EfficientNet recipes."""
+    c.optimizer.name = "rmsprop"
+    c.optimizer.learning_rate = learning_rate
+    c.optimizer.weight_decay = weight_decay
+    c.optimizer.rms_decay = decay
+    c.optimizer.momentum = momentum
+    c.optimizer.rms_eps = eps
+    return c

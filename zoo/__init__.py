@@ -18,7 +18,8 @@ from zoo.features import feature_gradients, feature_names, features
 from zoo.summary import layer_table, macs, param_count, summary
 
 # Families register their variants on import.
-from zoo import alexnet, densenet, googlenet, inception, lenet, mobilenet, resnet, shufflenet, squeezenet, vgg  # noqa: E402,F401  isort: skip
+from zoo import (alexnet, densenet, efficientnet, googlenet, inception, lenet, mnasnet, mobilenet,  # noqa: E402,F401  isort: skip
+                 resnet, shufflenet, squeezenet, vgg)
 
 __all__ = ["create", "load_pretrained", "init", "list_models", "model_info", "register", "Family", "ModelInfo", "summary", "layer_table", "macs",
            "param_count", "convs", "layers", "features", "feature_names", "feature_gradients"]

@@ -37,6 +37,7 @@ Named features (``zoo.features``):
 * ``mobilenet_v3_small``: ``stem``, ``block1``, ``block3``, ``block8``, ``block11`` (strides 4 .. 32),
   ``last_conv`` (``features_12``, 576 channels), ``pre_logits`` (1024-vector).
 
+V2 and V3 blocks are ``zoo.blocks.InvertedResidual`` (shared with MnasNet and EfficientNet).
 For V2 / V3 ``block{i}`` is the output of ``features_i``, tapped when the next block downsamples
 (torchvision's ``_is_cn``) or it is the last block.
 """
@@ -44,8 +45,9 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from zoo.layers import (InputSpec, Ops, ZooModel, adaptive_avg_pool, check_choice, check_positive, check_positive_int,
-                        check_rate, global_avg_pool, hard_sigmoid, hard_swish, make_divisible, tap)
+from zoo.blocks import InvertedResidual
+from zoo.layers import (InputSpec, Ops, ZooModel, check_choice, check_positive, check_positive_int, check_rate,
+                        global_avg_pool, hard_sigmoid, hard_swish, make_divisible, tap)
 from zoo.registry import Family, register
 
 PAPER_V1 = ("Howard et al., MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications, "
@@ -131,33 +133,6 @@ class MobileNetV1(ZooModel):
 
 # ----------------------------------------------------------------------------- MobileNetV2
 
-class InvertedResidual(nn.Module):
-    """MobileNetV2 block (torchvision's ``InvertedResidual``): [1x1 expand, ReLU6] -> 3x3 depthwise,
-    ReLU6 -> 1x1 linear projection + norm; identity shortcut when stride 1 and in == out.
-    Names: ``conv_0_0/conv_0_1`` (expand, only when expand_ratio != 1), then the depthwise
-    ``conv_k_0/conv_k_1``, the projection ``conv_{k+1}`` and its norm ``conv_{k+2}``."""
-
-    out_channels: int
-    strides: int
-    expand_ratio: int
-    ops: Ops
-
-    @nn.compact
-    def __call__(self, x):  # x: (B, H, W, C_in)
-        ops = self.ops
-        inp = x.shape[-1]
-        hidden = int(round(inp * self.expand_ratio))
-        y, k = x, 0
-        if self.expand_ratio != 1:
-            y = ops.conv_norm_act(y, hidden, 1, act=nn.relu6, conv_name="conv_0_0", norm_name="conv_0_1")
-            k = 1
-        y = ops.conv_norm_act(y, hidden, 3, strides=self.strides, groups=hidden, act=nn.relu6,
-                              conv_name=f"conv_{k}_0", norm_name=f"conv_{k}_1")
-        y = ops.conv(y, self.out_channels, 1, use_bias=ops.norm_kind is None, name=f"conv_{k + 1}")
-        y = ops.norm(y, name=f"conv_{k + 2}")
-        return x + y if self.strides == 1 and inp == self.out_channels else y
-
-
 # Table 2 of the paper: t (expansion), c (output channels), n (repeats), s (stride of the first repeat),
 # after the first 3x3/2 conv (32 channels); the final 1x1 conv has 1280 channels.
 V2_STEM_CHANNELS = 32
@@ -201,7 +176,10 @@ class MobileNetV2(ZooModel):
         x = tap(self, "stem", x)
         blocks = [(t, ch(c), s if i == 0 else 1) for t, c, n, s in V2_SETTING for i in range(n)]
         for idx, (t, c, s) in enumerate(blocks, start=1):
-            x = InvertedResidual(c, s, t, ops, name=f"features_{idx}")(x)
+            # names conv_0_0 (expand, t != 1), conv_k_0 (3x3 depthwise), then conv_{k+1} / conv_{k+2}: the
+            # projection conv and its norm sit flat in torchvision's Sequential
+            x = InvertedResidual(c, int(round(x.shape[-1] * t)), ops, strides=s, act=nn.relu6, prefix="conv",
+                                 flat=("project",), name=f"features_{idx}")(x)
             if _last_at_its_resolution([stride for _, _, stride in blocks], idx):
                 x = tap(self, f"block{idx}", x)
         last = len(blocks) + 1
@@ -215,54 +193,6 @@ class MobileNetV2(ZooModel):
 
 
 # ----------------------------------------------------------------------------- MobileNetV3
-
-class SqueezeExcitation(nn.Module):
-    """torchvision's ``SqueezeExcitation`` (Hu et al. 2018) as MobileNetV3 uses it: global average
-    pool -> ``fc1`` (1x1 conv with bias, ``squeeze_channels``) -> ReLU -> ``fc2`` (1x1 conv with bias)
-    -> hard-sigmoid; the input scaled channel-wise by the result."""
-
-    squeeze_channels: int
-    ops: Ops
-
-    @nn.compact
-    def __call__(self, x):  # x: (B, H, W, C)
-        s = adaptive_avg_pool(x, 1)  # (B, 1, 1, C)
-        s = nn.relu(self.ops.conv(s, self.squeeze_channels, 1, use_bias=True, name="fc1"))
-        s = self.ops.conv(s, x.shape[-1], 1, use_bias=True, name="fc2")
-        return x * hard_sigmoid(s)
-
-
-class InvertedResidualV3(nn.Module):
-    """MobileNetV3 bneck (torchvision's ``InvertedResidual``): [1x1 expand] -> kxk depthwise -> [SE]
-    -> 1x1 linear projection; ReLU or hard-swish; identity shortcut when stride 1 and in == out.
-    Names ``block_0`` ... in order, each ``block_j_0`` (conv) / ``block_j_1`` (norm), SE ``block_j/fc1``."""
-
-    kernel: int
-    expanded: int
-    out_channels: int
-    use_se: bool
-    use_hs: bool
-    strides: int
-    ops: Ops
-
-    @nn.compact
-    def __call__(self, x):  # x: (B, H, W, C_in)
-        ops = self.ops
-        act = hard_swish if self.use_hs else nn.relu
-        inp = x.shape[-1]
-        y, j = x, 0
-        if self.expanded != inp:
-            y = ops.conv_norm_act(y, self.expanded, 1, act=act, conv_name="block_0_0", norm_name="block_0_1")
-            j = 1
-        y = ops.conv_norm_act(y, self.expanded, self.kernel, strides=self.strides, groups=self.expanded, act=act,
-                              conv_name=f"block_{j}_0", norm_name=f"block_{j}_1")
-        j += 1
-        if self.use_se:
-            y = SqueezeExcitation(make_divisible(self.expanded // 4, 8), ops, name=f"block_{j}")(y)
-            j += 1
-        y = ops.conv_norm_act(y, self.out_channels, 1, act=None, conv_name=f"block_{j}_0", norm_name=f"block_{j}_1")
-        return x + y if self.strides == 1 and inp == self.out_channels else y
-
 
 # Tables 1 and 2 of the paper, torchvision's bneck_conf rows:
 # (input_channels, kernel, expanded_channels, out_channels, use_se, activation, stride).
@@ -332,7 +262,10 @@ class MobileNetV3(ZooModel):
                               norm_name="features_0_1")
         x = tap(self, "stem", x)
         for idx, (_, k, exp, out, se, act, s) in enumerate(setting, start=1):
-            x = InvertedResidualV3(k, ch(exp), ch(out), se, act == "HS", s, ops, name=f"features_{idx}")(x)
+            # bneck: names block_0, ...; SE (section 5.2) squeezes to make_divisible(exp // 4, 8), hard-sigmoid gate
+            x = InvertedResidual(ch(out), ch(exp), ops, kernel=k, strides=s, act=hard_swish if act == "HS" else nn.relu,
+                                 se_channels=make_divisible(ch(exp) // 4, 8) if se else None, se_gate=hard_sigmoid,
+                                 name=f"features_{idx}")(x)
             if _last_at_its_resolution([row[6] for row in setting], idx):
                 x = tap(self, f"block{idx}", x)
         last = len(setting) + 1

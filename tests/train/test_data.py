@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from configs import default
+from helpers import reference
 from train import data
 from train.data import sources, transforms
 
@@ -125,6 +126,18 @@ def test_eval_crop_follows_the_model():
     with pytest.raises(ValueError, match=r"^crop_fraction=1\.5: must be in \(0, 1\]$"):
         transforms.make_preprocessing(dataset="x", image_shape=(8, 8, 3), source_channels=3, mean=(0, 0, 0),
                                       std=(1, 1, 1), eval_resize="center_crop", augment="none", crop_fraction=1.5)
+
+@pytest.mark.parametrize("name, resize", [  # torchvision 0.28: resize_size of the default weights' transforms
+    ("efficientnet_b0", 256), ("efficientnet_b1", 255), ("efficientnet_b2", 288), ("efficientnet_b3", 320),
+    ("efficientnet_b4", 384), ("efficientnet_b5", 456), ("efficientnet_b6", 528), ("efficientnet_b7", 600),
+    ("efficientnet_v2_s", 384), ("efficientnet_v2_m", 480), ("efficientnet_v2_l", 480),
+    ("mnasnet0_5", 256), ("mnasnet0_75", 232), ("mnasnet1_0", 256), ("mnasnet1_3", 232),
+])
+def test_the_pipeline_takes_each_variants_input_size_and_resize(name, resize):
+    c = default.get_config()
+    c.model = name
+    size = reference()["models"][name]["input_size"]  # 224 ... 600 (EfficientNet: per variant)
+    assert data.model_image_shape(c) == (size, size, 3) and data.model_crop_fraction(c) == size / resize
 
 
 # ------------------------------------------------------------------------------------------------ preprocessing

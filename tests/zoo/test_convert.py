@@ -82,7 +82,9 @@ def test_every_torchvision_family_variant_is_covered():
                  "inception_v3", "squeezenet1_0", "squeezenet1_1"}
                 | {f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")}
                 | {f"resnet{d}" for d in (18, 34, 50, 101, 152)} | {f"densenet{d}" for d in (121, 161, 169, 201)}
-                | {f"shufflenet_v2_{w}" for w in ("x0_5", "x1_0", "x1_5", "x2_0")})
+                | {f"shufflenet_v2_{w}" for w in ("x0_5", "x1_0", "x1_5", "x2_0")}
+                | {f"mnasnet{a}" for a in ("0_5", "0_75", "1_0", "1_3")}
+                | {f"efficientnet_b{i}" for i in range(8)} | {f"efficientnet_v2_{s}" for s in "sml"})
     assert names == expected
 
 

@@ -70,7 +70,8 @@ def test_create_returns_a_module(name):
 def test_registry_holds_all_families():
     families = {zoo.model_info(n).family for n in ALL}
     assert families == {"lenet", "alexnet", "vgg", "resnet", "densenet", "mobilenet", "shufflenet", "googlenet",
-                        "inception", "squeezenet"}
+                        "inception", "squeezenet", "mnasnet",
+                        "efficientnet"}
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -120,7 +121,8 @@ def test_macs_agree_with_xla_cost_analysis():
 
 # One main variant per family (the smallest usual one), plus every LeNet / CIFAR model.
 REPRESENTATIVES = ("lenet5", "alexnet", "vgg11", "resnet18", "densenet121", "mobilenet_v2", "shufflenet_v2_x0_5",
-                   "googlenet", "inception_v3", "squeezenet1_1")
+                   "googlenet", "inception_v3", "squeezenet1_1", "mnasnet0_5",
+                   "efficientnet_b0")
 
 
 def _one_per_family():

@@ -3,9 +3,10 @@
 
 Supported: every registered variant whose ``zoo.model_info(name).weights_layout`` is 'torchvision'
 (``torchvision_models()``: alexnet, vgg*, resnet18-152, resnext*, wide_resnet*, densenet*,
-mobilenet_v2, mobilenet_v3_*, shufflenet_v2_*, googlenet, inception_v3, squeezenet1_*). The others (``alexnet_v1``, ``mobilenet_v1*``,
-``shufflenet_v1*``, ``lenet5*``, the CIFAR ResNets) have no torchvision counterpart and are refused
-with a ValueError.
+mobilenet_v2, mobilenet_v3_*, shufflenet_v2_*, googlenet, inception_v3, squeezenet1_*, mnasnet*,
+efficientnet_b0-b7, efficientnet_v2_*).
+The others (``alexnet_v1``, ``mobilenet_v1*``, ``shufflenet_v1*``, ``lenet5*``, the CIFAR ResNets)
+have no torchvision counterpart and are refused with a ValueError.
 
 The rule (one table for every family). The zoo names each module after torchvision's attribute
 path with ``.`` -> ``_`` (``layer1.0.conv1`` -> ``layer1_0/conv1``), so a torchvision key is our
