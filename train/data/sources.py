@@ -11,6 +11,9 @@
   otherwise ``PATH/<class>/*`` is split once, stratified and seeded, holding out ``holdout_fraction``
   of each class as every split other than ``train_split``. Unreadable images are skipped and counted
   (``on_corrupt='skip'``) or raise a ValueError naming them (``'error'``).
+* ``'idx:PATH'``: the IDX files of MNIST, Fashion-MNIST, KMNIST, EMNIST (gzipped or not) in folder PATH,
+  read into memory once (``train/data/idx.py``: file names, class names, slices such as ``train[:90%]``).
+  The TFDS names ``'mnist'`` / ``'fashion_mnist'`` are the same images, prepared through TFDS.
 * any other name: a TFDS dataset, read TF-free through ``tfds.data_source`` (ArrayRecord), never
   downloaded here: an unprepared dataset raises FileNotFoundError saying how to prepare it. With
   ``cache`` (default), splits of fixed-size images up to 2 GiB decoded (mnist, cifar, svhn, ...) are
@@ -34,11 +37,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from train.data import idx
 from train.data.transforms import GRAY_WEIGHTS
 
 log = logging.getLogger("train.data")
 
-OWN_DATASETS = ("mnist5k", "synthetic", "folder:PATH")
+OWN_DATASETS = ("mnist5k", "synthetic", "folder:PATH", "idx:PATH")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # (family, mean, std) on the 0..1 scale, per stored channel. Family picks the 'auto' augmentation and
@@ -158,6 +162,15 @@ def _open_synthetic(split: str, shape: Sequence[int], num_classes: int, num_exam
     images += protos[labels]
     return ArraySource("synthetic", split, num_examples, tuple(str(i) for i in range(num_classes)), (h, w, c),
                        "synthetic", SYNTHETIC_STATS[0] * c, SYNTHETIC_STATS[1] * c, images=images, labels=labels)
+
+
+# ----------------------------------------------------------------------------------------- idx
+def _open_idx(name: str, split: str) -> ArraySource:
+    path = name[len("idx:"):]
+    d = idx.load_split(path, split)
+    family, mean, std = KNOWN_DATASETS[d.recognised] if d.recognised else ("mnist", *idx.pixel_stats(path))
+    return ArraySource(name, split, len(d.labels), d.class_names, d.images.shape[1:], family, mean, std,
+                       images=d.images, labels=d.labels)
 
 
 # ----------------------------------------------------------------------------------------- folder
@@ -427,6 +440,8 @@ def open_source(name: str, split: str, *, image_shape: Sequence[int], data_dir: 
         return _open_mnist5k(split)
     if name == "synthetic":
         return _open_synthetic(split, image_shape, synthetic_num_classes, synthetic_num_examples)
+    if name.startswith("idx:"):
+        return _open_idx(name, split)
     if name.startswith("folder:"):
         return _open_folder(name[len("folder:"):], split, train_split=train_split,
                             holdout_fraction=holdout_fraction, on_corrupt=on_corrupt)
