@@ -105,10 +105,10 @@ def run(recipe: Recipe, root: Path, *, dry_run: bool = False) -> dict:
     config = config_of(recipe, dry_run=True) if dry_run else real
     workdir = root / (recipe.config + ("-dry-run" if dry_run else ""))   # a dry run never touches a real run
     result = train.fit(config, workdir)
+    wall = _wall(workdir, result.seconds)
     if result.interrupted:
         raise SystemExit(f"{recipe.config}: interrupted by {result.interrupted} at step {result.step}; "
                          f"run the same command again to resume")
-    wall = _wall(workdir, result.seconds)
     t0 = time.perf_counter()
     report = train.evaluate(workdir, checkpoint_step="latest", plot=False)
     return {"model": real.model, "dataset": recipe.dataset, "top1": round(100 * report["top1"], 2),
