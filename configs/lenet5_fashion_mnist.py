@@ -3,8 +3,10 @@ files of the Debian package dataset-fashion-mnist (the TFDS copy: ``--config.dat
 
 Reference: Xiao, Rasul & Vollgraf 2017, "Fashion-MNIST", Table 3: 89.7% for the best non-neural
 baseline (SVC). Target here: >= 92% top-1.
-Recipe (ours): AdamW 2e-3, weight decay 5e-4 (decoupled), batch 128, 1 warmup epoch then cosine to 0
-over 60 epochs, CIFAR-style augmentation (4-pixel zero padding, random 28x28 crop, horizontal flip).
+Recipe (ours): ``lenet5`` with BatchNorm after each conv (``norm='batch'``), AdamW 2e-3, weight decay
+5e-4 (decoupled), batch 128, 1 warmup epoch then cosine to 0 over 30 epochs, random shifts (``augment
+='mnist'``). Chosen on a held-out 6,000 of the training set (train[54000:]): at 14 of 30 epochs BN +
+shifts 90.5%, shifts alone 90.2%, CIFAR-style pad-crop-flip 88.1% (60-epoch schedule).
 ``python benchmarks/reproduce.py --only lenet5_fashion_mnist``.
 """
 from configs import default, lenet5_mnist5k
@@ -12,9 +14,10 @@ from configs import default, lenet5_mnist5k
 
 def get_config():
     c = default.idx(lenet5_mnist5k.get_config(), "fashion_mnist")
-    c.data.augment = "cifar"
+    c.model_kwargs.norm = "batch"
+    c.data.augment = "mnist"
     c.batch_size = 128
-    c.num_epochs = 60.0
+    c.num_epochs = 30.0
     c.optimizer.name = "adamw"
     c.optimizer.weight_decay = 5e-4
     return c
