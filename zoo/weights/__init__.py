@@ -1,0 +1,1 @@
+"""Published weights: ``pth`` reads PyTorch ``.pth`` state_dicts without PyTorch."""
