@@ -190,7 +190,7 @@ def checkpoint_pipeline(meta: dict, *, split: str | None = None, batch_size: int
                      batch_size=batch_size or int(cfg["eval_batch_size"]),
                      image_shape=(*pp["image_size"], pp["channels"]), seed=int(cfg.get("seed", 0)),
                      crop_fraction=pp["crop_fraction"])
-    if pipe.preprocessing != pp:
+    if pipe.preprocessing != data.transforms.complete(pp):
         raise ValueError(f"the eval preprocessing rebuilt from the checkpoint differs from the stored one:\n"
                          f"{pipe.preprocessing}\nvs\n{pp}")
     return pipe
