@@ -63,14 +63,14 @@ class _Relabelled:
             yield {**batch, "label": self.labels[batch["label"]]}
 
 
-def _split_of(cfg) -> tuple[str, dict]:
-    """(split, data fields): a folder without a folder for the eval split is evaluated whole."""
+def _split_of(cfg) -> tuple[str, dict, bool]:
+    """(split, data fields, whole): a folder without a folder for the eval split is evaluated whole."""
     d = cfg.data
     if d.name.startswith("folder:"):
         root = Path(d.name[len("folder:"):]).expanduser()
         if not (root / d.eval_split).is_dir() and not (root / d.train_split).is_dir():
-            return d.train_split, {**d.to_dict(), "holdout_fraction": 0.0}
-    return d.eval_split, d.to_dict()
+            return d.train_split, {**d.to_dict(), "holdout_fraction": 0.0}, True
+    return d.eval_split, d.to_dict(), False
 
 
 def evaluate_pretrained(spec: str, config=None, *, cache_dir=None, output_dir=None) -> dict:
@@ -83,7 +83,7 @@ def evaluate_pretrained(spec: str, config=None, *, cache_dir=None, output_dir=No
     entry = catalogue.entry(name, tag)
     if not entry.class_names:
         raise ValueError(f"{name} {entry.tag} has no classifier to evaluate (features only)")
-    split, fields = _split_of(cfg)
+    split, fields, whole = _split_of(cfg)
     plan = parallel.make_plan(cfg.parallelism, -1)
     if cfg.eval_batch_size % plan.num_devices:
         plan = parallel.make_plan(plan.parallelism, 1)
@@ -95,16 +95,17 @@ def evaluate_pretrained(spec: str, config=None, *, cache_dir=None, output_dir=No
     model, variables = zoo.load_pretrained(name, entry.tag, cache_dir=cache_dir, axis_name=parallel.AXIS,
                                            conv_impl=zoo.convs.conv_impl_for(plan.devices[0].platform))
     eval_fn = evaluation.compile_eval(model, step.StepConfig(), plan)
-    ev = evaluation.run_eval(eval_fn, parallel.replicate(variables, plan), _Relabelled(pipe, labels, len(entry.class_names)),
-                             plan)
+    relabelled = _Relabelled(pipe, labels, len(entry.class_names))
+    ev = evaluation.run_eval(eval_fn, parallel.replicate(variables, plan), relabelled, plan)
     per_class = {c: ev["per_class_top1"][int(i)] for c, i in zip(pipe.class_names, labels)}
-    report = {"model": name, "weights": entry.tag, "dataset": pipe.name, "split": pipe.split, "count": ev["count"],
+    report = {"model": name, "weights": entry.tag, "dataset": pipe.name, "split": "all" if whole else pipe.split,
+              "count": ev["count"],
               "top1": ev["top1"], "top5": ev["top5"], "loss": ev["loss"], "catalogue_acc1": entry.acc1,
               "catalogue_acc5": entry.acc5, "preprocessing": pp, "per_class_top1": per_class}
     if output_dir is not None and jax.process_index() == 0:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        path = out / f"pretrained_{name}_{entry.tag}_{pipe.split}.json"
+        path = out / f"pretrained_{name}_{entry.tag}_{report['split']}.json"
         path.write_text(json.dumps(report, indent=1))
         report["report_json"] = str(path)
     return report

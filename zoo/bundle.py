@@ -80,8 +80,9 @@ def _from_workdir(name, workdir, checkpoint, conv_impl) -> Bundle:
     if name is not None and name != run_model:
         raise ValueError(f"model={name!r} but {workdir} holds a {run_model}; leave the model out or name {run_model}")
     model = loaded.model.clone(conv_impl=conv_impl)
-    return Bundle(model, loaded.variables, loaded.meta["preprocessing"],
-                  _names(model.num_classes, loaded.meta.get("class_names")), f"{workdir} ({run_model}, step {loaded.step})")
+    names = _names(model.num_classes, loaded.meta.get("class_names"))
+    return Bundle(model, loaded.variables, loaded.meta["preprocessing"], names,
+                  f"{workdir} ({run_model}, step {loaded.step})")
 
 
 def add_arguments(p: argparse.ArgumentParser, *, model_required: bool = False) -> None:

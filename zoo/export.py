@@ -209,7 +209,8 @@ def main(argv=None) -> int:
         if args.format == "onnx":
             data = onnx(b.model, b.variables, shape)
             rel = check_onnx(data, b.model, b.variables, shape)
-            checked = "onnxruntime not installed: not checked" if rel is None else f"onnxruntime: max rel. diff {rel:.2g}"
+            checked = ("onnxruntime not installed: not checked" if rel is None
+                       else f"onnxruntime: max rel. diff {rel:.2g}")
         else:
             platforms = tuple(args.platforms.split(",")) if args.platforms else None
             data = stablehlo(b.model, b.variables, shape, platforms=platforms)

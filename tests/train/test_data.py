@@ -234,7 +234,8 @@ def test_published_weights_preprocessing_is_torchvisions_resize_then_centre_crop
     img = (np.random.default_rng(0).random((side, side, 3)) * 255).astype(np.uint8)
     resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[e.interpolation]
     r, c = e.resize_size, e.crop_size
-    ref = np.asarray(Image.fromarray(img).resize((r, r), resample))[(r - c) // 2:(r + c) // 2, (r - c) // 2:(r + c) // 2]
+    lo, hi = (r - c) // 2, (r + c) // 2
+    ref = np.asarray(Image.fromarray(img).resize((r, r), resample))[lo:hi, lo:hi]
     ref = (ref / 255.0 - np.array(e.mean)) / np.array(e.std)
     out = transforms.preprocess_eval(img, pp)
     assert out.shape == (1, c, c, 3)

@@ -52,9 +52,9 @@ def test_top1_and_top5_on_a_folder_with_imagenet_class_names(folder, capsys):
                "--cache_dir", str(root / "cache"), "--output_dir", str(root / "out")])
     out = capsys.readouterr().out.strip().splitlines()[-1]
     assert rc == 0
-    assert out == (f"{SMALL} TEST on folder:{data} [train] (6 images): top-1 66.667%  top-5 66.667%  "
+    assert out == (f"{SMALL} TEST on folder:{data} [all] (6 images): top-1 66.667%  top-5 66.667%  "
                    f"(catalogue: acc@1 50.000%, acc@5 75.000%)")
-    report = json.loads((root / "out" / f"pretrained_{SMALL}_TEST_train.json").read_text())
+    report = json.loads((root / "out" / f"pretrained_{SMALL}_TEST_all.json").read_text())
     assert report["count"] == 6 and report["preprocessing"]["crop_fraction"] == 0.875
 
 

@@ -40,7 +40,8 @@ def published(tmp_path_factory):
 
 def test_predict_prints_five_imagenet_names_with_their_probabilities(published, capsys):
     root, image = published
-    assert main(["--model", SMALL, "--weights", "TEST", "--cache_dir", str(root / "cache"), str(root / "photo.png")]) == 0
+    assert main(["--model", SMALL, "--weights", "TEST", "--cache_dir", str(root / "cache"),
+                 str(root / "photo.png")]) == 0
     header, *lines = capsys.readouterr().out.strip().splitlines()
     assert header == f"photo.png ({SMALL} TEST)" and len(lines) == 5
     parsed = [LINE.match(line).groups() for line in lines]

@@ -244,7 +244,8 @@ def geometric(images, pp: dict, *, train: bool = False, rand: dict | None = None
         x = np.stack([_pil_resize(img, size, _centre_box(img.shape[0], img.shape[1], size, pp["crop_fraction"]),
                                   interp) for img in images]) if n else None
     elif interp != "bilinear":  # 'resize' with another filter: PIL, one image at a time
-        x = np.stack([_pil_resize(img, size, (0, 0, img.shape[1], img.shape[0]), interp) for img in images]) if n else None
+        x = np.stack([_pil_resize(img, size, (0, 0, img.shape[1], img.shape[0]), interp)
+                      for img in images]) if n else None
     elif isinstance(images, np.ndarray):
         x = resize_batch(images, size)
     else:  # variable sizes under 'resize': one image at a time, same arithmetic as a batch
