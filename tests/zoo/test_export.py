@@ -14,7 +14,7 @@ import train
 import zoo
 from fixtures.parity.recipe import FIXTURES, parity_input, parse_shapes, recipe_state_dict
 from helpers import FIXTURES as FIXTURES_DIR
-from helpers import snapshot
+from helpers import images, snapshot
 from zoo import convert, export
 
 ort = pytest.importorskip("onnxruntime", reason="the export extra: pip install -e '.[export]'")
@@ -27,10 +27,6 @@ def lenet():
     return model, zoo.init(model, (28, 28, 1), rng=3)
 
 
-def images(n, shape, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
-
-
 def test_stablehlo_reloads_with_identical_logits_for_any_batch(lenet):
     model, variables = lenet
     data = export.stablehlo(model, variables, (28, 28, 1))
@@ -38,7 +34,7 @@ def test_stablehlo_reloads_with_identical_logits_for_any_batch(lenet):
     assert reloaded.in_avals[0].dtype == np.float32 and str(reloaded.in_avals[0].shape[0]) == "batch"
     ours = jax.jit(export.logits_fn(model, variables))
     for n in (1, 5):
-        x = images(n, (28, 28, 1), n)
+        x = images((n, 28, 28, 1), n)
         np.testing.assert_array_equal(np.asarray(reloaded.call(x)), np.asarray(ours(x)))
 
 
@@ -51,7 +47,7 @@ def test_onnx_runs_in_onnxruntime_for_any_batch(lenet):
     assert (inp.name, inp.type, inp.shape[1:], out.name) == ("image", "tensor(float)", [28, 28, 1], "logits")
     assert isinstance(inp.shape[0], str)  # a symbolic batch dimension
     for n in (1, 4):
-        x = images(n, (28, 28, 1), n)
+        x = images((n, 28, 28, 1), n)
         want = np.asarray(jax.jit(export.logits_fn(model, variables))(x))
         got = session.run(["logits"], {"image": x})[0]
         assert got.shape == (n, 10) and np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
@@ -74,7 +70,7 @@ def test_export_command_writes_the_file_and_its_description_and_never_overwrites
     assert meta["input"] == {"name": "image", "layout": "NHWC", "dtype": "float32", "shape": ["batch", 28, 28, 1]}
     assert meta["class_names"] == [str(i) for i in range(10)] and meta["preprocessing"]["image_size"] == [28, 28]
     loaded = train.load(workdir)
-    x = images(3, (28, 28, 1))
+    x = images((3, 28, 28, 1))
     got = ort.InferenceSession(out.read_bytes(), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
     want = np.asarray(jax.jit(lambda v, x: loaded.model.apply(v, x, train=False))(loaded.variables, x))
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()

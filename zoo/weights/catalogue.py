@@ -16,7 +16,8 @@ registered for it.
 Published-weight facts that the JSON does not carry, from torchvision's weight enums:
 
 * evaluation mean / std: ImageNet's for every entry, except vgg16 ``IMAGENET1K_FEATURES`` (the
-  original Caffe standardisation: mean (0.48235, 0.45882, 0.40784), std 1/255);
+  original Caffe standardisation: mean (0.48235, 0.45882, 0.40784), std 1/255) and efficientnet_v2_l
+  (mean = std = 0.5, the original TensorFlow weights' range);
 * googlenet and inception_v3 are built with ``transform_input=True`` and ``aux_logits=False`` when
   their torchvision weights are loaded (:data:`PUBLISHED_OVERRIDES`).
 """
@@ -35,7 +36,8 @@ INTERPOLATIONS = ("bilinear", "bicubic")
 TORCHVISION_BASE = "https://download.pytorch.org/models/"
 PUBLISHED_OVERRIDES = {"googlenet": {"transform_input": True, "aux_logits": False},
                        "inception_v3": {"transform_input": True, "aux_logits": False}}
-_CAFFE_STATS = {("vgg16", "IMAGENET1K_FEATURES"): ((0.48235, 0.45882, 0.40784), (1 / 255,) * 3)}
+_OTHER_STATS = {("vgg16", "IMAGENET1K_FEATURES"): ((0.48235, 0.45882, 0.40784), (1 / 255,) * 3),
+                ("efficientnet_v2_l", "IMAGENET1K_V1"): ((0.5,) * 3, (0.5,) * 3)}
 _VERSIONED = re.compile(r"^IMAGENET1K_V(\d+)$")
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 
@@ -107,7 +109,7 @@ def imagenet_classes() -> tuple[str, ...]:
 
 
 def _published_entry(raw: dict, default_tag: str) -> WeightEntry:
-    mean, std = _CAFFE_STATS.get((raw["model"], raw["weights"]), (IMAGENET_MEAN, IMAGENET_STD))
+    mean, std = _OTHER_STATS.get((raw["model"], raw["weights"]), (IMAGENET_MEAN, IMAGENET_STD))
     return WeightEntry(
         model=raw["model"], tag=raw["weights"], url=raw["url"], sha256=raw["sha256_prefix"].lower(),
         categories=int(raw["categories"]), crop_size=int(raw["crop_size"]), resize_size=int(raw["resize_size"]),
