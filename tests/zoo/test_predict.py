@@ -25,12 +25,12 @@ LINE = re.compile(r"^  +(\d+\.\d\d)%  (.+) \((\d+)\)$")
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
-    """SMALL's parity-recipe weights as a registered entry (tag TEST, bicubic 240 -> 200 crop), a
-    generated photo-like image file, and the cache folder."""
+    """SMALL's parity-recipe weights as a registered entry (tag TEST, bicubic resize 80, crop 64: small
+    inputs compile fast), a generated image file, and the cache folder."""
     root = tmp_path_factory.mktemp("predict")
     path = write_pth(root / "small.pth", recipe_state_dict(convert.state_dict_shapes(SMALL)))
     zoo.register_weights(SMALL, "TEST", url=path.as_uri(), sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-                         resize_size=240, crop_size=200, interpolation="bicubic")
+                         resize_size=80, crop_size=64, interpolation="bicubic")
     rng = np.random.default_rng(0)
     image = (rng.random((180, 260, 3)) * 255).astype(np.uint8)
     Image.fromarray(image).save(root / "photo.png")
@@ -49,10 +49,10 @@ def test_predict_prints_five_imagenet_names_with_their_probabilities(published, 
     assert all(names[int(i)] == name for _, name, i in parsed)
     probs = [float(p) for p, _, _ in parsed]
     assert probs == sorted(probs, reverse=True) and sum(probs) <= 100.01
-    # the same five classes as the model on the entry's preprocessing (bicubic resize, 200 crop)
+    # the same five classes as the model on the entry's preprocessing (bicubic resize, 64 crop)
     model, variables = zoo.load_pretrained(SMALL, "TEST", cache_dir=root / "cache")
     pp = transforms.for_weights(catalogue.entry(SMALL, "TEST"))
-    assert (pp["image_size"], pp["interpolation"], pp["crop_fraction"]) == ([200, 200], "bicubic", 200 / 240)
+    assert (pp["image_size"], pp["interpolation"], pp["crop_fraction"]) == ([64, 64], "bicubic", 64 / 80)
     logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables,
                                                                            transforms.preprocess_eval(image, pp)))
     assert [int(i) for _, _, i in parsed] == list(np.argsort(-logits[0], kind="stable")[:5])
