@@ -18,6 +18,7 @@ from zoo.weights.catalogue import WeightEntry
 
 BODY = os.urandom(3 * download.CHUNK + 12345)
 SHA = hashlib.sha256(BODY).hexdigest()
+NAME = f"w-{SHA[:8]}.pth"  # torchvision's naming: the hash prefix in the file name
 
 
 def entry(url, sha256=SHA, tag="T"):
@@ -30,7 +31,7 @@ def leftovers(root):
 
 @pytest.fixture
 def server():
-    with file_server({"w-1234abcd.pth": BODY, "cut.pth": BODY}, truncated=("cut.pth",)) as s:
+    with file_server({NAME: BODY, "cut.pth": BODY}, truncated=("cut.pth",)) as s:
         yield s
 
 
@@ -39,26 +40,42 @@ def test_download_with_progress_then_the_cache_without_the_server(tmp_path, caps
         e = entry(f"{s.url}/w.pth")
         path = download.fetch(e, cache_dir=tmp_path, progress=True)
         assert s.requests == ["w.pth"]
-    assert path == tmp_path / "weights" / "w.pth" and path.read_bytes() == BODY
+    cached = f"w-{SHA[:8]}.pth"                       # a name without the hash gets its first 8 digits
+    assert path == tmp_path / "weights" / cached and path.read_bytes() == BODY
     err = capsys.readouterr().err
     assert "w.pth" in err and "100%" in err          # tqdm's bar on stderr
-    assert leftovers(tmp_path) == ["weights/w.pth"]  # no temporary file
+    assert leftovers(tmp_path) == [f"weights/{cached}"]  # no temporary file
     assert download.fetch(e, cache_dir=tmp_path, progress=False) == path  # server gone: the cached, checked file
     assert capsys.readouterr().err == ""
 
 
 def test_torchvisions_file_name_prefix_is_a_hash_check(tmp_path, server):
-    download.fetch(entry(f"{server.url}/w-1234abcd.pth", sha256=SHA[:8]), cache_dir=tmp_path, progress=False)
-    assert leftovers(tmp_path) == ["weights/w-1234abcd.pth"]
+    download.fetch(entry(f"{server.url}/{NAME}", sha256=SHA[:8]), cache_dir=tmp_path, progress=False)
+    assert leftovers(tmp_path) == [f"weights/{NAME}"]
 
 
 @pytest.mark.parametrize("expected", ["0" * 64, "deadbeef"])
 def test_a_wrong_hash_is_refused_and_nothing_is_kept(tmp_path, server, expected):
-    url = f"{server.url}/w-1234abcd.pth"
+    url = f"{server.url}/{NAME}"
     with pytest.raises(download.HashMismatchError) as e:
         download.fetch(entry(url, sha256=expected), cache_dir=tmp_path, progress=False)
     assert str(e.value) == f"sha256 mismatch for {url}: expected {expected}, got {SHA}; the file was deleted"
     assert leftovers(tmp_path) == []
+
+
+def test_an_http_error_is_named(tmp_path, server):
+    with pytest.raises(download.DownloadError, match=r"cannot download .*/missing\.pth: HTTP 404 Not Found"):
+        download.fetch(entry(f"{server.url}/missing.pth"), cache_dir=tmp_path, progress=False)
+    assert leftovers(tmp_path) == []
+
+
+def test_entries_with_the_same_file_name_do_not_share_a_cached_file(tmp_path):
+    a = entry("https://a.example.com/v1/model.pth", sha256="a" * 64)
+    b = entry("https://a.example.com/v2/model.pth", sha256="b" * 64)
+    assert download.cached_path(a, tmp_path).name == "model-aaaaaaaa.pth"
+    assert download.cached_path(b, tmp_path).name == "model-bbbbbbbb.pth"
+    tv = catalogue.entry("resnet18")
+    assert download.cached_path(tv, tmp_path).name == "resnet18-f37072fd.pth"  # torch hub's own name
 
 
 def test_a_truncated_download_leaves_nothing(tmp_path, server):
@@ -90,7 +107,7 @@ def test_without_network_the_error_says_which_file_to_fetch_and_where(tmp_path):
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/resnet18-f37072fd.pth"
     with pytest.raises(download.DownloadError) as e:
-        download.fetch(entry(url), cache_dir=tmp_path, progress=False)
+        download.fetch(entry(url, sha256="f37072fd"), cache_dir=tmp_path, progress=False)
     msg = str(e.value)
     assert msg.startswith(f"cannot download {url} (") and "\n" not in msg
     assert f"put it at {tmp_path / 'weights' / 'resnet18-f37072fd.pth'}" in msg and download.MIRROR_ENV in msg
@@ -98,7 +115,7 @@ def test_without_network_the_error_says_which_file_to_fetch_and_where(tmp_path):
 
 
 def test_a_damaged_cached_file_is_reported_not_used_and_kept(tmp_path, server):
-    e = entry(f"{server.url}/w-1234abcd.pth")
+    e = entry(f"{server.url}/{NAME}")
     path = download.fetch(e, cache_dir=tmp_path, progress=False)
     path.write_bytes(BODY[:-1] + b"!")
     with pytest.raises(download.HashMismatchError, match="cached file has sha256 .* delete it to download"):
@@ -107,19 +124,19 @@ def test_a_damaged_cached_file_is_reported_not_used_and_kept(tmp_path, server):
 
 
 def test_the_mirror_replaces_torchvisions_location(tmp_path, server, monkeypatch):
-    tv = entry(catalogue.TORCHVISION_BASE + "w-1234abcd.pth")
+    tv = entry(catalogue.TORCHVISION_BASE + NAME)
     monkeypatch.setenv(download.MIRROR_ENV, server.url + "/")
-    assert download.source(tv) == f"{server.url}/w-1234abcd.pth"
+    assert download.source(tv) == f"{server.url}/{NAME}"
     assert download.fetch(tv, cache_dir=tmp_path / "a", progress=False).read_bytes() == BODY
-    assert server.requests == ["w-1234abcd.pth"]
+    assert server.requests == [NAME]
     own = entry("https://models.example.com/w.pth")
     assert download.source(own) == own.url  # a user's own entry keeps its URL
     mirror = tmp_path / "mirror"            # a local directory
     mirror.mkdir()
-    (mirror / "w-1234abcd.pth").write_bytes(BODY)
+    (mirror / NAME).write_bytes(BODY)
     monkeypatch.setenv(download.MIRROR_ENV, str(mirror))
     path = download.fetch(tv, cache_dir=tmp_path / "b", progress=False)
-    assert path.read_bytes() == BODY and server.requests == ["w-1234abcd.pth"]
+    assert path.read_bytes() == BODY and server.requests == [NAME]
     missing = entry(catalogue.TORCHVISION_BASE + "other-00000000.pth", sha256="00000000")
     with pytest.raises(download.DownloadError, match=f"other-00000000.pth is not in the mirror directory {mirror}"):
         download.fetch(missing, cache_dir=tmp_path / "c", progress=False)
@@ -154,6 +171,7 @@ def test_two_processes_downloading_the_same_file_at_once(tmp_path):
         outs = [p.communicate(timeout=120) for p in procs]
         assert len(s.requests) == 2
     assert [p.returncode for p in procs] == [0, 0], outs
-    assert {json.loads(o.strip().splitlines()[-1]) for o, _ in outs} == {str(tmp_path / "weights" / "big.pth")}
-    assert (tmp_path / "weights" / "big.pth").read_bytes() == big
-    assert leftovers(tmp_path) == ["weights/big.pth"]
+    cached = tmp_path / "weights" / f"big-{sha[:8]}.pth"
+    assert {json.loads(o.strip().splitlines()[-1]) for o, _ in outs} == {str(cached)}
+    assert cached.read_bytes() == big
+    assert leftovers(tmp_path) == [f"weights/{cached.name}"]

@@ -50,7 +50,7 @@ def test_load_by_tag_then_from_the_converted_cache(tmp_path, small, registered, 
         assert s.requests == ["small.pth"]
     assert model.num_classes == 1000
     assert_loaded(variables, sd)
-    assert cache.converted_path(e, tmp_path).is_file() and (tmp_path / "weights" / "small.pth").is_file()
+    assert cache.converted_path(e, tmp_path).is_file() and (tmp_path / "weights" / f"small-{sha[:8]}.pth").is_file()
 
     def refuse(*args, **kwargs):
         raise AssertionError("converted again")

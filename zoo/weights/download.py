@@ -1,7 +1,9 @@
 """Weight files into the cache, checked: ``fetch(entry) -> Path`` of a file whose sha256 matches.
 
 * Cache: ``cache_dir`` argument, else ``$ZOO_CACHE``, else ``~/.cache/cnn-zoo``; files in
-  ``<cache>/weights/<file name>``, converted variables in ``<cache>/converted/``.
+  ``<cache>/weights/<file name>`` (torchvision's names, which carry the hash: files from
+  ``~/.cache/torch/hub/checkpoints`` can be copied in; other names get the hash's first 8 digits),
+  converted variables in ``<cache>/converted/``.
 * Source: the entry's URL (``urllib``, standard library). ``$ZOO_WEIGHTS_MIRROR`` replaces
   torchvision's download location (``https://download.pytorch.org/models/``): a base URL (the file
   is fetched from ``<mirror>/<file name>``) or a local directory holding the files by name. Entries a
@@ -52,7 +54,13 @@ def cache_root(cache_dir=None) -> Path:
 
 
 def cached_path(entry: WeightEntry, cache_dir=None) -> Path:
-    return cache_root(cache_dir) / "weights" / entry.filename
+    """``<cache>/weights/<file name>``; a name that does not carry the hash (a user's ``model.pth``)
+    gets its first 8 hex digits (``model-9f2c1a0b.pth``), so two entries never share a cached file."""
+    name = entry.filename
+    if entry.sha256[:8] not in name:
+        stem, dot, suffix = name.rpartition(".")
+        name = f"{stem}-{entry.sha256[:8]}.{suffix}" if dot and stem else f"{name}-{entry.sha256[:8]}"
+    return cache_root(cache_dir) / "weights" / name
 
 
 def source(entry: WeightEntry) -> str:
@@ -109,6 +117,8 @@ def _opened(where: str, entry: WeightEntry, final: Path) -> Iterator[tuple[Binar
         return
     try:
         response = urllib.request.urlopen(where, timeout=TIMEOUT_S)  # noqa: S310  (http(s)/file URLs only)
+    except urllib.error.HTTPError as e:
+        raise DownloadError(f"cannot download {where}: HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise DownloadError(f"cannot download {where} ({_reason(e)}); without network, fetch that file elsewhere "
                             f"and put it at {final} (or in a directory named by ${MIRROR_ENV})") from e
