@@ -51,7 +51,7 @@ def load_source(init_from: str, model_name: str, model) -> tuple[dict, str]:
     made for (their own class count: :func:`init_state` keeps the fresh classifier where it
     differs); a workdir is read once with ``train.load``."""
     if str(init_from).startswith(PRETRAINED):
-        return _published(str(init_from), model_name, model)
+        return _published(str(init_from), model_name)
     path = Path(str(init_from)).expanduser()
     if path.is_dir():
         _, variables, meta, _ = evaluation.load(path)
@@ -67,8 +67,8 @@ def load_source(init_from: str, model_name: str, model) -> tuple[dict, str]:
     raise FileNotFoundError(f"transfer.init_from={init_from!r}: no such weight file or workdir")
 
 
-def _published(init_from: str, model_name: str, model) -> tuple[dict, str]:
-    from zoo.pretrained import published_variables, without_absent_aux  # noqa: PLC0415
+def _published(init_from: str, model_name: str) -> tuple[dict, str]:
+    from zoo.pretrained import published_variables  # noqa: PLC0415
     from zoo.weights import catalogue  # noqa: PLC0415
 
     name, tag = catalogue.parse_spec(init_from[len(PRETRAINED):])
@@ -76,7 +76,7 @@ def _published(init_from: str, model_name: str, model) -> tuple[dict, str]:
         raise ValueError(f"transfer.init_from={init_from!r} but config.model is {model_name!r}: weights of one "
                          f"architecture do not fit another; use pretrained:{model_name}")
     entry = catalogue.entry(name, tag)
-    return without_absent_aux(published_variables(entry), model), f"published weights {name} {entry.tag}"
+    return published_variables(entry), f"published weights {name} {entry.tag}"  # init_state: THE head rule
 
 
 def init_state(state, config, model, info):

@@ -25,6 +25,7 @@ from zoo import registry
 
 log = logging.getLogger("zoo")
 
+
 def _check_layout(name: str) -> registry.ModelInfo:
     info = registry.model_info(name)
     if info.weights_layout != "torchvision":
@@ -89,8 +90,9 @@ def load_pretrained(name: str, weights: str = "DEFAULT", *, num_classes: int | N
     ``.safetensors``) instead, not hash-checked. ``num_classes``: default the weights' own; another
     count gives a freshly initialised classifier (logged). Any other mismatch raises
     ``zoo.convert.WeightMismatchError``. Published googlenet / inception_v3 weights build the model
-    with ``transform_input=True, aux_logits=False`` (unless ``overrides`` say otherwise), as
-    torchvision does; a model with ``aux_logits`` the weights lack gets fresh auxiliary classifiers."""
+    with ``transform_input=True`` and torchvision's ``aux_logits`` for them (googlenet False,
+    inception_v3 True; ``overrides`` win), as torchvision does; a model with ``aux_logits`` the weights
+    lack gets fresh auxiliary classifiers."""
     from zoo import convert  # noqa: PLC0415  (conversion is only imported when weights are asked for)
 
     info = _check_layout(name)

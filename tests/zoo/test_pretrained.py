@@ -11,7 +11,7 @@ import pytest
 import zoo
 from fixtures.parity.recipe import recipe_state_dict
 from helpers import file_server, write_pth
-from zoo import convert, pretrained
+from zoo import convert
 from zoo.weights import cache, catalogue
 
 SMALL = "shufflenet_v2_x0_5"  # 1.4M parameters
@@ -98,16 +98,11 @@ def test_options_the_weights_need_and_the_callers_own(tmp_path, small, registere
 
 
 def test_published_googlenet_and_inception_take_torchvisions_options():
-    for name in ("googlenet", "inception_v3"):
-        assert dict(catalogue.entry(name).model_overrides) == {"transform_input": True, "aux_logits": False}
+    """torchvision's builders: transform_input=True with weights; aux_logits defaults to False for
+    googlenet (its weights' aux1 / aux2 are deleted) and True for inception_v3."""
+    assert dict(catalogue.entry("googlenet").model_overrides) == {"transform_input": True, "aux_logits": False}
+    assert dict(catalogue.entry("inception_v3").model_overrides) == {"transform_input": True, "aux_logits": True}
     assert catalogue.entry("resnet50").model_overrides == ()
-
-
-def test_auxiliary_classifiers_the_model_lacks_are_dropped():
-    model = zoo.create("resnet18")
-    loaded = {"params": {"conv1": 1, "fc": 2, "aux1": 3, "AuxLogits": 4, "aux9": 5}, "batch_stats": {"bn1": 6}}
-    assert pretrained.without_absent_aux(loaded, model) == {"params": {"conv1": 1, "fc": 2, "aux9": 5},
-                                                            "batch_stats": {"bn1": 6}}
 
 
 def test_errors_name_what_is_allowed(tmp_path):

@@ -18,8 +18,10 @@ Published-weight facts that the JSON does not carry, from torchvision's weight e
 * evaluation mean / std: ImageNet's for every entry, except vgg16 ``IMAGENET1K_FEATURES`` (the
   original Caffe standardisation: mean (0.48235, 0.45882, 0.40784), std 1/255) and efficientnet_v2_l
   (mean = std = 0.5, the original TensorFlow weights' range);
-* googlenet and inception_v3 are built with ``transform_input=True`` and ``aux_logits=False`` when
-  their torchvision weights are loaded (:data:`PUBLISHED_OVERRIDES`).
+* googlenet and inception_v3 are built with ``transform_input=True`` when their torchvision weights
+  are loaded, and with torchvision's default ``aux_logits`` for them: googlenet without its auxiliary
+  classifiers (the file's ``aux1`` / ``aux2`` are left out: 6,624,904 parameters), inception_v3 with
+  ``AuxLogits`` (27,161,264) (:data:`PUBLISHED_OVERRIDES`).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic")
 TORCHVISION_BASE = "https://download.pytorch.org/models/"
 PUBLISHED_OVERRIDES = {"googlenet": {"transform_input": True, "aux_logits": False},
-                       "inception_v3": {"transform_input": True, "aux_logits": False}}
+                       "inception_v3": {"transform_input": True, "aux_logits": True}}
 _OTHER_STATS = {("vgg16", "IMAGENET1K_FEATURES"): ((0.48235, 0.45882, 0.40784), (1 / 255,) * 3),
                 ("efficientnet_v2_l", "IMAGENET1K_V1"): ((0.5,) * 3, (0.5,) * 3)}
 _VERSIONED = re.compile(r"^IMAGENET1K_V(\d+)$")
