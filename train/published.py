@@ -15,8 +15,6 @@ folder for that split is evaluated whole.
 """
 from __future__ import annotations
 
-import argparse
-import ast
 import json
 import logging
 import re
@@ -28,7 +26,7 @@ import numpy as np
 
 import zoo
 from configs import default
-from train import data, evaluation, parallel, step
+from train import data, evaluation, logs, parallel, step
 
 log = logging.getLogger("train")
 
@@ -111,54 +109,38 @@ def evaluate_pretrained(spec: str, config=None, *, cache_dir=None, output_dir=No
     return report
 
 
-_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+def config_from_args(argv: list[str]):
+    """The default config with ``data.eval_split='validation'`` and the ``--config.FIELD=VALUE`` of
+    ``argv`` (``train.overrides``: typed by the field; an unknown field or a bad value is one
+    ValueError line); returns it with the rest of ``argv``."""
+    from train import overrides  # noqa: PLC0415
 
-
-def _config(overrides: list[str]):
-    """The default config with ``data.eval_split='validation'`` and the ``--config.FIELD=VALUE``
-    overrides, each converted to its field's type; an unknown field or a bad value is a ValueError
-    naming it."""
-    c = default.get_config()
-    c.data.eval_split = "validation"
-    for arg in overrides:
-        key, sep, value = arg[len("--config."):].partition("=")
-        *parents, leaf = key.split(".")
-        holder = c
-        try:
-            for part in parents:
-                holder = holder[part]
-            field_type = holder.get_type(leaf)
-        except (KeyError, AttributeError, TypeError):
-            raise ValueError(f"{arg}: config has no field {key!r} (see configs/default.py)") from None
-        if not sep:
-            raise ValueError(f"{arg}: expected --config.{key}=VALUE")
-        try:
-            if field_type is bool:
-                holder[leaf] = _BOOLS[value.lower()]
-            else:
-                holder[leaf] = field_type(value) if field_type in (int, float, str) else ast.literal_eval(value)
-        except (KeyError, ValueError, TypeError, SyntaxError):
-            raise ValueError(f"{arg}: not a valid {getattr(field_type, '__name__', field_type)} for config.{key}") \
-                from None
-    return c
+    rest, fields = overrides.split(list(argv))
+    cfg = default.get_config()
+    cfg.data.eval_split = "validation"
+    return overrides.apply(cfg, fields), rest
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.evaluate --pretrained",
-                                 description=__doc__.split("\n\n")[0])
+    from zoo import cli  # noqa: PLC0415
+
+    ap = cli.parser("python -m train.evaluate --pretrained", __doc__, epilog=(
+        "examples:\n  python -m train.evaluate --pretrained resnet50 --config.data.name=imagenet2012\n"
+        "  python -m train.evaluate --pretrained resnet50:IMAGENET1K_V1 --config.data.name=folder:/data/imagenet/val\n\n"
+        "any config field: --config.FIELD=VALUE (configs/default.py); data.eval_split defaults to validation"))
     ap.add_argument("--pretrained", required=True, help="MODEL or MODEL:TAG (default tag: DEFAULT)")
     ap.add_argument("--cache_dir", default=None, help="weight cache (default $ZOO_CACHE or ~/.cache/cnn-zoo)")
     ap.add_argument("--output_dir", default=None, help="where to write the report JSON (default: not written)")
-    a, rest = ap.parse_known_args(argv)
-    bad = [r for r in rest if not r.startswith("--config.")]
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        if bad:
-            raise ValueError(f"unexpected argument(s) {bad}: --pretrained MODEL[:TAG] and --config.FIELD=VALUE")
-        r = evaluate_pretrained(a.pretrained, _config(rest), cache_dir=a.cache_dir, output_dir=a.output_dir)
+        cfg, rest = config_from_args(sys.argv[1:] if argv is None else argv)
+    except ValueError as e:
+        return cli.fail(e)
+    a = ap.parse_args(rest)
+    logs.for_command()
+    try:
+        r = evaluate_pretrained(a.pretrained, cfg, cache_dir=a.cache_dir, output_dir=a.output_dir)
     except (ValueError, FileNotFoundError, OSError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(e)
     cat = (f"catalogue: acc@1 {r['catalogue_acc1']:.3f}%, acc@5 {r['catalogue_acc5']:.3f}%"
            if r["catalogue_acc1"] is not None else "no catalogue accuracy")
     print(f"{r['model']} {r['weights']} on {r['dataset']} [{r['split']}] ({r['count']} images): "

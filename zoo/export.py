@@ -21,7 +21,6 @@ under a temporary name and renamed when complete.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -188,9 +187,12 @@ def describe(b, fmt: str, input_shape) -> dict:
 
 
 def main(argv=None) -> int:
-    from zoo import bundle  # noqa: PLC0415
+    from zoo import bundle, cli  # noqa: PLC0415
 
-    p = argparse.ArgumentParser(prog="python -m zoo.export", description=__doc__.split("\n\n")[0])
+    p = cli.parser("python -m zoo.export", __doc__, epilog=(
+        "examples:\n  python -m zoo.export --model resnet50 --format onnx --out resnet50.onnx   # DEFAULT weights\n"
+        "  python -m zoo.export --workdir runs/flowers --format stablehlo --out flowers.stablehlo\n\n"
+        'ONNX needs the "export" extra: pip install -e ".[export]"'))
     bundle.add_arguments(p)
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", required=True, help="the file to write (and OUT.json beside it)")
@@ -218,8 +220,7 @@ def main(argv=None) -> int:
         _write(out, data, args.overwrite)
         _write(sidecar, json.dumps(describe(b, args.format, shape), indent=1).encode(), args.overwrite)
     except (ValueError, ImportError, FileNotFoundError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(e)
     print(f"{out}: {b.description} as {args.format}, input (batch, {h}, {w}, {shape[2]}) float32 NHWC, "
           f"{len(data) / 2**20:.1f} MiB ({checked}); preprocessing and class names in {sidecar}")
     return 0

@@ -10,7 +10,6 @@ interpolation, or the run's evaluation preprocessing), then softmax over the log
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from zoo import bundle, convs
+from zoo import bundle, cli, convs
 
 BATCH = 16
 
@@ -55,7 +54,11 @@ def top_classes(b: bundle.Bundle, images, k: int = 5) -> list[list[dict]]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zoo.predict", description=__doc__.split("\n\n")[0])
+    p = cli.parser("python -m zoo.predict", __doc__, epilog=(
+        "examples:\n  python -m zoo.predict --model resnet50 cat.jpg dog.png          # DEFAULT weights\n"
+        "  python -m zoo.predict --model resnet50 --weights IMAGENET1K_V1 --topk 3 --json cat.jpg\n"
+        "  python -m zoo.predict --workdir runs/flowers rose.jpg           # a run: its class names\n\n"
+        "weight tags: zoo.model_info(NAME).weights; cache: $ZOO_CACHE (~/.cache/cnn-zoo), mirror: $ZOO_WEIGHTS_MIRROR"))
     bundle.add_arguments(p)
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
@@ -66,8 +69,7 @@ def main(argv=None) -> int:
         b = bundle.from_args(args, conv_impl=convs.conv_impl_for(jax.devices()[0].platform))
         results = top_classes(b, images, args.topk)
     except (ValueError, FileNotFoundError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(e)
     if args.json:
         print(json.dumps({"model": b.description, "predictions": [{"image": str(path), "top": r} for path, r in
                                                                   zip(args.images, results)]}, indent=1))
