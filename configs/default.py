@@ -94,7 +94,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- transfer learning (zoo/convert/, train/transfer.py, train/optim.py)
     c.transfer = ml_collections.ConfigDict()
-    c.transfer.init_from = ml_collections.FieldReference(None, field_type=str)  # weight file (.safetensors/.pth) or a workdir
+    c.transfer.init_from = ml_collections.FieldReference(None, field_type=str)  # 'pretrained:MODEL[:TAG]', a weight file (.safetensors/.pth) or a workdir
     c.transfer.freeze = "none"     # 'none' | 'backbone' | a regex over parameter paths
     c.transfer.backbone_lr_mult = 1.0  # learning-rate multiplier for the backbone (head: 1.0)
     return c

@@ -1,27 +1,24 @@
-"""ResNet-18 fine-tuned from ImageNet weights (torchvision's) on your own image folder.
+"""ResNet-18 fine-tuned from torchvision's ImageNet weights on your own image folder.
 
-Set the two paths (placeholders below) on the command line. First a safetensors file of torchvision's
-ImageNet weights (once; torch is not needed afterwards)::
-
-    # where PyTorch is installed next to this project (torchvision's download cache file works as is):
-    python -m zoo.convert pth2safetensors resnet18 ~/.cache/torch/hub/checkpoints/resnet18-f37072fd.pth resnet18.safetensors
-    # or in any PyTorch environment:
-    python -c "import torchvision; from safetensors.torch import save_file; save_file(torchvision.models.resnet18(weights='DEFAULT').state_dict(), 'resnet18.safetensors')"
-    python -m zoo.convert check resnet18 resnet18.safetensors        # optional: names and shapes match
-
-then train::
+Set the folder (placeholder below) on the command line; the weights come by name
+(``transfer.init_from='pretrained:resnet18'``: torchvision's IMAGENET1K_V1, downloaded once into
+``$ZOO_CACHE`` or ``~/.cache/cnn-zoo``, checked against its sha256, converted without PyTorch and
+cached)::
 
     python -m train --config configs/resnet18_finetune_folder.py --workdir runs/flowers \\
-        --config.data.name=folder:/data/flowers --config.transfer.init_from=resnet18.safetensors
+        --config.data.name=folder:/data/flowers
 
-and give the trained weights back to torchvision: ``python -m train.transfer export runs/flowers
+``init_from`` may also name a tag (``pretrained:resnet18:IMAGENET1K_V1``), a weight file
+(``.safetensors`` or ``.pth``) or a workdir of ours (fine-tune one of our own runs). Give the trained
+weights back to torchvision with ``python -m train.transfer export runs/flowers
 flowers_resnet18.safetensors`` (``torchvision.models.resnet18(num_classes=K).load_state_dict(
-safetensors.torch.load_file(...))``).
+safetensors.torch.load_file(...))``), or export them (``python -m zoo.export --workdir runs/flowers
+--format onnx --out flowers.onnx``).
 
 The folder holds one subfolder per class (``PATH/<class>/*.jpg``; or ``PATH/train/<class>``,
 ``PATH/test/<class>``); without split folders 10% of each class is held out for evaluation.
 Folder images are normalised with the ImageNet mean / std, as the torchvision weights expect.
-``init_from`` may also be a workdir of ours (fine-tune one of our own runs). The classifier ``fc``
+The classifier ``fc``
 is replaced (1000 -> the folder's class count, freshly initialised; logged).
 
 The recipe (the notes' transfer-learning advice: the first layers compute generic edge / colour
@@ -45,7 +42,7 @@ def get_config():
     c.model = "resnet18"
     c.data.name = "folder:/path/to/images"             # placeholder: one subfolder per class
     c.data.augment = "imagenet"   # random resized crop + flip; eval: resize + centre crop (224)
-    c.transfer.init_from = "/path/to/resnet18.safetensors"  # placeholder: torchvision weights (or a workdir)
+    c.transfer.init_from = "pretrained:resnet18"      # torchvision's ImageNet weights, by name
     c.transfer.freeze = r"^(conv1|bn1|layer1_\d+|layer2_\d+)/"
     c.transfer.backbone_lr_mult = 0.1
 

@@ -33,3 +33,15 @@ def trained_lenet5(trained_lenet):
     raw = test.images[:48]
     return dict(workdir=workdir, model=loaded.model, variables=loaded.variables, pp=pp, raw=raw,
                 labels=test.labels[:48], x=data.preprocess_eval(raw, pp))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_weight_cache(tmp_path_factory):
+    """Every test runs with its own weight cache ($ZOO_CACHE) and torchvision's download location
+    replaced by an empty local directory ($ZOO_WEIGHTS_MIRROR): a published weight file is never
+    fetched from the internet, whatever a test asks for (it fails with DownloadError instead)."""
+    root = tmp_path_factory.mktemp("weights")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZOO_CACHE", str(root / "cache"))
+        mp.setenv("ZOO_WEIGHTS_MIRROR", str(root / "no-mirror"))
+        yield root

@@ -1,4 +1,7 @@
-"""Test helpers: run a worker script in a fresh interpreter with N simulated CPU devices."""
+"""Test helpers: run a worker script in a fresh interpreter with N simulated CPU devices; random
+variables; traced models; quick configs; torch-format weight files written without torch; a local
+HTTP server."""
+import contextlib
 import functools
 import json
 import os
@@ -199,3 +202,124 @@ def quick(**overrides):
 def snapshot(path: Path) -> dict:
     """``{relative path: (size, mtime_ns)}`` of everything under ``path``: compare two to prove nothing changed."""
     return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*")}
+
+
+# ----------------------------------------------------------------------------- weight files and a local server
+
+_STORAGES = {"float32": "FloatStorage", "float64": "DoubleStorage", "float16": "HalfStorage", "int64": "LongStorage",
+             "int32": "IntStorage", "uint8": "ByteStorage", "bool": "BoolStorage"}
+
+
+def write_pth(path, state_dict: dict, *, legacy: bool = False) -> Path:
+    """Write ``{key: numpy array}`` as ``torch.save`` does, without torch: the zip format (``archive/
+    data.pkl`` + ``archive/data/<key>``) or the legacy stream (magic, protocol, sys info, the pickle,
+    the storage keys, the raw storages). The pickle is written opcode by opcode, naming the globals
+    PyTorch's own files name (``collections.OrderedDict``, ``torch._utils._rebuild_tensor_v2``,
+    ``torch.FloatStorage`` ...); each tensor has its own storage, offset 0, C-contiguous strides."""
+    import io
+    import pickle
+    import struct
+    import zipfile
+
+    import numpy as np
+
+    out = io.BytesIO()
+    w = out.write
+
+    def text(s):
+        b = s.encode()
+        w(pickle.BINUNICODE + struct.pack("<I", len(b)) + b)
+
+    def ints(values):
+        w(pickle.MARK)
+        for v in values:
+            w(pickle.BININT + struct.pack("<i", int(v)))
+        w(pickle.TUPLE)
+
+    def glob(module, name):
+        w(pickle.GLOBAL + f"{module}\n{name}\n".encode())
+
+    w(pickle.PROTO + b"\x02")
+    glob("collections", "OrderedDict")
+    w(pickle.EMPTY_TUPLE + pickle.REDUCE + pickle.MARK)
+    storages = {}
+    for k, a in state_dict.items():
+        a = np.array(a, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
+        key = str(len(storages))
+        storages[key] = a
+        text(k)
+        glob("torch._utils", "_rebuild_tensor_v2")
+        w(pickle.MARK + pickle.MARK)
+        text("storage")
+        glob("torch", _STORAGES[a.dtype.name])
+        text(key)
+        text("cpu")
+        w(pickle.BININT + struct.pack("<i", a.size))
+        if legacy:
+            w(pickle.NONE)
+        w(pickle.TUPLE + pickle.BINPERSID)
+        w(pickle.BININT + struct.pack("<i", 0))
+        ints(a.shape)
+        ints([s // a.itemsize for s in a.strides] if a.ndim else [])
+        w(pickle.NEWFALSE)
+        glob("collections", "OrderedDict")
+        w(pickle.EMPTY_TUPLE + pickle.REDUCE + pickle.TUPLE + pickle.REDUCE)
+    w(pickle.SETITEMS + pickle.STOP)
+    path = Path(path)
+    if not legacy:
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+            z.writestr("archive/data.pkl", out.getvalue())
+            z.writestr("archive/byteorder", "little")
+            for key, a in storages.items():
+                z.writestr(f"archive/data/{key}", a.astype(a.dtype.newbyteorder("<")).tobytes())
+            z.writestr("archive/version", "3\n")
+        return path
+    with open(path, "wb") as f:
+        for record in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True,
+                                                      "type_sizes": {"short": 2, "int": 4, "long": 4}}):
+            f.write(pickle.dumps(record, protocol=2))
+        f.write(out.getvalue())
+        f.write(pickle.dumps(list(storages), protocol=2))
+        for a in storages.values():
+            f.write(struct.pack("<q", a.size) + a.astype(a.dtype.newbyteorder("<")).tobytes())
+    return path
+
+
+@contextlib.contextmanager
+def file_server(files: dict, *, truncated=(), barrier=None):
+    """An HTTP server on 127.0.0.1 (standard library, in a thread) serving ``files`` (``{name: bytes}``)
+    at ``server.url + '/' + name``; names in ``truncated`` announce their full length and send half;
+    with a ``threading.Barrier``, each request waits at it before sending (overlapping downloads).
+    ``server.requests`` lists the names asked for."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            name = self.path.lstrip("/")
+            self.server.requests.append(name)
+            if name not in files:
+                self.send_error(404)
+                return
+            body = files[name]
+            if barrier is not None:
+                barrier.wait()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2] if name in truncated else body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.requests = []
+    server.url = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -117,7 +117,8 @@ def test_module_is_of_one_concern(module):
 @pytest.mark.integration  # a fresh interpreter (subprocess)
 def test_import_zoo_is_light():
     code = ("import sys, zoo; heavy = [m for m in ('matplotlib', 'PIL', 'tensorflow', 'tensorflow_datasets', "
-            "'orbax', 'grain', 'optax', 'train', 'zoo.inspect', 'zoo.convert') if m in sys.modules]; print(heavy)")
+            "'orbax', 'grain', 'optax', 'train', 'zoo.inspect', 'zoo.convert', 'zoo.weights', 'zoo.bundle', 'zoo.export', "
+            "'urllib.request', 'jax2onnx', 'onnx') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 

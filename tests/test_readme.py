@@ -48,7 +48,12 @@ NOT_RUN = {  # the start of a block that the tests do not run -> why
     "python -m train --config configs/resnet20_cifar10.py": "needs CIFAR-10 prepared by TFDS, and hours",
     "pip install tensorflow-cpu": "downloads a dataset and needs tensorflow",
     "sudo apt-get install dataset-fashion-mnist": "installs packages from the network (.ci/run does it)",
-    "python -m zoo.convert pth2safetensors": "needs PyTorch and torchvision's downloaded weights",
+    'import zoo\nmodel, variables = zoo.load_pretrained("resnet50")': "downloads torchvision's weights",
+    "python -m zoo.predict --model resnet50": "downloads torchvision's weights",
+    "python -m train.evaluate --pretrained": "needs ImageNet and torchvision's weights",
+    "python -m zoo.export --model resnet50": "downloads torchvision's weights",
+    "import onnxruntime as ort": "reads the files of the export snippet, which is not run",
+    "python -m train --config configs/resnet18_finetune_folder.py": "needs your image folder and torchvision's weights",
     "python benchmarks/bench.py": "takes minutes: measurements, never tests",
 }
 SHORTER = " --config.num_epochs=2"   # appended to each `python -m train --config ...` line: 2 epochs instead of 10

@@ -104,7 +104,22 @@ def model_kwargs(config, num_classes: int) -> dict:
         raise ValueError(f"model_kwargs.num_classes={kw['num_classes']} but dataset {config.data.name!r} "
                          f"has {num_classes} classes")
     kw["num_classes"] = num_classes
-    return kw
+    return {**_published_overrides(config), **kw}
+
+
+def _published_overrides(config) -> dict:
+    """Options published weights need (googlenet / inception_v3: ``transform_input=True``, as torchvision
+    sets when its weights are loaded) when ``transfer.init_from`` is ``'pretrained:MODEL[:TAG]'``."""
+    init_from = str(config.get("transfer", {}).get("init_from") or "")
+    if not init_from.startswith("pretrained:"):
+        return {}
+    from zoo.weights import catalogue  # noqa: PLC0415
+
+    name, tag = catalogue.parse_spec(init_from[len("pretrained:"):])
+    if name != config.model:
+        return {}  # refused with its reason by train.transfer
+    options = zoo.model_info(name).options()
+    return {k: v for k, v in catalogue.entry(name, tag).model_overrides if k in options}
 
 
 def create_model(name: str, kwargs: dict, precision: str = "float32", plan: parallel.Plan | None = None):
@@ -190,7 +205,7 @@ def checkpoint_pipeline(meta: dict, *, split: str | None = None, batch_size: int
                      batch_size=batch_size or int(cfg["eval_batch_size"]),
                      image_shape=(*pp["image_size"], pp["channels"]), seed=int(cfg.get("seed", 0)),
                      crop_fraction=pp["crop_fraction"])
-    if pipe.preprocessing != pp:
+    if pipe.preprocessing != data.transforms.complete(pp):
         raise ValueError(f"the eval preprocessing rebuilt from the checkpoint differs from the stored one:\n"
                          f"{pipe.preprocessing}\nvs\n{pp}")
     return pipe

@@ -3,9 +3,12 @@
 The notes' advice: few people train a ConvNet from scratch; start from a network pretrained on
 ImageNet and either fine-tune it or use it as a fixed feature extractor. The config fields:
 
-* ``transfer.init_from``: a weight file (torchvision names and layouts: ``.safetensors``, or
-  ``.pth`` / ``.pt`` when PyTorch is installed; see ``zoo.convert``) or a workdir holding our
-  checkpoints (its best checkpoint, EMA parameters when the run kept them, as ``train.restore``).
+* ``transfer.init_from``: published weights by name, ``'pretrained:MODEL'`` or
+  ``'pretrained:MODEL:TAG'`` (the catalogue of ``zoo.weights``: downloaded, checked and converted
+  once, then read from the cache; MODEL must be ``config.model``), a weight file (torchvision names
+  and layouts: ``.safetensors`` or ``.pth`` / ``.pt``, read without PyTorch; see ``zoo.convert``), or
+  a workdir holding our checkpoints (its best checkpoint, EMA parameters when the run kept them, as
+  ``train.restore``).
 * ``transfer.freeze``: ``'none'`` | ``'backbone'`` (train the classifier only: a fixed feature
   extractor) | a regex over ``/``-joined parameter paths (matching leaves are frozen). Frozen
   parameters get ``optax.set_to_zero`` (``train/optim.py``) and the BatchNorm statistics of frozen
@@ -38,14 +41,17 @@ from train import evaluation
 from zoo import convert
 
 log = logging.getLogger("train")
+PRETRAINED = "pretrained:"
 
 
 def load_source(init_from: str, model_name: str, model) -> tuple[dict, str]:
     """``(variables, description)`` of ``init_from`` for ``model`` (``model_name``'s zoo model).
 
-    A weight file is converted with ``zoo.convert`` for the model it was made for (its own class
-    count: :func:`init_state` keeps the fresh classifier where it differs); a workdir is read once
-    with ``train.load``."""
+    Published weights and weight files are converted with ``zoo.convert`` for the model they were
+    made for (their own class count: :func:`init_state` keeps the fresh classifier where it
+    differs); a workdir is read once with ``train.load``."""
+    if str(init_from).startswith(PRETRAINED):
+        return _published(str(init_from), model_name)
     path = Path(str(init_from)).expanduser()
     if path.is_dir():
         _, variables, meta, _ = evaluation.load(path)
@@ -59,6 +65,18 @@ def load_source(init_from: str, model_name: str, model) -> tuple[dict, str]:
         source = convert.model_for_state_dict(model_name, sd, model)  # the file's class count
         return convert.from_torchvision(model_name, sd, model=source), f"weight file {path}"
     raise FileNotFoundError(f"transfer.init_from={init_from!r}: no such weight file or workdir")
+
+
+def _published(init_from: str, model_name: str) -> tuple[dict, str]:
+    from zoo.pretrained import published_variables  # noqa: PLC0415
+    from zoo.weights import catalogue  # noqa: PLC0415
+
+    name, tag = catalogue.parse_spec(init_from[len(PRETRAINED):])
+    if name != model_name:
+        raise ValueError(f"transfer.init_from={init_from!r} but config.model is {model_name!r}: weights of one "
+                         f"architecture do not fit another; use pretrained:{model_name}")
+    entry = catalogue.entry(name, tag)
+    return published_variables(entry), f"published weights {name} {entry.tag}"  # init_state: THE head rule
 
 
 def init_state(state, config, model, info):

@@ -1,5 +1,7 @@
-"""``python -m zoo [PATTERN]``: the model table (name, family, parameters, MACs, input size) as
-markdown, for the registered models whose name matches the shell-style PATTERN ('resnet*'; default: all).
+"""``python -m zoo [PATTERN]``: the model table (name, family, parameters, MACs, input size, published
+weights) as markdown, for the registered models whose name matches the shell-style PATTERN ('resnet*';
+default: all). The weights column lists the tags of the weight catalogue without their ``IMAGENET1K_``
+prefix, ``*`` marking DEFAULT.
 
 Parameters and MACs are counted from the models themselves (``jax.eval_shape`` at the default input,
 nothing computed) once, by ``python -m zoo --update-counts``, into ``zoo/model_counts.json``; the
@@ -15,8 +17,14 @@ from pathlib import Path
 import zoo
 from zoo import cli
 
-HEADER = ["| model | family | params | MMACs | input |", "|---|---|---:|---:|---|"]
+HEADER = ["| model | family | params | MMACs | input | weights |", "|---|---|---:|---:|---|---|"]
 COUNTS = Path(__file__).with_name("model_counts.json")
+
+
+def weights_cell(name: str) -> str:
+    """``V1, V2*``: the model's weight tags, DEFAULT starred; ``-`` when it has none."""
+    tags = [e.tag.removeprefix("IMAGENET1K_") + ("*" if e.default else "") for e in zoo.model_info(name).weights]
+    return ", ".join(tags) or "-"
 
 
 def count(name: str) -> tuple[int, int]:
@@ -38,7 +46,7 @@ def table_row(name: str, params: int, macs: int) -> str:
     """One markdown row of the table."""
     info = zoo.model_info(name)
     h, w, c = info.input_shape
-    return f"| `{name}` | {info.family} | {params:,} | {macs / 1e6:,.2f} | {h}x{w}x{c} |"
+    return f"| `{name}` | {info.family} | {params:,} | {macs / 1e6:,.2f} | {h}x{w}x{c} | {weights_cell(name)} |"
 
 
 def model_table(pattern: str | None = None) -> str:

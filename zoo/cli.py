@@ -1,13 +1,14 @@
-"""What the command lines share (``python -m train``, ``train.evaluate``, ``train.inspect``,
-``train.transfer``, ``zoo``, ``zoo.convert``): an argument parser whose ``--help`` exits 0 with the
-usage, the module's description, the options and an epilog (examples, the commonest fields, where
-the full list is), and whose errors are one line; and the one ``error:`` line every command ends
-with when it fails.
+"""What the command lines share (``python -m train``, ``train.evaluate`` and its ``--pretrained``,
+``train.inspect``, ``train.transfer``, ``zoo``, ``zoo.convert``, ``zoo.predict``, ``zoo.export``): an
+argument parser whose ``--help`` exits 0 with the usage, the module's description, the options and an
+epilog (examples, the commonest fields, where the full list is), and whose errors are one line; and
+the one ``error:`` line every command ends with when it fails.
 
     p = cli.parser("python -m zoo.convert", __doc__, epilog="examples: ...")
     args = p.parse_args(argv)           # a bad argument: "error: ..." on stderr, exit status 2
     return cli.fail(e)                  # "error: <e>" on stderr; returns the exit status, 2
 """
+
 from __future__ import annotations
 
 import argparse

@@ -82,6 +82,15 @@ class ModelInfo:
         (Inception v3: 299 / 342), 0.875 without a ``resize_size`` (224 / 256)."""
         return self.input_size / self.resize_size if self.resize_size else 0.875
 
+    @property
+    def weights(self) -> tuple:
+        """The weight entries of this model (``zoo.weights.WeightEntry``: tag, URL, acc@1/acc@5,
+        evaluation preprocessing, ``default``), torchvision's published ones and those registered
+        with ``zoo.register_weights``; read from the catalogue on first use."""
+        from zoo.weights import catalogue  # noqa: PLC0415  (the JSON is read when weights are asked for)
+
+        return catalogue.entries(self.name)
+
     def options(self) -> tuple[str, ...]:
         """Constructor options a caller may pass to ``create``."""
         return tuple(f.name for f in dataclasses.fields(self.cls) if f.name not in ("parent", "name"))

@@ -221,6 +221,39 @@ def test_preprocess_eval_single_user_image_matches_pipeline():
 
 
 # ------------------------------------------------------------------------------------------------ determinism
+@pytest.mark.parametrize("model, tag, side", [("efficientnet_b1", "IMAGENET1K_V1", 320),   # 256 -> 240, bicubic
+                                             ("resnet50", "IMAGENET1K_V2", 464)])         # 232 -> 224, bilinear
+def test_published_weights_preprocessing_is_torchvisions_resize_then_centre_crop(model, tag, side):
+    """torchvision's weights.transforms() on a PIL image, written with PIL: resize the short side to
+    resize_size with the entry's filter, crop crop_size in the centre, normalise (square images, where
+    torchvision's integer crop offset is exact)."""
+    from zoo.weights import catalogue
+
+    e = catalogue.entry(model, tag)
+    pp = transforms.for_weights(e)
+    img = (np.random.default_rng(0).random((side, side, 3)) * 255).astype(np.uint8)
+    resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[e.interpolation]
+    r, c = e.resize_size, e.crop_size
+    lo, hi = (r - c) // 2, (r + c) // 2
+    ref = np.asarray(Image.fromarray(img).resize((r, r), resample))[lo:hi, lo:hi]
+    ref = (ref / 255.0 - np.array(e.mean)) / np.array(e.std)
+    out = transforms.preprocess_eval(img, pp)
+    assert out.shape == (1, c, c, 3)
+    np.testing.assert_allclose(out[0], ref, atol=1e-5)
+    with pytest.raises(ValueError, match="interpolation='nearest': allowed values are"):
+        transforms.make_preprocessing(dataset="x", image_shape=(8, 8, 3), source_channels=3, mean=[0] * 3,
+                                      std=[1] * 3, eval_resize="center_crop", augment="none", interpolation="nearest")
+
+
+def test_preprocessing_stored_before_interpolation_existed_reads_as_bilinear():
+    pp = transforms.make_preprocessing(dataset="x", image_shape=(16, 16, 3), source_channels=3, mean=[0.5] * 3,
+                                       std=[0.25] * 3, eval_resize="center_crop", augment="none")
+    old = {k: v for k, v in pp.items() if k != "interpolation"}
+    img = (np.random.default_rng(1).random((40, 30, 3)) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(transforms.preprocess_eval(img, old), transforms.preprocess_eval(img, pp))
+    assert pp["interpolation"] == "bilinear" and transforms.complete(old) == pp
+
+
 def test_same_seed_same_batches_new_shuffle_each_epoch():
     c = cfg()
     a, b = take(load(c, batch_size=500, seed=3), 16), take(load(c, batch_size=500, seed=3), 16)

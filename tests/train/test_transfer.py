@@ -1,6 +1,7 @@
-"""Fine-tuning and feature extraction: starting a run from a weight file or a workdir
-(train.transfer), frozen parts bit-identical while the head trains, the resnet18_finetune_folder
-config on a generated image folder, exporting trained weights."""
+"""Fine-tuning and feature extraction: starting a run from published weights by name, a weight file or
+a workdir (train.transfer), frozen parts bit-identical while the head trains, the
+resnet18_finetune_folder config on a generated image folder, exporting trained weights."""
+import hashlib
 import logging
 
 import jax
@@ -16,6 +17,7 @@ from configs import resnet18_finetune_folder
 from fixtures.parity.recipe import recipe_state_dict
 from train import step, transfer
 from zoo import convert
+from zoo.weights import catalogue
 
 # ----------------------------------------------------------------------------- the finetune config end to end
 
@@ -63,9 +65,20 @@ def finetune_config(image_folder, init_from, **overrides):
 
 
 @pytest.fixture(scope="module")
-def finetuned(image_folder, weight_file, tmp_path_factory):
+def published(weight_file):
+    """``weight_file`` as the catalogue entry resnet18 TEST (a file:// URL): ``pretrained:resnet18:TEST``."""
+    zoo.register_weights("resnet18", "TEST", url=weight_file.as_uri(),
+                         sha256=hashlib.sha256(weight_file.read_bytes()).hexdigest())
+    yield "pretrained:resnet18:TEST"
+    catalogue.unregister("resnet18", "TEST")
+
+
+@pytest.fixture(scope="module")
+def finetuned(image_folder, published, tmp_path_factory):
+    """The finetune config as it is (init_from='pretrained:resnet18'), with the TEST tag: by name."""
+    assert resnet18_finetune_folder.get_config().transfer.init_from == "pretrained:resnet18"
     workdir = tmp_path_factory.mktemp("finetune")
-    result = train.fit(finetune_config(image_folder, weight_file), workdir)
+    result = train.fit(finetune_config(image_folder, published), workdir)
     return workdir, result
 
 
@@ -126,6 +139,16 @@ def test_init_from_a_workdir_and_structural_mismatch(finetuned, image_folder, ca
     with pytest.raises(convert.WeightMismatchError, match="nothing was loaded") as e:
         transfer.init_state(state, config, model, zoo.model_info("resnet34"))
     assert ("params/layer1_2/conv1/kernel", (3, 3, 64, 64)) in e.value.missing
+
+
+def test_init_from_published_weights_needs_the_configs_model(published, image_folder):
+    model = zoo.create("resnet18", num_classes=2)
+    loaded, description = transfer.load_source(published, "resnet18", model)
+    assert description == "published weights resnet18 TEST" and loaded["params"]["fc"]["kernel"].shape == (512, 1000)
+    with pytest.raises(ValueError, match="config.model is 'resnet34': weights of one architecture do not fit another"):
+        transfer.load_source(published, "resnet34", zoo.create("resnet34"))
+    with pytest.raises(ValueError, match="weights='V9': resnet18 has IMAGENET1K_V1, TEST or 'DEFAULT'"):
+        transfer.load_source("pretrained:resnet18:V9", "resnet18", model)
 
 
 def test_init_from_a_bad_weight_file_is_refused(tmp_path, image_folder, weight_file):

@@ -4,7 +4,6 @@ the command line, auxiliary classifiers in the files (with and without) and in t
 import logging
 import re
 import sys
-import types
 import zlib
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from safetensors.numpy import save_file
 
 import zoo
 from fixtures.parity.recipe import FIXTURES, parity_input, parse_shapes, recipe_state_dict
+from helpers import write_pth
 from zoo import convert
 from zoo.auxiliary import AUX_COLLECTION
 from zoo.convert.__main__ import main as convert_main
@@ -210,42 +210,12 @@ def test_unreadable_files(tmp_path):
         convert.load_state_dict(tmp_path / "corrupt.safetensors")
 
 
-def test_pth_without_torch_says_how_to_convert(tmp_path, monkeypatch):
-    path = tmp_path / "resnet18.pth"
-    path.write_bytes(b"PK\x03\x04 not really a zip")
+def test_pth_is_read_without_torch(small_sd, tmp_path, monkeypatch):
+    """A .pth (torch.save's zip format, DataParallel's 'module.' prefix) converts with torch absent."""
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
-    with pytest.raises(ImportError, match="needs PyTorch, which is not installed") as e:
-        convert.load_state_dict(path)
-    assert "pth2safetensors" in str(e.value) and ".safetensors" in str(e.value)
-
-
-def test_pth_goes_through_torch_load_weights_only(small_sd, tmp_path, monkeypatch):
-    """The .pth path with a stand-in torch module: torch.load must be called with weights_only=True
-    (PyTorch's restricted unpickler), map_location='cpu'; a checkpoint dict holding the state_dict
-    under 'state_dict' with DataParallel's 'module.' prefix is unwrapped."""
-    calls = []
-
-    def load(path, **kw):
-        calls.append((path, kw))
-        return {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in small_sd.items()}}
-
-    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(load=load, __version__="fake"))
-    path = tmp_path / "w.pth"
-    path.write_bytes(b"")
-    sd = convert.load_state_dict(path)
-    assert calls == [(str(path), {"map_location": "cpu", "weights_only": True})]
-    variables = convert.from_torchvision(SMALL, sd)
+    path = write_pth(tmp_path / "w.pth", {f"module.{k}": v for k, v in small_sd.items()})
+    variables = convert.from_torchvision(SMALL, convert.load_state_dict(path))
     assert_same_state_dict(convert.to_torchvision(SMALL, variables), small_sd)
-
-
-def test_pth_that_is_not_plain_data_is_refused(tmp_path, monkeypatch):
-    def load(path, **kw):
-        raise RuntimeError("Weights only load failed ... Unsupported global: GLOBAL os.system")
-
-    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(load=load, __version__="fake"))
-    (tmp_path / "evil.pth").write_bytes(b"")
-    with pytest.raises(ValueError, match="weights_only=True.*refused"):
-        convert.load_state_dict(tmp_path / "evil.pth")
 
 
 def test_legacy_densenet_names_are_renamed():
@@ -261,9 +231,8 @@ def test_cli_check_and_pth2safetensors(small_file, small_sd, tmp_path, monkeypat
     assert "converts to shufflenet_v2_x0_5" in capsys.readouterr().out
     assert convert_main(["check", "resnet18", str(small_file)]) == 2
     assert "missing keys" in capsys.readouterr().err
-    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(load=lambda p, **kw: dict(small_sd),
-                                                                     __version__="fake"))
-    (tmp_path / "w.pth").write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "torch", None)  # no PyTorch needed
+    write_pth(tmp_path / "w.pth", small_sd, legacy=True)
     assert convert_main(["pth2safetensors", SMALL, str(tmp_path / "w.pth"), str(tmp_path / "w.safetensors")]) == 0
     out = convert.load_state_dict(tmp_path / "w.safetensors")
     assert set(out) == set(small_sd)
@@ -282,9 +251,7 @@ def test_head_of_another_input_width_is_not_replaced(small_sd, tmp_path):
     assert not err.missing and not err.unexpected
 
 
-def test_load_pretrained_needs_a_file_and_a_torchvision_layout(small_file):
-    with pytest.raises(TypeError, match="file= is required"):
-        zoo.load_pretrained(SMALL)
+def test_load_pretrained_needs_a_torchvision_layout(small_file):
     with pytest.raises(ValueError, match="no torchvision counterpart"):
         zoo.load_pretrained("lenet5", file=small_file)
 

@@ -210,7 +210,8 @@ def _data_fields(data_cfg: Any) -> dict[str, Any]:
 
 def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape: Sequence[int], seed: int = 0,
          num_epochs: int | None = None, process_index: int | None = None,
-         process_count: int | None = None, crop_fraction: float = transforms.CROP_FRACTION) -> Pipeline:
+         process_count: int | None = None, crop_fraction: float = transforms.CROP_FRACTION,
+         preprocessing: dict | None = None) -> Pipeline:
     """Build the pipeline for ``split`` of ``data_cfg.name``.
 
     Args:
@@ -225,6 +226,9 @@ def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape
       process_index, process_count: this process's shard (default ``jax.process_index()`` / ``count()``).
       crop_fraction: evaluation's centre crop of the resized short side (ImageNet-style datasets;
         ``train.data.model_crop_fraction``: the model's, 0.875 or Inception v3's 299 / 342).
+      preprocessing: fields of ``transforms.make_preprocessing`` to use instead of the dataset's
+        (``mean``, ``std``, ``eval_resize``, ``crop_fraction``, ``interpolation``): published weights
+        are evaluated with their own (``train.published``).
     """
     if process_index is None or process_count is None:
         import jax  # noqa: PLC0415
@@ -247,9 +251,14 @@ def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape
     augment = d["augment"]
     if augment == "auto":
         augment = {"mnist": "none", "cifar": "cifar", "imagenet": "imagenet"}.get(source.family, "none")
+    fields = dict(mean=source.mean, std=source.std, eval_resize=source.eval_resize, crop_fraction=crop_fraction)
+    unknown = sorted(set(preprocessing or {}) - {"mean", "std", "eval_resize", "crop_fraction", "interpolation"})
+    if unknown:
+        raise ValueError(f"preprocessing: unknown field(s) {unknown}; allowed: mean, std, eval_resize, crop_fraction, "
+                         f"interpolation")
+    fields.update(preprocessing or {})
     pp = transforms.make_preprocessing(dataset=name, image_shape=(h, w, c), source_channels=source.channels,
-                                       mean=source.mean, std=source.std, eval_resize=source.eval_resize,
-                                       augment=augment, crop_fraction=crop_fraction)
+                                       augment=augment, **fields)
     n = source.num_examples
     local_batch = batch_size // process_count
     if train:

@@ -14,7 +14,10 @@ Its fields::
     eval_resize        'resize' (straight to H x W) | 'center_crop' (centred region of aspect W:H and
                        crop_fraction of the short side, resized to H x W: torchvision's
                        Resize(resize_size) + CenterCrop(size) in one step)
-    crop_fraction      the model's ``ModelInfo.crop_fraction``: 0.875 (224 / 256), Inception v3 299 / 342
+    crop_fraction      the model's ``ModelInfo.crop_fraction``: 0.875 (224 / 256), Inception v3 299 / 342;
+                       published weights: their crop_size / resize_size
+    interpolation      'bilinear' | 'bicubic' (PIL's antialiased filters, as torchvision on PIL images);
+                       absent in dicts stored before it existed: bilinear (``complete``)
     augment            train-time augmentation: 'none' | 'mnist' | 'cifar' | 'imagenet'
     augment_params     {'max_shift'} (mnist), {'pad'} (cifar), {'scale', 'ratio'} (imagenet)
 
@@ -35,7 +38,9 @@ import numpy as np
 
 AUGMENTATIONS = ("none", "mnist", "cifar", "imagenet")
 EVAL_RESIZE = ("resize", "center_crop")
+INTERPOLATIONS = ("bilinear", "bicubic")
 CROP_FRACTION = 0.875
+ADDED_FIELDS = {"interpolation": "bilinear"}   # fields added after version 1, with the behaviour before them
 RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 RRC_ATTEMPTS = 10
@@ -44,13 +49,13 @@ VERSION = 1
 
 
 def make_preprocessing(*, dataset: str, image_shape: Sequence[int], source_channels: int,
-                       mean: Sequence[float], std: Sequence[float], eval_resize: str,
-                       augment: str, crop_fraction: float = CROP_FRACTION) -> dict[str, Any]:
+                       mean: Sequence[float], std: Sequence[float], eval_resize: str, augment: str,
+                       crop_fraction: float = CROP_FRACTION, interpolation: str = "bilinear") -> dict[str, Any]:
     """The JSON-able description of a pipeline's preprocessing (see the module docstring).
 
     ``mean``/``std`` are per source channel; they are converted here to the model's channels."""
     h, w, c = (int(v) for v in image_shape)
-    if not 0.0 < crop_fraction <= 1.0:
+    if not 0.0 < float(crop_fraction) <= 1.0:
         raise ValueError(f"crop_fraction={crop_fraction!r}: must be in (0, 1]")
     if c not in (1, 3):
         raise ValueError(f"image_shape channels must be 1 or 3, got {c}")
@@ -60,6 +65,8 @@ def make_preprocessing(*, dataset: str, image_shape: Sequence[int], source_chann
         raise ValueError(f"augment={augment!r}: allowed values are 'auto', {', '.join(map(repr, AUGMENTATIONS))}")
     if eval_resize not in EVAL_RESIZE:
         raise ValueError(f"eval_resize={eval_resize!r}: allowed values are {EVAL_RESIZE}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation={interpolation!r}: allowed values are {INTERPOLATIONS}")
     mean, std = [float(m) for m in mean], [float(s) for s in std]
     if len(mean) != source_channels or len(std) != source_channels:
         raise ValueError(f"mean/std need {source_channels} values, got {mean} / {std}")
@@ -82,8 +89,25 @@ def make_preprocessing(*, dataset: str, image_shape: Sequence[int], source_chann
         "version": VERSION, "dataset": dataset, "image_size": [h, w], "channels": c,
         "source_channels": int(source_channels), "channel_conversion": conversion,
         "mean": mean, "std": std, "eval_resize": eval_resize, "crop_fraction": float(crop_fraction),
-        "augment": augment, "augment_params": params,
+        "interpolation": interpolation, "augment": augment, "augment_params": params,
     }
+
+
+def for_weights(entry) -> dict[str, Any]:
+    """The evaluation preprocessing of published weights (a ``zoo.weights.WeightEntry``), as
+    torchvision's ``weights.transforms()``: resize the short side to ``resize_size`` with its
+    interpolation, centre-crop ``crop_size`` (one PIL resize of the centred region), normalise with its
+    mean / std."""
+    return make_preprocessing(dataset=f"{entry.model}:{entry.tag}", image_shape=(entry.crop_size, entry.crop_size, 3),
+                              source_channels=3, mean=entry.mean, std=entry.std,
+                              eval_resize="center_crop", augment="none",
+                              crop_fraction=entry.crop_size / entry.resize_size, interpolation=entry.interpolation)
+
+
+def complete(pp: dict) -> dict:
+    """``pp`` with the fields added since version 1 (:data:`ADDED_FIELDS`) at the value that means
+    what such a dict meant before them: a checkpoint's stored preprocessing is read as it was."""
+    return {**ADDED_FIELDS, **pp}
 
 
 # ----------------------------------------------------------------------------------------- random draws
@@ -166,13 +190,15 @@ def _rrc_box(h: int, w: int, u: np.ndarray, scale: Sequence[float], ratio: Seque
     return left, top, left + cw, top + ch
 
 
-def _pil_resize(img: np.ndarray, size: Sequence[int], box: Sequence[float]) -> np.ndarray:
+def _pil_resize(img: np.ndarray, size: Sequence[int], box: Sequence[float],
+                interpolation: str = "bilinear") -> np.ndarray:
     from PIL import Image  # noqa: PLC0415
 
     big_h, big_w = size
     c = img.shape[-1]
     pil = Image.fromarray(img[..., 0] if c == 1 else img)
-    out = np.asarray(pil.resize((big_w, big_h), Image.Resampling.BILINEAR, box=tuple(float(b) for b in box)))
+    resample = Image.Resampling.BICUBIC if interpolation == "bicubic" else Image.Resampling.BILINEAR
+    out = np.asarray(pil.resize((big_w, big_h), resample, box=tuple(float(b) for b in box)))
     return out.reshape(big_h, big_w, c)
 
 
@@ -209,12 +235,16 @@ def geometric(images, pp: dict, *, train: bool = False, rand: dict | None = None
     params = pp.get("augment_params", {})
     rand = rand or {}
     n = len(images)
+    interp = complete(pp)["interpolation"]
     if augment == "imagenet":
         x = np.stack([_pil_resize(img, size, _rrc_box(img.shape[0], img.shape[1], rand["rrc"][i],
-                                                       params["scale"], params["ratio"]))
+                                                       params["scale"], params["ratio"]), interp)
                       for i, img in enumerate(images)]) if n else None
     elif pp["eval_resize"] == "center_crop":
-        x = np.stack([_pil_resize(img, size, _centre_box(img.shape[0], img.shape[1], size, pp["crop_fraction"]))
+        x = np.stack([_pil_resize(img, size, _centre_box(img.shape[0], img.shape[1], size, pp["crop_fraction"]),
+                                  interp) for img in images]) if n else None
+    elif interp != "bilinear":  # 'resize' with another filter: PIL, one image at a time
+        x = np.stack([_pil_resize(img, size, (0, 0, img.shape[1], img.shape[0]), interp)
                       for img in images]) if n else None
     elif isinstance(images, np.ndarray):
         x = resize_batch(images, size)

@@ -14,12 +14,12 @@ A file with missing keys, extra keys or wrong shapes raises :class:`WeightMismat
 offending key with expected and found shapes; nothing is loaded then.
 """
 from zoo.convert.files import TORCH_SUFFIXES, SAFETENSORS_SUFFIXES, load_state_dict, save_torchvision
-from zoo.convert.heads import convert_state_dict, init_modules, merge_head
+from zoo.convert.heads import convert_state_dict, init_modules, merge_head, merge_variables
 from zoo.convert.layout import (Entry, WeightMismatchError, abstract_variables, check_supported, from_torchvision,
                                 layout, model_for_state_dict, normalise_keys, state_dict_shapes, to_torchvision,
                                 torchvision_models)
 
 __all__ = ["Entry", "WeightMismatchError", "abstract_variables", "check_supported", "convert_state_dict",
-           "from_torchvision", "init_modules", "layout", "load_state_dict", "merge_head", "model_for_state_dict",
+           "from_torchvision", "init_modules", "layout", "load_state_dict", "merge_head", "merge_variables", "model_for_state_dict",
            "normalise_keys", "save_torchvision", "state_dict_shapes", "to_torchvision", "torchvision_models",
            "SAFETENSORS_SUFFIXES", "TORCH_SUFFIXES"]

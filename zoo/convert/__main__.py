@@ -1,6 +1,6 @@
 """Convert and check torchvision weight files for zoo models.
 
-    python -m zoo.convert pth2safetensors resnet18 resnet18-f37072fd.pth resnet18.safetensors   # needs torch
+    python -m zoo.convert pth2safetensors resnet18 resnet18-f37072fd.pth resnet18.safetensors   # no torch needed
     python -m zoo.convert check resnet18 resnet18.safetensors
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ def main(argv=None) -> int:
     p = cli.parser("python -m zoo.convert", __doc__.split("\n")[0], epilog="examples:\n" + __doc__.split("\n", 1)[1].strip("\n")
                    + "\n\nin Python: zoo.load_pretrained(name, file=...), zoo.convert.from_torchvision(name, state_dict)")
     sub = p.add_subparsers(dest="cmd", required=True)
-    a = sub.add_parser("pth2safetensors", help="torchvision .pth (needs torch) -> checked .safetensors")
+    a = sub.add_parser("pth2safetensors", help="torchvision .pth (read without torch) -> checked .safetensors")
     a.add_argument("model")
     a.add_argument("src")
     a.add_argument("dst")

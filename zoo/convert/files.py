@@ -1,9 +1,10 @@
 """Weight files: ``load_state_dict`` reads ``.safetensors`` (``safetensors.numpy``: data only, no code)
-and PyTorch ``.pth`` / ``.pt`` / ``.bin`` only through ``torch.load(path, map_location='cpu',
-weights_only=True)`` when torch is installed (torch is not a dependency); ``save_torchvision`` writes
-our variables as a torchvision state_dict in safetensors. Nothing here ever executes code from a file."""
+and PyTorch ``.pth`` / ``.pt`` / ``.bin`` (both ``torch.save`` formats) through the restricted unpickler
+of ``zoo.weights.pth``, without PyTorch; ``save_torchvision`` writes our variables as a torchvision
+state_dict in safetensors. Nothing here ever executes code from a file."""
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,26 +26,16 @@ def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
 
 
-PTH_HELP = ("convert it to safetensors where PyTorch is installed: "
-            "python -m zoo.convert pth2safetensors MODEL FILE.pth FILE.safetensors "
-            "(or: from safetensors.torch import save_file; "
-            "save_file(torch.load('FILE.pth', weights_only=True), 'FILE.safetensors'))")
-
-
 def _load_pth(path: Path) -> dict[str, np.ndarray]:
-    """``torch.load(path, map_location='cpu', weights_only=True)``: PyTorch's restricted unpickler,
-    which loads tensors and plain containers only and refuses anything that would run code."""
+    """A PyTorch ``.pth`` / ``.pt`` / ``.bin`` file (zip or legacy ``torch.save`` format) through the
+    restricted unpickler of ``zoo.weights.pth``: tensors, storages and dicts only; no PyTorch needed,
+    and a file that asks for anything else is refused before any of it runs."""
+    from zoo.weights.pth import read_pth  # noqa: PLC0415
+
     try:
-        import torch  # noqa: PLC0415
-    except ImportError as e:
-        raise ImportError(f"{path}: reading PyTorch {path.suffix} files needs PyTorch, which is not installed "
-                          f"(it is not a dependency of this project); {PTH_HELP}") from e
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except TypeError as e:  # torch < 1.13 has no weights_only
-        raise ImportError(f"{path}: needs torch >= 1.13 (torch.load(weights_only=True)); found {torch.__version__}") from e
-    except Exception as e:  # noqa: BLE001  (pickle.UnpicklingError for anything that is not plain data)
-        raise ValueError(f"{path}: torch.load(weights_only=True) refused or failed to read the file ({e})") from e
+        obj = read_pth(path)
+    except pickle.UnpicklingError as e:
+        raise ValueError(str(e)) from e
     return _unwrap_state_dict(obj, path)
 
 
@@ -65,8 +56,8 @@ def _unwrap_state_dict(obj, path) -> dict[str, np.ndarray]:
 
 def load_state_dict(path) -> dict[str, np.ndarray]:
     """``{key: numpy array}`` from a weight file: ``.safetensors`` (``safetensors.numpy``, data only)
-    or ``.pth`` / ``.pt`` / ``.bin`` (``torch.load(weights_only=True)``, needs torch). Never executes
-    code from the file."""
+    or ``.pth`` / ``.pt`` / ``.bin`` (``zoo.weights.pth``: tensors only, no PyTorch). Never executes
+    code from the file; a file that asks to (a pickled function call) raises ValueError."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"weight file {path} does not exist")

@@ -83,24 +83,34 @@ def convert_state_dict(name: str, model, state_dict: Mapping[str, Any], *, rng=N
     ``zoo.create(name, ...)``), in the model's creation order.
 
     The weights are converted for the model they were made for (``model`` with the file's class
-    count and auxiliary classifiers, ``from_torchvision``), then merged (:func:`merge_head`) into
-    ``model``'s variables: where the classifiers' shapes differ or the file lacks one, its modules are
-    freshly initialised (from ``rng``, default key 0; only they are initialised); the file's auxiliary
-    classifiers that ``model`` is built without are left out. ``replaced``: ``{module: (classes in the
-    file or None when the file lacks it, classes of the model or None when the model lacks it)}``.
-    Any other mismatch raises :class:`WeightMismatchError` listing every offending key."""
-    info = check_supported(name)
+    count and auxiliary classifiers, ``from_torchvision``), then merged into ``model`` by
+    :func:`merge_variables`. Any mismatch outside the head raises :class:`WeightMismatchError` listing
+    every offending key."""
+    check_supported(name)
     sd = normalise_keys(name, state_dict)
     source = model_for_state_dict(name, sd, model)
-    loaded = from_torchvision(name, sd, model=source)
+    return merge_variables(name, model, from_torchvision(name, sd, model=source), rng=rng)
+
+
+def merge_variables(name: str, model, loaded: Mapping, *, rng=None) -> tuple[dict, dict]:
+    """``(variables, replaced)``: converted variables ``loaded`` (made for ``name`` with any class count,
+    with or without auxiliary classifiers) merged (:func:`merge_head`) into ``model``'s variables, in
+    the model's creation order: where the classifiers' shapes differ or ``loaded`` lacks one, its
+    modules are freshly initialised (from ``rng``, default key 0; only they are initialised); the
+    auxiliary classifiers of ``loaded`` that ``model`` is built without are left out. ``replaced``:
+    ``{module: (classes of the weights or None when they lack it, classes of the model or None when
+    the model lacks it)}``."""
+    info = check_supported(name)
     order, shapes = abstract_variables(model)
     abstract = traverse_util.unflatten_dict({p: shapes[p] for p in order})  # the model's order
     variables, kept, left_out = merge_head(abstract, loaded, info.head,
                                            what=f"{name}: the weights do not match the model")
+    head_kernel = _flat(loaded).get(("params", info.head[-1], "kernel"))
+    source_classes = int(np.shape(head_kernel)[-1]) if head_kernel is not None else None
     in_file, in_model = _modules(_flat(loaded)), _modules(order)
     replaced = {}
     for m in dict.fromkeys(p.split("/")[1] for p in kept + left_out):
-        replaced[m] = (source.num_classes if m in in_file else None, model.num_classes if m in in_model else None)
+        replaced[m] = (source_classes if m in in_file else None, model.num_classes if m in in_model else None)
     if not kept:
         return variables, replaced
     kept_paths = [tuple(p.split("/")) for p in kept]

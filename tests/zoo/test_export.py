@@ -1,0 +1,109 @@
+"""The network out of JAX (zoo.export): StableHLO through jax.export reloads with identical logits, ONNX
+(jax2onnx) runs in onnxruntime within 1e-4 of torchvision's logits on the parity fixtures, with a
+dynamic batch and NHWC float32 input; the command writes the artifact and its description, and never
+replaces a file unless told to. Tests that convert to ONNX are marked integration: jax2onnx imports
+its few hundred plugins on first use (about 30 s on a 2-core machine)."""
+import json
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import train
+import zoo
+from fixtures.parity.recipe import FIXTURES, parity_input, parse_shapes, recipe_state_dict
+from helpers import FIXTURES as FIXTURES_DIR
+from helpers import images, snapshot
+from zoo import convert, export
+
+ort = pytest.importorskip("onnxruntime", reason="the export extra: pip install -e '.[export]'")
+pytest.importorskip("jax2onnx", reason="the export extra: pip install -e '.[export]'")
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    model = zoo.create("lenet5")
+    return model, zoo.init(model, (28, 28, 1), rng=3)
+
+
+def test_stablehlo_reloads_with_identical_logits_for_any_batch(lenet):
+    model, variables = lenet
+    data = export.stablehlo(model, variables, (28, 28, 1))
+    reloaded = jax.export.deserialize(data)
+    assert reloaded.in_avals[0].dtype == np.float32 and str(reloaded.in_avals[0].shape[0]) == "batch"
+    ours = jax.jit(export.logits_fn(model, variables))
+    for n in (1, 5):
+        x = images((n, 28, 28, 1), n)
+        np.testing.assert_array_equal(np.asarray(reloaded.call(x)), np.asarray(ours(x)))
+
+
+@pytest.mark.integration
+def test_onnx_runs_in_onnxruntime_for_any_batch(lenet):
+    model, variables = lenet
+    data = export.onnx(model, variables, (28, 28, 1))
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, inp.type, inp.shape[1:], out.name) == ("image", "tensor(float)", [28, 28, 1], "logits")
+    assert isinstance(inp.shape[0], str)  # a symbolic batch dimension
+    for n in (1, 4):
+        x = images((n, 28, 28, 1), n)
+        want = np.asarray(jax.jit(export.logits_fn(model, variables))(x))
+        got = session.run(["logits"], {"image": x})[0]
+        assert got.shape == (n, 10) and np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    assert export.check_onnx(data, model, variables, (28, 28, 1)) <= 1e-5
+
+
+def test_without_the_extra_the_error_names_it(lenet, monkeypatch):
+    monkeypatch.setitem(sys.modules, "jax2onnx", None)
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[export\]"'):
+        export.onnx(*lenet, (28, 28, 1))
+
+
+@pytest.mark.integration
+def test_export_command_writes_the_file_and_its_description_and_never_overwrites(trained_lenet, tmp_path, capsys):
+    workdir = trained_lenet[0]
+    out = tmp_path / "lenet.onnx"
+    assert export.main(["--workdir", str(workdir), "--format", "onnx", "--out", str(out)]) == 0
+    assert "onnxruntime: max rel. diff" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "lenet.onnx.json").read_text())
+    assert meta["input"] == {"name": "image", "layout": "NHWC", "dtype": "float32", "shape": ["batch", 28, 28, 1]}
+    assert meta["class_names"] == [str(i) for i in range(10)] and meta["preprocessing"]["image_size"] == [28, 28]
+    loaded = train.load(workdir)
+    x = images((3, 28, 28, 1))
+    got = ort.InferenceSession(out.read_bytes(), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    want = np.asarray(jax.jit(lambda v, x: loaded.model.apply(v, x, train=False))(loaded.variables, x))
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    before = snapshot(tmp_path)
+    assert export.main(["--workdir", str(workdir), "--format", "stablehlo", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().endswith("exists; choose another --out or pass --overwrite to replace it")
+    assert snapshot(tmp_path) == before
+    assert export.main(["--workdir", str(workdir), "--format", "stablehlo", "--out", str(out), "--overwrite"]) == 0
+    np.testing.assert_allclose(np.asarray(jax.export.deserialize(out.read_bytes()).call(x)), want, rtol=1e-5,
+                               atol=1e-5 * np.abs(want).max())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet.onnx", "lenet.onnx.json"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", FIXTURES)
+def test_onnx_gives_torchvisions_logits_on_the_parity_fixtures(name):
+    d = np.load(FIXTURES_DIR / "parity" / f"{name}.npz")
+    sd = recipe_state_dict(parse_shapes(d["keys"], d["shapes"]))
+    model = convert.model_for_state_dict(name, sd)  # googlenet / inception_v3: aux_logits=False (the file's)
+    variables = convert.from_torchvision(name, sd, model=model)
+    x, logits = parity_input(), d["logits"]
+    session = ort.InferenceSession(export.onnx(model, variables, x.shape[1:]), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"image": x})[0]
+    assert np.abs(got - logits).max() <= 1e-4 * np.abs(logits).max()
+
+
+@pytest.mark.integration
+def test_stablehlo_of_a_torchvision_network_reloads_with_identical_logits():
+    d = np.load(FIXTURES_DIR / "parity" / "resnet18.npz")
+    model = zoo.create("resnet18")
+    variables = convert.from_torchvision("resnet18", recipe_state_dict(parse_shapes(d["keys"], d["shapes"])))
+    x = parity_input()
+    reloaded = jax.export.deserialize(export.stablehlo(model, variables, x.shape[1:]))
+    got = np.asarray(reloaded.call(x))
+    np.testing.assert_array_equal(got, np.asarray(jax.jit(export.logits_fn(model, variables))(x)))
+    assert np.abs(got - d["logits"]).max() <= 1e-4 * np.abs(d["logits"]).max()

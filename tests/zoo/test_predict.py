@@ -1,0 +1,100 @@
+"""python -m zoo.predict (zoo/predict.py, zoo/bundle.py): top classes of generated images with published
+weights (ImageNet names, the entry's preprocessing) and with a training run (its own class names), text
+and JSON output, and one clear error line for bad input."""
+import hashlib
+import json
+import re
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import train
+import zoo
+from fixtures.parity.recipe import recipe_state_dict
+from helpers import write_pth
+from train.data import transforms
+from zoo import bundle, convert
+from zoo.predict import main
+from zoo.weights import catalogue
+
+SMALL = "shufflenet_v2_x0_5"
+LINE = re.compile(r"^  +(\d+\.\d\d)%  (.+) \((\d+)\)$")
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """SMALL's parity-recipe weights as a registered entry (tag TEST, bicubic resize 80, crop 64: small
+    inputs compile fast), a generated image file, and the cache folder."""
+    root = tmp_path_factory.mktemp("predict")
+    path = write_pth(root / "small.pth", recipe_state_dict(convert.state_dict_shapes(SMALL)))
+    zoo.register_weights(SMALL, "TEST", url=path.as_uri(), sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+                         resize_size=80, crop_size=64, interpolation="bicubic")
+    rng = np.random.default_rng(0)
+    image = (rng.random((180, 260, 3)) * 255).astype(np.uint8)
+    Image.fromarray(image).save(root / "photo.png")
+    yield root, image
+    catalogue.unregister(SMALL, "TEST")
+
+
+def test_predict_prints_five_imagenet_names_with_their_probabilities(published, capsys):
+    root, image = published
+    assert main(["--model", SMALL, "--weights", "TEST", "--cache_dir", str(root / "cache"),
+                 str(root / "photo.png")]) == 0
+    header, *lines = capsys.readouterr().out.strip().splitlines()
+    assert header == f"photo.png ({SMALL} TEST)" and len(lines) == 5
+    parsed = [LINE.match(line).groups() for line in lines]
+    names = catalogue.imagenet_classes()
+    assert all(names[int(i)] == name for _, name, i in parsed)
+    probs = [float(p) for p, _, _ in parsed]
+    assert probs == sorted(probs, reverse=True) and sum(probs) <= 100.01
+    # the same five classes as the model on the entry's preprocessing (bicubic resize, 64 crop)
+    model, variables = zoo.load_pretrained(SMALL, "TEST", cache_dir=root / "cache")
+    pp = transforms.for_weights(catalogue.entry(SMALL, "TEST"))
+    assert (pp["image_size"], pp["interpolation"], pp["crop_fraction"]) == ([64, 64], "bicubic", 64 / 80)
+    logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables,
+                                                                           transforms.preprocess_eval(image, pp)))
+    assert [int(i) for _, _, i in parsed] == list(np.argsort(-logits[0], kind="stable")[:5])
+
+
+def test_json_output_and_topk(published, capsys):
+    root, _ = published
+    photo = str(root / "photo.png")
+    assert main(["--model", SMALL, "--weights", "TEST", "--cache_dir", str(root / "cache"), "--topk", "3", "--json",
+                 photo, photo]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] == f"{SMALL} TEST" and [p["image"] for p in out["predictions"]] == [photo, photo]
+    top = out["predictions"][0]["top"]
+    assert len(top) == 3 and set(top[0]) == {"class", "index", "probability"} and out["predictions"][1]["top"] == top
+
+
+def test_a_training_run_names_its_own_classes(trained_lenet5, tmp_path, capsys):
+    raw, labels = trained_lenet5["raw"][:6], trained_lenet5["labels"][:6]
+    paths = []
+    for i, digit in enumerate(raw):
+        Image.fromarray(digit[..., 0]).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    assert main(["--workdir", str(trained_lenet5["workdir"]), "--json", *paths]) == 0
+    preds = json.loads(capsys.readouterr().out)["predictions"]
+    assert all(len(p["top"]) == 5 and all(c["class"] == str(c["index"]) for c in p["top"]) for p in preds)
+    top1 = [int(p["top"][0]["class"]) for p in preds]
+    assert sum(t == int(y) for t, y in zip(top1, labels)) >= 5  # a trained LeNet-5 reads the digits
+    b = bundle.load(workdir=trained_lenet5["workdir"])
+    assert b.class_names == tuple(train.load(trained_lenet5["workdir"]).meta["class_names"])
+    with pytest.raises(ValueError, match="model='resnet18' but .* holds a lenet5"):
+        bundle.load("resnet18", workdir=trained_lenet5["workdir"])
+
+
+def test_bad_input_gets_one_clear_line(published, tmp_path, capsys):
+    root, _ = published
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert main(["--model", SMALL, "--weights", "TEST", str(tmp_path / "notes.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {tmp_path / 'notes.txt'}: not a readable image") and "\n" not in err
+    assert main(["--model", "resnet19", str(root / "photo.png")]) == 2
+    assert "unknown model name 'resnet19'; closest: resnet18" in capsys.readouterr().err
+    assert main(["--model", SMALL, "--weights", "TEST", "--topk", "0", str(root / "photo.png")]) == 2
+    assert "topk=0: a positive number" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: --weights and --file exclude each other
+        main(["--model", SMALL, "--weights", "TEST", "--file", "x.pth", str(root / "photo.png")])

@@ -1,0 +1,103 @@
+"""A network ready to run on images: model, variables, evaluation preprocessing and class names, from
+published weights (``weights=TAG``), a torchvision weight file (``file=``) or one of our training
+runs (``workdir=``). ``python -m zoo.predict`` and ``python -m zoo.export`` take it from the same three
+command-line options (:func:`add_arguments`, :func:`from_args`).
+
+    b = bundle.load("resnet50")                       # torchvision's DEFAULT weights
+    b = bundle.load(workdir="runs/flowers")           # a run's best checkpoint, its own class names
+    x = b.preprocess(list_of_uint8_images)            # (n, H, W, C) as the weights expect
+
+Preprocessing is the weights' own (``train.data.transforms.for_weights``: resize / crop /
+interpolation / mean / std of the catalogue entry) or the one stored with the run; a weight file uses
+its model's DEFAULT entry's. Workdirs are read with ``train.load`` and preprocessing is
+``train.data``'s, so this module (a command's helper) imports ``train`` inside its functions; nothing
+that ``import zoo`` loads imports it.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from zoo import registry
+from zoo.pretrained import load_pretrained
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    model: Any                         # a zoo model: model.apply(variables, x, train=False) -> logits
+    variables: dict
+    preprocessing: dict                # train.data.transforms' dict: what preprocess_eval applies
+    class_names: tuple[str, ...]
+    description: str                   # "resnet50 IMAGENET1K_V2", "resnet18 from w.pth", "runs/x step 400"
+
+    def preprocess(self, images) -> np.ndarray:
+        """uint8 images (one, a batch, or a list of any sizes; gray / RGB / RGBA) -> float32 (n, H, W, C)."""
+        from train.data.transforms import preprocess_eval  # noqa: PLC0415
+
+        return preprocess_eval(images, self.preprocessing)
+
+
+def _names(count: int, names: Sequence[str] | None) -> tuple[str, ...]:
+    return tuple(names) if names is not None and len(names) == count else tuple(f"class {i}" for i in range(count))
+
+
+def load(name: str | None = None, *, weights: str | None = None, file=None, workdir=None, checkpoint: str = "best",
+         conv_impl: str = "lax", cache_dir=None, progress: bool = True) -> Bundle:
+    """The network ``name`` with ``weights`` (a tag; the default when none of the three is given),
+    ``file`` or ``workdir`` (then ``name``, if given, must be the run's model). ``conv_impl``: the
+    convolution implementation (``zoo.convs.conv_impl_for(platform)`` to run here, 'lax' to export)."""
+    from train.data import transforms  # noqa: PLC0415
+    from zoo.weights import catalogue  # noqa: PLC0415
+
+    given = [k for k, v in (("weights", weights), ("file", file), ("workdir", workdir)) if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"give one of weights, file or workdir, not {' and '.join(given)}")
+    if workdir is not None:
+        return _from_workdir(name, workdir, checkpoint, conv_impl)
+    if name is None:
+        raise ValueError("model: a registered model name is needed with weights or a file (see python -m zoo)")
+    if file is not None:
+        model, variables = load_pretrained(name, file=file, conv_impl=conv_impl)
+        found = catalogue.entries(name)
+        entry = next((e for e in found if e.default), None) or catalogue.WeightEntry(name, "FILE", "", "", 1000)
+        names = catalogue.imagenet_classes() if model.num_classes == 1000 else None
+        return Bundle(model, variables, transforms.for_weights(entry), _names(model.num_classes, names),
+                      f"{name} from {file}")
+    entry = catalogue.entry(name, weights or "DEFAULT")
+    model, variables = load_pretrained(name, entry.tag, cache_dir=cache_dir, progress=progress, conv_impl=conv_impl)
+    return Bundle(model, variables, transforms.for_weights(entry), _names(model.num_classes, entry.class_names),
+                  f"{name} {entry.tag}")
+
+
+def _from_workdir(name, workdir, checkpoint, conv_impl) -> Bundle:
+    from train import evaluation  # noqa: PLC0415
+
+    loaded = evaluation.load(workdir, checkpoint)
+    run_model = loaded.meta["model"]
+    if name is not None and name != run_model:
+        raise ValueError(f"model={name!r} but {workdir} holds a {run_model}; leave the model out or name {run_model}")
+    model = loaded.model.clone(conv_impl=conv_impl)
+    names = _names(model.num_classes, loaded.meta.get("class_names"))
+    return Bundle(model, loaded.variables, loaded.meta["preprocessing"], names,
+                  f"{workdir} ({run_model}, step {loaded.step})")
+
+
+def add_arguments(p: argparse.ArgumentParser, *, model_required: bool = False) -> None:
+    """``--model``, and one of ``--weights TAG`` | ``--file PATH`` | ``--workdir RUN`` [``--checkpoint``]."""
+    p.add_argument("--model", required=model_required, help="a registered model (python -m zoo lists them)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--weights", help="a weight tag of the model (default: DEFAULT, torchvision's default)")
+    src.add_argument("--file", help="a torchvision weight file (.pth or .safetensors)")
+    src.add_argument("--workdir", help="a training run of this project (its best checkpoint)")
+    p.add_argument("--checkpoint", default="best", help="with --workdir: 'best' (default), 'latest' or a step")
+    p.add_argument("--cache_dir", default=None, help="weight cache (default $ZOO_CACHE or ~/.cache/cnn-zoo)")
+
+
+def from_args(args: argparse.Namespace, *, conv_impl: str = "lax") -> Bundle:
+    if args.model is not None:
+        registry.model_info(args.model)  # an unknown name: the closest names, before anything loads
+    return load(args.model, weights=args.weights, file=args.file, workdir=args.workdir, checkpoint=args.checkpoint,
+                conv_impl=conv_impl, cache_dir=args.cache_dir)

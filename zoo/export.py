@@ -1,0 +1,230 @@
+"""The eval-mode network out of JAX: serialized StableHLO (``jax.export``) or ONNX (jax2onnx).
+
+    python -m zoo.export --model resnet50 --format onnx --out resnet50.onnx          # DEFAULT weights
+    python -m zoo.export --workdir runs/flowers --format stablehlo --out flowers.stablehlo
+
+Both take ``image: float32 (batch, H, W, C)``, NHWC and normalised as the weights expect, with a
+dynamic batch dimension, and return ``logits: (batch, classes)``. Next to the artifact, ``OUT.json``
+describes the input, the preprocessing (resize / crop / interpolation / mean / std) and the class
+names. An existing ``--out`` is never replaced unless ``--overwrite`` is given; files are written
+under a temporary name and renamed when complete.
+
+* StableHLO: ``jax.export.export(jax.jit(f))`` with a symbolic batch, weights embedded as constants;
+  ``jax.export.deserialize(bytes).call(x)`` runs it again (any JAX >= the exporting version).
+* ONNX: jax2onnx (>= 0.13, < 0.14: 0.14 pins orbax-checkpoint < 0.11.37, which conflicts with this
+  project's orbax 0.12). The network is first traced to a jaxpr here and that jaxpr is what jax2onnx
+  converts, with two window reductions rewritten (:data:`REWRITES`): jax2onnx 0.13 lowers
+  ``reduce_window_max`` / ``reduce_window_sum`` over NHWC to 4-D pools that onnxruntime refuses, and
+  its flax-level shortcuts (patched ``nn.max_pool``, ``nn.Conv``, ...) reject explicit pool padding.
+  Needs the ``export`` extra: ``pip install -e ".[export]"``. The result is checked in onnxruntime
+  when it is installed (logits within 1e-4 relative of JAX's).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FORMATS = ("onnx", "stablehlo")
+EXTRA_HINT = 'ONNX export needs the "export" extra: pip install -e ".[export]" (jax2onnx>=0.13,<0.14, onnxruntime)'
+RTOL = 1e-4
+
+
+def logits_fn(model, variables) -> Callable:
+    """``x: (B, H, W, C) -> logits`` in eval mode, the variables closed over (exported as constants)."""
+    return lambda x: model.apply(variables, x, train=False)
+
+
+def _spec(input_shape) -> jax.ShapeDtypeStruct:
+    batch, = jax.export.symbolic_shape("batch")
+    return jax.ShapeDtypeStruct((batch, *input_shape), jnp.float32)
+
+
+def stablehlo(model, variables, input_shape, *, platforms=None) -> bytes:
+    """Serialized ``jax.export.Exported`` of the eval-mode network for ``(batch, *input_shape)``."""
+    exported = jax.export.export(jax.jit(logits_fn(model, variables)), platforms=platforms)(_spec(input_shape))
+    return bytes(exported.serialize())
+
+
+# ----------------------------------------------------------------------------- ONNX
+
+def _max_pool_nchw(x, *, window_dimensions, window_strides, padding, base_dilation, window_dilation):
+    """NHWC max pool as a 3-D pool over ``(B*C, H, W)``: onnxruntime's MaxPool takes <= 3 spatial axes."""
+    b, h, w, c = x.shape
+    y = jnp.transpose(x, (0, 3, 1, 2)).reshape(-1, h, w)
+    y = jax.lax.reduce_window(y, -jnp.inf, jax.lax.max, (1, *window_dimensions[1:3]), (1, *window_strides[1:3]),
+                              [(0, 0), *padding[1:3]], window_dilation=(1, *window_dilation[1:3]))
+    return jnp.transpose(y.reshape(b, c, *y.shape[1:]), (0, 2, 3, 1))
+
+
+def _sum_pool_depthwise(x, *, window_dimensions, window_strides, padding, base_dilation, window_dilation):
+    """NHWC window sum as a depthwise convolution with a kernel of ones."""
+    c = x.shape[-1]
+    kernel = jnp.ones((*window_dimensions[1:3], 1, c), x.dtype)
+    return jax.lax.conv_general_dilated(x, kernel, window_strides[1:3], padding[1:3],
+                                        rhs_dilation=window_dilation[1:3],
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+
+
+REWRITES = {"reduce_window_max": _max_pool_nchw, "reduce_window_sum": _sum_pool_depthwise}
+INLINED = ("jit", "pjit", "closed_call", "custom_jvp_call", "custom_vjp_call")
+
+
+def _spatial_window(x, params) -> bool:
+    """A pool over H and W of an NHWC array (the only kind the rewrites handle)."""
+    dims, strides = params["window_dimensions"], params["window_strides"]
+    return (x.ndim == 4 and dims[0] == dims[3] == strides[0] == strides[3] == 1
+            and tuple(params["padding"][0]) == tuple(params["padding"][3]) == (0, 0)
+            and set(params["base_dilation"]) == {1})
+
+
+def _sub_jaxpr(eqn):
+    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+        j = eqn.params.get(key)
+        if j is not None:
+            return (j.jaxpr, j.consts) if hasattr(j, "consts") else (j, ())
+    return None
+
+
+def _evaluate(jaxpr, consts, *args):
+    """Evaluate a jaxpr, calls inlined and :data:`REWRITES` applied (traced by jax2onnx in turn)."""
+    from jax.extend import core as jcore  # noqa: PLC0415
+
+    env = {}
+
+    def read(v):
+        return v.val if isinstance(v, jcore.Literal) else env[v]
+
+    env.update(zip(jaxpr.constvars, consts))
+    env.update(zip(jaxpr.invars, args))
+    for eqn in jaxpr.eqns:
+        ins = [read(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        sub = _sub_jaxpr(eqn) if name in INLINED else None
+        if name in REWRITES and _spatial_window(ins[0], eqn.params):
+            outs = [REWRITES[name](*ins, **eqn.params)]
+        elif sub is not None:
+            outs = _evaluate(sub[0], sub[1], *ins)
+        else:
+            outs = eqn.primitive.bind(*ins, **eqn.params)
+            outs = outs if eqn.primitive.multiple_results else [outs]
+        env.update(zip(eqn.outvars, outs))
+    return [read(v) for v in jaxpr.outvars]
+
+
+def onnx(model, variables, input_shape) -> bytes:
+    """An ONNX model (bytes) of the eval-mode network: input ``image`` float32 ``(batch, *input_shape)``,
+    output ``logits``."""
+    try:
+        from jax2onnx import to_onnx  # noqa: PLC0415
+    except ImportError as e:
+        raise ImportError(EXTRA_HINT) from e
+    spec = _spec(input_shape)
+    closed = jax.make_jaxpr(logits_fn(model, variables))(spec)
+    # jax2onnx 0.13 reports plugins it cannot import under jax 0.10 (dm_pix) and onnx_ir shapes it skips
+    loggers = [logging.getLogger(n) for n in ("jax2onnx", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        proto = to_onnx(lambda x: _evaluate(closed.jaxpr, closed.consts, x)[0], [spec], input_names=["image"],
+                        output_names=["logits"], model_name=type(model).__name__)
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+    return proto.SerializeToString()
+
+
+def check_onnx(data: bytes, model, variables, input_shape, *, batch: int = 2) -> float | None:
+    """Max relative difference of onnxruntime's logits from JAX's on a random batch (None when
+    onnxruntime is not installed); ValueError above :data:`RTOL`."""
+    try:
+        import onnxruntime as ort  # noqa: PLC0415
+    except ImportError:
+        return None
+    x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"image": x})[0]
+    want = np.asarray(jax.jit(logits_fn(model, variables))(x))
+    rel = float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-30))
+    if rel > RTOL:
+        raise ValueError(f"onnxruntime's logits differ from JAX's by {rel:.3g} relative (allowed {RTOL}); the ONNX "
+                         f"file was not written")
+    return rel
+
+
+# ----------------------------------------------------------------------------- files and command line
+
+def _write(path: Path, data: bytes, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; choose another --out or pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def describe(b, fmt: str, input_shape) -> dict:
+    """The sidecar JSON: what the artifact takes and returns, and how to prepare images for it."""
+    return {"format": fmt, "network": b.description, "model": type(b.model).__name__,
+            "input": {"name": "image", "layout": "NHWC", "dtype": "float32", "shape": ["batch", *input_shape]},
+            "output": {"name": "logits", "shape": ["batch", len(b.class_names)]},
+            "preprocessing": b.preprocessing, "class_names": list(b.class_names), "jax": jax.__version__}
+
+
+def main(argv=None) -> int:
+    from zoo import bundle, cli  # noqa: PLC0415
+
+    p = cli.parser("python -m zoo.export", __doc__, epilog=(
+        "examples:\n  python -m zoo.export --model resnet50 --format onnx --out resnet50.onnx   # DEFAULT weights\n"
+        "  python -m zoo.export --workdir runs/flowers --format stablehlo --out flowers.stablehlo\n\n"
+        'ONNX needs the "export" extra: pip install -e ".[export]"'))
+    bundle.add_arguments(p)
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True, help="the file to write (and OUT.json beside it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--platforms", default=None, help="stablehlo: comma-separated (cpu,cuda,tpu; default: this one)")
+    args = p.parse_args(argv)
+    out = Path(args.out).expanduser()
+    sidecar = out.with_name(out.name + ".json")
+    try:
+        for path in (out, sidecar):
+            if path.exists() and not args.overwrite:
+                raise FileExistsError(f"{path} exists; choose another --out or pass --overwrite to replace it")
+        b = bundle.from_args(args, conv_impl="lax")
+        h, w = b.preprocessing["image_size"]
+        shape = (h, w, b.preprocessing["channels"])
+        if args.format == "onnx":
+            data = onnx(b.model, b.variables, shape)
+            rel = check_onnx(data, b.model, b.variables, shape)
+            checked = ("onnxruntime not installed: not checked" if rel is None
+                       else f"onnxruntime: max rel. diff {rel:.2g}")
+        else:
+            platforms = tuple(args.platforms.split(",")) if args.platforms else None
+            data = stablehlo(b.model, b.variables, shape, platforms=platforms)
+            checked = f"platforms {', '.join(jax.export.deserialize(data).platforms)}"
+        _write(out, data, args.overwrite)
+        _write(sidecar, json.dumps(describe(b, args.format, shape), indent=1).encode(), args.overwrite)
+    except (ValueError, ImportError, FileNotFoundError, OSError) as e:
+        return cli.fail(e)
+    print(f"{out}: {b.description} as {args.format}, input (batch, {h}, {w}, {shape[2]}) float32 NHWC, "
+          f"{len(data) / 2**20:.1f} MiB ({checked}); preprocessing and class names in {sidecar}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
