@@ -1,6 +1,6 @@
 """Test helpers: run a worker script in a fresh interpreter with N simulated CPU devices; random
 variables; traced models; quick configs; torch-format weight files written without torch; a local
-HTTP server."""
+HTTP server; the inner loop's sample of a parametrized test."""
 import contextlib
 import functools
 import json
@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = Path(__file__).resolve().parent / "workers"
@@ -323,3 +325,18 @@ def file_server(files: dict, *, truncated=(), barrier=None):
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+# The inner loop (-m "not integration and not slow") checks these; the full run checks every model.
+INNER_LOOP_MODELS = frozenset({"lenet5", "lenet5_classic", "alexnet", "resnet18", "resnet20", "mobilenet_v3_small",
+                               "shufflenet_v2_x0_5", "squeezenet1_1", "mnasnet0_5", "densenet121"})
+
+
+def inner_loop_sample(names, fast=INNER_LOOP_MODELS) -> list:
+    """``names`` as pytest parameters: those in ``fast`` in the inner loop, every other one marked
+    ``integration`` (the full run, ``python -m pytest``, still runs them all)."""
+    def param(n):  # a tuple is the values of several argument names
+        return pytest.param(*n, marks=pytest.mark.integration) if isinstance(n, tuple) else \
+            pytest.param(n, marks=pytest.mark.integration)
+
+    return [n if n in fast else param(n) for n in names]

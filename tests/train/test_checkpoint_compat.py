@@ -39,6 +39,7 @@ def test_evaluate_reports_the_recorded_figures(workdir):
     assert report["loss"] == pytest.approx(recorded["loss"], rel=1e-5)
 
 
+@pytest.mark.integration
 def test_training_resumes_from_it(workdir):
     config = ml_collections.ConfigDict(train.restore_meta(workdir)["config"])
     config.num_train_steps = 5

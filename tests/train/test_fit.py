@@ -45,6 +45,7 @@ def test_metrics_log_and_result_json(trained_lenet):
     assert (workdir / "tensorboard").is_dir()
 
 
+@pytest.mark.integration
 def test_a_run_says_what_it_is_and_what_it_compiles(tmp_path, capsys, caplog):
     with caplog.at_level(logging.INFO, logger="train"):
         train.fit(quick(num_train_steps=2, log_every_steps=1, **{"schedule.warmup_epochs": 0.0}), tmp_path)
@@ -91,6 +92,7 @@ def test_workdir_of_another_architecture_is_refused_untouched(trained_lenet):
     assert snapshot(workdir) == before
 
 
+@pytest.mark.integration
 def test_non_finite_loss_stops_with_the_last_finite_state_checkpointed(tmp_path, capsys):
     """An absurd learning rate overflows the parameters at the first update: every later step is
     non-finite, skipped by the step, reported at the first log step, and the run stops there."""
@@ -106,6 +108,7 @@ def test_non_finite_loss_stops_with_the_last_finite_state_checkpointed(tmp_path,
     assert max(float(np.abs(x).max()) for x in leaves) > 1e30  # the one (finite) update that was applied
 
 
+@pytest.mark.integration
 def test_resnet20_config_runs_two_steps_on_mock_cifar10(tmp_path):
     import tensorflow_datasets as tfds
     c = importlib.import_module("configs.resnet20_cifar10").get_config()

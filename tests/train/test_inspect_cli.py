@@ -1,11 +1,13 @@
 """The command ``python -m train.inspect`` (run in-process through its ``main``) on a LeNet-5 trained
 briefly on mnist5k (the shared ``trained_lenet5`` fixture): every picture is a readable PNG."""
 import matplotlib.image
+import pytest
 from PIL import Image
 
 from train import inspect as command
 
 
+@pytest.mark.integration
 def test_the_command_writes_readable_pngs(trained_lenet5, tmp_path, capsys):
     digit = tmp_path / "digit.png"
     Image.fromarray(trained_lenet5["raw"][3, ..., 0]).save(digit)
@@ -31,6 +33,7 @@ def test_the_command_writes_readable_pngs(trained_lenet5, tmp_path, capsys):
     assert "bogus" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_attribution_titles_state_the_prediction_and_the_explained_class(trained_lenet5, tmp_path, monkeypatch):
     from zoo import inspect as zi
     from zoo.inspect import plots

@@ -244,6 +244,7 @@ def test_rmsprop_is_tf_style():
                                -0.1 * g / np.sqrt(0.9 + 0.1 * g ** 2 + 1e-3), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.integration
 def test_gradient_clipping_caps_global_norm():
     c = config(**{"optimizer.learning_rate": 1.0, "optimizer.grad_clip_norm": 1.0})
     tx, _ = optim.make_optimizer(c, steps_per_epoch=10, total_steps=100)
@@ -258,6 +259,7 @@ def test_gradient_clipping_caps_global_norm():
     np.testing.assert_allclose(new["fc"]["kernel"], params["fc"]["kernel"] - small["fc"]["kernel"], rtol=1e-6)
 
 
+@pytest.mark.integration
 def test_multisteps_equals_one_step_on_mean_gradient():
     k = 3
     base = {"optimizer.name": "adamw", "optimizer.learning_rate": 0.01, "optimizer.weight_decay": 0.05,

@@ -49,6 +49,7 @@ def folder(tmp_path_factory):
     catalogue.unregister(SMALL, "TEST")
 
 
+@pytest.mark.integration
 def test_top1_and_top5_on_a_folder_with_imagenet_class_names(folder, capsys):
     root, data = folder
     rc = published.main(["--pretrained", f"{SMALL}:TEST", f"--config.data.name=folder:{data}", "--config.eval_batch_size=4",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import FIXTURES, ROOT, quick
+from helpers import FIXTURES, ROOT, inner_loop_sample, quick
 from train import data, optim, parallel, setup
 
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem not in ("__init__", "default"))
@@ -20,7 +20,7 @@ V0_META = json.loads((FIXTURES / "checkpoint_v0" / "checkpoints" / "3" / "meta" 
 SAVE_TIME_KEYS = {"epoch", "best_top1", "best_step", "step", "metrics", "versions"}  # added by fit / Checkpointer
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("name", inner_loop_sample(CONFIGS, {"lenet5_mnist5k", "resnet20_cifar10", "mobilenet_v2_cifar10"}))
 def test_every_config_builds_and_its_model_initialises(name):
     c = importlib.import_module(f"configs.{name}").get_config()
     assert c.model in zoo.list_models()
@@ -75,6 +75,7 @@ def _resnet20(**overrides):
                     **overrides})
 
 
+@pytest.mark.integration
 def test_freezing_is_resolved_once_for_optimizer_and_batch_statistics():
     run = setup.build(_resnet20(**{"transfer.freeze": r"^layer1_"}))
     stats = run.step_config.stats_trainable
@@ -110,6 +111,7 @@ def test_for_checkpoint_rebuilds_the_evaluation_run():
         setup.for_checkpoint(other)
 
 
+@pytest.mark.integration
 def test_benchmark_harness_builds_through_the_setup(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     harness = importlib.import_module("harness")

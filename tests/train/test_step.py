@@ -62,6 +62,7 @@ def _optimizer(**overrides):
     return optim.make_optimizer(c, steps_per_epoch=10, total_steps=100)[0]
 
 
+@pytest.mark.integration
 def test_gradient_accumulation_equals_one_big_step():
     """k micro-batches of b, accumulated, == one step on k*b (LeNet-5: no BatchNorm)."""
     model = zoo.create("lenet5", axis_name=parallel.AXIS)
@@ -74,6 +75,7 @@ def test_gradient_accumulation_equals_one_big_step():
     assert [float(h["learning_rate"]) for h in hist] == pytest.approx([0.05] * k)
 
 
+@pytest.mark.integration
 def test_non_finite_loss_is_reported_and_never_enters_the_state():
     model = zoo.create("lenet5", axis_name=parallel.AXIS)
     good, bad = _batch(8), _batch(8, seed=1)
@@ -98,6 +100,7 @@ def test_metrics_weighted_by_real_examples():
     jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7), s1.params, s2.params)
 
 
+@pytest.mark.integration
 def test_eval_counts_every_example_once():
     model = zoo.create("lenet5")
     tx = optax.sgd(0.1)
@@ -136,6 +139,7 @@ def test_bad_step_config():
         step.StepConfig(label_smoothing=1.5)
 
 
+@pytest.mark.integration
 def test_ema_tracks_params():
     model = zoo.create("lenet5", axis_name=parallel.AXIS)
     state, _ = _run(model, _optimizer(), [_batch(8)], cfg=step.StepConfig(ema_decay=0.5), ema=True)
@@ -152,6 +156,7 @@ def test_float16_dynamic_loss_scale_halves_on_overflow():
     assert float(ls.scale) == 8.0
 
 
+@pytest.mark.integration
 def test_frozen_batch_stats_stay_put():
     model = zoo.resnet.CifarResNet(depth=8, axis_name=parallel.AXIS)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
@@ -224,6 +229,7 @@ def test_aux_loss_is_the_weighted_cross_entropy_of_the_aux_classifier():
     assert float(hist[0]["loss"]) == pytest.approx(main[:6].mean(), rel=1e-5)   # the main classifier's, as eval
 
 
+@pytest.mark.integration
 def test_aux_weight_zero_gives_the_plain_loss():
     b = _batch(8)
     plain, _ = _run(_TwoHeads(aux_logits=False), _optimizer(), [b])

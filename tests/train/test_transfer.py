@@ -86,6 +86,7 @@ def _flat(tree):
     return {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(tree).items()}
 
 
+@pytest.mark.integration
 def test_finetune_config_trains_the_head_and_keeps_frozen_parts_bit_identical(finetuned, weight_file):
     workdir, result = finetuned
     assert result.step == 3 and np.isfinite(result.train["loss"])
@@ -107,6 +108,7 @@ def test_finetune_config_trains_the_head_and_keeps_frozen_parts_bit_identical(fi
     assert states[3]["params/fc/kernel"].shape == (512, 2)
 
 
+@pytest.mark.integration
 def test_init_from_a_workdir_and_structural_mismatch(finetuned, image_folder, caplog):
     workdir, _ = finetuned
     _, source = train.restore(workdir, checkpoint_step="best")
@@ -164,6 +166,7 @@ def test_init_from_a_bad_weight_file_is_refused(tmp_path, image_folder, weight_f
         transfer.init_state(None, finetune_config(image_folder, tmp_path / "nope"), model, zoo.model_info("resnet18"))
 
 
+@pytest.mark.integration
 def test_export_trained_weights_for_torchvision(finetuned, tmp_path):
     workdir, _ = finetuned
     sd = transfer.export_torchvision(workdir, tmp_path / "out.safetensors", checkpoint_step="latest")

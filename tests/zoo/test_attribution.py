@@ -30,6 +30,7 @@ def _concentration(maps, raw):
     return d.mean(), b.mean(), (d > b).mean()
 
 
+@pytest.mark.integration
 def test_saliency_and_grad_cam_are_input_sized_finite_non_negative_and_on_the_digit(trained_lenet5):
     model, variables, x, raw = (trained_lenet5[k] for k in ("model", "variables", "x", "raw"))
     assert zi.default_cam_layer(model) == "s4"  # LeNet's last spatial tap (last pool output, 5x5)
@@ -76,6 +77,7 @@ def test_occlusion_of_a_blank_border_changes_the_probability_less_than_of_the_di
     assert list(o.rows) == [0, 9, 18] and o.class_index == 2
 
 
+@pytest.mark.integration
 def test_class_model_raises_the_class_score(trained_lenet5):
     model, variables = trained_lenet5["model"], trained_lenet5["variables"]
     for c in (0, 7):
@@ -96,6 +98,7 @@ class _VectorTapOnly(nn.Module):
         return nn.Dense(3)(tap(self, "pre_logits", x.mean(axis=(1, 2))))
 
 
+@pytest.mark.integration
 def test_grad_cam_default_layer_comes_from_the_tap_shapes_not_the_jaxpr_walk(monkeypatch):
     """With the receptive-field interpreter broken (as by a renamed JAX primitive), Grad-CAM still picks
     the documented default: the last tap that is a spatial map of at least 2x2."""

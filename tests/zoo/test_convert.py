@@ -15,7 +15,7 @@ from safetensors.numpy import save_file
 
 import zoo
 from fixtures.parity.recipe import FIXTURES, parity_input, parse_shapes, recipe_state_dict
-from helpers import write_pth
+from helpers import inner_loop_sample, write_pth
 from zoo import convert
 from zoo.auxiliary import AUX_COLLECTION
 from zoo.convert.__main__ import main as convert_main
@@ -35,10 +35,10 @@ def assert_same_state_dict(got: dict, want: dict):
         assert np.array_equal(got[k], v), k
 
 
-BIG = ("googlenet", "inception_v3")  # over 10 s each on 2 cores: with the integration tests
+FAST = ("resnet18", "squeezenet1_0", "mobilenet_v3_small")  # the inner loop's sample; every fixture in the full run
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.integration) if n in BIG else n for n in FIXTURES])
+@pytest.mark.parametrize("name", inner_loop_sample(FIXTURES, FAST))
 def test_parity_with_torchvision_logits(name):
     shapes, logits = fixture(name)
     sd = recipe_state_dict(shapes)
@@ -66,7 +66,7 @@ def _random_state_dict(shapes: dict) -> dict:
     return sd
 
 
-@pytest.mark.parametrize("name", convert.torchvision_models())
+@pytest.mark.parametrize("name", inner_loop_sample(convert.torchvision_models()))
 def test_round_trip_every_torchvision_variant(name):
     shapes = convert.state_dict_shapes(name)
     sd = _random_state_dict(shapes)
@@ -141,6 +141,7 @@ def test_pretrained_same_classes_loads_everything(small_sd, small_file, caplog):
     assert_same_state_dict(convert.to_torchvision(SMALL, variables), small_sd)
 
 
+@pytest.mark.integration
 def test_pretrained_head_replacement(small_sd, small_file, caplog):
     with caplog.at_level(logging.INFO, logger="zoo"):
         model, variables = zoo.load_pretrained(SMALL, num_classes=10, file=small_file)
@@ -265,7 +266,7 @@ def aux_fixture(name):
     return parse_shapes(AUX[f"{name}_keys"], AUX[f"{name}_shapes"])
 
 
-@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+@pytest.mark.parametrize("name", inner_loop_sample(["googlenet", "inception_v3"], {"googlenet"}))
 def test_state_dicts_with_and_without_the_auxiliary_classifiers_both_load(name):
     with_aux, without = aux_fixture(name), fixture(name)[0]
     assert list(convert.state_dict_shapes(name).items()) == list(with_aux.items())   # the default model: with them
@@ -277,6 +278,7 @@ def test_state_dicts_with_and_without_the_auxiliary_classifiers_both_load(name):
         assert_same_state_dict(convert.to_torchvision(name, variables), sd)
 
 
+@pytest.mark.integration
 def test_the_auxiliary_classifiers_follow_the_file_into_a_model(tmp_path, caplog):
     """A file without them gives a model with them fresh ones; a file with them loads into a model built
     without them by leaving them out, as torchvision's googlenet(weights=...) does by default."""

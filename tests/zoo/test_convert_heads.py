@@ -67,6 +67,7 @@ def test_merge_head_with_auxiliary_classifiers_on_one_side():
 SMALL = "shufflenet_v2_x0_5"  # 1.4M parameters
 
 
+@pytest.mark.integration
 def test_a_file_for_another_class_count_keeps_the_models_own_fresh_head():
     sd = recipe_state_dict(convert.state_dict_shapes(SMALL))      # 1000 classes
     model = zoo.create(SMALL, num_classes=10)

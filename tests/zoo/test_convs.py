@@ -63,6 +63,7 @@ def test_conv_impl_is_a_field_chosen_by_whoever_knows_the_devices():
         zoo.create("mobilenet_v2", conv_impl="fast")
 
 
+@pytest.mark.integration
 def test_both_implementations_give_the_same_model_outputs_and_only_lax_traces_depthwise_convs():
     shape = (32, 32, 3)
     lax_model = zoo.create("mobilenet_v2", num_classes=10)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import abstract_variables, batchnorm_settings, flat, forward_shapes, images, key, run_once
+from helpers import inner_loop_sample, abstract_variables, batchnorm_settings, flat, forward_shapes, images, key, run_once
 from zoo.densenet import DenseNet
 from zoo.summary import param_count
 
@@ -26,13 +26,13 @@ def _small_densenet(dropout=0.0):
     return model, x, jax.jit(model.init)(key(0), x)
 
 
-@pytest.mark.parametrize("name, blocks", [
+@pytest.mark.parametrize("name, blocks", inner_loop_sample([
     # Table 1 / torchvision: channels after each dense block (transitions halve them).
     ("densenet121", (256, 512, 1024, 1024)),
     ("densenet161", (384, 768, 2112, 2208)),
     ("densenet169", (256, 512, 1280, 1664)),
     ("densenet201", (256, 512, 1792, 1920)),
-])
+], {("densenet121", (256, 512, 1024, 1024))}))
 def test_densenet_blocks_match_table1(name, blocks):
     params = abstract_variables(name)["params"]
     for i, c in enumerate(blocks[:3]):
@@ -95,6 +95,7 @@ def test_densenet_bn_defaults_reach_every_layer():
     assert batchnorm_settings(model, (32, 32, 3)) == {(1e-5, 0.9)}
 
 
+@pytest.mark.integration
 def test_densenet_dropout_in_dense_layers():
     model, x, v = _small_densenet(0.5)
 
@@ -108,6 +109,7 @@ def test_densenet_dropout_in_dense_layers():
     assert not np.allclose(t1, t2)
 
 
+@pytest.mark.integration
 def test_densenet_remat_same_outputs_and_gradients():
     plain, x, v = _small_densenet(0.2)
     labels = jnp.array([1, 3])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import abstract_variables, batchnorm_settings, draw, flat, images, key, layer_modules, reference
+from helpers import inner_loop_sample, abstract_variables, batchnorm_settings, draw, flat, images, key, layer_modules, reference
 from zoo import convert
 from zoo.blocks import InvertedResidual
 from zoo.compiling import compile_once
@@ -76,6 +76,7 @@ def test_compound_scaling_of_width_and_depth(name, stem, stages, last):
         assert len(blocks) == n and params[project][-1] == out
 
 
+@pytest.mark.integration
 def test_v2_s_follows_table4():
     params = _params("efficientnet_v2_s")
     # Fused-MBConv1 (stage 1): one 3x3 conv per block, 24 -> 24, no SE.
@@ -96,8 +97,8 @@ def test_v2_s_follows_table4():
                     "last_conv": (12, 12, 1280), "pre_logits": (1280,)}
 
 
-@pytest.mark.parametrize("name, keys", [("efficientnet_b0", 360), ("efficientnet_b7", 1200),
-                                        ("efficientnet_v2_s", 782)])
+@pytest.mark.parametrize("name, keys", inner_loop_sample([("efficientnet_b0", 360), ("efficientnet_b7", 1200),
+                                                          ("efficientnet_v2_s", 782)], {("efficientnet_b0", 360)}))
 def test_state_dict_has_torchvisions_key_count(name, keys):
     assert len(convert.state_dict_shapes(name)) == keys  # torchvision: len(model.state_dict())
 
@@ -122,6 +123,7 @@ def test_batchnorm_and_dropout_per_variant(name, bn, dropout):
     assert ((model.bn_epsilon, model.bn_momentum), model.dropout, model.stochastic_depth_prob) == (bn, dropout, 0.2)
 
 
+@pytest.mark.integration
 def test_variant_defaults_reach_every_layer_and_can_be_overridden():
     assert batchnorm_settings(zoo.create("efficientnet_b5"), (32, 32, 3)) == {(1e-3, 0.99)}
     model = zoo.create("efficientnet_b5", bn_epsilon=1e-5, bn_momentum=0.9, dropout=0.0)
@@ -142,7 +144,8 @@ def _drop_path_rates(model):
     return rates
 
 
-@pytest.mark.parametrize("name, blocks", [("efficientnet_b0", 16), ("efficientnet_v2_s", 40)])
+@pytest.mark.parametrize("name, blocks", inner_loop_sample([("efficientnet_b0", 16), ("efficientnet_v2_s", 40)],
+                                                          {("efficientnet_b0", 16)}))
 def test_stochastic_depth_rises_linearly_over_the_blocks(name, blocks):
     # torchvision: block i of N drops its branch with probability 0.2 * i / N (b0: 0, 0.0125, ..., 0.1875)
     np.testing.assert_allclose(_drop_path_rates(zoo.create(name)), [0.2 * i / blocks for i in range(blocks)])
@@ -188,6 +191,7 @@ def _small_run():
     return {i: program(variables, x, key(i)) for i in (1, 2)}
 
 
+@pytest.mark.integration
 def test_drop_path_in_train_mode_only():
     (eval1, train1, rate0), (eval2, train2, _) = _small_run()[1], _small_run()[2]
     np.testing.assert_array_equal(eval1, eval2)  # eval: deterministic, the dropout rng is ignored
@@ -196,6 +200,7 @@ def test_drop_path_in_train_mode_only():
     assert np.isfinite(np.asarray(eval1)).all() and eval1.shape == (8, 5)
 
 
+@pytest.mark.integration
 def test_grad_cam_at_its_default_layer_and_features_by_name():
     model, x, variables = _small()
     cam = zoo.inspect.grad_cam(model, variables, x[:2], class_index=[1, 2], upsample=False)

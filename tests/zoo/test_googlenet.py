@@ -78,6 +78,7 @@ def _small():
     return model, images((4, 32, 32, 3)), random_variables(model, (32, 32, 3))
 
 
+@pytest.mark.integration
 def test_train_mode_sows_the_auxiliary_logits_eval_mode_ignores_them():
     model, x, v = _small()
 
@@ -105,6 +106,7 @@ def test_without_auxiliary_classifiers_nothing_is_sown():
     assert AUX_COLLECTION not in state
 
 
+@pytest.mark.integration
 def test_transform_input_renormalises_imagenet_input():
     """transform_input=True on ImageNet-normalised x equals the plain model on (pixel - 0.5) / 0.5."""
     model, x, v = _small()
@@ -126,6 +128,7 @@ def test_receptive_fields_through_the_branches():
     assert rf["stem"].start == (6, 6) and not rf["pre_logits"].spatial
 
 
+@pytest.mark.integration
 def test_grad_cam_layer_and_features_by_tap_name():
     model, x, v = _small()
     assert zi.default_cam_layer(zoo.create("googlenet")) == "inception5"

@@ -67,6 +67,7 @@ def test_torchvision_names_keep_their_underscores():
     assert not any(".5b." in k or "Conv2d.1a" in k or "branch.pool" in k for k in keys)
 
 
+@pytest.mark.integration
 def test_input_limits():
     """At least 75x75 (torchvision's minimum); the auxiliary classifier, which runs in training, needs a 17x17
     Mixed_6e map: 299x299 (torchvision's fails below it too). Initialisation works from 75."""
@@ -92,6 +93,7 @@ def test_input_limits():
     assert AUX_COLLECTION not in train(no_aux, 75)[1]
 
 
+@pytest.mark.integration
 def test_receptive_fields_and_grad_cam_layer():
     """Stem: 3x3/2 -> 3, 3x3 -> 7, 3x3 -> 11, pool 3/2 -> 15 (jump 4), 3x3 -> 23, pool 3/2 -> 31 (jump 8);
     each fig. 5 module adds 4 x 8 (a 5x5, or two 3x3): 63, 95, 127."""

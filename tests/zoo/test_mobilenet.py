@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import abstract_variables, batchnorm_settings, draw, flat, forward_shapes, images, key, \
-    layer_modules, random_variables, run_once
+from helpers import abstract_variables, batchnorm_settings, draw, flat, forward_shapes, images, inner_loop_sample, \
+    key, layer_modules, random_variables, run_once
 from zoo.layers import make_divisible
 from zoo.mobilenet import MobileNetV3
 from zoo.summary import layer_table, param_count
@@ -189,7 +189,7 @@ def _mobilenet_run(name):
     return (v, *run_once(run, v, x))
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"])
+@pytest.mark.parametrize("name", inner_loop_sample(["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"]))
 def test_forward_train_and_eval(name):
     v, logits, out, stats, _ = _mobilenet_run(name)
     assert logits.shape == out.shape == (2, 7)
@@ -198,7 +198,8 @@ def test_forward_train_and_eval(name):
     assert jax.tree.structure(stats) == jax.tree.structure(v["batch_stats"])
 
 
-@pytest.mark.parametrize("name, momentum", [("mobilenet_v3_small", 0.01), ("mobilenet_v2", 0.1)])  # PyTorch convention
+@pytest.mark.parametrize("name, momentum", inner_loop_sample([("mobilenet_v3_small", 0.01), ("mobilenet_v2", 0.1)],
+                                                              {("mobilenet_v3_small", 0.01)}))  # PyTorch convention
 def test_running_stats_update_with_torch_momentum(name, momentum):
     v, _, _, stats, conv_out = _mobilenet_run(name)
     old = v["batch_stats"]["features_0_1"]["mean"]

@@ -38,6 +38,7 @@ def published(tmp_path_factory):
     catalogue.unregister(SMALL, "TEST")
 
 
+@pytest.mark.integration
 def test_predict_prints_five_imagenet_names_with_their_probabilities(published, capsys):
     root, image = published
     assert main(["--model", SMALL, "--weights", "TEST", "--cache_dir", str(root / "cache"),
@@ -58,6 +59,7 @@ def test_predict_prints_five_imagenet_names_with_their_probabilities(published, 
     assert [int(i) for _, _, i in parsed] == list(np.argsort(-logits[0], kind="stable")[:5])
 
 
+@pytest.mark.integration
 def test_json_output_and_topk(published, capsys):
     root, _ = published
     photo = str(root / "photo.png")

@@ -71,6 +71,7 @@ class _Stack(nn.Module):
         return x.mean(axis=(1, 2))
 
 
+@pytest.mark.integration
 def test_receptive_field_recursion_stacked_strided_dilated_and_residual_models():
     rf = zi.receptive_fields(_Stack(), (32, 32, 1))
     assert _sizes(rf, ["conv1", "conv2", "conv3"]) == [3, 5, 7]

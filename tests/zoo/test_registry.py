@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import abstract_variables, images, key, random_variables, reference, run_once, traced
+from helpers import abstract_variables, images, inner_loop_sample, key, random_variables, reference, run_once, traced
 
 ALL = zoo.list_models()
 
@@ -74,7 +74,7 @@ def test_registry_holds_all_families():
                         "efficientnet"}
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", inner_loop_sample(ALL))
 def test_model_info_is_complete(name):
     info = zoo.model_info(name)
     assert info.name == name and info.paper and info.input_size > 0 and info.head
@@ -145,7 +145,7 @@ def _forward_setup(name):
     return model, x, random_variables(model, x.shape[1:])
 
 
-@pytest.mark.parametrize("name", _one_per_family())
+@pytest.mark.parametrize("name", inner_loop_sample(_one_per_family()))
 def test_forward_small_input(name):
     model, x, variables = _forward_setup(name)
     assert set(variables) <= {"params", "batch_stats"}
@@ -174,6 +174,7 @@ def test_train_mode_updates_batch_stats_eval_mode_does_not():
     jax.tree.map(np.testing.assert_array_equal, v["batch_stats"], same["batch_stats"])
 
 
+@pytest.mark.integration
 def test_dropout_only_in_train_mode_with_rng():
     name = "vgg11"  # classifier dropout (0.5 by default), accepts 32x32
     assert "dropout" in zoo.model_info(name).options()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import abstract_variables, count, flat, forward_shapes, images, layer_modules, random_variables, \
+from helpers import inner_loop_sample, abstract_variables, count, flat, forward_shapes, images, layer_modules, random_variables, \
     reference, run_once
 from zoo.resnet import CifarResNet, ResNet
 
@@ -74,7 +74,7 @@ def test_bottleneck_stride_is_on_the_3x3_conv():
     assert mods["layer2_0/conv2"].strides == (2, 2) and mods["layer2_0/conv1"].strides == (1, 1)
 
 
-@pytest.mark.parametrize("name", sorted(TABLE1) + ["resnext50_32x4d", "wide_resnet50_2"])
+@pytest.mark.parametrize("name", inner_loop_sample(sorted(TABLE1) + ["resnext50_32x4d", "wide_resnet50_2"], {"resnet18", "resnet50"}))
 def test_projection_shortcuts_where_torchvision_has_them(name):
     """torchvision's _make_layer adds ``downsample`` (1x1 conv + BN) to the first block of a stage when
     it strides or changes the channel count: stages 2-4 always, stage 1 only for bottlenecks (64 -> 256)."""
@@ -168,8 +168,8 @@ def test_small_input_sizes():
 
 # ---------------------------------------------------------------------- CIFAR ResNets (sec. 4.2)
 
-@pytest.mark.parametrize("name, depth", [("resnet20", 20), ("resnet32", 32), ("resnet44", 44), ("resnet56", 56),
-                                         ("resnet110", 110)])
+@pytest.mark.parametrize("name, depth", inner_loop_sample([("resnet20", 20), ("resnet32", 32), ("resnet44", 44),
+                                                           ("resnet56", 56), ("resnet110", 110)], {("resnet20", 20)}))
 def test_cifar_resnets_are_6n_plus_2(name, depth):
     params = abstract_variables(name)["params"]
     n = (depth - 2) // 6

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import abstract_variables, forward_shapes, images, key, random_variables, reference, run_once
+from helpers import inner_loop_sample, abstract_variables, forward_shapes, images, key, random_variables, reference, run_once
 from zoo import shufflenet
 
 # ShuffleNet v1, Table 1: stage2, stage3, stage4 output channels at 1x, per group count; conv1 24.
@@ -47,7 +47,7 @@ def test_v1_stage_channels_are_table1(g):
     assert shapes["pre_logits"] == (1, s4)
 
 
-@pytest.mark.parametrize("g, s", sorted(OFFICIAL))
+@pytest.mark.parametrize("g, s", inner_loop_sample(sorted(OFFICIAL), {(1, 1.0), (3, 0.5)}))
 def test_v1_widths_are_the_official_release(g, s):
     stem, *stages = OFFICIAL[(g, s)]
     assert shufflenet.v1_channels(g, s) == (stem, tuple(stages))
@@ -55,6 +55,7 @@ def test_v1_widths_are_the_official_release(g, s):
     assert [shapes["stem"][-1], shapes["stage2"][-1], shapes["stage3"][-1], shapes["stage4"][-1]] == [stem, *stages]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("g", shufflenet.GROUPS)
 @pytest.mark.parametrize("s", shufflenet.WIDTHS)
 def test_v1_every_groups_width_builds(g, s):
