@@ -33,15 +33,18 @@ def init(model, input_shape, *, rng: int | jax.Array = 0, batch: int = 1) -> dic
 
 
 # ---------------------------------------------------------------------- persistent compilation cache
-CACHE_ENV = "ZOO_COMPILE_CACHE"   # 'off' | a directory; unset: DEFAULT_CACHE_DIR
+CACHE_ENV = "ZOO_COMPILE_CACHE"   # 'off' | a directory; unset: default_cache_dir()
 CACHE_OFF = ("off", "0", "false", "no", "none")
 CACHE_MIN_COMPILE_SECS = 0.1      # programs that compile faster than this are not written (the eager ops' tiny ones)
 _cache_state: dict = {"dir": None}
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/cnn-zoo/jax`` (``~/.cache/cnn-zoo/jax``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnn-zoo" / "jax"
+    """``jax`` in the project's cache (``zoo.weights.download.cache_root``: ``$ZOO_CACHE``, else
+    ``~/.cache/cnn-zoo``)."""
+    from zoo.weights.download import cache_root  # noqa: PLC0415
+
+    return cache_root() / "jax"
 
 
 def cache_dir_for(setting: str | None = "auto") -> Path | None:
@@ -58,7 +61,7 @@ def cache_dir_for(setting: str | None = "auto") -> Path | None:
 def use_compile_cache(setting: str | None = "auto") -> Path | None:
     """Turn JAX's persistent compilation cache on in the directory ``setting`` names
     (:func:`cache_dir_for`), or off; returns the directory in use. Every command that compiles
-    calls it once through ``train.setup.create_model`` (or its own ``main``). A compiled program is
+    calls it once (``train.setup.create_model``, ``zoo.bundle.from_args``, zoo.convert's CLI). A compiled program is
     then read back from disk by any later process that compiles the same program (JAX's key: the
     lowered module, compile options, backend, device kinds, jax/jaxlib versions and XLA flags), so a
     changed model, step, input shape or jax version compiles afresh. A directory that cannot be

@@ -17,12 +17,12 @@ def restore_cache():
     compiling.use_compile_cache(before or "off")
 
 
-def test_default_is_the_user_cache_directory(monkeypatch, tmp_path):
+def test_default_is_the_projects_user_cache_directory(monkeypatch, tmp_path):
     monkeypatch.delenv(compiling.CACHE_ENV, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert compiling.cache_dir_for("auto") == tmp_path / "cnn-zoo" / "jax"
-    assert compiling.cache_dir_for(None) == tmp_path / "cnn-zoo" / "jax"
-    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path))   # where the weights are cached too
+    assert compiling.cache_dir_for("auto") == tmp_path / "jax"
+    assert compiling.cache_dir_for(None) == tmp_path / "jax"
+    monkeypatch.delenv("ZOO_CACHE")
     assert compiling.cache_dir_for("auto") == Path.home() / ".cache" / "cnn-zoo" / "jax"
 
 
