@@ -57,6 +57,9 @@ def _args(argv=None):
     ap.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS (before jax is imported)")
     ap.add_argument("--experiment", help="a candidate change from benchmarks/experiments.py")
     ap.add_argument("--out", help="JSON with the per-op, per-category and per-layer tables")
+    ap.add_argument("--compile-only", action="store_true", help="where the first step's time goes instead: "
+                    "trace + lowering vs XLA compile, program size, convolutions and distinct conv shapes (the "
+                    "persistent compilation cache off); then --steps timed steps without the profiler")
     return ap.parse_args(argv)
 
 
@@ -196,8 +199,53 @@ def read_trace(directory: str) -> tuple[dict, float]:
     return dict(ops), 0.0
 
 
+CONV_SIG = re.compile(r"stablehlo\.convolution\(.*?\)\s*(dim_numbers.*?)\s*\{.*?:\s*(\(.*?\)\s*->\s*tensor<[^>]*>)")
+
+
+def compile_profile(a, s) -> int:
+    """Trace + lowering and XLA compile times of the step, the size of the program before and after
+    XLA, its convolutions and how many distinct (shapes, dimension numbers) they have."""
+    import jax  # noqa: PLC0415
+
+    state = s.state
+    args = (state, s.batch) if a.mode == "train" else (s.variables(state), s.batch)
+    fn = s.train_fn if a.mode == "train" else s.eval_fn
+    t = time.perf_counter()
+    lowered = fn.lower(*args)
+    lower_s = time.perf_counter() - t
+    text = lowered.as_text()
+    convs = [m.group(1) + " " + m.group(2) for m in CONV_SIG.finditer(text)]
+    t = time.perf_counter()
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - t
+    hlo = compiled.as_text()
+    opt_convs = len(re.findall(r"= \S+ convolution\(", hlo))
+    fusions = len(re.findall(r"= \S+ fusion\(", hlo))
+    walls = []
+    for _ in range(a.steps):
+        t = time.perf_counter()
+        out = compiled(*args)
+        jax.block_until_ready(out)
+        walls.append(time.perf_counter() - t)
+        if a.mode == "train":
+            args = (out[0], s.batch)
+    r = {"model": a.model, "mode": a.mode, "batch": a.batch, "input_shape": list(s.input_shape),
+         "xla_flags": os.environ.get("XLA_FLAGS", ""), "trace_lower_s": round(lower_s, 2),
+         "xla_compile_s": round(compile_s, 2), "stablehlo_lines": text.count("\n"),
+         "stablehlo_convolutions": len(convs), "distinct_conv_shapes": len(set(convs)),
+         "optimised_hlo_lines": hlo.count("\n"), "optimised_convolutions": opt_convs, "fusions": fusions,
+         "step_ms": [round(w * 1e3, 1) for w in walls], "loadavg": os.getloadavg()[0]}
+    print(json.dumps(r))
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(r, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     a = _args(argv)
+    if a.compile_only:   # cold: never a program from the persistent compilation cache
+        os.environ["ZOO_COMPILE_CACHE"] = "off"
     if a.xla_flags:
         os.environ["XLA_FLAGS"] = " ".join(x for x in (os.environ.get("XLA_FLAGS", ""), a.xla_flags) if x)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -207,6 +255,9 @@ def main(argv=None) -> int:
         import experiments  # noqa: PLC0415
         experiments.apply(a.experiment)
 
+    if a.compile_only:
+        return compile_profile(a, harness.setup(a.model, batch=a.batch, res=a.res, classes=a.classes,
+                                                precision=a.precision))
     s = harness.setup(a.model, batch=a.batch, res=a.res, classes=a.classes, precision=a.precision)
     state = s.state
     if a.mode == "train":

@@ -15,6 +15,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
+    c.compile_cache = "auto"       # persistent compilation cache: 'auto' ($ZOO_COMPILE_CACHE, else $ZOO_CACHE/jax or ~/.cache/cnn-zoo/jax) | 'off' | a directory
 
     # ---- model: a zoo registry name plus constructor overrides (zoo.create(model, **model_kwargs))
     c.model = "lenet5"             # a registry name (python -m zoo lists them)

@@ -3,8 +3,16 @@ test modules in tests/zoo and tests/train import the shared helpers with ``from 
 and the vendored fixtures with ``from fixtures.parity.recipe import ...``. Test files have unique
 basenames (no __init__.py: a package named tests/zoo would shadow the real ``zoo``).
 
-Shared fixtures live here; helpers (plain functions) in helpers.py."""
+Shared fixtures live here; helpers (plain functions) in helpers.py.
+
+The persistent compilation cache is off for the tests and the processes they start
+(``ZOO_COMPILE_CACHE=off``): tests never write into the user's cache directory, and never read a
+program another run compiled; the tests of the cache set it themselves."""
+import os
+
 import pytest
+
+os.environ["ZOO_COMPILE_CACHE"] = "off"
 
 
 @pytest.fixture(scope="session")

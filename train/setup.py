@@ -122,12 +122,16 @@ def _published_overrides(config) -> dict:
     return {k: v for k, v in catalogue.entry(name, tag).model_overrides if k in options}
 
 
-def create_model(name: str, kwargs: dict, precision: str = "float32", plan: parallel.Plan | None = None):
+def create_model(name: str, kwargs: dict, precision: str = "float32", plan: parallel.Plan | None = None, *,
+                 compile_cache: str = "auto"):
     """``zoo.create(name, **kwargs)`` for the devices that run it: ``dtype`` of ``precision``,
     ``conv_impl`` for the plan's platform (no plan: the default device's), and with a plan
-    ``axis_name=AXIS`` (BatchNorm synchronised across the step's devices)."""
+    ``axis_name=AXIS`` (BatchNorm synchronised across the step's devices). Everything that compiles
+    a model builds it here, so the persistent compilation cache is set here, once
+    (``zoo.compiling.use_compile_cache(compile_cache)``: the config's ``compile_cache``)."""
     if precision not in step.PRECISIONS:
         raise ValueError(f"precision={precision!r}: allowed values are {tuple(step.PRECISIONS)}")
+    zoo.compiling.use_compile_cache(compile_cache)
     device = plan.devices[0] if plan is not None else jax.devices()[0]
     return zoo.create(name, axis_name=parallel.AXIS if plan is not None else None, dtype=step.PRECISIONS[precision],
                       conv_impl=zoo.convs.conv_impl_for(device.platform), **kwargs)
@@ -161,7 +165,8 @@ def make(config, *, plan: parallel.Plan, model_kwargs: dict, input_shape, steps_
     """A training run from its figures, without data (``build`` and the benchmarks): model for the
     plan, :class:`train.optim.Freezing` resolved once, optimizer, step config."""
     info = zoo.model_info(config.model)
-    model = create_model(config.model, model_kwargs, config.precision, plan)
+    model = create_model(config.model, model_kwargs, config.precision, plan,
+                         compile_cache=config.get("compile_cache", _DEFAULTS.compile_cache))
     freezing = optim.Freezing.from_config(config, info.head)
     tx, schedule = optim.make_optimizer(config, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                                         freezing=freezing)
@@ -220,7 +225,8 @@ def for_checkpoint(meta: dict, *, split: str | None = None) -> Run:
     if int(config.eval_batch_size) % plan.num_devices:
         plan = parallel.make_plan(plan.parallelism, 1)
     pipe = checkpoint_pipeline(meta, split=split)
-    model = create_model(meta["model"], meta["model_kwargs"], meta.get("precision", "float32"), plan)
+    model = create_model(meta["model"], meta["model_kwargs"], meta.get("precision", "float32"), plan,
+                         compile_cache=config.get("compile_cache", _DEFAULTS.compile_cache))
     cfg = step.StepConfig(loss=config.get("loss", "cross_entropy"), label_smoothing=config.get("label_smoothing", 0.0))
     return Run(config, zoo.model_info(meta["model"]), dict(meta["model_kwargs"]), model, plan, pipe.image_shape, cfg,
                eval_pipe=pipe)

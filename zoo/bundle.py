@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from zoo import registry
+from zoo.compiling import use_compile_cache
 from zoo.pretrained import load_pretrained
 
 
@@ -97,6 +98,7 @@ def add_arguments(p: argparse.ArgumentParser, *, model_required: bool = False) -
 
 
 def from_args(args: argparse.Namespace, *, conv_impl: str = "lax") -> Bundle:
+    use_compile_cache()   # the commands that build a bundle (predict, export) compile with the persistent cache
     if args.model is not None:
         registry.model_info(args.model)  # an unknown name: the closest names, before anything loads
     return load(args.model, weights=args.weights, file=args.file, workdir=args.workdir, checkpoint=args.checkpoint,

@@ -1,8 +1,15 @@
-"""XLA compile options, in one place, and ``init``: a model's variables from one compiled call."""
+"""XLA compile options and the persistent compilation cache, in one place, and ``init``: a model's
+variables from one compiled call."""
 from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+
+log = logging.getLogger("zoo")
 
 
 def fast_compile_options() -> dict:
@@ -23,3 +30,61 @@ def init(model, input_shape, *, rng: int | jax.Array = 0, batch: int = 1) -> dic
     key = jax.random.PRNGKey(rng) if isinstance(rng, int) else rng
     x = jnp.zeros((batch, *input_shape), jnp.float32)
     return compile_once(lambda k: model.init(k, x, train=False), key)(key)
+
+
+# ---------------------------------------------------------------------- persistent compilation cache
+CACHE_ENV = "ZOO_COMPILE_CACHE"   # 'off' | a directory; unset: default_cache_dir()
+CACHE_OFF = ("off", "0", "false", "no", "none")
+CACHE_MIN_COMPILE_SECS = 0.1      # programs that compile faster than this are not written (the eager ops' tiny ones)
+_cache_state: dict = {"dir": None}
+
+
+def default_cache_dir() -> Path:
+    """``jax`` in the project's cache (``zoo.weights.download.cache_root``: ``$ZOO_CACHE``, else
+    ``~/.cache/cnn-zoo``)."""
+    from zoo.weights.download import cache_root  # noqa: PLC0415
+
+    return cache_root() / "jax"
+
+
+def cache_dir_for(setting: str | None = "auto") -> Path | None:
+    """The cache directory a setting names: ``'off'`` -> None, a path -> it, ``'auto'`` / None -> the
+    environment variable ``ZOO_COMPILE_CACHE`` (``off`` or a path) when set, else :func:`default_cache_dir`."""
+    setting = "auto" if setting is None else str(setting).strip()
+    if setting == "auto":
+        setting = os.environ.get(CACHE_ENV, "").strip() or str(default_cache_dir())
+    if setting.lower() in CACHE_OFF or not setting:
+        return None
+    return Path(setting).expanduser()
+
+
+def use_compile_cache(setting: str | None = "auto") -> Path | None:
+    """Turn JAX's persistent compilation cache on in the directory ``setting`` names
+    (:func:`cache_dir_for`), or off; returns the directory in use. Every command that compiles
+    calls it once (``train.setup.create_model``, ``zoo.bundle.from_args``, zoo.convert's CLI). A compiled program is
+    then read back from disk by any later process that compiles the same program (JAX's key: the
+    lowered module, compile options, backend, device kinds, jax/jaxlib versions and XLA flags), so a
+    changed model, step, input shape or jax version compiles afresh. A directory that cannot be
+    created leaves the cache off, with a warning: compiling is never blocked by it."""
+    from jax.experimental.compilation_cache import compilation_cache as cc  # noqa: PLC0415
+
+    path = cache_dir_for(setting)
+    if path is not None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise PermissionError(f"not writable: {path}")
+        except OSError as e:
+            log.warning("compilation cache off: cannot use %s (%s); set %s=off or another directory",
+                        path, e, CACHE_ENV)
+            path = None
+    wanted = None if path is None else str(path)
+    if wanted == _cache_state["dir"] == jax.config.jax_compilation_cache_dir:
+        return path
+    jax.config.update("jax_compilation_cache_dir", None if path is None else str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_SECS)
+    cc.reset_cache()   # JAX opens its cache once per process: a moved or disabled one needs a reset
+    _cache_state["dir"] = wanted
+    if path is not None:
+        log.debug("compilation cache: %s (%s=off turns it off)", path, CACHE_ENV)
+    return path

@@ -124,3 +124,37 @@ def test_benchmark_harness_builds_through_the_setup(monkeypatch):
     sums, _ = s.eval_fn(s.variables(state), s.batch)
     assert np.isfinite(float(metrics["loss"])) and float(parallel.unreplicate(sums, s.plan)["count"]) == 8
     sys.modules.pop("harness", None)
+
+
+def test_every_run_sets_the_compilation_cache_of_its_config(tmp_path):
+    c = quick(compile_cache=str(tmp_path / "jax"))
+    plan = parallel.make_plan(c.parallelism, c.num_devices)
+    try:
+        setup.make(c, plan=plan, model_kwargs=setup.model_kwargs(c, 10), input_shape=(28, 28, 1),
+                   steps_per_epoch=100, total_steps=10_000)
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "jax")
+        meta = json.loads(json.dumps(V0_META))
+        meta["config"]["compile_cache"] = "off"
+        setup.for_checkpoint(meta, split="test")
+        assert jax.config.jax_compilation_cache_dir is None
+    finally:
+        zoo.compiling.use_compile_cache("off")
+
+
+@pytest.mark.integration
+def test_a_second_process_reads_the_compiled_train_step_from_the_cache(tmp_path):
+    """Two fresh processes compile the same step: the first writes it, the second reads it back
+    (JAX's cache-hit events) and writes nothing; the cache off: neither."""
+    from helpers import run_worker
+
+    cache = tmp_path / "cache"
+    first = run_worker("compile_cache", cache)
+    files = sorted(p.name for p in cache.iterdir())
+    assert first["cache_dir"] == str(cache) and first["misses"] >= 1 and first["hits"] == 0
+    assert any(name.startswith("jit_") and name.endswith("-cache") for name in files)
+    second = run_worker("compile_cache", cache)
+    assert second["hits"] >= 1 and second["misses"] == 0
+    assert sorted(p.name for p in cache.iterdir()) == files
+    assert second["loss"] == first["loss"]
+    off = run_worker("compile_cache", "off")
+    assert off["cache_dir"] is None and off["hits"] == off["misses"] == 0

@@ -24,6 +24,7 @@ which caps MNIST near 10,000 examples/s on 2 cores; batch-level elements run at 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 from typing import Any, Sequence
@@ -96,8 +97,14 @@ class _BatchLoader:
                                            self.start, self.start + n)
         h, w = self.pp["image_size"]
         if n:
-            images, labels, ok = self.source.read(local)
-            x = transforms.apply(images, self.pp, train=self.train, rand=rand)
+            boxes = None
+            if isinstance(self.source, sources.FolderSource) and transforms.crops(self.pp, train=self.train):
+                # decoded knowing the crop: JPEGs at a reduced size when training (train.data.decode)
+                region = functools.partial(transforms.crop_box, pp=self.pp, train=self.train, rand=rand)
+                images, labels, ok, boxes = self.source.read(local, region, (h, w) if self.train else None)
+            else:
+                images, labels, ok = self.source.read(local)
+            x = transforms.apply(images, self.pp, train=self.train, rand=rand, boxes=boxes)
             if not ok.all():
                 x[~ok] = 0.0
         if n == self.local_batch:

@@ -5,7 +5,8 @@
   into 4,000 ``'train'`` / 1,000 ``'test'`` (400 / 100 per class). Works offline.
 * ``'synthetic'``: class-conditioned noise of any shape and class count (a model can learn it).
 * ``'folder:PATH'``: one subfolder per class (``PATH/<split>/<class>/*``, or ``PATH/<class>/*`` split
-  once); bad images and empty class folders per ``on_corrupt`` / ``empty_classes``.
+  once); bad images and empty class folders per ``on_corrupt`` / ``empty_classes``; decoding:
+  ``train/data/decode.py``.
 * ``'idx:PATH'``: MNIST-style IDX files in memory (``train/data/idx.py``).
 * any other name: a TFDS dataset, read TF-free through ``tfds.data_source``, never downloaded here;
   with ``cache``, fixed-size splits up to 2 GiB are decoded into memory once.
@@ -28,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from train import logs
-from train.data import idx
+from train.data import decode, idx
 from train.data.transforms import GRAY_WEIGHTS
 
 log = logging.getLogger("train.data")
@@ -176,25 +177,24 @@ class FolderSource(Source):
         """Images that passed the header check but failed to decode (masked out) in this process."""
         return len(self.failed)
 
-    def read(self, indices):
-        from PIL import Image  # noqa: PLC0415
-
-        images, ok = [], np.ones(len(indices), bool)
-        for k, i in enumerate(indices):
-            path = self.paths[i]
+    def read(self, indices, region=None, out_size=None):
+        """``(images, labels, ok)``; with ``region`` (``(k, h, w) -> crop box`` of the k-th index):
+        ``(images, labels, ok, boxes)``, boxes in their image's coordinates (``decode.read_rgb``)."""
+        images, boxes, ok = [], [], np.ones(len(indices), bool)
+        for k, path in enumerate(self.paths[i] for i in indices):
             try:
-                with Image.open(path) as im:
-                    images.append(np.asarray(im.convert("RGB")))
+                img, box = decode.read_rgb(path, region and functools.partial(region, k), out_size)
             except Exception as e:  # noqa: BLE001  (PIL raises many types for bad files)
                 if self.on_corrupt == "error":
                     raise ValueError(f"folder dataset: cannot read image {path}: {e!r} "
                                      f"(set data.on_corrupt='skip' to skip such files)") from e
                 self.failed.append(path)  # list.append: atomic across grain's reader threads
-                log.warning("folder dataset: skipping unreadable image %s (%r); %d so far in this process",
-                            path, e, self.decode_failures)
-                images.append(np.zeros((1, 1, 3), np.uint8))
-                ok[k] = False
-        return images, self.labels[indices], ok
+                log.warning("folder dataset: skipping unreadable image %s (%r); %d so far in this process", path, e,
+                            self.decode_failures)
+                img, box, ok[k] = np.zeros((1, 1, 3), np.uint8), None, False
+            images.append(img)
+            boxes.append(box)
+        return (images, self.labels[indices], ok) + (() if region is None else (boxes,))
 
 
 def _check_image(path: str) -> str | None:

@@ -191,15 +191,17 @@ def _rrc_box(h: int, w: int, u: np.ndarray, scale: Sequence[float], ratio: Seque
 
 
 def _pil_resize(img: np.ndarray, size: Sequence[int], box: Sequence[float],
-                interpolation: str = "bilinear") -> np.ndarray:
+                interpolation: str = "bilinear", flip: bool = False) -> np.ndarray:
+    """The ``box`` region of ``img`` (h, w, c) resized to ``size`` (antialiased, ``interpolation``
+    'bilinear' or 'bicubic'), mirrored horizontally when ``flip``: (H, W, c) uint8."""
     from PIL import Image  # noqa: PLC0415
 
     big_h, big_w = size
     c = img.shape[-1]
     pil = Image.fromarray(img[..., 0] if c == 1 else img)
     resample = Image.Resampling.BICUBIC if interpolation == "bicubic" else Image.Resampling.BILINEAR
-    out = np.asarray(pil.resize((big_w, big_h), resample, box=tuple(float(b) for b in box)))
-    return out.reshape(big_h, big_w, c)
+    pil = pil.resize((big_w, big_h), resample, box=tuple(float(b) for b in box))
+    return np.asarray(pil.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else pil).reshape(big_h, big_w, c)
 
 
 def _pixels(a: np.ndarray) -> np.ndarray:
@@ -226,23 +228,39 @@ def _crop_flip(x: np.ndarray, pad: int, offsets: np.ndarray | None, flip: np.nda
     return out
 
 
-def geometric(images, pp: dict, *, train: bool = False, rand: dict | None = None) -> np.ndarray:
+def crops(pp: dict, *, train: bool = False) -> bool:
+    """Whether ``geometric`` resizes a region of each image (:func:`crop_box`) rather than all of it."""
+    return (train and pp["augment"] == "imagenet") or pp["eval_resize"] == "center_crop"
+
+
+def crop_box(k: int, h: int, w: int, pp: dict, *, train: bool = False, rand: dict | None = None):
+    """The (left, top, right, bottom) region of the k-th image (h x w) that ``geometric`` resizes to
+    ``image_size``: the Inception random-resized crop when training under 'imagenet', else the centre
+    box under 'center_crop' (only when :func:`crops`)."""
+    if train and pp["augment"] == "imagenet":
+        params = pp["augment_params"]
+        return _rrc_box(h, w, rand["rrc"][k], params["scale"], params["ratio"])
+    return _centre_box(h, w, tuple(pp["image_size"]), pp["crop_fraction"])
+
+
+def geometric(images, pp: dict, *, train: bool = False, rand: dict | None = None, boxes=None) -> np.ndarray:
     """Crop/resize/augment to (n, H, W, source_channels): uint8 or float32 (resized, unrounded).
 
-    ``images``: a uint8 array (n, h, w, c) or a list of (h_i, w_i, c) uint8 arrays."""
+    ``images``: a uint8 array (n, h, w, c) or a list of (h_i, w_i, c) uint8 arrays. ``boxes``: the
+    regions :func:`crop_box` gives, already computed (per image, in its coordinates; None: compute it),
+    e.g. by a reader that decoded a JPEG at a reduced size (``train.data.decode``)."""
     size = tuple(pp["image_size"])
     augment = pp["augment"] if train else "none"
-    params = pp.get("augment_params", {})
     rand = rand or {}
     n = len(images)
     interp = complete(pp)["interpolation"]
-    if augment == "imagenet":
-        x = np.stack([_pil_resize(img, size, _rrc_box(img.shape[0], img.shape[1], rand["rrc"][i],
-                                                       params["scale"], params["ratio"]), interp)
-                      for i, img in enumerate(images)]) if n else None
-    elif pp["eval_resize"] == "center_crop":
-        x = np.stack([_pil_resize(img, size, _centre_box(img.shape[0], img.shape[1], size, pp["crop_fraction"]),
-                                  interp) for img in images]) if n else None
+    if crops(pp, train=train):  # one image at a time, flipped as it is resized, into one batch
+        boxes = boxes if boxes is not None else [None] * n
+        flips = rand["flip"] if augment == "imagenet" else np.zeros(n, bool)
+        x = np.empty((n, *size, images[0].shape[-1]), np.uint8) if n else None
+        for i, (img, box) in enumerate(zip(images, boxes)):
+            box = box if box is not None else crop_box(i, img.shape[0], img.shape[1], pp, train=train, rand=rand)
+            x[i] = _pil_resize(img, size, box, interp, flip=bool(flips[i]))
     elif interp != "bilinear":  # 'resize' with another filter: PIL, one image at a time
         x = np.stack([_pil_resize(img, size, (0, 0, img.shape[1], img.shape[0]), interp)
                       for img in images]) if n else None
@@ -253,11 +271,10 @@ def geometric(images, pp: dict, *, train: bool = False, rand: dict | None = None
     if x is None:
         return np.zeros((0, *size, pp["source_channels"]), np.float32)
     if augment in ("mnist", "cifar"):
+        params = pp["augment_params"]
         p = params["max_shift"] if augment == "mnist" else params["pad"]
         offsets = np.minimum((rand["offset"] * (2 * p + 1)).astype(np.int64), 2 * p)
         x = _crop_flip(x, p, offsets, rand["flip"] if augment == "cifar" else None)
-    elif augment == "imagenet":
-        x = _crop_flip(x, 0, None, rand["flip"])
     return x
 
 
@@ -273,29 +290,28 @@ def normalize(x: np.ndarray, pp: dict) -> np.ndarray:
     conv = pp["channel_conversion"]
     mean, std = tuple(pp["mean"]), tuple(pp["std"])
     if conv == "rgb_to_gray":
-        out = np.matmul(x.astype(np.float32, copy=False), np.asarray(GRAY_WEIGHTS, np.float32)[:, None])
-    else:
-        out = x.astype(np.float32)  # always a fresh array: normalised in place below
+        x = np.matmul(x.astype(np.float32, copy=False), np.asarray(GRAY_WEIGHTS, np.float32)[:, None])
     repeat = conv == "gray_to_rgb"
     if repeat and len(set(mean)) == 1 and len(set(std)) == 1:
         mean, std = mean[:1], std[:1]  # normalise the single channel, then replicate
     elif repeat:
-        out, repeat = np.repeat(out, 3, axis=-1), False
-    n = out.shape[0]
-    flat = out.reshape(n, -1)
+        x, repeat = np.repeat(x, 3, axis=-1), False
+    n = x.shape[0]
+    out = np.empty(x.shape, np.float32)  # a fresh array: x (uint8 or float) is converted as it is scaled
+    flat, src = out.reshape(n, -1), x.reshape(n, -1)
     if len(set(mean)) == 1 and len(set(std)) == 1:
-        flat *= np.float32(1.0 / (255.0 * std[0]))
+        np.multiply(src, np.float32(1.0 / (255.0 * std[0])), out=flat, dtype=np.float32)
         flat -= np.float32(mean[0] / std[0])
     else:
         scale, shift = _affine_row(mean, std, flat.shape[1] // len(mean))
-        flat *= scale
+        np.multiply(src, scale, out=flat, dtype=np.float32)
         flat -= shift
     return np.repeat(out, 3, axis=-1) if repeat else out
 
 
-def apply(images, pp: dict, *, train: bool = False, rand: dict | None = None) -> np.ndarray:
+def apply(images, pp: dict, *, train: bool = False, rand: dict | None = None, boxes=None) -> np.ndarray:
     """The whole transform: geometric (+ augmentation when ``train``), channels, normalisation."""
-    return normalize(geometric(images, pp, train=train, rand=rand), pp)
+    return normalize(geometric(images, pp, train=train, rand=rand, boxes=boxes), pp)
 
 
 # ----------------------------------------------------------------------------------------- user images

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from zoo import cli
+from zoo.compiling import use_compile_cache
 from zoo.convert.files import load_state_dict, save_torchvision
 from zoo.convert.layout import from_torchvision
 
@@ -27,6 +28,7 @@ def main(argv=None) -> int:
     c.add_argument("model")
     c.add_argument("src")
     args = p.parse_args(argv)
+    use_compile_cache()
     try:
         sd = load_state_dict(args.src)
         variables = from_torchvision(args.model, sd)
