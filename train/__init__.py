@@ -6,12 +6,13 @@ evaluation, reporting, the loop, CLIs).
     report = train.evaluate("runs/lenet5")             # loss, top-1/5, per-class, confusion matrix
     model, variables = train.restore("runs/lenet5")    # model.apply(variables, x, train=False)
     model, variables, meta, step = train.load("runs/lenet5")   # the same, with the checkpoint's meta
+    result = train.search(config, ["optimizer.learning_rate=loguniform(1e-4, 1e-1)"], "runs/search", trials=16)
 
 Attributes are imported lazily so that data worker processes, which import this package, stay light.
 """
 _LAZY = {"fit": ("train.loop", "fit"), "evaluate": ("train.evaluation", "evaluate"),
          "restore": ("train.evaluation", "restore"), "restore_meta": ("train.evaluation", "restore_meta"),
-         "load": ("train.evaluation", "load")}
+         "load": ("train.evaluation", "load"), "search": ("train.search", "search")}
 
 __all__ = list(_LAZY)
 

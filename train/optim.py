@@ -40,6 +40,7 @@ multiplied by the learning rate: ``p -= lr * (adam_step + wd * p)``.)
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 import warnings
 from collections.abc import Sequence
@@ -49,99 +50,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from train.schedules import SCHEDULES, PeakSchedule, make_schedule
+from train.schedules import allowed as _allowed, check as _check
+
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "lars", "lamb")
-SCHEDULES = ("constant", "step", "multistep", "exponential", "cosine", "linear", "poly")
+# optimizer fields that make_optimizer(inject=...) can keep in the optimizer state (search groups)
+INJECTABLE = ("learning_rate", "weight_decay", "momentum", "b1", "b2", "eps", "rms_decay", "rms_eps",
+              "trust_coefficient", "grad_clip_norm")
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "Freezing", "make_schedule", "make_optimizer", "trainable_mask", "decay_mask",
-           "param_labels", "current_lr", "is_update_step", "ema_update"]
-
-
-def _allowed(values) -> str:
-    return ", ".join(repr(v) for v in values)
-
-
-def _check(cond: bool, field: str, value: Any, must: str) -> None:
-    if not cond:
-        raise ValueError(f"{field}={value!r}: {must}")
-
-
-# ------------------------------------------------------------------------------------------ schedules
-
-def make_schedule(schedule_cfg, *, peak_lr: float, steps_per_epoch: float, total_steps: int) -> optax.Schedule:
-    """A learning-rate schedule over OPTIMIZER UPDATES (``schedule(n)`` = lr of update n, 0-based).
-
-    ``schedule_cfg`` is ``c.schedule``. Epoch quantities become updates with ``steps_per_epoch``
-    (updates per epoch, may be fractional); boundaries (warmup length, step period, milestones) are
-    rounded to the nearest whole update, the exponential period is kept fractional.
-
-    - 'constant': ``peak_lr``.
-    - 'step': ``peak_lr * decay_rate ** floor(t / step_epochs)``.
-    - 'multistep': ``peak_lr * decay_rate ** (number of milestones <= t)``.
-    - 'exponential': ``peak_lr * decay_rate ** (t / decay_epochs)`` (continuous).
-    - 'cosine': from ``peak_lr`` to ``end_lr_factor * peak_lr`` at ``total_steps``, then held.
-    - 'linear': straight line from ``peak_lr`` to ``end_lr_factor * peak_lr`` at ``total_steps``
-      (the ShuffleNet v1/v2 papers' policy), then held.
-    - 'poly': Caffe's "poly" policy, ``end + (peak - end) * (1 - t / T) ** power`` (``end`` =
-      ``end_lr_factor * peak_lr``, ``T`` = ``total_steps``; SqueezeNet's release: power 0.5), then held.
-
-    ``warmup_epochs > 0``: linear warmup from 0 to ``peak_lr`` over the warmup updates, then the
-    schedule above starts at the end of warmup (``optax.join_schedules``, as in the Flax ImageNet
-    example and torchvision's SequentialLR): ``t`` counts epochs AFTER warmup, so with 5 warmup
-    epochs ``milestones=(30, 60)`` decays at epochs 35 and 65, and cosine spans
-    ``total_steps - warmup`` updates, ending exactly at ``total_steps``.
-    """
-    name = schedule_cfg.name
-    _check(name in SCHEDULES, "schedule.name", name, f"allowed {_allowed(SCHEDULES)}")
-    _check(peak_lr >= 0, "optimizer.learning_rate", peak_lr, "must be >= 0")
-    _check(steps_per_epoch > 0, "steps_per_epoch", steps_per_epoch, "must be > 0")
-    _check(total_steps > 0, "total_steps", total_steps, "must be > 0 (optimizer updates)")
-    warmup_epochs = float(schedule_cfg.warmup_epochs)
-    _check(warmup_epochs >= 0, "schedule.warmup_epochs", warmup_epochs, "must be >= 0")
-    warmup = int(round(warmup_epochs * steps_per_epoch))
-    peak = float(peak_lr)
-
-    def updates(epochs: float) -> int:
-        return int(round(float(epochs) * steps_per_epoch))
-
-    if name == "constant":
-        main = optax.constant_schedule(peak)
-    elif name == "step":
-        step_epochs, rate = float(schedule_cfg.step_epochs), float(schedule_cfg.decay_rate)
-        _check(step_epochs > 0, "schedule.step_epochs", step_epochs, "must be > 0")
-        _check(rate > 0, "schedule.decay_rate", rate, "must be > 0")
-        period = updates(step_epochs)
-        _check(period >= 1, "schedule.step_epochs", step_epochs,
-               f"is less than one update ({steps_per_epoch} updates per epoch)")
-        main = optax.exponential_decay(peak, transition_steps=period, decay_rate=rate, staircase=True)
-    elif name == "multistep":
-        milestones, rate = tuple(float(m) for m in schedule_cfg.milestones), float(schedule_cfg.decay_rate)
-        _check(rate > 0, "schedule.decay_rate", rate, "must be > 0")
-        _check(all(m > 0 for m in milestones), "schedule.milestones", milestones, "epochs must be > 0")
-        bounds = [updates(m) for m in milestones]
-        _check(all(b > a for a, b in zip([0] + bounds, bounds)), "schedule.milestones", milestones,
-               "must be strictly increasing and at least one update apart")
-        main = optax.piecewise_constant_schedule(peak, {b: rate for b in bounds})
-    elif name == "exponential":
-        decay_epochs, rate = float(schedule_cfg.decay_epochs), float(schedule_cfg.decay_rate)
-        _check(decay_epochs > 0, "schedule.decay_epochs", decay_epochs, "must be > 0")
-        _check(rate > 0, "schedule.decay_rate", rate, "must be > 0")
-        main = optax.exponential_decay(peak, transition_steps=decay_epochs * steps_per_epoch, decay_rate=rate)
-    else:  # cosine / linear / poly: decay to end_lr_factor * peak at total_steps
-        end = float(schedule_cfg.end_lr_factor)
-        _check(end >= 0, "schedule.end_lr_factor", end, "must be >= 0")
-        _check(total_steps - warmup > 0, "schedule.warmup_epochs", warmup_epochs,
-               f"warmup ({warmup} updates) must end before the last update ({total_steps})")
-        if name == "cosine":
-            main = optax.cosine_decay_schedule(peak, decay_steps=total_steps - warmup, alpha=end)
-        else:
-            power = float(schedule_cfg.power) if name == "poly" else 1.0
-            _check(power > 0, "schedule.power", power, "must be > 0")
-            main = optax.polynomial_schedule(peak, end * peak, power, transition_steps=total_steps - warmup)
-
-    if warmup <= 0:
-        return main
-    ramp = optax.linear_schedule(0.0, peak, transition_steps=warmup)
-    return optax.join_schedules([ramp, main], [warmup])
+__all__ = ["OPTIMIZERS", "SCHEDULES", "INJECTABLE", "Freezing", "PeakSchedule", "set_hyperparams", "make_schedule",
+           "make_optimizer", "trainable_mask", "decay_mask", "param_labels", "current_lr", "is_update_step", "ema_update"]
 
 
 # ------------------------------------------------------------------------------------- masks / labels
@@ -281,14 +199,20 @@ def param_labels(params, freeze: str, head: Sequence[str] = (), backbone_lr_mult
 
 # ----------------------------------------------------------------------------------------- optimizer
 
-def _base_optimizer(o, learning_rate) -> optax.GradientTransformation:
-    """The optimizer named by ``o.name`` at ``learning_rate`` (a scalar), weight decay included."""
-    name, wd, momentum = o.name, float(o.weight_decay), float(o.momentum)
-    coupled_l2 = [optax.add_decayed_weights(wd, mask=decay_mask)] if wd > 0 else []
+def _base_optimizer(o, learning_rate, hp: dict) -> optax.GradientTransformation:
+    """The optimizer named by ``o.name`` at ``learning_rate`` (a scalar), weight decay included.
+    ``hp``: injected values of ``o``'s numeric fields (:data:`INJECTABLE`), which replace the config's;
+    which transforms are chained still follows ``o`` (a zero weight decay or momentum leaves one out)."""
+    def v(field):
+        return hp[field] if field in hp else float(o[field])
+
+    name, wd, momentum = o.name, v("weight_decay"), v("momentum")
+    coupled_l2 = [optax.add_decayed_weights(wd, mask=decay_mask)] if float(o.weight_decay) > 0 else []
     if name == "sgd":
-        return optax.chain(*coupled_l2, optax.sgd(learning_rate, momentum=momentum or None, nesterov=bool(o.nesterov)))
+        return optax.chain(*coupled_l2, optax.sgd(learning_rate, momentum=momentum if float(o.momentum) else None,
+                                                  nesterov=bool(o.nesterov)))
     if name == "adam":
-        return optax.chain(*coupled_l2, optax.adam(learning_rate, b1=o.b1, b2=o.b2, eps=o.eps))
+        return optax.chain(*coupled_l2, optax.adam(learning_rate, b1=v("b1"), b2=v("b2"), eps=v("eps")))
     if name == "rmsprop":
         # TF1 RMSProp (tf.train.RMSPropOptimizer, the MobileNet/EfficientNet recipes; timm's RMSpropTF):
         #   ms  = rms_decay * ms + (1 - rms_decay) * g**2        ms starts at 1 (initial_scale=1)
@@ -296,17 +220,17 @@ def _base_optimizer(o, learning_rate) -> optax.GradientTransformation:
         #   p  -= mom                                             lr inside the momentum buffer
         # optax.rmsprop chains scale_by_rms -> scale_by_learning_rate -> trace(momentum): the same order.
         # PyTorch's RMSprop instead uses sqrt(ms) + eps and ms starting at 0.
-        return optax.chain(*coupled_l2, optax.rmsprop(learning_rate, decay=o.rms_decay, eps=o.rms_eps,
+        return optax.chain(*coupled_l2, optax.rmsprop(learning_rate, decay=v("rms_decay"), eps=v("rms_eps"),
                                                       initial_scale=1.0, eps_in_sqrt=True,
-                                                      momentum=momentum or None))
+                                                      momentum=momentum if float(o.momentum) else None))
     if name == "adamw":
-        return optax.adamw(learning_rate, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=wd, mask=decay_mask)
+        return optax.adamw(learning_rate, b1=v("b1"), b2=v("b2"), eps=v("eps"), weight_decay=wd, mask=decay_mask)
     if name == "lamb":
-        return optax.lamb(learning_rate, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=wd, mask=decay_mask)
+        return optax.lamb(learning_rate, b1=v("b1"), b2=v("b2"), eps=v("eps"), weight_decay=wd, mask=decay_mask)
     # lars: biases and norm parameters are excluded from the layer-wise trust ratio as well as from weight
     # decay (as in the SimCLR/BYOL LARS): they get plain momentum SGD.
     return optax.lars(learning_rate, weight_decay=wd, weight_decay_mask=decay_mask,
-                      trust_coefficient=o.trust_coefficient, trust_ratio_mask=decay_mask, momentum=momentum)
+                      trust_coefficient=v("trust_coefficient"), trust_ratio_mask=decay_mask, momentum=momentum)
 
 
 def _validate_optimizer(o) -> None:
@@ -331,7 +255,8 @@ def _validate_optimizer(o) -> None:
 
 
 def make_optimizer(config, *, steps_per_epoch: float, total_steps: int, head: Sequence[str] = (),
-                   freezing: Freezing | None = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+                   freezing: Freezing | None = None,
+                   inject: Sequence[str] = ()) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """``(tx, schedule)`` from the full config (``c.optimizer``, ``c.schedule``, ``c.transfer``).
 
     ``steps_per_epoch`` / ``total_steps`` are in TRAIN STEPS (``tx.update`` calls); with
@@ -347,6 +272,11 @@ def make_optimizer(config, *, steps_per_epoch: float, total_steps: int, head: Se
     excluded from gradient clipping. Freezing is resolved at ``tx.init(params)`` from the parameter
     paths (errors for a freeze regex matching no parameter and for a head missing from params are
     raised there). ``tx.update`` needs ``params``.
+
+    ``inject``: ``optimizer`` fields (:data:`INJECTABLE`) kept in the optimizer state rather than in
+    the program, so that the trials of a search group (``train.search``) differ in them under
+    ``jax.vmap`` (:func:`set_hyperparams`); the state gains those entries, updates are the same.
+    ``'learning_rate'`` makes the schedule's peak a state entry (:class:`PeakSchedule`).
     """
     o, s = config.optimizer, config.schedule
     _validate_optimizer(o)
@@ -356,6 +286,8 @@ def make_optimizer(config, *, steps_per_epoch: float, total_steps: int, head: Se
     k = o.accumulate_steps
     _check(total_steps >= k, "total_steps", total_steps, f"fewer train steps than optimizer.accumulate_steps={k}")
 
+    unknown = sorted(set(inject) - set(INJECTABLE))
+    _check(not unknown, "inject", tuple(inject), f"allowed {_allowed(INJECTABLE)}")
     schedule = make_schedule(s, peak_lr=float(o.learning_rate), steps_per_epoch=steps_per_epoch / k,
                              total_steps=total_steps // k)
     clip = float(o.grad_clip_norm)
@@ -365,21 +297,28 @@ def make_optimizer(config, *, steps_per_epoch: float, total_steps: int, head: Se
     def frozen(tree):
         return jax.tree.map(lambda lab: lab == "frozen", freezing.labels(tree))
 
-    def build(learning_rate):
+    def build(learning_rate, **hp):
         parts = []
         if freezing.freeze != "none":
             parts.append(optax.masked(optax.set_to_zero(), frozen))  # before clipping: norm of trainables only
         if clip > 0:
-            parts.append(optax.clip_by_global_norm(clip))
+            parts.append(optax.clip_by_global_norm(hp.get("grad_clip_norm", clip)))
         if partitioned:
-            parts.append(optax.partition({"train": _base_optimizer(o, learning_rate),
-                                          "backbone": _base_optimizer(o, learning_rate * mult),
+            parts.append(optax.partition({"train": _base_optimizer(o, learning_rate, hp),
+                                          "backbone": _base_optimizer(o, learning_rate * mult, hp),
                                           "frozen": optax.set_to_zero()}, freezing.labels))
         else:
-            parts.append(_base_optimizer(o, learning_rate))
+            parts.append(_base_optimizer(o, learning_rate, hp))
         return optax.chain(*parts)
 
-    tx = optax.inject_hyperparams(build, hyperparam_dtype=jnp.float32)(learning_rate=schedule)
+    numeric = [f for f in INJECTABLE if f in inject and f != "learning_rate"]
+    # inject_hyperparams binds keyword arguments by the factory's signature: name the injected ones
+    build.__signature__ = inspect.Signature([inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY)
+                                             for f in ("learning_rate", *numeric)])
+    lr = PeakSchedule(make_schedule(s, peak_lr=1.0, steps_per_epoch=steps_per_epoch / k, total_steps=total_steps // k),
+                      float(o.learning_rate)) if "learning_rate" in inject else schedule
+    tx = optax.inject_hyperparams(build, hyperparam_dtype=jnp.float32)(learning_rate=lr,
+                                                                       **{f: float(o[f]) for f in numeric})
     if k > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation()
     return tx, schedule
@@ -399,6 +338,24 @@ def current_lr(opt_state) -> jax.Array:
     replicated (pmap) states give one value per device. The backbone's is
     ``transfer.backbone_lr_mult`` times this."""
     return _inner(opt_state).hyperparams["learning_rate"]
+
+
+def set_hyperparams(opt_state, values: dict):
+    """A copy of a ``make_optimizer(..., inject=...)`` state with the injected ``values``
+    (``{field: value}``, fields given to ``inject``): per-trial arrays in a search group."""
+    inner = _inner(opt_state)
+    hyper, states = dict(inner.hyperparams), dict(inner.hyperparams_states)
+    for field, value in values.items():
+        if field == "learning_rate":  # PeakSchedule: the peak in its state, the rate of update 0 rescaled
+            old, peak = inner.hyperparams_states[field].peak, jnp.asarray(value, jnp.float32)
+            states[field] = states[field]._replace(peak=peak)
+            hyper[field] = peak * jnp.where(old != 0, hyper[field] / jnp.where(old != 0, old, 1), 0)
+        elif field in hyper:
+            hyper[field] = jnp.asarray(value, jnp.float32)
+        else:
+            raise ValueError(f"{field!r} is not injected in this optimizer state (injected: {sorted(hyper)})")
+    new = inner._replace(hyperparams=hyper, hyperparams_states=states)
+    return opt_state._replace(inner_opt_state=new) if isinstance(opt_state, optax.MultiStepsState) else new
 
 
 def is_update_step(opt_state) -> jax.Array:

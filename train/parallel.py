@@ -11,6 +11,11 @@ module wraps them:
   with its explicit ``psum``, is exact under both transforms.
 * ``'pmap'``: ``jax.pmap(f, axis_name=AXIS)``; state and batch carry a leading device axis.
 
+Search groups (``train.search``) add a leading TRIAL axis to the state: the step is ``jax.vmap``-ed
+over it inside the same wrapper (``compile_step(..., trial_argnums=...)``). With
+``Plan.trial_devices = t > 1`` (shard_map only) the mesh is 2-D, ``(TRIALS, AXIS)`` of shape
+``(t, devices / t)``: the trials are split over ``t`` device rows, each trial data-parallel over its row.
+
 Multi-host: every process calls the same functions; ``put_batch`` takes the process-local part of the
 global batch (``jax.make_array_from_process_local_data`` for shard_map, the local devices' slices for
 pmap). ``jax.distributed.initialize()`` must have run first (see ``train.loop``).
@@ -25,6 +30,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = "data"
+TRIALS = "trials"  # the trial axis of a search group's 2-D mesh
 PARALLELISMS = ("shard_map", "pmap")
 
 
@@ -34,10 +40,18 @@ class Plan:
 
     parallelism: str
     devices: tuple  # global devices taking part, in mesh order
+    trial_devices: int = 1  # search groups: devices along the trial axis (2-D mesh); 1: a 1-D data mesh
 
     @property
     def mesh(self) -> Mesh:
-        return Mesh(np.array(self.devices), (AXIS,))
+        if self.trial_devices == 1:
+            return Mesh(np.array(self.devices), (AXIS,))
+        return Mesh(np.array(self.devices).reshape(self.trial_devices, -1), (TRIALS, AXIS))
+
+    @property
+    def data_devices(self) -> int:
+        """Devices one example batch is split over (all of them unless the trial axis takes some)."""
+        return self.num_devices // self.trial_devices
 
     @property
     def num_devices(self) -> int:
@@ -53,9 +67,11 @@ class Plan:
         return global_batch * len(self.local_devices) // self.num_devices
 
 
-def make_plan(parallelism: str = "shard_map", num_devices: int = -1) -> Plan:
+def make_plan(parallelism: str = "shard_map", num_devices: int = -1, trial_devices: int = 1) -> Plan:
     if parallelism not in PARALLELISMS:
         raise ValueError(f"parallelism={parallelism!r}: allowed values are {PARALLELISMS}")
+    if trial_devices != 1:
+        return _trial_plan(make_plan(parallelism, num_devices), trial_devices)
     devices = jax.devices()
     if num_devices == -1:
         chosen = devices
@@ -68,10 +84,22 @@ def make_plan(parallelism: str = "shard_map", num_devices: int = -1) -> Plan:
     return Plan(parallelism, tuple(chosen))
 
 
+def _trial_plan(plan: Plan, trial_devices: int) -> Plan:
+    n = plan.num_devices
+    if not isinstance(trial_devices, int) or trial_devices < 1 or n % trial_devices:
+        raise ValueError(f"trial_devices={trial_devices!r}: must divide the device count {n} "
+                         f"(allowed: {[t for t in range(1, n + 1) if n % t == 0]})")
+    if plan.parallelism != "shard_map":
+        raise ValueError(f"trial_devices={trial_devices}: a trial axis across devices needs "
+                         f"parallelism='shard_map' (got {plan.parallelism!r})")
+    return dataclasses.replace(plan, trial_devices=trial_devices)
+
+
 def check_batch(global_batch: int, plan: Plan) -> None:
-    if global_batch % plan.num_devices:
+    n = plan.data_devices
+    if global_batch % n:
         raise ValueError(f"global batch size {global_batch} is not divisible by the device count "
-                         f"{plan.num_devices}; choose a multiple of {plan.num_devices}")
+                         f"{n}; choose a multiple of {n}")
 
 
 # ----------------------------------------------------------------------------- placement
@@ -131,20 +159,56 @@ def fetch(tree, plan: Plan):
 
 # ----------------------------------------------------------------------------- compilation
 
-def compile_step(fn: Callable, plan: Plan, *, batch_argnums=(1,), out_sharded: Any = None, donate_state: bool = True):
+def compile_step(fn: Callable, plan: Plan, *, batch_argnums=(1,), out_sharded: Any = None, donate_state: bool = True,
+                 trial_argnums=()):
     """Wrap a per-device ``fn(state, batch, ...)`` for the plan.
 
     ``batch_argnums``: positional arguments sharded along the batch axis; others are replicated.
     ``out_sharded``: a pytree-prefix of bools for the outputs, True where the output is per-example
     (sharded along the batch); default: every output replicated.
+    ``trial_argnums``: a search group's step (``fn`` vmapped over trials): these arguments and every
+    output carry the leading trial axis, split over the mesh's TRIALS axis when
+    ``plan.trial_devices > 1`` (placed by :func:`put_trials`, read back by :func:`get_trials`).
     """
     if plan.parallelism == "pmap":
         return jax.pmap(fn, axis_name=AXIS, devices=list(plan.local_devices) if jax.process_count() == 1 else None,
                         donate_argnums=(0,) if donate_state else ())
+    trial_spec = P(TRIALS) if plan.trial_devices > 1 else P()
 
     def wrapped(*args):
-        in_specs = tuple(P(AXIS) if i in batch_argnums else P() for i in range(len(args)))
+        in_specs = tuple(P(AXIS) if i in batch_argnums else trial_spec if i in trial_argnums else P()
+                         for i in range(len(args)))
         out_specs = P() if out_sharded is None else jax.tree.map(lambda s: P(AXIS) if s else P(), out_sharded)
+        if trial_argnums:
+            out_specs = trial_spec
         return jax.shard_map(fn, mesh=plan.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)(*args)
 
     return jax.jit(wrapped, donate_argnums=(0,) if donate_state else ())
+
+
+def put_trials(tree, plan: Plan):
+    """Host pytree with a leading trial axis -> the devices of a search group's step: replicated
+    (:func:`replicate`), or split along the mesh's TRIALS axis when ``plan.trial_devices > 1``."""
+    if plan.trial_devices == 1:
+        return replicate(tree, plan)
+    sharding = NamedSharding(plan.mesh, P(TRIALS))
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, tree)
+
+
+def get_trials(tree, plan: Plan):
+    """A search group's device outputs -> host numpy with the whole trial axis (:func:`put_trials`' inverse)."""
+    if plan.trial_devices == 1:
+        return unreplicate(tree, plan)
+
+    def get(x):
+        if x.is_fully_addressable:
+            return np.asarray(x)
+        from jax.experimental import multihost_utils  # noqa: PLC0415
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(get, tree)

@@ -139,11 +139,13 @@ def create_model(name: str, kwargs: dict, precision: str = "float32", plan: para
 
 # ----------------------------------------------------------------------------- training runs
 
-def build(config, *, workdir: str | Path | None = None) -> Run:
+def build(config, *, workdir: str | Path | None = None, inject: tuple[str, ...] = (), trial_devices: int = 1) -> Run:
     """The run of ``config`` (``fit``): plan, both pipelines, model, optimizer, step config. With
     ``workdir``: a workdir holding checkpoints of another model or class count is refused
-    (``checkpoint.WorkdirMismatchError``); nothing is written here."""
-    plan = parallel.make_plan(config.parallelism, config.num_devices)
+    (``checkpoint.WorkdirMismatchError``); nothing is written here. A search group's run
+    (``train.search``) keeps the optimizer fields ``inject`` in the optimizer state and may put
+    ``trial_devices`` on a trial axis (``train.optim.make_optimizer``, ``train.parallel.make_plan``)."""
+    plan = parallel.make_plan(config.parallelism, config.num_devices, trial_devices)
     parallel.check_batch(config.batch_size, plan)
     parallel.check_batch(config.eval_batch_size, plan)
     train_pipe = data.from_config(config, train=True)
@@ -157,11 +159,13 @@ def build(config, *, workdir: str | Path | None = None) -> Run:
     total_steps = (int(config.num_train_steps) if config.num_train_steps > 0
                    else int(math.ceil(config.num_epochs * steps_per_epoch)))
     return make(config, plan=plan, model_kwargs=kwargs, input_shape=train_pipe.image_shape,
-                steps_per_epoch=steps_per_epoch, total_steps=total_steps, train_pipe=train_pipe, eval_pipe=eval_pipe)
+                steps_per_epoch=steps_per_epoch, total_steps=total_steps, train_pipe=train_pipe, eval_pipe=eval_pipe,
+                inject=inject)
 
 
 def make(config, *, plan: parallel.Plan, model_kwargs: dict, input_shape, steps_per_epoch: int, total_steps: int,
-         train_pipe: data.Pipeline | None = None, eval_pipe: data.Pipeline | None = None) -> Run:
+         train_pipe: data.Pipeline | None = None, eval_pipe: data.Pipeline | None = None,
+         inject: tuple[str, ...] = ()) -> Run:
     """A training run from its figures, without data (``build`` and the benchmarks): model for the
     plan, :class:`train.optim.Freezing` resolved once, optimizer, step config."""
     info = zoo.model_info(config.model)
@@ -169,7 +173,7 @@ def make(config, *, plan: parallel.Plan, model_kwargs: dict, input_shape, steps_
                          compile_cache=config.get("compile_cache", _DEFAULTS.compile_cache))
     freezing = optim.Freezing.from_config(config, info.head)
     tx, schedule = optim.make_optimizer(config, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                                        freezing=freezing)
+                                        freezing=freezing, inject=inject)
     stats_trainable = None
     if freezing.freeze != "none":  # otherwise every statistic trains: the same program as no mask
         # (tx.init runs here too: a freeze regex matching no parameter fails now, before any writing)

@@ -99,6 +99,9 @@ def abstract_state(model: nn.Module, tx: optax.GradientTransformation, *, input_
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
+    """What the step does besides the model and optimizer. The numbers may be traced arrays (the
+    per-trial values of a search group, ``train.search``)."""
+
     loss: str = "cross_entropy"
     label_smoothing: float = 0.0
     ema_decay: float = 0.0
@@ -109,7 +112,7 @@ class StepConfig:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss={self.loss!r}: allowed values are {LOSSES}")
-        if not 0.0 <= self.label_smoothing < 1.0:
+        if not isinstance(self.label_smoothing, jax.Array) and not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing={self.label_smoothing!r}: must be in [0, 1)")
         if not self.aux_loss_weight >= 0.0:
             raise ValueError(f"aux_loss_weight={self.aux_loss_weight!r}: must be a number >= 0")
@@ -122,7 +125,7 @@ def per_example_loss(logits: jax.Array, labels: jax.Array, cfg: StepConfig) -> j
     onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
     if cfg.loss == "mse":
         return jnp.mean((jax.nn.softmax(logits) - onehot) ** 2, axis=-1)
-    if cfg.label_smoothing:
+    if isinstance(cfg.label_smoothing, jax.Array) or cfg.label_smoothing:  # an array: per trial (train.search)
         onehot = optax.smooth_labels(onehot, cfg.label_smoothing)
     return optax.softmax_cross_entropy(logits, onehot)
 
