@@ -151,10 +151,30 @@ class Ops:
                         bias_init=bias_init or torch_default_bias(x.shape[-1]), name=name)(x)
 
     def dropout(self, x: Array, rate: float) -> Array:
-        """Dropout in train mode only (needs ``rngs={'dropout': key}`` then)."""
+        """Dropout in train mode only (needs ``rngs={'dropout': key}`` then). ``rate`` may be a traced
+        scalar (:class:`Dropout`)."""
+        if isinstance(rate, jax.Array):
+            return Dropout(rate, deterministic=not self.train)(x)
         if rate <= 0.0:
             return x
         return nn.Dropout(rate, deterministic=not self.train)(x)
+
+
+class Dropout(nn.Module):
+    """Dropout whose rate is an array, e.g. traced: the per-trial rates of a hyper-parameter search
+    group vmapped together (``train.search``). Named like ``nn.Dropout`` (``Dropout_<i>``) and drawing
+    its mask the same way, so a trial sees the masks its config sees alone."""
+
+    rate: Any
+    deterministic: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        if self.deterministic:
+            return x
+        keep = 1.0 - self.rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep, shape=x.shape)
+        return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
 
 
 # ----------------------------------------------------------------------------- functional ops
@@ -312,7 +332,7 @@ class ZooModel(nn.Module):
         check_positive_int("num_classes", self.num_classes)
         check_positive_int("in_channels", self.in_channels)
         check_choice("norm", self.norm, (*NORMS, None))
-        if not 0.0 <= self.bn_momentum < 1.0:
+        if not isinstance(self.bn_momentum, jax.Array) and not 0.0 <= self.bn_momentum < 1.0:
             raise ValueError(f"bn_momentum={self.bn_momentum!r}: allowed range is [0, 1) "
                              "(Flax convention: 1 - PyTorch momentum)")
         if not self.bn_epsilon > 0.0:
@@ -374,6 +394,8 @@ def check_positive(arg: str, value) -> None:
 
 
 def check_rate(arg: str, value) -> None:
+    if isinstance(value, jax.Array):  # traced: a search group's per-trial values, checked before tracing
+        return
     if not isinstance(value, (int, float, np.number)) or not 0.0 <= value < 1.0:
         raise ValueError(f"{arg}={value!r}: must be a probability in [0, 1)")
 

@@ -435,3 +435,35 @@ def test_ema_update():
     np.testing.assert_array_equal(optim.ema_update(ema, params, 0.75, active=False)["w"], ema["w"])
     jitted = jax.jit(optim.ema_update)(ema, params, 0.75, active=jnp.asarray(True))
     np.testing.assert_allclose(jitted["w"], 1.5)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "lars"])  # coupled L2 + momentum; betas, eps; decoupled + trust
+def test_injected_fields_update_as_the_config_does(name):
+    """Numeric optimizer fields kept in the optimizer state (a search group's per-trial values) and set
+    there to other values update exactly as a config holding those values: the learning rate as the
+    peak of a warmup + cosine schedule, weight decay, momentum, Adam's betas and eps, clipping ..."""
+    fields = {"learning_rate": 0.05, "weight_decay": 1e-3, "momentum": 0.8, "b1": 0.8, "b2": 0.99, "eps": 1e-6,
+              "rms_decay": 0.8, "rms_eps": 1e-4, "trust_coefficient": 0.01, "grad_clip_norm": 0.5}
+    base = {"optimizer.name": name, "optimizer.momentum": 0.9, "optimizer.weight_decay": 1e-4,
+            "optimizer.grad_clip_norm": 1.0, "schedule.name": "cosine", "schedule.warmup_epochs": 0.2}
+    tx, _ = optim.make_optimizer(config(**base), steps_per_epoch=10, total_steps=100, inject=optim.INJECTABLE)
+    want_tx, _ = optim.make_optimizer(config(**{**base, **{f"optimizer.{k}": v for k, v in fields.items()}}),
+                                      steps_per_epoch=10, total_steps=100)
+    params, grads = tiny_params(), [grads_like(tiny_params(), s) for s in (1, 2, 3)]
+    state = optim.set_hyperparams(tx.init(params), fields)
+    got = params
+    for g in grads:
+        updates, state = tx.update(g, state, got)
+        got = optax.apply_updates(got, updates)
+    want, want_state = run(want_tx, params, grads)
+    for k, v in leaves_with_paths(want).items():
+        np.testing.assert_allclose(leaves_with_paths(got)[k], v, rtol=1e-6, atol=1e-7, err_msg=k)
+    assert float(optim.current_lr(state)) == pytest.approx(float(optim.current_lr(want_state)), rel=1e-6)
+
+
+def test_without_injection_the_state_holds_only_the_learning_rate():
+    """Runs that inject nothing keep the optimizer state's structure (checkpoints stay compatible)."""
+    tx, _ = optim.make_optimizer(config(), steps_per_epoch=10, total_steps=100)
+    assert set(tx.init(tiny_params()).hyperparams) == {"learning_rate"}
+    with pytest.raises(ValueError, match="inject"):
+        optim.make_optimizer(config(), steps_per_epoch=10, total_steps=100, inject=("nesterov",))

@@ -79,6 +79,16 @@ def partition(members: list[Member], cap: int | None = None) -> list[list[Member
     return [ms[i:i + cap] for ms in by_key.values() for i in range(0, len(ms), cap)]
 
 
+def vmapped(members: list[Member]) -> tuple[str, ...]:
+    """The searched paths that may differ inside a group of ``members``."""
+    return tuple(p for p in members[0].values if p in VMAPPED)
+
+
+def injected(fields) -> tuple[str, ...]:
+    """The optimizer fields a group's run keeps in the optimizer state (``setup.build(inject=...)``)."""
+    return tuple(VMAPPED[p][1] for p in fields if VMAPPED[p][0] == "optimizer")
+
+
 def _where(fields, place: str) -> dict[str, str]:
     return {VMAPPED[p][1]: p for p in fields if VMAPPED[p][0] == place}
 
@@ -126,9 +136,9 @@ class Group:
 
     @classmethod
     def build(cls, members: list[Member], *, trial_devices: int = 1, chunk: int | None = None) -> "Group":
-        fields = tuple(p for p in members[0].values if p in VMAPPED)
-        inject = tuple(VMAPPED[p][1] for p in fields if VMAPPED[p][0] == "optimizer")
-        run = setup.build(members[0].config, inject=inject, trial_devices=trial_devices)
+        """The group of ``members`` (one structure): its run built once by ``train.setup.build``."""
+        fields = vmapped(members)
+        run = setup.build(members[0].config, inject=injected(fields), trial_devices=trial_devices)
         return cls(run, list(members), fields, chunk)
 
     @property

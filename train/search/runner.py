@@ -136,23 +136,24 @@ def _report_train(live: _Live, logs: dict, s: int) -> None:
 def _evaluate(live: _Live, logs: dict, s: int, k: int, trials: Trials, last_eval: dict, prune: bool, t0: float,
               outcomes: dict) -> list[int]:
     """Evaluate every trial (evaluation ``k``) and report to Optuna; the indices of the trials that
-    leave the group now (pruned, or failed with a non-finite step under ``stop_on_nonfinite``)."""
+    leave the group now (failed with a non-finite step under ``stop_on_nonfinite``, or pruned:
+    asked once every trial has reported, so the pruner compares the whole group)."""
     g = live.group
     evs = group_mod.evaluate(live.eval_fn, step.eval_variables(live.states), live.values, g.run, g.size)
-    leaving = []
-    for i, (m, ev) in enumerate(zip(g.members, evs)):
+    for m, ev in zip(g.members, evs):
         last_eval[m.number] = ev
         logs[m.number].write(s, "eval", ev)
+        trials.mine[m.number].report(ev["top1"], k)
+    leaving = []
+    for i, (m, ev) in enumerate(zip(g.members, evs)):
         if m.number in live.nonfinite and g.run.config.stop_on_nonfinite:
             outcomes[m.number] = Outcome("failed", ev, s, time.perf_counter() - t0,
                                          "non-finite loss or gradient (stop_on_nonfinite)")
-            leaving.append(i)
-            continue
-        trial = trials.mine[m.number]
-        trial.report(ev["top1"], k)
-        if prune and trial.should_prune():
+        elif prune and trials.mine[m.number].should_prune():
             outcomes[m.number] = Outcome("pruned", ev, s, time.perf_counter() - t0)
-            leaving.append(i)
+        else:
+            continue
+        leaving.append(i)
     return leaving
 
 

@@ -88,8 +88,10 @@ def search(config: ml_collections.ConfigDict, space, workdir: str | Path, *, met
                 break
             members = [group_mod.Member(t.number, values, parsed.apply(config, values)) for t, values in asked]
             for members_g in group_mod.partition(members, parallel_trials):
+                numbers = ", ".join(str(m.number) for m in members_g)
+                print(f"trials {numbers}: training side by side", flush=True)
                 try:
-                    runner.run_group(members_g, handed, workdir, prune=bool(prune),
+                    outcomes = runner.run_group(members_g, handed, workdir, prune=bool(prune),
                                      stop=stop, trial_devices=int(config.get("trial_devices", 1)), chunk=chunk,
                                      memory_limit=memory_limit)
                 except runner.Interrupted as e:
@@ -99,6 +101,8 @@ def search(config: ml_collections.ConfigDict, space, workdir: str | Path, *, met
                     handed.give_back()
                     raise
                 _write_table(handed, parsed, workdir)
+                print(f"trials {numbers}: " + ", ".join(f"{o.status} (val top-1 {o.val.get('top1', float('nan')):.4f})"
+                                                         for o in outcomes.values()), flush=True)
             if interrupted:
                 handed.give_back()
     return finish(handed, parsed, workdir, method, url, study, interrupted, plots)

@@ -181,13 +181,11 @@ class Trials:
 
     def _void(self, trial_id: int, why: str) -> bool:
         storage = self.study._storage
-        try:
-            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                return False
+        try:  # the mark first: a finished trial takes no more attributes
+            storage.set_trial_system_attr(trial_id, VOID, why)
+            return storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             return False  # another process got there first
-        storage.set_trial_system_attr(trial_id, VOID, why)
-        return True
 
     def remaining(self) -> int:
         trials = self.all()
@@ -198,6 +196,8 @@ class Trials:
         """Up to ``k`` new trials for this process, each with its ``{path: value}``."""
         out = []
         for _ in range(min(k, self.remaining())):
+            if self.grid:  # its before_trial gives trial n grid point n
+                self.study.sampler = self.grid
             trial = self.study.ask()
             storage = self.study._storage
             storage.set_trial_system_attr(trial._trial_id, OWNER, self.owner)

@@ -1,0 +1,115 @@
+"""The search space: distributions parsed from ``--space 'path=dist'``, typed by the config field,
+checked at every value they can give; every bad entry is one error line naming it."""
+import numpy as np
+import pytest
+
+from helpers import quick
+
+LR = "optimizer.learning_rate=loguniform(1e-4, 1e-1)"
+
+
+def parse(*entries, method="random", **overrides):
+    from train.search import space
+
+    return space.parse(list(entries), quick(**overrides), method)
+
+
+def test_distributions_become_optuna_distributions():
+    import optuna.distributions as d
+
+    s = parse(LR, "optimizer.weight_decay=uniform(0, 1e-3)", "batch_size=int(16, 128)",
+              "optimizer.name=choice(sgd, adam)", "optimizer.nesterov=choice(true, false)")
+    dists = s.distributions()
+    assert dists[LR.split("=")[0]] == d.FloatDistribution(1e-4, 1e-1, log=True)
+    assert dists["optimizer.weight_decay"] == d.FloatDistribution(0.0, 1e-3)
+    assert dists["batch_size"] == d.IntDistribution(16, 128)
+    assert dists["optimizer.name"] == d.CategoricalDistribution(("sgd", "adam"))
+    assert dists["optimizer.nesterov"] == d.CategoricalDistribution((True, False))
+
+
+def test_grid_forms_and_grid_size():
+    """loggrid(1e-4, 1e-2, 3) is 1e-4, 1e-3, 1e-2; grid(0, 0.2, 3) is 0, 0.1, 0.2; the grid is their product."""
+    s = parse("optimizer.learning_rate=loggrid(1e-4, 1e-2, 3)", "label_smoothing=grid(0, 0.2, 3)",
+              "optimizer.name=choice(sgd, adam)", method="grid")
+    np.testing.assert_allclose(s["optimizer.learning_rate"].values, (1e-4, 1e-3, 1e-2), rtol=1e-12)
+    np.testing.assert_allclose(s["label_smoothing"].values, (0.0, 0.1, 0.2), atol=1e-12)
+    assert s.grid_size() == 18
+    assert s["optimizer.learning_rate"].log and not s["label_smoothing"].log
+
+
+def test_choice_values_take_the_field_type():
+    s = parse("batch_size=choice(32, 64.0)", "optimizer.momentum=choice(0, 0.9)", "model_kwargs.norm=choice(none, batch)")
+    assert s["batch_size"].values == (32, 64) and all(type(v) is int for v in s["batch_size"].values)
+    assert s["optimizer.momentum"].values == (0.0, 0.9) and type(s["optimizer.momentum"].values[0]) is float
+    assert s["model_kwargs.norm"].values == (None, "batch")
+
+
+def test_apply_sets_values_on_a_copy():
+    base = quick()
+    from train.search import space
+
+    s = space.parse([LR, "model_kwargs.norm=choice(none, batch)"], base)
+    c = s.apply(base, {"optimizer.learning_rate": 3e-3, "model_kwargs.norm": "batch"})
+    assert c.optimizer.learning_rate == 3e-3 and c.model_kwargs.norm == "batch"
+    assert base.optimizer.learning_rate == 2e-3 and "norm" not in base.model_kwargs
+
+
+@pytest.mark.parametrize("entry, method, message", [
+    ("optimizer.learning_rat=loguniform(1e-4, 1e-1)", "random", r"unknown config field optimizer\.learning_rat; did you "
+                                                                  r"mean optimizer\.learning_rate"),
+    ("optimizer.learning_rate=loguniform(0, 1e-1)", "random", r"loguniform needs bounds > 0"),
+    ("optimizer.learning_rate=loguniform(-1e-3, 1e-1)", "random", r"loguniform needs bounds > 0"),
+    ("optimizer.learning_rate=loggrid(0, 1e-1, 3)", "grid", r"loggrid needs bounds > 0"),
+    ("optimizer.learning_rate=loguniform(1e-4)", "random", r"takes two numbers"),
+    ("optimizer.learning_rate=uniform(0.1, 0.01)", "random", r"needs low < high"),
+    ("optimizer.learning_rate=gauss(1, 2)", "random", r"unknown distribution 'gauss'; allowed: uniform, loguniform"),
+    ("optimizer.learning_rate=1e-3", "random", r"expected 'path=dist'"),
+    ("optimizer.learning_rate=grid(1e-3, 1e-2, 1)", "grid", r"count must be an integer >= 2"),
+    ("optimizer.learning_rate=uniform(1e-3, 1e-2)", "grid", r"a grid search takes choice, grid, loggrid"),
+    ("optimizer.momentum=uniform(0, 1.5)", "random", r"the value 1\.5 is not allowed: optimizer\.momentum=1\.5: must be "
+                                                     r"in \[0, 1\)"),
+    ("optimizer.name=choice(sgd, adamm)", "random", r"the value 'adamm' is not allowed: optimizer\.name='adamm'"),
+    ("batch_size=uniform(32, 64)", "random", r"batch_size is an integer field; use int\(a, b\) or choice"),
+    ("schedule.milestones=choice(1, 2)", "random", r"schedule\.milestones is a tuple field"),
+    ("data=choice(1, 2)", "random", r"data is a ConfigDict field"),
+    ("model_kwargs.dropout=uniform(0, 0.5)", "random", r"lenet5 does not take option\(s\) 'dropout'"),
+])
+def test_bad_entries_are_one_line_naming_the_entry(entry, method, message):
+    from train.search.space import SpaceError
+
+    with pytest.raises(SpaceError, match=message) as e:
+        parse(entry, method=method)
+    assert str(e.value).startswith(f"--space {entry!r}: ") and "\n" not in str(e.value)
+
+
+def test_searching_a_field_twice_or_nothing_is_an_error():
+    from train.search.space import SpaceError
+
+    with pytest.raises(SpaceError, match="searched twice"):
+        parse(LR, "optimizer.learning_rate=uniform(0.1, 0.2)")
+    with pytest.raises(SpaceError, match="nothing to search"):
+        parse()
+
+
+def test_a_config_invalid_whatever_the_values_is_a_config_error():
+    """One epoch of warmup in a one-epoch run is wrong for every learning rate: the config is to blame."""
+    from train.search.space import SpaceError
+
+    with pytest.raises(ValueError, match=r"^--config: schedule\.warmup_epochs") as e:
+        parse(LR, "optimizer.weight_decay=uniform(0, 1e-3)", num_epochs=1.0)
+    assert not isinstance(e.value, SpaceError)
+
+
+def test_trial_count():
+    """A grid runs its size; --trials smaller than the grid is an error; random and TPE need --trials."""
+    from train.search.session import trial_count
+
+    s = parse("optimizer.learning_rate=loggrid(1e-4, 1e-2, 3)", "optimizer.name=choice(sgd, adam)", method="grid")
+    assert trial_count("grid", s, None) == 6 == trial_count("grid", s, 8)
+    with pytest.raises(ValueError, match=r"--trials 4: the grid has 6 points \(3 x 2\); give --trials 6"):
+        trial_count("grid", s, 4)
+    assert trial_count("random", s, 4) == 4
+    with pytest.raises(ValueError, match="--trials: needed for --method random"):
+        trial_count("random", s, None)
+    with pytest.raises(ValueError, match="--method 'bayes': allowed grid, random, tpe"):
+        trial_count("bayes", s, 4)

@@ -1,0 +1,122 @@
+"""The study: its identity, a fixed number of trials handed out across processes, samples that are a
+function of the trial number, and the trials of dead processes given back. Optuna's own storage
+(SQLite in tmp_path); no training."""
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from helpers import quick, snapshot
+
+SPACE = ["optimizer.learning_rate=loguniform(1e-4, 1e-1)", "optimizer.weight_decay=uniform(0, 1e-3)"]
+
+
+def _space(entries=SPACE, method="random"):
+    from train.search import space
+
+    return space.parse(entries, quick(), method)
+
+
+def _trials(tmp_path, total, method="random", entries=SPACE, seed=0, name="s"):
+    from train.search import study
+
+    s = _space(entries, method)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    opened = study.open_study(study.storage_url(None, tmp_path), name, study.identity(method, s, quick()))
+    return study.Trials(opened, s, method, seed, total)
+
+
+def test_another_search_is_refused_and_nothing_changes(tmp_path):
+    from train.search import study
+
+    _trials(tmp_path, 4).ask(2)
+    before = snapshot(tmp_path)
+    other = _space(SPACE[:1])
+    for ident, why in [(study.identity("random", other, quick()), r"its space is \['optimizer.learning_rate=.*\], "
+                                                                   r"this one"),
+                       (study.identity("tpe", _space(), quick()), r"its method is 'random', this one 'tpe'"),
+                       (study.identity("random", _space(), quick(num_epochs=3.0)),
+                        r"its config differs in num_epochs \(4\.0 there, 3\.0 here\)")]:
+        with pytest.raises(study.StudyMismatchError, match=r"study 's' in sqlite:///.* holds another search \(" + why):
+            study.open_study(study.storage_url(None, tmp_path), "s", ident)
+    assert snapshot(tmp_path) == before
+    # the searched fields' own values in the config do not matter
+    study.open_study(study.storage_url(None, tmp_path), "s",
+                     study.identity("random", _space(), quick(**{"optimizer.learning_rate": 0.5})))
+
+
+def test_the_study_runs_exactly_its_number_of_trials(tmp_path):
+    a, b = _trials(tmp_path, 5), _trials(tmp_path, 5)   # two processes on one study
+    got = a.ask(3) + b.ask(3) + a.ask(3)
+    assert sorted(t.number for t, _ in got) == [0, 1, 2, 3, 4]
+    assert a.remaining() == b.remaining() == 0 and len(a.all()) == 5
+
+
+def test_a_trial_asked_too_late_is_voided(tmp_path, monkeypatch):
+    """Two processes asking for the last trial at once: the later number is voided, not run."""
+    a, b = _trials(tmp_path, 2), _trials(tmp_path, 2)
+    a.ask(2)
+    monkeypatch.setattr(b, "remaining", lambda: 1)  # b counted before a's trials were in
+    assert b.ask(1) == []
+    assert [t.number for t in a.all()] == [0, 1]
+    assert len(a.study.get_trials()) == 3
+
+
+def test_samples_are_a_function_of_the_trial_number(tmp_path):
+    """The same seed gives trial n the same values whoever asks; other trials get other values."""
+    one = {t.number: v for t, v in _trials(tmp_path / "a", 4, seed=7).ask(4)}
+    a, b = _trials(tmp_path / "b", 4, seed=7), _trials(tmp_path / "b", 4, seed=7)
+    two = {t.number: v for t, v in a.ask(1) + b.ask(2) + a.ask(1)}
+    assert one == two
+    assert len({v["optimizer.learning_rate"] for v in one.values()}) == 4
+    assert {t.number: v for t, v in _trials(tmp_path / "c", 4, seed=8).ask(4)} != one
+
+
+def test_a_grid_gives_each_point_once_across_processes(tmp_path):
+    grid = ["optimizer.learning_rate=loggrid(1e-4, 1e-2, 3)", "optimizer.name=choice(sgd, adam)"]
+    a, b = (_trials(tmp_path, 6, "grid", grid) for _ in range(2))
+    got = a.ask(2) + b.ask(3) + a.ask(5)
+    points = {(v["optimizer.learning_rate"], v["optimizer.name"]) for _, v in got}
+    assert len(got) == 6 and len(points) == 6
+    from optuna.trial import TrialState
+    for t, _ in got:   # telling a grid trial outside study.optimize works
+        (a if t.number in a.mine else b).finish(t, TrialState.COMPLETE, 0.5, {})
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_trials_of_a_dead_process_run_again(tmp_path):
+    from optuna.trial import TrialState
+    from train.search import study
+
+    dead = _trials(tmp_path, 3)
+    (t0, v0), (t1, v1) = dead.ask(2)
+    dead.finish(t0, TrialState.COMPLETE, 0.9, {})
+    dead.study._storage.set_trial_system_attr(t1._trial_id, study.OWNER,
+                                              {"host": socket.gethostname(), "pid": _dead_pid()})
+    alive = _trials(tmp_path, 3)
+    assert alive.reclaim() == 1
+    assert alive.reclaim() == 0   # once only
+    assert [t.number for t in alive.all()] == [0, 2]   # trial 1 voided, its parameters waiting
+    again = alive.ask(5)
+    assert [v for _, v in again][0] == v1 and len(again) == 2   # the retry, then the third trial
+    assert alive.remaining() == 0
+
+
+@pytest.mark.parametrize("owner, beat, alive", [
+    ({"host": socket.gethostname(), "pid": None}, None, False),          # this host, pid gone
+    ({"host": "elsewhere", "pid": 1}, 0.0, False),                        # no heartbeat for ages
+    ({"host": "elsewhere", "pid": 1}, "now", True),
+])
+def test_alive(owner, beat, alive):
+    import time
+    from train.search import study
+
+    if owner["pid"] is None:
+        owner = {**owner, "pid": _dead_pid()}
+    assert study._alive(owner, time.time() if beat == "now" else beat, None) is alive
