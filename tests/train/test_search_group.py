@@ -122,3 +122,18 @@ def test_dropout_trials_end_where_each_config_alone_ends():
     values = [{"optimizer.learning_rate": lr, "model_kwargs.dropout": p, "optimizer.momentum": m}
               for lr, p, m in [(0.01, 0.5, 0.9), (0.02, 0.2, 0.5)]]
     assert_same_as_alone(_members(base, values), (64, 64, 3), None, steps=3)
+
+
+def test_memory_check_gives_the_group_size_that_fits():
+    from types import SimpleNamespace as NS
+
+    from train.search import group
+
+    stats = NS(argument_size_in_bytes=6 << 20, output_size_in_bytes=6 << 20, temp_size_in_bytes=4 << 20,
+               alias_size_in_bytes=0)
+    compiled = NS(memory_analysis=lambda: stats)                     # 16 MiB for 8 trials: 2 MiB each
+    g = NS(padded=lambda: 8, run=NS(plan=NS(trial_devices=2, devices=[None])))
+    group.check_memory(compiled, g, 16 << 20)
+    with pytest.raises(group.GroupTooLargeError, match=r"^a group of 8 trials needs 0\.02 GiB per device, more than the "
+                                                        r"0\.01 GiB available; 6 trials fit: use --parallel-trials 6$"):
+        group.check_memory(compiled, g, 13 << 20)                   # 6.5 trials: 6 (a multiple of 2 trial devices)

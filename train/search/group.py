@@ -248,5 +248,5 @@ def check_memory(compiled, group: Group, limit: int | None) -> None:
     fits = max(0, min(t - 1, limit // per_trial)) // group.run.plan.trial_devices * group.run.plan.trial_devices
     gib = 2.0 ** 30
     raise GroupTooLargeError(
-        f"a group of {t} trials needs {need / gib:.2f} GiB per device, more than the {limit / gib:.2f} GiB available "
+        f"a group of {t} trials needs {need / gib:.2f} GiB per device, more than the {limit / gib:.2f} GiB available"
         + (f"; {fits} trials fit: use --parallel-trials {fits}" if fits else "; not even one trial fits"))

@@ -75,6 +75,7 @@ def run_group(members: list[group_mod.Member], trials: Trials, workdir: Path, *,
     live = _place(_Live(g), g.initial_state(), batch, memory_limit)
     last_eval: dict[int, dict] = {}
     eval_every = max(1, int(round(run.config.eval_every_epochs * run.steps_per_epoch)))
+    evaluations = 0   # Optuna's step: pruners count evaluations
     try:
         for s in range(1, run.total_steps + 1):
             live.states, metrics = live.train_fn(live.states, batch, live.values)
@@ -83,7 +84,8 @@ def run_group(members: list[group_mod.Member], trials: Trials, workdir: Path, *,
             if s % run.config.log_every_steps == 0 or at_eval:
                 _report_train(live, logs, s)
             if at_eval:
-                leaving = _evaluate(live, logs, s, s // eval_every, trials, last_eval, prune, t0, outcomes)
+                evaluations += 1
+                leaving = _evaluate(live, logs, s, evaluations, trials, last_eval, prune, t0, outcomes)
                 if leaving and len(leaving) < live.group.size:
                     live = _cut(live, leaving, batch, memory_limit)
                 elif leaving:

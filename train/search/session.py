@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 
 import ml_collections
@@ -72,7 +73,8 @@ def search(config: ml_collections.ConfigDict, space, workdir: str | Path, *, met
     total = trial_count(method, parsed, trials)
     if parallel_trials is not None and (not isinstance(parallel_trials, int) or parallel_trials < 1):
         raise ValueError(f"--parallel-trials {parallel_trials!r}: must be an integer >= 1")
-    pruner = study_mod.make_pruner("halving" if prune is True else (prune or None), config.num_epochs)
+    evaluations = math.ceil(config.num_epochs / config.eval_every_epochs) if config.num_train_steps <= 0 else None
+    pruner = study_mod.make_pruner("halving" if prune is True else (prune or None), evaluations)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     url = study_mod.storage_url(storage, workdir)

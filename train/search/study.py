@@ -109,14 +109,17 @@ def open_study(url: str, name: str, ident: dict, *, pruner=None) -> optuna.Study
     return study
 
 
-def make_pruner(kind: str | None, max_epochs: float):
+def make_pruner(kind: str | None, evaluations: int | None):
+    """Optuna's pruner for ``--prune KIND``, in units of evaluations (a trial reports its validation
+    top-1 at each). Resources are given, not 'auto': Optuna estimates 'auto' from the first finished
+    trial, and the trials of a group all finish together."""
     if kind is None:
         return optuna.pruners.NopPruner()
     if kind == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
     if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, int(round(max_epochs))))
-    raise ValueError(f"--prune {kind!r}: allowed {', '.join(PRUNERS)}")
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=evaluations or "auto")
+    raise ValueError(f"--pruner {kind!r}: allowed {', '.join(PRUNERS)}")
 
 
 def _sampler(method: str, space, seed: int, number: int):

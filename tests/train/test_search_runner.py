@@ -1,0 +1,31 @@
+"""Training a group: with --prune, Optuna's successive halving stops the poor trials at an
+evaluation and they leave the group (no more train steps, status pruned); a trial whose loss goes
+non-finite fails under stop_on_nonfinite. LeNet-5 on the offline digits: integration."""
+import json
+
+import pytest
+
+from helpers import quick
+
+pytestmark = pytest.mark.integration
+
+
+def test_pruned_and_failed_trials_leave_the_group(tmp_path):
+    import train
+
+    config = quick(**{"num_epochs": 1.0, "eval_every_epochs": 0.25, "log_every_steps": 8, "optimizer.name": "sgd",
+                      "optimizer.momentum": 0.9, "optimizer.weight_decay": 0.0, "schedule.warmup_epochs": 0.0})
+    r = train.search(config, ["optimizer.learning_rate=choice(1e-5, 3e-5, 3e-2, 1e9)"], tmp_path, method="grid",
+                     prune=True)
+    status = {row["optimizer.learning_rate"]: row["status"] for row in r.table}
+    # sgd at 1e9 overflows at once; successive halving (reduction factor 4) promotes the best of four at the
+    # first evaluation (step 16): the 3e-2 trial
+    assert status == {1e-5: "pruned", 3e-5: "pruned", 3e-2: "complete", 1e9: "failed"}
+    for row in r.table:
+        lines = [json.loads(x) for x in (tmp_path / "trials" / str(row["trial"]) / "metrics.jsonl").read_text().splitlines()]
+        steps = [x["step"] for x in lines if x["split"] == "train"]
+        if row["status"] == "complete":
+            assert row["steps"] == 62 and steps[-1] == 62
+        else:   # left the group at the first evaluation: no step after it
+            assert row["steps"] == 16 and steps[-1] == 16
+    assert r.best["optimizer.learning_rate"] == 3e-2
