@@ -83,6 +83,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.precision = "float32"        # 'float32' | 'bfloat16' (bf16 compute, fp32 params/BN stats) | 'float16' (+ dynamic loss scale)
     c.parallelism = "shard_map"    # 'shard_map' (jax.jit(jax.shard_map) over a Mesh) | 'pmap'
     c.num_devices = -1             # local devices to use (-1: all)
+    c.trial_devices = 1            # train.search: devices along the trial axis (2-D mesh trials x data; 1: none)
     c.stop_on_nonfinite = True     # stop when the loss is NaN/Inf (otherwise: report, skip the update)
 
     # ---- checkpoints and logging (train/checkpoint.py, train/loop.py)

@@ -10,7 +10,6 @@ Bad input (a config field that does not exist, a malformed distribution, a grid 
 ``--trials``, a workdir holding another search) is one ``error:`` line and exit status 2, with
 nothing of an existing study changed.
 """
-import logging
 import sys
 
 from absl import app, flags
@@ -40,9 +39,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def _main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from absl import logging as absl_logging  # noqa: PLC0415
-    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
-    logging.getLogger("train").setLevel(logging.INFO)
+    from train import reporting  # noqa: PLC0415
+
+    reporting.cli_logging()
     import optuna  # noqa: PLC0415
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -135,10 +135,11 @@ class Group:
     chunk: int | None = None
 
     @classmethod
-    def build(cls, members: list[Member], *, trial_devices: int = 1, chunk: int | None = None) -> "Group":
-        """The group of ``members`` (one structure): its run built once by ``train.setup.build``."""
-        fields = vmapped(members)
-        run = setup.build(members[0].config, inject=injected(fields), trial_devices=trial_devices)
+    def build(cls, members: list[Member], *, chunk: int | None = None) -> "Group":
+        """The group of ``members`` (one structure): its run built once by ``train.setup.build``, the
+        trial axis over ``config.trial_devices`` devices."""
+        fields, config = vmapped(members), members[0].config
+        run = setup.build(config, inject=injected(fields), trial_devices=int(config.get("trial_devices", 1)))
         return cls(run, list(members), fields, chunk)
 
     @property

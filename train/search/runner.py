@@ -63,10 +63,10 @@ class _Live:
 
 
 def run_group(members: list[group_mod.Member], trials: Trials, workdir: Path, *, prune: bool, stop: dict,
-              trial_devices: int = 1, chunk: int | None = None, memory_limit: int | None = None) -> dict:
+              chunk: int | None = None, memory_limit: int | None = None) -> dict:
     """Train ``members`` as one group; returns ``{trial number: Outcome}`` (also told to Optuna)."""
     t0 = time.perf_counter()
-    g = group_mod.Group.build(members, trial_devices=trial_devices, chunk=chunk)
+    g = group_mod.Group.build(members, chunk=chunk)
     run, plan = g.run, g.run.plan
     logs = {m.number: _metrics_log(workdir, m.number) for m in members}
     outcomes: dict[int, Outcome] = {}

@@ -94,8 +94,7 @@ def search(config: ml_collections.ConfigDict, space, workdir: str | Path, *, met
                 print(f"trials {numbers}: training side by side", flush=True)
                 try:
                     outcomes = runner.run_group(members_g, handed, workdir, prune=bool(prune),
-                                     stop=stop, trial_devices=int(config.get("trial_devices", 1)), chunk=chunk,
-                                     memory_limit=memory_limit)
+                                                 stop=stop, chunk=chunk, memory_limit=memory_limit)
                 except runner.Interrupted as e:
                     interrupted = str(e)
                     break

@@ -222,7 +222,7 @@ def _typed(p: Param, config) -> Param:
     try:
         node, key = _lookup(config, p.path)
     except KeyError:
-        close = difflib.get_close_matches(p.path, _fields(config), n=3)
+        close = difflib.get_close_matches(p.path, _fields(config), n=2, cutoff=0.85)
         hint = f"; did you mean {' or '.join(close)}?" if close else "; see configs/default.py for every field"
         raise SpaceError(f"--space {p.text!r}: unknown config field {p.path}{hint}") from None
     if key not in node:
