@@ -123,7 +123,7 @@ def over_trials(one, chunk: int | None = None):
         fn = lambda xv: one(xv[0], batch, xv[1])  # noqa: E731
         if chunk is None or chunk >= n:
             return jax.vmap(fn)((x, values))
-        return jax.lax.map(fn, (x, values), batch_size=chunk)
+        return jax.lax.map(fn, (x, values), batch_size=chunk if chunk > 1 else None)
     return mapped
 
 
