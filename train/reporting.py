@@ -10,22 +10,12 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
-
-
-def cli_logging() -> None:
-    """Logging of the command-line entry points: the project's INFO lines, other libraries' warnings
-    (orbax logs every save at INFO)."""
-    from absl import logging as absl_logging  # noqa: PLC0415
-
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    logging.getLogger("train").setLevel(logging.INFO)
 
 
 def mean_metrics(pending: list[dict]) -> dict:

@@ -10,14 +10,16 @@ import zoo
 from helpers import ROOT, child_env
 from train import evaluation, published, transfer
 from train import inspect as inspect_command
+from train.search import cli as search_command
 from zoo import __main__ as zoo_command
 from zoo import export, predict
 from zoo.convert import __main__ as convert_command
 
 IN_PROCESS = {"python -m train.evaluate": evaluation.main, "python -m train.inspect": inspect_command.main,
-              "python -m train.transfer": transfer.main, "python -m zoo": zoo_command.main,
-              "python -m zoo.convert": convert_command.main, "python -m zoo.predict": predict.main,
-              "python -m zoo.export": export.main, "python -m train.evaluate --pretrained": published.main}
+              "python -m train.search": search_command.main, "python -m train.transfer": transfer.main,
+              "python -m zoo": zoo_command.main, "python -m zoo.convert": convert_command.main,
+              "python -m zoo.predict": predict.main, "python -m zoo.export": export.main,
+              "python -m train.evaluate --pretrained": published.main}
 
 
 @pytest.mark.parametrize("prog", sorted(IN_PROCESS))
@@ -40,8 +42,8 @@ def test_a_bad_argument_is_one_error_line(prog, capsys):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("module", ["train", "train.evaluate", "train.inspect", "train.transfer", "zoo", "zoo.convert",
-                                    "zoo.predict", "zoo.export"])
+@pytest.mark.parametrize("module", ["train", "train.evaluate", "train.inspect", "train.search", "train.transfer", "zoo",
+                                    "zoo.convert", "zoo.predict", "zoo.export"])
 def test_every_command_help_exits_0(module):
     p = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=ROOT,
                        env=child_env(1), timeout=120)

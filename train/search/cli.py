@@ -1,62 +1,105 @@
-"""``python -m train.search``: a hyper-parameter search from the command line.
-
-    python -m train.search --config configs/lenet5_mnist5k.py --workdir runs/search --method random --trials 16 \\
-        --space 'optimizer.learning_rate=loguniform(1e-4, 1e-1)' --space 'optimizer.weight_decay=uniform(0, 1e-3)' \\
-        [--config.num_epochs=5] [--parallel-trials 16] [--prune] [--study NAME --storage URL]
+"""Hyper-parameter search: ``python -m train.search --config FILE --workdir DIR --space 'path=dist' ...``
+(grid, random or TPE on Optuna; trials that differ only in numbers the step takes as inputs train side
+by side in one compiled step).
 
 Re-running the same command resumes the search (finished trials are never re-run); several
 processes started with the same ``--study`` / ``--storage`` (or ``--workdir``) split the trials.
 Bad input (a config field that does not exist, a malformed distribution, a grid larger than
 ``--trials``, a workdir holding another search) is one ``error:`` line and exit status 2, with
-nothing of an existing study changed.
+nothing of an existing study changed. Ctrl-C / SIGTERM stop at the next step: the unfinished trials
+go back to the study (exit status 130 / 143).
 """
+from __future__ import annotations
+
 import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+EXAMPLES = """examples:
+  python -m train.search --config configs/lenet5_mnist5k.py --workdir runs/search --method random --trials 16 \\
+      --space 'optimizer.learning_rate=loguniform(1e-4, 1e-1)' --space 'optimizer.weight_decay=uniform(0, 1e-3)'
+  python -m train.search --config configs/lenet5_mnist5k.py --workdir runs/grid --method grid \\
+      --space 'optimizer.learning_rate=loggrid(1e-4, 1e-1, 4)' --space 'label_smoothing=choice(0, 0.1)' \\
+      --config.num_epochs=5 --prune
+  python -m train.search ... --study lenet --storage runs/shared.journal    # on every host: they split the trials
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<arch>_<dataset>.py; fields overridable as "
-                                          "--config.field=value (they fix what is not searched)", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "directory for the study, trials.csv, each trial's metrics, "
-                               "the best checkpoint and figures")
-_SPACE = flags.DEFINE_multi_string("space", [], "path=dist, repeated: uniform(a, b), loguniform(a, b), int(a, b), "
-                                   "choice(v1, v2, ...), grid(a, b, n), loggrid(a, b, n)")
-_METHOD = flags.DEFINE_enum("method", "random", ["grid", "random", "tpe"], "how Optuna samples the trials")
-_TRIALS = flags.DEFINE_integer("trials", None, "trials in the study (a grid: its size by default)")
-_PARALLEL = flags.DEFINE_integer("parallel-trials", None, "at most this many trials side by side in one compiled "
-                                 "step (default: all that can share one); also how many a process takes at a time")
-_PRUNE = flags.DEFINE_bool("prune", False, "stop poor trials at epoch boundaries (Optuna's pruner, --pruner)")
-_PRUNER = flags.DEFINE_enum("pruner", "halving", ["halving", "hyperband"], "with --prune: successive halving or "
-                            "Hyperband")
-_STUDY = flags.DEFINE_string("study", "search", "the Optuna study's name")
-_STORAGE = flags.DEFINE_string("storage", None, "an Optuna storage URL (sqlite:///..., postgresql://...) or a journal "
-                               "file path (default: sqlite:///WORKDIR/study.db)")
-_SEED = flags.DEFINE_integer("seed", None, "the samplers' seed (default: config.seed)")
-_MEMORY = flags.DEFINE_float("memory-limit-gb", None, "memory a device may use for a group (default: what it offers)")
-flags.mark_flags_as_required(["config", "workdir"])
+distributions: uniform(a, b), loguniform(a, b), int(a, b), choice(v1, v2, ...); grid(a, b, n), loggrid(a, b, n)
+(a grid search takes choice / grid / loggrid). Any config field can be searched (configs/default.py lists them);
+--config.FIELD=VALUE fixes the rest. Outputs in WORKDIR: study.db (Optuna), trials.csv, trials/<n>/metrics.jsonl,
+best -> trials/<n> (python -m train.evaluate --workdir WORKDIR/best), figures/."""
 
 
-def _main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from train import reporting  # noqa: PLC0415
+def _parser():
+    from train.search import study  # noqa: PLC0415  (optuna: already needed by the search)
+    from zoo import cli  # noqa: PLC0415
 
-    reporting.cli_logging()
+    p = cli.parser("python -m train.search", __doc__, epilog=EXAMPLES)
+    p.add_argument("--config", required=True, metavar="FILE[:ARG]",
+                   help="config file, configs/<arch>_<dataset>.py; --config.FIELD=VALUE fixes what is not searched")
+    p.add_argument("--workdir", required=True,
+                   help="directory for the study, trials.csv, each trial's metrics, the best checkpoint and figures")
+    p.add_argument("--space", action="append", default=[], metavar="PATH=DIST",
+                   help="a searched config field and its distribution (repeat for each field)")
+    p.add_argument("--method", default="random", choices=study.METHODS, help="how Optuna samples (default: random)")
+    p.add_argument("--trials", type=int, default=None, help="trials in the study (a grid: its size by default)")
+    p.add_argument("--parallel-trials", type=int, default=None, metavar="K",
+                   help="at most K trials side by side in one compiled step (default: all that can share one)")
+    p.add_argument("--prune", action="store_true", help="stop poor trials at evaluations (Optuna's --pruner)")
+    p.add_argument("--pruner", default="halving", choices=study.PRUNERS,
+                   help="with --prune: successive halving or Hyperband (default: halving)")
+    p.add_argument("--study", default="search", help="the Optuna study's name (default: search)")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="an Optuna storage URL (sqlite:///..., postgresql://...) or a journal file path "
+                        "(default: sqlite:///WORKDIR/study.db)")
+    p.add_argument("--seed", type=int, default=None, help="the samplers' seed (default: config.seed)")
+    p.add_argument("--memory-limit-gb", type=float, default=None,
+                   help="memory a device may use for a group (default: what it offers)")
+    p.add_argument("--verbose", action="store_true", help="debug messages, and the traceback of an unexpected error")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from train import interrupts, overrides  # noqa: PLC0415  (light)
+
+    stop = interrupts.install()  # first, before jax is imported: see train/interrupts.py
+    from zoo import cli  # noqa: PLC0415
+
+    try:
+        rest, fields = overrides.split(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as e:
+        return cli.fail(e)
+    args = _parser().parse_args(rest)
+    try:
+        config = overrides.apply(overrides.load(args.config), fields)
+        stop.check()
+    except interrupts.Interrupted as e:
+        print(e, file=sys.stderr, flush=True)
+        return e.exit_code
+    except Exception as e:  # noqa: BLE001  (a config file can raise anything: one line, it is the user's input)
+        return cli.fail(e)
+    return interrupts.finish(_search(config, args))
+
+
+def _search(config, args) -> int:
     import optuna  # noqa: PLC0415
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from train import interrupts, logs  # noqa: PLC0415
     from train.search import group, session, study  # noqa: PLC0415
+    from zoo import cli  # noqa: PLC0415
 
-    limit = None if _MEMORY.value is None else int(_MEMORY.value * 2 ** 30)
+    logs.for_command(None, verbose=args.verbose)  # the console; each trial's metrics go to its own directory
+    optuna.logging.set_verbosity(optuna.logging.DEBUG if args.verbose else optuna.logging.WARNING)
+    limit = None if args.memory_limit_gb is None else int(args.memory_limit_gb * 2 ** 30)
     try:
-        session.search(_CONFIG.value, _SPACE.value, _WORKDIR.value, method=_METHOD.value, trials=_TRIALS.value,
-                           parallel_trials=_PARALLEL.value, prune=_PRUNER.value if _PRUNE.value else None,
-                           study=_STUDY.value, storage=_STORAGE.value, seed=_SEED.value, memory_limit=limit)
-    except (ValueError, study.StudyMismatchError, group.GroupTooLargeError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def main():
-    app.run(_main)
+        r = session.search(config, args.space, args.workdir, method=args.method, trials=args.trials,
+                           parallel_trials=args.parallel_trials, prune=args.pruner if args.prune else None,
+                           study=args.study, storage=args.storage, seed=args.seed, memory_limit=limit)
+    except interrupts.Interrupted as e:
+        print(e, file=sys.stderr, flush=True)
+        return e.exit_code
+    except (ValueError, study.StudyMismatchError, group.GroupTooLargeError, ImportError, OSError) as e:
+        return cli.fail(e)
+    except Exception as e:  # noqa: BLE001  (anything else: one line; --verbose shows where it came from)
+        if args.verbose:
+            raise
+        return cli.fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (--verbose: the traceback)",
+                        status=1)
+    return 130 if r.interrupted == "SIGINT" else 143 if r.interrupted else 0

@@ -62,7 +62,7 @@ class _Live:
     nonfinite: set = dataclasses.field(default_factory=set)   # trials with a non-finite step so far
 
 
-def run_group(members: list[group_mod.Member], trials: Trials, workdir: Path, *, prune: bool, stop: dict,
+def run_group(members: list[group_mod.Member], trials: Trials, workdir: Path, *, prune: bool, stop,
               chunk: int | None = None, memory_limit: int | None = None) -> dict:
     """Train ``members`` as one group; returns ``{trial number: Outcome}`` (also told to Optuna)."""
     t0 = time.perf_counter()
@@ -90,8 +90,8 @@ def run_group(members: list[group_mod.Member], trials: Trials, workdir: Path, *,
                     live = _cut(live, leaving, batch, memory_limit)
                 elif leaving:
                     break
-            if stop["signal"]:
-                raise Interrupted(stop["signal"])
+            if stop.signal:
+                raise Interrupted(stop.signal)
             if s < run.total_steps:
                 batch = parallel.put_batch(next(data), plan)
         for m in live.group.members:
@@ -175,7 +175,8 @@ def _cut(live: _Live, leaving: list[int], batch, memory_limit) -> _Live:
 def _checkpoint_best(live: _Live, outcomes: dict, trials: Trials, workdir: Path, data) -> None:
     """Checkpoint the group's best finished trial when no finished trial of the study beats it."""
     g = live.group
-    done = [(outcomes[m.number].val["top1"], i) for i, m in enumerate(g.members) if outcomes[m.number].status == "complete"]
+    done = [(outcomes[m.number].val["top1"], i) for i, m in enumerate(g.members)
+            if outcomes[m.number].status == "complete"]
     if not done:
         return
     top1, i = max(done)

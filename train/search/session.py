@@ -23,7 +23,7 @@ from pathlib import Path
 
 import ml_collections
 
-from train import loop
+from train import interrupts
 from train.search import group as group_mod
 from train.search import report, runner, space as space_mod, study as study_mod
 
@@ -83,7 +83,7 @@ def search(config: ml_collections.ConfigDict, space, workdir: str | Path, *, met
     handed.reclaim()
     chunk = chunk if chunk is not None else default_chunk()
     interrupted = None
-    with loop.stop_signals() as stop, handed.heartbeat():
+    with interrupts.stop_signals() as stop, handed.heartbeat():
         while not interrupted:
             asked = handed.ask(parallel_trials or total)
             if not asked:
