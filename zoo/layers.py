@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.convs import CONV_IMPLS
+from zoo.dropout import dropout
 
 Array = jax.Array
 Dtype = Any
@@ -151,30 +152,8 @@ class Ops:
                         bias_init=bias_init or torch_default_bias(x.shape[-1]), name=name)(x)
 
     def dropout(self, x: Array, rate: float) -> Array:
-        """Dropout in train mode only (needs ``rngs={'dropout': key}`` then). ``rate`` may be a traced
-        scalar (:class:`Dropout`)."""
-        if isinstance(rate, jax.Array):
-            return Dropout(rate, deterministic=not self.train)(x)
-        if rate <= 0.0:
-            return x
-        return nn.Dropout(rate, deterministic=not self.train)(x)
-
-
-class Dropout(nn.Module):
-    """Dropout whose rate is an array, e.g. traced: the per-trial rates of a hyper-parameter search
-    group vmapped together (``train.search``). Named like ``nn.Dropout`` (``Dropout_<i>``) and drawing
-    its mask the same way, so a trial sees the masks its config sees alone."""
-
-    rate: Any
-    deterministic: bool = False
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        if self.deterministic:
-            return x
-        keep = 1.0 - self.rate
-        mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep, shape=x.shape)
-        return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
+        """Dropout in train mode only (needs ``rngs={'dropout': key}`` then); ``rate`` may be an array."""
+        return dropout(x, rate, deterministic=not self.train)
 
 
 # ----------------------------------------------------------------------------- functional ops
@@ -394,9 +373,8 @@ def check_positive(arg: str, value) -> None:
 
 
 def check_rate(arg: str, value) -> None:
-    if isinstance(value, jax.Array):  # traced: a search group's per-trial values, checked before tracing
-        return
-    if not isinstance(value, (int, float, np.number)) or not 0.0 <= value < 1.0:
+    traced = isinstance(value, jax.Array)  # a search group's per-trial rates (zoo/dropout.py): checked before tracing
+    if not traced and (not isinstance(value, (int, float, np.number)) or not 0.0 <= value < 1.0):
         raise ValueError(f"{arg}={value!r}: must be a probability in [0, 1)")
 
 
