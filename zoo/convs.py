@@ -3,6 +3,8 @@
 * ``'lax'``: ``jax.lax.conv_general_dilated``, XLA's convolution, on every backend (the default).
 * ``'cpu'``: the same, with two kinds of convolution rewritten for XLA:CPU (below). Same parameters,
   same results up to float summation order; chosen for CPU devices by ``conv_impl_for('cpu')``.
+* ``'cpu_matmul'``: ``'cpu'`` with every ungrouped convolution as im2col + one matmul (search groups
+  on CPU, ``train.search``).
 
 Models never query the backend: whoever knows the devices (the training setup, the benchmarks, the
 user) passes ``conv_impl=conv_impl_for(device.platform)`` to ``zoo.create``.
@@ -83,7 +85,22 @@ def cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=Non
                                         feature_group_count=feature_group_count, precision=precision, **kw)
 
 
-CONV_IMPLS: dict[str, Callable] = {"lax": jax.lax.conv_general_dilated, "cpu": cpu_conv_general_dilated}
+def matmul_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                                dimension_numbers=None, feature_group_count=1, precision=None, **kw):
+    """``cpu_conv_general_dilated`` with EVERY plain ungrouped convolution as im2col + one matmul: what
+    a hyper-parameter search group runs on XLA:CPU (``train.search``), where the trials of a group
+    are looped over inside one program and XLA:CPU's convolutions run there 5-20x slower than alone
+    (NOTES.md); a matmul keeps its speed. Same parameters, results up to float summation order."""
+    plain = (lhs.ndim == 4 and not isinstance(padding, str) and precision is None and not kw and feature_group_count == 1
+             and all(d == 1 for d in (*(lhs_dilation or (1, 1)), *(rhs_dilation or (1, 1)))))
+    if plain:
+        return conv_im2col(lhs, rhs, window_strides, padding)
+    return cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                                    feature_group_count, precision, **kw)
+
+
+CONV_IMPLS: dict[str, Callable] = {"lax": jax.lax.conv_general_dilated, "cpu": cpu_conv_general_dilated,
+                                   "cpu_matmul": matmul_conv_general_dilated}
 
 
 def conv_impl_for(platform: str) -> str:

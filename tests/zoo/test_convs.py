@@ -1,4 +1,4 @@
-"""Convolution implementations (zoo.convs): the 'cpu' rewrites equal XLA's convolution in values and
+"""Convolution implementations (zoo.convs): the 'cpu' and 'cpu_matmul' rewrites equal XLA's convolution in values and
 both gradients, and the choice is a visible model field, not a global switch or a backend query."""
 import re
 
@@ -23,8 +23,12 @@ from zoo import convs
     ((2, 2, 2, 8), (3, 3, 8, 16), 1, 1, 1),
     ((2, 2, 2, 8), (3, 3, 8, 16), 1, 2, 1),
     ((2, 1, 1, 8), (3, 3, 8, 4), 1, 1, 1),
-], ids=["dw3", "dw3_s2", "dw5_s2", "dw3_2x2", "small_2x2", "small_2x2_s2", "small_1x1"])
+    # 'cpu_matmul' (search groups on CPU): every ungrouped conv as im2col + matmul (LeNet's 5x5, a strided 3x3)
+    ("cpu_matmul", (2, 12, 12, 3), (5, 5, 3, 4), 1, 1, 2),
+    ("cpu_matmul", (2, 9, 9, 4), (3, 3, 4, 6), 1, 2, 1),
+], ids=["dw3", "dw3_s2", "dw5_s2", "dw3_2x2", "small_2x2", "small_2x2_s2", "small_1x1", "matmul5", "matmul3_s2"])
 def test_cpu_conv_rewrites_match_lax(case):
+    impl, case = (case[0], case[1:]) if isinstance(case[0], str) else ("cpu", case)
     x_shape, k_shape, groups, stride, pad = case
     rng = np.random.default_rng(0)  # numpy: jax.random's first call compiles for seconds here
     x = rng.standard_normal(x_shape, dtype=np.float32)
@@ -33,7 +37,7 @@ def test_cpu_conv_rewrites_match_lax(case):
     dn = ("NHWC", "HWIO", "NHWC")
 
     def ours(x, k):
-        return convs.cpu_conv_general_dilated(x, k, *args, dimension_numbers=dn, feature_group_count=groups)
+        return convs.CONV_IMPLS[impl](x, k, *args, dimension_numbers=dn, feature_group_count=groups)
 
     def ref(x, k):
         return jax.lax.conv_general_dilated(x, k, *args, dimension_numbers=dn, feature_group_count=groups)

@@ -19,8 +19,9 @@ The state's trial axis is mapped by ``jax.vmap`` inside the plan's pmap / shard_
 the data axis; with ``trial_devices > 1`` the trials are split over rows of a 2-D mesh. Every trial
 starts from the same initial parameters and dropout key as its config trained alone (same seed),
 and sees the same batches, so trial i ends where ``train.fit`` of its config would (tested).
-``chunk`` trials are vmapped at once and chunks run one after the other (``jax.lax.map``); see
-NOTES.md for why XLA:CPU prefers small chunks.
+``chunk`` trials are vmapped at once and chunks run one after the other (``jax.lax.map``; a chunk
+of one: the single-trial step in a loop over the trials): on XLA:CPU one at a time is fastest, with
+the convolutions as matmuls (``conv_impl='cpu_matmul'``); see NOTES.md.
 """
 from __future__ import annotations
 
@@ -133,6 +134,12 @@ class Group:
     members: list[Member]
     fields: tuple[str, ...]            # the searched paths that vary inside the group
     chunk: int | None = None
+
+    def __post_init__(self):
+        # XLA:CPU runs convolutions 5-20x slower inside the loop over trials than alone (NOTES.md): a
+        # group on CPU computes them as matmuls (the same parameters; results up to summation order)
+        if self.run.model.conv_impl == "cpu":
+            self.run = dataclasses.replace(self.run, model=self.run.model.clone(conv_impl="cpu_matmul"))
 
     @classmethod
     def build(cls, members: list[Member], *, chunk: int | None = None) -> "Group":
