@@ -44,25 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     from train import interrupts, overrides  # noqa: PLC0415  (light)
 
     stop = interrupts.install()  # first, before jax is imported: see train/interrupts.py
-    from zoo import cli  # noqa: PLC0415
 
-    p = _parser()
-    try:
-        rest, fields = overrides.split(list(sys.argv[1:] if argv is None else argv))
-    except ValueError as e:
-        return cli.fail(e)
-    args = p.parse_args(rest)
-    if args.multihost:  # every process must stop at the same step: signals act as they would without us
-        interrupts.uninstall()
-    try:
-        config = overrides.apply(overrides.load(args.config), fields)
-        stop.check()
-    except interrupts.Interrupted as e:
-        print(e, file=sys.stderr, flush=True)
-        return e.exit_code
-    except Exception as e:  # noqa: BLE001  (a config file can raise anything: one line, it is the user's input)
-        return cli.fail(e)
-    return interrupts.finish(_train(config, args))
+    def multihost(args):  # every process must stop at the same step: signals act as they would without us
+        if args.multihost:
+            interrupts.uninstall()
+
+    args, config, status = overrides.read_command_line(_parser(), argv, stop, on_args=multihost)
+    return status if status is not None else interrupts.finish(_train(config, args))
 
 
 def _train(config, args) -> int:

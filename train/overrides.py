@@ -16,6 +16,7 @@ import difflib
 import importlib.util
 import inspect
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,32 @@ def split(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
             rest.append(a)
         i += 1
     return rest, found
+
+
+def read_command_line(parser, argv: list[str] | None, stop, *, on_args=None):
+    """``(args, config, None)`` of a command taking ``--config FILE[:ARG]`` and ``--config.FIELD=VALUE``
+    (``python -m train``, ``python -m train.search``), or ``(args, None, exit status)`` after one
+    ``error:`` line (bad input; a config file may raise anything) or a signal (``stop``:
+    ``train.interrupts.install()``). ``on_args(args)`` runs before the config file is read."""
+    from train import interrupts  # noqa: PLC0415  (light)
+    from zoo import cli  # noqa: PLC0415
+
+    try:
+        rest, fields = split(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as e:
+        return None, None, cli.fail(e)
+    args = parser.parse_args(rest)
+    if on_args is not None:
+        on_args(args)
+    try:
+        config = apply(load(args.config), fields)
+        stop.check()
+    except interrupts.Interrupted as e:
+        print(e, file=sys.stderr, flush=True)
+        return args, None, e.exit_code
+    except Exception as e:  # noqa: BLE001  (a config file can raise anything: one line, it is the user's input)
+        return args, None, cli.fail(e)
+    return args, config, None
 
 
 def field_names(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

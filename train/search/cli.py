@@ -60,22 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     from train import interrupts, overrides  # noqa: PLC0415  (light)
 
     stop = interrupts.install()  # first, before jax is imported: see train/interrupts.py
-    from zoo import cli  # noqa: PLC0415
-
-    try:
-        rest, fields = overrides.split(list(sys.argv[1:] if argv is None else argv))
-    except ValueError as e:
-        return cli.fail(e)
-    args = _parser().parse_args(rest)
-    try:
-        config = overrides.apply(overrides.load(args.config), fields)
-        stop.check()
-    except interrupts.Interrupted as e:
-        print(e, file=sys.stderr, flush=True)
-        return e.exit_code
-    except Exception as e:  # noqa: BLE001  (a config file can raise anything: one line, it is the user's input)
-        return cli.fail(e)
-    return interrupts.finish(_search(config, args))
+    args, config, status = overrides.read_command_line(_parser(), argv, stop)
+    return status if status is not None else interrupts.finish(_search(config, args))
 
 
 def _search(config, args) -> int:
