@@ -120,3 +120,30 @@ def test_alive(owner, beat, alive):
     if owner["pid"] is None:
         owner = {**owner, "pid": _dead_pid()}
     assert study._alive(owner, time.time() if beat == "now" else beat, None) is alive
+
+
+def test_tpe_samples_from_the_finished_trials(tmp_path):
+    """TPE (after Optuna's 10 random start-up trials) proposes from the history: trial 11 of a study
+    whose score grows with the learning rate lies in the space, sampled by Optuna's TPESampler."""
+    import optuna
+    from optuna.trial import TrialState
+
+    t = _trials(tmp_path, 12, "tpe")
+    for trial, values in t.ask(11):
+        t.finish(trial, TrialState.COMPLETE, float(values["optimizer.learning_rate"]), {})
+    [(trial, values)] = t.ask(1)
+    assert isinstance(t.study.sampler, optuna.samplers.TPESampler)
+    assert 1e-4 <= values["optimizer.learning_rate"] <= 1e-1 and 0 <= values["optimizer.weight_decay"] <= 1e-3
+
+
+def test_pruners_are_optunas_with_given_resources():
+    import optuna
+
+    from train.search import study
+
+    assert isinstance(study.make_pruner(None, 4), optuna.pruners.NopPruner)
+    assert isinstance(study.make_pruner("halving", 4), optuna.pruners.SuccessiveHalvingPruner)
+    hyperband = study.make_pruner("hyperband", 4)
+    assert isinstance(hyperband, optuna.pruners.HyperbandPruner) and hyperband._max_resource == 4
+    with pytest.raises(ValueError, match="--pruner 'median': allowed halving, hyperband"):
+        study.make_pruner("median", 4)
