@@ -55,6 +55,7 @@ NOT_RUN = {  # the start of a block that the tests do not run -> why
     "import onnxruntime as ort": "reads the files of the export snippet, which is not run",
     "python -m train --config configs/resnet18_finetune_folder.py": "needs your image folder and torchvision's weights",
     "python benchmarks/bench.py": "takes minutes: measurements, never tests",
+    "python benchmarks/search.py": "takes half an hour: measurements, never tests",
 }
 SHORTER = " --config.num_epochs=2"   # appended to each `python -m train --config ...` line: 2 epochs instead of 10
 
