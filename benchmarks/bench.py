@@ -98,6 +98,7 @@ def worker_model(a) -> dict:
 
     import jax  # noqa: PLC0415
     import harness  # noqa: PLC0415
+    import zoo  # noqa: PLC0415
 
     if a.experiment:
         import experiments  # noqa: PLC0415
@@ -105,8 +106,10 @@ def worker_model(a) -> dict:
     events = _monitor()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
+    fields = zoo.model_info(a.model).cls.__dataclass_fields__
+    no_aux = {"aux_logits": False} if a.no_aux and "aux_logits" in fields else {}
     s = harness.setup(a.model, batch=a.batch, res=a.res, classes=a.classes, precision=a.precision,
-                      parallelism=a.parallelism)
+                      parallelism=a.parallelism, model_kwargs=no_aux)
     setup_s = time.perf_counter() - t0
     macs = int(harness.zoo.macs(s.model, s.input_shape))
     events.clear()
@@ -262,6 +265,8 @@ def _worker_cmd(a, kind: str, out: Path, model: str | None = None) -> list[str]:
         cmd += ["--experiment", a.experiment]
     if not a.xla_cost:
         cmd.append("--no-xla-cost")
+    if a.no_aux:
+        cmd.append("--no-aux")
     return cmd
 
 
@@ -317,7 +322,8 @@ def run_ours(a, model: str, tmp: Path) -> dict:
 
 def run_torch(a, model: str, tmp: Path) -> dict | None:
     out, log = tmp / f"torch_{model}.json", tmp / f"torch_{model}.log"
-    cmd = [a.torch_python, str(a.torch_script), "--models", model, "--batch", str(a.batch), "--res", str(a.res),
+    wrapper = [str(Path(__file__).with_name("torch_no_aux.py"))] if a.no_aux else []
+    cmd = [a.torch_python, *wrapper, str(a.torch_script), "--models", model, "--batch", str(a.batch), "--res", str(a.res),
            "--classes", str(a.classes), "--steps", str(a.steps), "--warmup", str(a.warmup), "--out", str(out)]
     if a.torch_channels_last:
         cmd.append("--channels-last")
@@ -520,6 +526,9 @@ def main(argv=None) -> int:
     ap.add_argument("--run-torch", action="store_true", help="run the PyTorch script for each model, interleaved")
     ap.add_argument("--torch-python", default="/work/torch-ref/bin/python")
     ap.add_argument("--torch-script", default=str(TORCH_SCRIPT))
+    ap.add_argument("--no-aux", action="store_true",
+                    help="auxiliary classifiers off on both sides (googlenet, inception_v3: torchvision's train-mode "
+                         "outputs are tuples the reference script cannot take; Inception v3's needs 299 px)")
     ap.add_argument("--torch-channels-last", action="store_true")
     ap.add_argument("--vs-json", help="an earlier JSON of this script (e.g. other --xla-flags): ratio this / that")
     ap.add_argument("--warm", action="store_true", help="each model's worker runs twice on a fresh persistent "

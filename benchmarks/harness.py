@@ -83,11 +83,12 @@ class Setup:
 
 
 def setup(name: str, *, batch: int, res: int, classes: int, precision: str = "float32",
-          parallelism: str = "shard_map", seed: int = 0) -> Setup:
+          parallelism: str = "shard_map", seed: int = 0, model_kwargs: dict | None = None) -> Setup:
     """Model + optimizer + state + random batch + compiled-step callables (not yet compiled)."""
     input_shape, note = input_shape_for(name, res)
     c = bench_config(name, precision, parallelism)
     c.seed = seed
+    c.model_kwargs.update(model_kwargs or {})
     plan = parallel.make_plan(c.parallelism, c.num_devices)
     parallel.check_batch(batch, plan)
     run = train_setup.make(c, plan=plan, model_kwargs=train_setup.model_kwargs(c, classes), input_shape=input_shape,
