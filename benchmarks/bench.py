@@ -51,7 +51,8 @@ DEFAULT_MODELS = "lenet5,alexnet,vgg11_bn,resnet18,densenet121,mobilenet_v2,shuf
 TORCH_SCRIPT = ROOT.parent / "shared" / "torch_baseline" / "bench.py"
 # zoo names that are torchvision builders of the same architecture (the others are ours only)
 TORCHVISION = re.compile(r"^(alexnet|vgg\d+(_bn)?|resnet(18|34|50|101|152)|resnext\d+_\d+x\d+d|wide_resnet\d+_2|"
-                         r"densenet\d+|mobilenet_v2|mobilenet_v3_(large|small)|shufflenet_v2_x\d_\d)$")
+                         r"densenet\d+|mobilenet_v2|mobilenet_v3_(large|small)|shufflenet_v2_x\d_\d|googlenet|"
+                         r"inception_v3|squeezenet1_[01]|mnasnet\d_\d+|efficientnet_(b\d|v2_[sml]))$")
 
 
 def _loadavg():
