@@ -107,8 +107,7 @@ def worker_model(a) -> dict:
     events = _monitor()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
-    fields = zoo.model_info(a.model).cls.__dataclass_fields__
-    no_aux = {"aux_logits": False} if a.no_aux and "aux_logits" in fields else {}
+    no_aux = {"aux_logits": False} if a.no_aux and "aux_logits" in zoo.model_info(a.model).options() else {}
     s = harness.setup(a.model, batch=a.batch, res=a.res, classes=a.classes, precision=a.precision,
                       parallelism=a.parallelism, model_kwargs=no_aux)
     setup_s = time.perf_counter() - t0

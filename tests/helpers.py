@@ -335,11 +335,10 @@ INNER_LOOP_MODELS = frozenset({"lenet5", "lenet5_classic", "alexnet", "resnet18"
 def inner_loop_sample(names, fast=INNER_LOOP_MODELS) -> list:
     """``names`` as pytest parameters: those in ``fast`` in the inner loop, every other one marked
     ``integration`` (the full run, ``python -m pytest``, still runs them all)."""
-    def param(n):  # a tuple is the values of several argument names
-        return pytest.param(*n, marks=pytest.mark.integration) if isinstance(n, tuple) else \
-            pytest.param(n, marks=pytest.mark.integration)
+    def values(n):  # a tuple is the values of several argument names
+        return n if isinstance(n, tuple) else (n,)
 
-    return [n if n in fast else param(n) for n in names]
+    return [n if n in fast else pytest.param(*values(n), marks=pytest.mark.integration) for n in names]
 
 
 # ----------------------------------------------------------------------------- search groups

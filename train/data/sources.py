@@ -158,8 +158,9 @@ def _open_synthetic(split: str, shape: Sequence[int], num_classes: int, num_exam
 
 # ----------------------------------------------------------------------------------------- idx
 def _open_idx(name: str, split: str) -> ArraySource:
-    d = idx.load_split(name[len("idx:"):], split)
-    family, mean, std = KNOWN_DATASETS[d.recognised] if d.recognised else ("mnist", *idx.pixel_stats(name[4:]))
+    path = name[len("idx:"):]
+    d = idx.load_split(path, split)
+    family, mean, std = KNOWN_DATASETS[d.recognised] if d.recognised else ("mnist", *idx.pixel_stats(path))
     return ArraySource(name, split, len(d.labels), d.class_names, d.images.shape[1:], family, mean, std,
                        images=d.images, labels=d.labels)
 
