@@ -71,3 +71,10 @@ def test_dry_run_wires_every_recipe(tmp_path):
         assert r["dry_run"] and r["step"] == 2 and 0 <= r["top1"] <= 100 and r["data"].startswith("idx:")
     assert "| model | dataset | top-1 (ours) | published |" in proc.stdout
     assert (snapshot(results) if results.exists() else None) == before  # the real results are untouched
+
+
+def test_readme_table_is_the_results_file(reproduce):
+    """README's "Reproduced results" shows exactly the committed rows (what ``--table`` prints)."""
+    rows = reproduce.read_rows(reproduce.RESULTS)
+    assert {r["config"] for r in rows} == {f"configs/{r.config}.py" for r in reproduce.RECIPES}
+    assert reproduce.table(rows) in (ROOT / "README.md").read_text()
