@@ -6,6 +6,7 @@ the slowest ratios of ``bench.py`` (see README.md, "Where the time goes").
     python benchmarks/conv_micro.py                          # all cases, all variants, no extra flags
     python benchmarks/conv_micro.py --cases lenet_conv1,r18_l3 --flag-sets all
     python benchmarks/conv_micro.py --flag-sets none,'--xla_cpu_use_xnnpack=false'
+    python benchmarks/conv_micro.py --flag-sets=none,ynn_no_conv   # the steps' CPU option (zoo.compiling)
 
 Variants of one conv ``y = conv(x, w)`` (NHWC input, HWIO kernel, explicit symmetric padding, as
 ``zoo.layers.Ops.conv`` calls ``lax.conv_general_dilated`` through ``flax.linen.Conv``):
@@ -15,6 +16,9 @@ Variants of one conv ``y = conv(x, w)`` (NHWC input, HWIO kernel, explicit symme
 * ``im2col``   : pad, take the kh*kw shifted strided slices, concatenate on channels, one matmul
                  ``(B*Ho*Wo, kh*kw*C) @ (kh*kw*C, O)``; its gradients are slices/pads and matmuls
 * ``patches``  : ``lax.conv_general_dilated_patches`` + matmul (XLA's own im2col, a grouped conv)
+* ``lax_wim2col``, ``lax_wtaps``: ``lax`` forward and input gradient, the kernel gradient as matmuls
+                 (a ``jax.custom_vjp``): im2col^T @ dy, or one ``(C, B*Ho*Wo) @ (B*Ho*Wo, O)`` per
+                 tap (2026-11-30: no faster than XLA's own kernel gradient; benchmarks/README.md)
 
 Each flag set runs in its own process (XLA_FLAGS must be set before jax is imported).
 """
@@ -42,13 +46,14 @@ CASES = {
     "r18_l1_224": ((16, 56, 56, 64), (3, 3, 64, 64), 1, 1, "ResNet-18 layer1 conv at 224 (56x56), batch 16"),
     "r18_l4_224": ((16, 7, 7, 512), (3, 3, 512, 512), 1, 1, "ResNet-18 layer4 conv at 224 (7x7), batch 16"),
 }
-VARIANTS = ("lax", "nchw", "im2col", "patches")
+VARIANTS = ("lax", "nchw", "im2col", "patches", "lax_wim2col", "lax_wtaps")
 FLAG_SETS = {
     "none": "",
     "no_xnnpack": "--xla_cpu_use_xnnpack=false",
     "xnnpack": "--xla_cpu_use_xnnpack=true",
     "xnn_dot": "--xla_cpu_experimental_xnn_fusion_type=dot",
     "ynn_off": "--xla_cpu_experimental_ynn_fusion_type=",
+    "ynn_no_conv": "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",   # zoo.compiling.CPU_STEP_OPTIONS
     "onednn": "--xla_cpu_use_onednn=true",
     "onednn_cc": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true",
     "eigen_1thread": "--xla_cpu_multi_thread_eigen=false",
@@ -56,6 +61,7 @@ FLAG_SETS = {
 
 
 def _variants(stride, pad):
+    import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415
     from jax import lax  # noqa: PLC0415
 
@@ -85,7 +91,38 @@ def _variants(stride, pad):
         # feature order of patches is (c, kh, kw)
         return p @ w.transpose(2, 0, 1, 3).reshape(c * kh * kw, o)
 
-    return {"lax": conv_lax, "nchw": conv_nchw, "im2col": conv_im2col, "patches": conv_patches}
+    def lax_with_kernel_grad(kernel_grad):
+        @jax.custom_vjp
+        def conv(x, w):
+            return conv_lax(x, w)
+
+        def fwd(x, w):
+            return conv_lax(x, w), (x, w)
+
+        def bwd(res, g):
+            x, w = res
+            dx = jax.vjp(lambda x: conv_lax(x, w), x)[1](g)[0]
+            return dx, kernel_grad(x, g, w.shape)
+        conv.defvjp(fwd, bwd)
+        return conv
+
+    def _taps(x, kh, kw, ho, wo):
+        xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        return [xp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride, :]
+                for i in range(kh) for j in range(kw)]
+
+    def wgrad_im2col(x, g, wshape):  # cols^T @ g: (kh*kw*C, B*Ho*Wo) @ (B*Ho*Wo, O)
+        kh, kw, c, o = wshape
+        cols = jnp.concatenate(_taps(x, kh, kw, g.shape[1], g.shape[2]), axis=-1).reshape(-1, kh * kw * c)
+        return (cols.T @ g.reshape(-1, o)).reshape(wshape)
+
+    def wgrad_taps(x, g, wshape):  # one (C, B*Ho*Wo) @ (B*Ho*Wo, O) matmul per tap
+        kh, kw, c, o = wshape
+        g2 = g.reshape(-1, o)
+        return jnp.stack([t.reshape(-1, c).T @ g2 for t in _taps(x, kh, kw, g.shape[1], g.shape[2])]).reshape(wshape)
+
+    return {"lax": conv_lax, "nchw": conv_nchw, "im2col": conv_im2col, "patches": conv_patches,
+            "lax_wim2col": lax_with_kernel_grad(wgrad_im2col), "lax_wtaps": lax_with_kernel_grad(wgrad_taps)}
 
 
 def _time(f, args, reps, min_s=0.3):

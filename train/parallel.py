@@ -29,6 +29,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from zoo.compiling import step_compile_options
+
 AXIS = "data"
 TRIALS = "trials"  # the trial axis of a search group's 2-D mesh
 PARALLELISMS = ("shard_map", "pmap")
@@ -170,7 +172,7 @@ def compile_step(fn: Callable, plan: Plan, *, batch_argnums=(1,), out_sharded: A
     output carry the leading trial axis, split over the mesh's TRIALS axis when
     ``plan.trial_devices > 1`` (placed by :func:`put_trials`, read back by :func:`get_trials`).
     """
-    if plan.parallelism == "pmap":
+    if plan.parallelism == "pmap":   # jax.pmap takes no compile options: XLA's defaults
         return jax.pmap(fn, axis_name=AXIS, devices=list(plan.local_devices) if jax.process_count() == 1 else None,
                         donate_argnums=(0,) if donate_state else ())
     trial_spec = P(TRIALS) if plan.trial_devices > 1 else P()
@@ -183,7 +185,8 @@ def compile_step(fn: Callable, plan: Plan, *, batch_argnums=(1,), out_sharded: A
             out_specs = trial_spec
         return jax.shard_map(fn, mesh=plan.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)(*args)
 
-    return jax.jit(wrapped, donate_argnums=(0,) if donate_state else ())
+    return jax.jit(wrapped, donate_argnums=(0,) if donate_state else (),
+                   compiler_options=step_compile_options(plan.devices[0].platform))
 
 
 def put_trials(tree, plan: Plan):

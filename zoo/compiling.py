@@ -19,6 +19,27 @@ def fast_compile_options() -> dict:
     return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
 
 
+# XLA:CPU (jaxlib 0.10) sends dots, reductions and convolutions to YNNPACK by default; its Eigen
+# convolutions are 1.3-2.5x faster for the convolutions of ResNet / VGG / DenseNet here (forward and
+# both gradients, benchmarks/README.md "Round 3"). XLA's default list without INDIVIDUAL_CONVOLUTION
+# (the same as XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution, which
+# compile options cannot spell): YNNPACK keeps dots and reductions (without it, BatchNorm's
+# reductions fall to XLA's loops: MobileNet-V2 trains 2x slower at 224).
+CPU_STEP_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+def step_compile_options(platform: str) -> dict:
+    """XLA options for the programs that run many times (train / eval steps, prediction) on devices
+    of ``platform`` (``jax.Device.platform``): on CPU, :data:`CPU_STEP_OPTIONS`, unless ``XLA_FLAGS``
+    already sets that option (an experiment, a user's choice: theirs wins); elsewhere none. Part of
+    the compilation cache's key like every compile option; results change in the last bits only
+    (another summation order)."""
+    if platform != "cpu":
+        return {}
+    given = os.environ.get("XLA_FLAGS", "")
+    return {k: v for k, v in CPU_STEP_OPTIONS.items() if f"--{k}=" not in given}
+
+
 def compile_once(fn, *args):
     """``jax.jit(fn)`` lowered and compiled with :func:`fast_compile_options` for ``args``."""
     return jax.jit(fn).lower(*args).compile(compiler_options=fast_compile_options())

@@ -19,7 +19,9 @@ lot fall to a naive loop there, 5-150x slower than a matmul of the same work (be
   simplifier swaps the operands into a layout no fast path takes.
 
 ``'cpu'`` writes those two with primitives XLA:CPU does well (shifted slices fused into loops; im2col
-+ one matmul); every other convolution is ``lax.conv_general_dilated`` unchanged.
++ one matmul); every other convolution is ``lax.conv_general_dilated`` unchanged. Which library runs
+those on XLA:CPU (Eigen rather than YNNPACK) is a compile option of the steps, not a model choice:
+``zoo.compiling.step_compile_options``.
 """
 from __future__ import annotations
 

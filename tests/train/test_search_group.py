@@ -11,7 +11,7 @@ def _config(**overrides):
     return quick(**{"batch_size": 16, "num_epochs": 3.0, **overrides})
 
 
-def assert_same_as_alone(members, shape, chunk, steps=3):
+def assert_same_as_alone(members, shape, chunk, steps=3, atol=1e-6):
     import jax
 
     batches = random_batches(shape, steps)
@@ -21,7 +21,7 @@ def assert_same_as_alone(members, shape, chunk, steps=3):
         ref = trained_alone(m.config, shape, batches)
         for name in ("params", "batch_stats", "ema_params"):
             got, want = jax.tree.map(lambda x: x[i], getattr(states, name)), getattr(ref, name)
-            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
+            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=atol), got, want)
         # (atol as tests/train/test_parallel.py: Adam magnifies summation-order noise on near-zero gradients)
         # saved alone-structured, the trial's state is the one train.fit would restore
         single = g.single_state(states, i)
@@ -68,7 +68,10 @@ def test_dropout_trials_end_where_each_config_alone_ends():
                     "batch_size": 8, "optimizer.name": "sgd", "optimizer.weight_decay": 1e-4})
     values = [{"optimizer.learning_rate": lr, "model_kwargs.dropout": p, "optimizer.momentum": m}
               for lr, p, m in [(0.01, 0.5, 0.9), (0.02, 0.2, 0.5)]]
-    assert_same_as_alone(search_members(base, values), (64, 64, 3), None, steps=3)
+    # atol 1e-5: on CPU a group's convolutions are im2col matmuls, alone they are Eigen convolutions
+    # (zoo.compiling.step_compile_options); AlexNet's 3x3x256x256 kernels then differ by up to 3.4e-6
+    # after 3 steps (2026-11-30), summation order alone
+    assert_same_as_alone(search_members(base, values), (64, 64, 3), None, steps=3, atol=1e-5)
 
 
 def test_memory_check_gives_the_group_size_that_fits():

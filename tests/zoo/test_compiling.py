@@ -4,6 +4,7 @@ import logging
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 from zoo import compiling
@@ -56,3 +57,85 @@ def test_a_directory_that_cannot_be_made_leaves_the_cache_off(tmp_path, caplog, 
         assert compiling.use_compile_cache(str(blocker / "jax")) is None
     assert jax.config.jax_compilation_cache_dir is None
     assert [r.getMessage() for r in caplog.records if "compilation cache off" in r.getMessage()]
+
+
+# ---------------------------------------------------------------------- compile options of the steps
+def _conv_programs(options):
+    """A 3x3 conv's forward, input gradient and kernel gradient, each compiled with ``options``."""
+    from jax import lax
+
+    def conv(x, w):
+        return lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    fns = {"forward": conv,
+           "input gradient": lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0],
+           "kernel gradient": lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0]}
+    return {k: jax.jit(f, compiler_options=options) for k, f in fns.items()}
+
+
+def _ynn_convolutions(compiled) -> int:
+    """YNNPACK fusions made of a convolution in a compiled program's optimised HLO."""
+    return sum("__ynn_fusion" in line and "conv_general_dilated" in line for line in compiled.as_text().splitlines())
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's option")
+def test_cpu_steps_run_convolutions_outside_ynnpack_with_the_same_values_and_gradients(monkeypatch):
+    import numpy as np
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 28, 28, 32), dtype=np.float32)   # large enough for YNNPACK to take it
+    w = rng.standard_normal((3, 3, 32, 32), dtype=np.float32) * 0.1
+    g = rng.standard_normal((8, 28, 28, 32), dtype=np.float32)
+    default, ours = _conv_programs(None), _conv_programs(compiling.step_compile_options("cpu"))
+    for name in default:
+        args = (x, w) if name == "forward" else (x, w, g)
+        assert _ynn_convolutions(ours[name].lower(*args).compile()) == 0, name
+        want, got = np.asarray(default[name](*args)), np.asarray(ours[name](*args))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max(), err_msg=name)
+    assert _ynn_convolutions(default["forward"].lower(x, w).compile()) == 1   # XLA's default, which we change
+
+
+def test_step_options_are_for_cpu_only_and_xla_flags_win(monkeypatch):
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    assert compiling.step_compile_options("cpu") == compiling.CPU_STEP_OPTIONS
+    assert compiling.step_compile_options("gpu") == {} and compiling.step_compile_options("tpu") == {}
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2 --xla_cpu_experimental_ynn_fusion_type=")
+    assert compiling.step_compile_options("cpu") == {}
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's option")
+def test_the_compiled_train_step_carries_the_options(monkeypatch):
+    import numpy as np
+
+    from train import parallel
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    plan = parallel.Plan("shard_map", tuple(jax.devices()[:1]))
+    step = parallel.compile_step(lambda w, x: (jax.lax.conv_general_dilated(
+        x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")) ** 2).sum(), plan, donate_state=False)
+    x = np.ones((8, 28, 28, 32), np.float32)
+    compiled = step.lower(np.ones((3, 3, 32, 32), np.float32), x).compile()
+    assert "convolution(" in compiled.as_text() and _ynn_convolutions(compiled) == 0
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's option")
+def test_the_cpu_option_takes_only_convolutions_from_ynnpack():
+    """Dots and reductions (BatchNorm's) stay where XLA puts them by default: without YNNPACK's
+    reductions MobileNet-V2 trains 2x slower at 224 (benchmarks/README.md)."""
+    import numpy as np
+    from jax import lax
+
+    def f(x, w, m):
+        y = jnp.tanh(lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        return y.sum(axis=(0, 1, 2)) @ m, (y.reshape(-1, 64) @ m).mean(), (x * x).max(axis=-1)
+
+    args = (np.ones((8, 28, 28, 64), np.float32), np.ones((3, 3, 64, 64), np.float32), np.ones((64, 64), np.float32))
+
+    def ynn_fusions(options):
+        text = jax.jit(f, compiler_options=options).lower(*args).compile().as_text()
+        return [line.split(" = ")[1].split(" fusion(")[0] + (" conv" if "conv_general_dilated" in line else "")
+                for line in text.splitlines() if "__ynn_fusion" in line and " = " in line]
+
+    default, ours = ynn_fusions(None), ynn_fusions(compiling.step_compile_options("cpu"))
+    assert [k for k in default if not k.endswith(" conv")] == ours and len(ours) >= 2 and len(default) == len(ours) + 1
