@@ -2,8 +2,8 @@
 with the real train step BEFORE anyone edits ``zoo/layers.py``: ``bench.py --experiment NAME`` and
 ``profile_step.py --experiment NAME`` call :func:`apply` in the worker before the model is built.
 
-``dw`` and ``im2col_small`` were measured here first and are now the CPU path of
-``zoo.layers.conv_general_dilated`` (benchmarks/README.md); ``lax`` restores XLA's convolution
+``dw`` and ``im2col_small`` were measured here first and are now the CPU path
+(``zoo.convs.cpu_conv_general_dilated``) (benchmarks/README.md); ``lax`` restores XLA's convolution
 everywhere (the code before that change) so that the two can still be compared.
 
 Each experiment is the exact code proposed for ``zoo.layers.Ops.conv``: ``flax.linen.Conv`` accepts
@@ -13,7 +13,7 @@ parameters (``kernel`` HWIO, ``bias``) unchanged, so checkpoints and weight conv
 * ``lax``: every convolution as one ``lax.conv_general_dilated`` (no rewrite).
 * ``im2col_small``: a convolution whose input is spatially smaller than its kernel
   (``H * W < kh * kw``; e.g. ResNet's 3x3 convs on 2x2 and 1x1 maps at 32x32 input) is computed as
-  im2col + one matmul (``zoo.layers.conv_im2col``). XLA's algebraic simplifier swaps the operands of such a convolution (the
+  im2col + one matmul (``zoo.convs.conv_im2col``). XLA's algebraic simplifier swaps the operands of such a convolution (the
   activation becomes the "kernel"), the result has a non-canonical layout
   (``dim_labels=01fb_o01i->f01b``) that neither the Eigen nor the YNNPACK/XNNPACK convolution paths
   take, and XLA:CPU then runs a naive loop: ~0.5 GMAC/s instead of ~20-40.
@@ -21,10 +21,18 @@ parameters (``kernel`` HWIO, ``bias``) unchanged, so checkpoints and weight conv
   first layers on RGB / grey images).
 * ``im2col_all``: every ungrouped convolution as im2col + matmul (a bound, not a proposal).
 * ``dw``: depthwise convolutions (MobileNet, ShuffleNet) as the sum of kh*kw shifted slices times
-  per-channel weights (``zoo.layers.depthwise_conv_shifted``). XLA:CPU runs the backward-input of a strided
+  per-channel weights (``zoo.convs.depthwise_conv_shifted``). XLA:CPU runs the backward-input of a strided
   depthwise conv (an ``lhs_dilation`` conv) and depthwise convs on maps smaller than the kernel in
   its naive loop emitter (~0.03 GMAC/s).
 * ``im2col_small_dw``, ``im2col_small_cin_dw``: the combinations.
+* ``im2col_small_dw_barrier``: the current CPU path (``im2col_small_dw``) with the input of every
+  remaining ``lax`` convolution behind ``lax.optimization_barrier``. XLA lays out the input of a
+  kernel-gradient convolution batch-minor (``f32[C,H,W,B]``) for Eigen and fuses that transpose with
+  every elementwise producer it can reach, recomputing chains of BatchNorm / residual add / ReLU of
+  several blocks per element in a strided loop (ResNet-50 train at 224: ~70% of op time). The barrier
+  was meant to make the transpose read one materialised array. Dropped (2026-11-30): the barriers
+  reach the lowered program (105 in ResNet-50's train step) but XLA:CPU expands them before fusing,
+  the same recomputing transpose fusions come out, and the step is no faster (benchmarks/README.md).
 """
 from __future__ import annotations
 
@@ -32,7 +40,7 @@ import math
 
 from jax import lax
 
-from zoo.layers import conv_im2col, depthwise_conv_shifted
+from zoo.convs import conv_im2col, depthwise_conv_shifted
 
 
 def _plain(lhs_dilation, rhs_dilation, feature_group_count, padding) -> bool:
@@ -53,13 +61,16 @@ def make_conv(rule: str):
             use = ("small" in rule and small) or ("cin" in rule and c <= 4)
         if use:
             return conv_im2col(lhs, rhs, window_strides, padding)
+        if "barrier" in rule:
+            lhs = lax.optimization_barrier(lhs)
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                         feature_group_count=feature_group_count, precision=precision, **kw)
     return conv
 
 
-EXPERIMENTS = ("lax", "im2col_small", "im2col_small_cin", "im2col_all", "dw", "im2col_small_dw", "im2col_small_cin_dw")
+EXPERIMENTS = ("lax", "im2col_small", "im2col_small_cin", "im2col_all", "dw", "im2col_small_dw", "im2col_small_cin_dw",
+               "im2col_small_dw_barrier")
 
 
 def apply(name: str) -> None:
