@@ -25,6 +25,12 @@ parameters (``kernel`` HWIO, ``bias``) unchanged, so checkpoints and weight conv
   depthwise conv (an ``lhs_dilation`` conv) and depthwise convs on maps smaller than the kernel in
   its naive loop emitter (~0.03 GMAC/s).
 * ``im2col_small_dw``, ``im2col_small_cin_dw``: the combinations.
+* ``im2col_small_dw_1x1``: the current CPU path plus every unpadded 1x1 convolution as a (strided
+  slice +) reshape + one matmul (``conv_im2col`` with a 1x1 kernel). Their kernel gradient is then a
+  dot, which YNNPACK takes without the batch-minor transposes Eigen's convolution needs.
+* ``im2col_small_dw_1x1vjp``: the current CPU path plus every unpadded stride-1 1x1 convolution as
+  ``zoo.convs.pointwise_conv_dot_grads``: XLA's convolution forward (eval unchanged), both
+  gradients as matmuls.
 * ``im2col_small_dw_barrier``: the current CPU path (``im2col_small_dw``) with the input of every
   remaining ``lax`` convolution behind ``lax.optimization_barrier``. XLA lays out the input of a
   kernel-gradient convolution batch-minor (``f32[C,H,W,B]``) for Eigen and fuses that transpose with
@@ -40,7 +46,7 @@ import math
 
 from jax import lax
 
-from zoo.convs import conv_im2col, depthwise_conv_shifted
+from zoo.convs import conv_im2col, depthwise_conv_shifted, pointwise_conv_dot_grads
 
 
 def _plain(lhs_dilation, rhs_dilation, feature_group_count, padding) -> bool:
@@ -58,9 +64,14 @@ def make_conv(rule: str):
         use = rule != "lax" and _plain(lhs_dilation, rhs_dilation, feature_group_count, padding) and lhs.ndim == 4
         if use and rule != "im2col_all":
             small = math.prod(lhs.shape[1:3]) < kh * kw_
-            use = ("small" in rule and small) or ("cin" in rule and c <= 4)
+            pointwise = kh == kw_ == 1 and all(p == (0, 0) for p in padding)
+            use = ("small" in rule and small) or ("cin" in rule and c <= 4) or ("1x1" in rule and pointwise)
         if use:
             return conv_im2col(lhs, rhs, window_strides, padding)
+        if ("1x1vjp" in rule and lhs.ndim == 4 and kh == kw_ == 1 and tuple(window_strides) == (1, 1)
+                and _plain(lhs_dilation, rhs_dilation, feature_group_count, padding)
+                and all(p == (0, 0) for p in padding) and precision is None and not kw):
+            return pointwise_conv_dot_grads(lhs, rhs)
         if "barrier" in rule:
             lhs = lax.optimization_barrier(lhs)
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
@@ -70,7 +81,7 @@ def make_conv(rule: str):
 
 
 EXPERIMENTS = ("lax", "im2col_small", "im2col_small_cin", "im2col_all", "dw", "im2col_small_dw", "im2col_small_cin_dw",
-               "im2col_small_dw_barrier")
+               "im2col_small_dw_barrier", "im2col_small_dw_1x1", "im2col_small_dw_1x1vjp")
 
 
 def apply(name: str) -> None:

@@ -18,8 +18,13 @@ lot fall to a naive loop there, 5-150x slower than a matmul of the same work (be
 * convolutions whose input map is smaller than the kernel (ResNet / VGG layer3-4 at 32x32): the
   simplifier swaps the operands into a layout no fast path takes.
 
-``'cpu'`` writes those two with primitives XLA:CPU does well (shifted slices fused into loops; im2col
-+ one matmul); every other convolution is ``lax.conv_general_dilated`` unchanged. Which library runs
+and one kind is slow in training only: the gradients of 1x1 convolutions (ResNet-50's bottlenecks,
+MobileNet's expansions and projections), whose kernel-gradient convolution XLA feeds a batch-minor
+copy of the input, recomputing the BatchNorm / residual / ReLU chain that produced it.
+
+``'cpu'`` writes the first two with primitives XLA:CPU does well (shifted slices fused into loops;
+im2col + one matmul) and gives stride-1 1x1 convolutions matmul gradients (a ``jax.custom_vjp``:
+reverse mode only); every other convolution is ``lax.conv_general_dilated`` unchanged. Which library runs
 those on XLA:CPU (Eigen rather than YNNPACK) is a compile option of the steps, not a model choice:
 ``zoo.compiling.step_compile_options``.
 """
@@ -69,6 +74,32 @@ def conv_im2col(x: Array, kernel: Array, strides, padding) -> Array:
     return y.astype(x.dtype).reshape(b, ho, wo, o)
 
 
+@jax.custom_vjp
+def pointwise_conv_dot_grads(x: Array, kernel: Array) -> Array:
+    """Unpadded stride-1 1x1 conv, ``x: (B, H, W, C)``, ``kernel: (1, 1, C, O)``: XLA's convolution
+    forward, both gradients as matmuls over the ``B*H*W`` rows (``g @ K^T``, ``X^T @ g``). XLA:CPU
+    lays the input of a kernel-gradient *convolution* out batch-minor for Eigen and fuses that
+    transpose with its producers (benchmarks/README.md, "Round 3"); a dot takes NHWC rows as they are."""
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((0, 0), (0, 0)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _pointwise_fwd(x, kernel):
+    return pointwise_conv_dot_grads(x, kernel), (x, kernel)
+
+
+def _pointwise_bwd(res, g):
+    x, kernel = res
+    c, o = kernel.shape[2:]
+    acc = _acc_dtype(x.dtype)
+    rows, g2 = x.reshape(-1, c), g.reshape(-1, o)                          # (B*H*W, C), (B*H*W, O)
+    dx = jnp.dot(g2, kernel.reshape(c, o).T, preferred_element_type=acc).astype(x.dtype).reshape(x.shape)
+    dk = jnp.dot(rows.T, g2, preferred_element_type=acc).astype(kernel.dtype).reshape(kernel.shape)
+    return dx, dk
+
+
+pointwise_conv_dot_grads.defvjp(_pointwise_fwd, _pointwise_bwd)
+
+
 def cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                              dimension_numbers=None, feature_group_count=1, precision=None, **kw):
     """``lax.conv_general_dilated`` as ``nn.Conv`` calls it (NHWC x HWIO), with the two rewrites
@@ -82,6 +113,9 @@ def cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=Non
             return depthwise_conv_shifted(lhs, rhs, window_strides, padding)
         if feature_group_count == 1 and lhs.shape[1] * lhs.shape[2] < kh * kw_:
             return conv_im2col(lhs, rhs, window_strides, padding)
+        if (feature_group_count == 1 and kh == kw_ == 1 and tuple(window_strides) == (1, 1)
+                and all(tuple(p) == (0, 0) for p in padding)):
+            return pointwise_conv_dot_grads(lhs, rhs)
     return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                         feature_group_count=feature_group_count, precision=precision, **kw)
