@@ -20,8 +20,8 @@ def fast_compile_options() -> dict:
 
 
 # XLA:CPU (jaxlib 0.10) sends dots, reductions and convolutions to YNNPACK by default; its Eigen
-# convolutions are 1.3-2.5x faster for the convolutions of ResNet / VGG / DenseNet here (forward and
-# both gradients, benchmarks/README.md "Round 3"). XLA's default list without INDIVIDUAL_CONVOLUTION
+# convolutions ran ordinary 3x3 convolutions 1.7-2x faster here (forward and both gradients;
+# benchmarks/README.md "Round 3"). XLA's default list without INDIVIDUAL_CONVOLUTION
 # (the same as XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution, which
 # compile options cannot spell): YNNPACK keeps dots and reductions (without it, BatchNorm's
 # reductions fall to XLA's loops: MobileNet-V2 trains 2x slower at 224).

@@ -102,7 +102,7 @@ pointwise_conv_dot_grads.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 def cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                              dimension_numbers=None, feature_group_count=1, precision=None, **kw):
-    """``lax.conv_general_dilated`` as ``nn.Conv`` calls it (NHWC x HWIO), with the two rewrites
+    """``lax.conv_general_dilated`` as ``nn.Conv`` calls it (NHWC x HWIO), with the three rewrites
     above where they apply (whatever the backend: choosing this implementation is the caller's
     decision, ``conv_impl_for``)."""
     plain = (lhs.ndim == 4 and not isinstance(padding, str) and precision is None and not kw
