@@ -75,13 +75,16 @@ def _variants(stride, pad):
                                      dimension_numbers=("NCHW", "OIHW", "NCHW"))
         return y.transpose(0, 2, 3, 1)
 
+    def _taps(x, kh, kw, ho, wo):  # the kh*kw strided shifted slices of the padded input, (B, Ho, Wo, C) each
+        xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        return [xp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride, :]
+                for i in range(kh) for j in range(kw)]
+
     def conv_im2col(x, w):
         kh, kw, c, o = w.shape
         b, h, wd, _ = x.shape
-        xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
         ho, wo = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
-        cols = jnp.concatenate([xp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride, :]
-                                for i in range(kh) for j in range(kw)], axis=-1)
+        cols = jnp.concatenate(_taps(x, kh, kw, ho, wo), axis=-1)
         return (cols.reshape(-1, kh * kw * c) @ w.reshape(kh * kw * c, o)).reshape(b, ho, wo, o)
 
     def conv_patches(x, w):
@@ -105,11 +108,6 @@ def _variants(stride, pad):
             return dx, kernel_grad(x, g, w.shape)
         conv.defvjp(fwd, bwd)
         return conv
-
-    def _taps(x, kh, kw, ho, wo):
-        xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-        return [xp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride, :]
-                for i in range(kh) for j in range(kw)]
 
     def wgrad_im2col(x, g, wshape):  # cols^T @ g: (kh*kw*C, B*Ho*Wo) @ (B*Ho*Wo, O)
         kh, kw, c, o = wshape

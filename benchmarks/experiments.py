@@ -2,8 +2,8 @@
 with the real train step BEFORE anyone edits ``zoo/layers.py``: ``bench.py --experiment NAME`` and
 ``profile_step.py --experiment NAME`` call :func:`apply` in the worker before the model is built.
 
-``dw`` and ``im2col_small`` were measured here first and are now the CPU path
-(``zoo.convs.cpu_conv_general_dilated``) (benchmarks/README.md); ``lax`` restores XLA's convolution
+``dw``, ``im2col_small`` and ``im2col_small_dw_1x1vjp`` were measured here first and are now the
+CPU path (``zoo.convs.cpu_conv_general_dilated``; benchmarks/README.md); ``lax`` restores XLA's convolution
 everywhere (the code before that change) so that the two can still be compared.
 
 Each experiment is the exact code proposed for ``zoo.layers.Ops.conv``: ``flax.linen.Conv`` accepts
@@ -25,13 +25,15 @@ parameters (``kernel`` HWIO, ``bias``) unchanged, so checkpoints and weight conv
   depthwise conv (an ``lhs_dilation`` conv) and depthwise convs on maps smaller than the kernel in
   its naive loop emitter (~0.03 GMAC/s).
 * ``im2col_small_dw``, ``im2col_small_cin_dw``: the combinations.
-* ``im2col_small_dw_1x1``: the current CPU path plus every unpadded 1x1 convolution as a (strided
+* ``im2col_small_dw_1x1``: the CPU path before the 1x1 change (``im2col_small_dw``) plus every
+  unpadded 1x1 convolution as a (strided
   slice +) reshape + one matmul (``conv_im2col`` with a 1x1 kernel). Their kernel gradient is then a
   dot, which YNNPACK takes without the batch-minor transposes Eigen's convolution needs.
-* ``im2col_small_dw_1x1vjp``: the current CPU path plus every unpadded stride-1 1x1 convolution as
+* ``im2col_small_dw_1x1vjp``: ``im2col_small_dw`` plus every unpadded stride-1 1x1 convolution as
   ``zoo.convs.pointwise_conv_dot_grads``: XLA's convolution forward (eval unchanged), both
-  gradients as matmuls.
-* ``im2col_small_dw_barrier``: the current CPU path (``im2col_small_dw``) with the input of every
+  gradients as matmuls. Adopted (2026-11-30): it is now ``zoo.convs.cpu_conv_general_dilated``
+  itself, which this experiment calls.
+* ``im2col_small_dw_barrier``: the CPU path before the 1x1 change (``im2col_small_dw``) with the input of every
   remaining ``lax`` convolution behind ``lax.optimization_barrier``. XLA lays out the input of a
   kernel-gradient convolution batch-minor (``f32[C,H,W,B]``) for Eigen and fuses that transpose with
   every elementwise producer it can reach, recomputing chains of BatchNorm / residual add / ReLU of
@@ -46,7 +48,7 @@ import math
 
 from jax import lax
 
-from zoo.convs import conv_im2col, depthwise_conv_shifted, pointwise_conv_dot_grads
+from zoo.convs import conv_im2col, cpu_conv_general_dilated, depthwise_conv_shifted
 
 
 def _plain(lhs_dilation, rhs_dilation, feature_group_count, padding) -> bool:
@@ -57,6 +59,9 @@ def _plain(lhs_dilation, rhs_dilation, feature_group_count, padding) -> bool:
 def make_conv(rule: str):
     def conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
              feature_group_count=1, precision=None, **kw):
+        if rule == "im2col_small_dw_1x1vjp":   # adopted: the CPU path itself
+            return cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                            dimension_numbers, feature_group_count, precision, **kw)
         kh, kw_, c, o = rhs.shape
         if ("dw" in rule and lhs.ndim == 4 and feature_group_count > 1 and c == 1 and o == feature_group_count
                 == lhs.shape[-1] and _plain(lhs_dilation, rhs_dilation, 1, padding)):
@@ -68,10 +73,6 @@ def make_conv(rule: str):
             use = ("small" in rule and small) or ("cin" in rule and c <= 4) or ("1x1" in rule and pointwise)
         if use:
             return conv_im2col(lhs, rhs, window_strides, padding)
-        if ("1x1vjp" in rule and lhs.ndim == 4 and kh == kw_ == 1 and tuple(window_strides) == (1, 1)
-                and _plain(lhs_dilation, rhs_dilation, feature_group_count, padding)
-                and all(p == (0, 0) for p in padding) and precision is None and not kw):
-            return pointwise_conv_dot_grads(lhs, rhs)
         if "barrier" in rule:
             lhs = lax.optimization_barrier(lhs)
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,

@@ -42,20 +42,25 @@ def _acc_dtype(dtype):
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def depthwise_conv_shifted(x: Array, kernel: Array, strides, padding) -> Array:
-    """Depthwise conv, ``x: (B, H, W, C)``, ``kernel: (kh, kw, 1, C)``: the sum over the kh*kw taps of
-    a strided shifted slice of the padded input times the tap's per-channel weights."""
-    kh, kw, _, _ = kernel.shape
+def shifted_slices(x: Array, kh: int, kw: int, strides, padding) -> list[Array]:
+    """The kh*kw taps of a convolution window over ``x: (B, H, W, C)``: pad, then for each tap
+    ``(i, j)`` (row-major) the strided slice ``(B, Ho, Wo, C)`` that the tap's weight multiplies."""
     (pt, pb), (pl, pr) = padding
     sh, sw = strides
     x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    return [x[:, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :] for i in range(kh) for j in range(kw)]
+
+
+def depthwise_conv_shifted(x: Array, kernel: Array, strides, padding) -> Array:
+    """Depthwise conv, ``x: (B, H, W, C)``, ``kernel: (kh, kw, 1, C)``: the sum over the kh*kw taps of
+    a strided shifted slice of the padded input times the tap's per-channel weights."""
+    kh, kw, _, _ = kernel.shape
     acc = _acc_dtype(x.dtype)
     y = None
-    for i in range(kh):
-        for j in range(kw):
-            t = x[:, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :].astype(acc) * kernel[i, j, 0].astype(acc)
-            y = t if y is None else y + t
+    for t, w in zip(shifted_slices(x, kh, kw, strides, padding), kernel.reshape(kh * kw, -1)):
+        t = t.astype(acc) * w.astype(acc)
+        y = t if y is None else y + t
     return y.astype(x.dtype)
 
 
@@ -63,12 +68,8 @@ def conv_im2col(x: Array, kernel: Array, strides, padding) -> Array:
     """Ungrouped conv, ``x: (B, H, W, C)``, ``kernel: (kh, kw, C, O)``, as pad -> the kh*kw strided
     slices concatenated on channels ``(B, Ho, Wo, kh*kw*C)`` -> one matmul with ``(kh*kw*C, O)``."""
     kh, kw, c, o = kernel.shape
-    (pt, pb), (pl, pr) = padding
-    sh, sw = strides
-    x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    b, ho, wo = x.shape[0], (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-    cols = jnp.concatenate([x[:, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :]
-                            for i in range(kh) for j in range(kw)], axis=-1)
+    cols = jnp.concatenate(shifted_slices(x, kh, kw, strides, padding), axis=-1)
+    b, ho, wo = cols.shape[:3]
     y = jnp.dot(cols.reshape(-1, kh * kw * c), kernel.reshape(kh * kw * c, o),
                 preferred_element_type=_acc_dtype(x.dtype))
     return y.astype(x.dtype).reshape(b, ho, wo, o)

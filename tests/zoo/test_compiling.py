@@ -60,16 +60,15 @@ def test_a_directory_that_cannot_be_made_leaves_the_cache_off(tmp_path, caplog, 
 
 
 # ---------------------------------------------------------------------- compile options of the steps
+def _conv3x3(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 def _conv_programs(options):
     """A 3x3 conv's forward, input gradient and kernel gradient, each compiled with ``options``."""
-    from jax import lax
-
-    def conv(x, w):
-        return lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-    fns = {"forward": conv,
-           "input gradient": lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0],
-           "kernel gradient": lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0]}
+    fns = {"forward": _conv3x3,
+           "input gradient": lambda x, w, g: jax.vjp(lambda x: _conv3x3(x, w), x)[1](g)[0],
+           "kernel gradient": lambda x, w, g: jax.vjp(lambda w: _conv3x3(x, w), w)[1](g)[0]}
     return {k: jax.jit(f, compiler_options=options) for k, f in fns.items()}
 
 
@@ -112,8 +111,7 @@ def test_the_compiled_train_step_carries_the_options(monkeypatch):
 
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     plan = parallel.Plan("shard_map", tuple(jax.devices()[:1]))
-    step = parallel.compile_step(lambda w, x: (jax.lax.conv_general_dilated(
-        x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")) ** 2).sum(), plan, donate_state=False)
+    step = parallel.compile_step(lambda w, x: (_conv3x3(x, w) ** 2).sum(), plan, donate_state=False)
     x = np.ones((8, 28, 28, 32), np.float32)
     compiled = step.lower(np.ones((3, 3, 32, 32), np.float32), x).compile()
     assert "convolution(" in compiled.as_text() and _ynn_convolutions(compiled) == 0
@@ -124,10 +122,9 @@ def test_the_cpu_option_takes_only_convolutions_from_ynnpack():
     """Dots and reductions (BatchNorm's) stay where XLA puts them by default: without YNNPACK's
     reductions MobileNet-V2 trains 2x slower at 224 (benchmarks/README.md)."""
     import numpy as np
-    from jax import lax
 
     def f(x, w, m):
-        y = jnp.tanh(lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        y = jnp.tanh(_conv3x3(x, w))
         return y.sum(axis=(0, 1, 2)) @ m, (y.reshape(-1, 64) @ m).mean(), (x * x).max(axis=-1)
 
     args = (np.ones((8, 28, 28, 64), np.float32), np.ones((3, 3, 64, 64), np.float32), np.ones((64, 64), np.float32))
