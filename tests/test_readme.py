@@ -89,18 +89,20 @@ def _prepare(code: str, folder) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"{i}-{lang}" for i, (lang, _) in enumerate(BLOCKS)])
-def test_readme_snippet_runs_as_written(index, user_folder):
-    lang, code = BLOCKS[index]
-    if _skipped(code):
-        pytest.skip(_skipped(code))
-    _prepare(code, user_folder)
-    if lang == "python":
-        cmd = [sys.executable, "-c", code]
-    else:
-        code = "\n".join(line + SHORTER if line.startswith("python -m train --config") else line
-                         for line in code.replace("\\\n", " ").splitlines())
-        cmd = ["bash", "-e", "-c", code]
-    env = child_env(1, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # `python`: ours
-    p = subprocess.run(cmd, cwd=user_folder, env=env, capture_output=True, text=True, timeout=900)
-    assert p.returncode == 0, f"{code}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+def test_readme_snippets_run_as_written_in_order(user_folder):
+    """One test, not one per snippet: later snippets use what earlier ones made (the quickstart's
+    checkpoints), and pytest-xdist's worksteal scheduling may run parametrised cases on different
+    workers, each with its own module-scoped folder, in any order."""
+    for index, (lang, code) in enumerate(BLOCKS):
+        if _skipped(code):
+            continue
+        _prepare(code, user_folder)
+        if lang == "python":
+            cmd = [sys.executable, "-c", code]
+        else:
+            code = "\n".join(line + SHORTER if line.startswith("python -m train --config") else line
+                             for line in code.replace("\\\n", " ").splitlines())
+            cmd = ["bash", "-e", "-c", code]
+        env = child_env(1, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # `python`: ours
+        p = subprocess.run(cmd, cwd=user_folder, env=env, capture_output=True, text=True, timeout=900)
+        assert p.returncode == 0, f"README snippet {index} ({lang}):\n{code}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
