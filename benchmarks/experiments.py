@@ -41,14 +41,23 @@ parameters (``kernel`` HWIO, ``bias``) unchanged, so checkpoints and weight conv
   was meant to make the transpose read one materialised array. Dropped (2026-11-30): the barriers
   reach the lowered program (105 in ResNet-50's train step) but XLA:CPU expands them before fusing,
   the same recomputing transpose fusions come out, and the step is no faster (benchmarks/README.md).
+* ``kgrad_taps``, ``kgrad_im2col``: the CPU path plus every other plain ungrouped convolution (3x3,
+  7x7, strided 1x1) as :func:`conv_dot_kernel_grad`: XLA's convolution forward and input gradient,
+  the kernel gradient as matmuls over NHWC rows (one per tap, or one over the im2col columns), so
+  that no batch-minor transpose feeds an Eigen kernel-gradient convolution. Dropped (2026-11-30):
+  ResNet-18 train at 224 10.5 -> 7.4 / 7.8 img/s, ResNet-50 3.8 -> 3.4 / 3.6 (benchmarks/README.md,
+  "Round 4").
 """
 from __future__ import annotations
 
+import functools
 import math
 
+import jax
+import jax.numpy as jnp
 from jax import lax
 
-from zoo.convs import conv_im2col, cpu_conv_general_dilated, depthwise_conv_shifted
+from zoo.convs import conv_im2col, cpu_conv_general_dilated, depthwise_conv_shifted, shifted_slices
 
 
 def _plain(lhs_dilation, rhs_dilation, feature_group_count, padding) -> bool:
@@ -59,7 +68,14 @@ def _plain(lhs_dilation, rhs_dilation, feature_group_count, padding) -> bool:
 def make_conv(rule: str):
     def conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
              feature_group_count=1, precision=None, **kw):
-        if rule == "im2col_small_dw_1x1vjp":   # adopted: the CPU path itself
+        if rule in ("kgrad_taps", "kgrad_im2col") and lhs.ndim == 4 and _plain(lhs_dilation, rhs_dilation,
+                                                                                feature_group_count, padding):
+            kh, kw_ = rhs.shape[:2]
+            small = math.prod(lhs.shape[1:3]) < kh * kw_
+            pointwise = kh == kw_ == 1 and tuple(window_strides) == (1, 1) and all(tuple(p) == (0, 0) for p in padding)
+            if not small and not pointwise:
+                return conv_dot_kernel_grad(lhs, rhs, window_strides, padding, taps=rule == "kgrad_taps")
+        if rule in ("im2col_small_dw_1x1vjp", "kgrad_taps", "kgrad_im2col"):   # adopted: the CPU path itself
             return cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                             dimension_numbers, feature_group_count, precision, **kw)
         kh, kw_, c, o = rhs.shape
@@ -81,8 +97,47 @@ def make_conv(rule: str):
     return conv
 
 
+def _conv(x, kernel, strides, padding):
+    return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def conv_dot_kernel_grad(x: jax.Array, kernel: jax.Array, strides, padding, taps: bool = True) -> jax.Array:
+    """Ungrouped conv ``x: (B, H, W, C)``, ``kernel: (kh, kw, C, O)``: XLA's convolution forward and
+    input gradient; the kernel gradient as matmuls over the ``B*Ho*Wo`` rows of each tap's shifted
+    slice (``taps``: one ``(C, O)`` dot per tap) or of their concatenation (im2col: one dot)."""
+    return _conv_dkg(x, kernel, tuple(strides), tuple(tuple(p) for p in padding), taps)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_dkg(x, kernel, strides, padding, taps):
+    return _conv(x, kernel, strides, padding)
+
+
+def _conv_dkg_fwd(x, kernel, strides, padding, taps):
+    return _conv(x, kernel, strides, padding), (x, kernel)
+
+
+def _conv_dkg_bwd(strides, padding, taps, res, g):
+    x, kernel = res
+    kh, kw, c, o = kernel.shape
+    acc = jnp.promote_types(x.dtype, jnp.float32)
+    dx = jax.vjp(lambda x_: _conv(x_, kernel, strides, padding), x)[1](g)[0]
+    g2 = g.reshape(-1, o)                                                   # (B*Ho*Wo, O)
+    slices = shifted_slices(x, kh, kw, strides, padding)                    # kh*kw x (B, Ho, Wo, C)
+    if taps:
+        dk = jnp.stack([jnp.dot(t.reshape(-1, c).T, g2, preferred_element_type=acc) for t in slices])
+    else:
+        cols = jnp.concatenate(slices, axis=-1).reshape(-1, kh * kw * c)
+        dk = jnp.dot(cols.T, g2, preferred_element_type=acc)
+    return dx, dk.astype(kernel.dtype).reshape(kernel.shape)
+
+
+_conv_dkg.defvjp(_conv_dkg_fwd, _conv_dkg_bwd)
+
+
 EXPERIMENTS = ("lax", "im2col_small", "im2col_small_cin", "im2col_all", "dw", "im2col_small_dw", "im2col_small_cin_dw",
-               "im2col_small_dw_barrier", "im2col_small_dw_1x1", "im2col_small_dw_1x1vjp")
+               "im2col_small_dw_barrier", "im2col_small_dw_1x1", "im2col_small_dw_1x1vjp",
+               "kgrad_taps", "kgrad_im2col")
 
 
 def apply(name: str) -> None:

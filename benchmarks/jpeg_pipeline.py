@@ -17,8 +17,13 @@ Cases (train pipeline, ``augment='imagenet'``, normalised float32 batches, no mo
 * ``simplejpeg_1core``: simplejpeg with reduced-size decoding for the crop (the default path), one core
 * ``simplejpeg_2workers``: the default path in 2 grain worker processes (wall clock)
 
-The cases run interleaved for ``--rounds`` rounds and the best round of each is kept (a shared
-machine only ever slows a round down).
+The cases run interleaved for ``--rounds`` rounds; the best round of each is kept (a shared
+machine only ever slows a round down) and the median is printed beside it: on this project's shared
+2-core machine the same case varied by up to 1.5x between rounds minutes apart.
+
+The resize (PIL's antialiased ``Image.resize``) is ~40% of the per-image time with stock Pillow;
+which Pillow build is installed (``pillow`` or the SIMD fork ``pillow-simd``, README "Input
+pipeline at ImageNet size") is printed and written to ``--out``.
 
 Per core: images / process CPU second (user + system) of the one-core cases; the 16-core projection
 is that figure x 16 (grain workers are independent processes: the scaling measured with 2 workers is
@@ -78,6 +83,18 @@ def make_images(folder: Path, n: int, seed: int = 0) -> dict:
             "mean_kb": float(np.mean([f.stat().st_size for f in files]) / 1024)}
 
 
+def pillow_build() -> str:
+    """'pillow 13.0.0' or 'pillow-simd 12.1.1.post0': the distribution that provides ``PIL``."""
+    from importlib import metadata  # noqa: PLC0415
+
+    for name in ("pillow-simd", "pillow"):
+        try:
+            return f"{name} {metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -105,14 +122,14 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=400)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--batches", type=int, default=6, help="timed batches per case")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds of all cases, interleaved (best kept)")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of all cases, interleaved (best kept)")
     ap.add_argument("--cases", default="reference_1core,simplejpeg_full_1core,simplejpeg_1core,simplejpeg_2workers")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     folder = Path(a.dir)
     info = make_images(folder, a.images)
     print(f"{info['images']} JPEGs, mean {info['mean_w']:.0f}x{info['mean_h']:.0f}, {info['mean_kb']:.0f} KB; "
-          f"load {os.getloadavg()}", flush=True)
+          f"load {os.getloadavg()}; {pillow_build()}", flush=True)
     sj, size_rule = decode.simplejpeg, decode.min_decoded_size
     results = {}
     for rnd in range(a.rounds):   # cases interleaved, each round in the same conditions; the best round kept
@@ -126,15 +143,21 @@ def main(argv=None) -> int:
     decode.simplejpeg, decode.min_decoded_size = sj, size_rule
     best = {case: {"img_s": max(r["img_s"] for r in rs),
                    "img_per_cpu_s": max((r["img_per_cpu_s"] or 0) for r in rs) or None} for case, rs in results.items()}
-    print("\nbest of rounds:")
+    median = {case: {"img_s": float(np.median([r["img_s"] for r in rs])),
+                     "img_per_cpu_s": float(np.median([r["img_per_cpu_s"] for r in rs])) if rs[0]["img_per_cpu_s"] else None}
+              for case, rs in results.items()}
+    print("\nbest (median) of rounds:")
     for case, b in best.items():
-        print(f"{case:24s} {b['img_s']:7.0f} img/s  " + (f"{b['img_per_cpu_s']:7.0f} img/CPU-s" if b["img_per_cpu_s"] else ""))
-    results = {"rounds": results, "best": best}
+        m = median[case]
+        print(f"{case:24s} {b['img_s']:7.0f} ({m['img_s']:4.0f}) img/s  "
+              + (f"{b['img_per_cpu_s']:7.0f} ({m['img_per_cpu_s']:4.0f}) img/CPU-s" if b["img_per_cpu_s"] else ""))
+    results = {"rounds": results, "best": best, "median": median}
     one = best.get("simplejpeg_1core", {}).get("img_per_cpu_s")
     if one:
         print(f"projection, 16 cores x {one:.0f} img/CPU-s = {16 * one:,.0f} img/s (target 7,000; 500 per core)")
     if a.out:
-        Path(a.out).write_text(json.dumps({"dataset": info, "batch": a.batch, "results": results}, indent=1))
+        Path(a.out).write_text(json.dumps({"dataset": info, "batch": a.batch, "pillow": pillow_build(),
+                                          "results": results}, indent=1))
     return 0
 
 
