@@ -2,9 +2,10 @@
 with the real train step BEFORE anyone edits ``zoo/layers.py``: ``bench.py --experiment NAME`` and
 ``profile_step.py --experiment NAME`` call :func:`apply` in the worker before the model is built.
 
-``dw``, ``im2col_small`` and ``im2col_small_dw_1x1vjp`` were measured here first and are now the
-CPU path (``zoo.convs.cpu_conv_general_dilated``; benchmarks/README.md); ``lax`` restores XLA's convolution
-everywhere (the code before that change) so that the two can still be compared.
+``dw``, ``im2col_small``, ``im2col_small_dw_1x1vjp`` and ``cond_barrier_vjp_s1x1`` were measured here
+first and are now the CPU path (``zoo.convs.cpu_conv_general_dilated``, which the last two call, so both
+run the current CPU path; benchmarks/README.md); ``lax`` restores XLA's convolution everywhere (the
+code before those changes) so that the two can still be compared.
 
 Each experiment is the exact code proposed for ``zoo.layers.Ops.conv``: ``flax.linen.Conv`` accepts
 a ``conv_general_dilated`` callable (same signature as ``lax.conv_general_dilated``) and keeps its
@@ -47,6 +48,17 @@ parameters (``kernel`` HWIO, ``bias``) unchanged, so checkpoints and weight conv
   that no batch-minor transpose feeds an Eigen kernel-gradient convolution. Dropped (2026-11-30):
   ResNet-18 train at 224 10.5 -> 7.4 / 7.8 img/s, ResNet-50 3.8 -> 3.4 / 3.6 (benchmarks/README.md,
   "Round 4").
+* ``cond_barrier``, ``cond_barrier_vjp``, ``cond_barrier_vjp_s1x1``: the input of every other plain
+  ungrouped convolution (``_s1x1``: of strided 1x1 convolutions only) through
+  ``zoo.convs.materialised`` (a ``lax.cond`` on a runtime predicate, which XLA cannot fuse through,
+  unlike ``optimization_barrier``): the batch-minor transposes for Eigen's kernel gradients then read
+  one materialised activation instead of recomputing its BatchNorm / residual / ReLU producers.
+  ``_vjp``: only under ``jax.grad`` (``zoo.convs.materialised_for_grad``), so evaluation is
+  untouched. All convolutions: ResNet-50 train at 224 3.4-3.6 -> 3.9-4.2 img/s, DenseNet-121 mixed
+  (3.2-3.8 against 3.6-4.0), ResNet-18 / VGG level within noise. ``_s1x1`` (ResNet's downsampling
+  shortcuts, whose input is the residual chain of every block before): ResNet-50 3.5-3.9 -> 4.2,
+  ResNet-18 level; adopted (2026-11-30): it is now ``zoo.convs.cpu_conv_general_dilated`` itself,
+  which that experiment calls (benchmarks/README.md, "Round 4").
 """
 from __future__ import annotations
 
@@ -57,7 +69,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from zoo.convs import conv_im2col, cpu_conv_general_dilated, depthwise_conv_shifted, shifted_slices
+from zoo.convs import (conv_im2col, cpu_conv_general_dilated, depthwise_conv_shifted, materialised,
+                       materialised_for_grad, shifted_slices)
 
 
 def _plain(lhs_dilation, rhs_dilation, feature_group_count, padding) -> bool:
@@ -68,14 +81,17 @@ def _plain(lhs_dilation, rhs_dilation, feature_group_count, padding) -> bool:
 def make_conv(rule: str):
     def conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
              feature_group_count=1, precision=None, **kw):
-        if rule in ("kgrad_taps", "kgrad_im2col") and lhs.ndim == 4 and _plain(lhs_dilation, rhs_dilation,
-                                                                                feature_group_count, padding):
+        if rule in ("kgrad_taps", "kgrad_im2col", "cond_barrier", "cond_barrier_vjp") and lhs.ndim == 4 and _plain(
+                lhs_dilation, rhs_dilation, feature_group_count, padding):
             kh, kw_ = rhs.shape[:2]
             small = math.prod(lhs.shape[1:3]) < kh * kw_
             pointwise = kh == kw_ == 1 and tuple(window_strides) == (1, 1) and all(tuple(p) == (0, 0) for p in padding)
-            if not small and not pointwise:
+            if not small and not pointwise and rule.startswith("kgrad"):
                 return conv_dot_kernel_grad(lhs, rhs, window_strides, padding, taps=rule == "kgrad_taps")
-        if rule in ("im2col_small_dw_1x1vjp", "kgrad_taps", "kgrad_im2col"):   # adopted: the CPU path itself
+            if not small and not pointwise:
+                lhs = materialised(lhs) if rule == "cond_barrier" else materialised_for_grad(lhs)
+        if rule in ("im2col_small_dw_1x1vjp", "cond_barrier_vjp_s1x1", "kgrad_taps", "kgrad_im2col", "cond_barrier",
+                    "cond_barrier_vjp"):   # the CPU path itself (with the experiment's change above)
             return cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                             dimension_numbers, feature_group_count, precision, **kw)
         kh, kw_, c, o = rhs.shape
@@ -137,7 +153,8 @@ _conv_dkg.defvjp(_conv_dkg_fwd, _conv_dkg_bwd)
 
 EXPERIMENTS = ("lax", "im2col_small", "im2col_small_cin", "im2col_all", "dw", "im2col_small_dw", "im2col_small_cin_dw",
                "im2col_small_dw_barrier", "im2col_small_dw_1x1", "im2col_small_dw_1x1vjp",
-               "kgrad_taps", "kgrad_im2col")
+               "kgrad_taps", "kgrad_im2col", "cond_barrier",
+               "cond_barrier_vjp", "cond_barrier_vjp_s1x1")
 
 
 def apply(name: str) -> None:

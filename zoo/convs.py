@@ -19,12 +19,15 @@ lot fall to a naive loop there, 5-150x slower than a matmul of the same work (be
   simplifier swaps the operands into a layout no fast path takes.
 
 and one kind is slow in training only: the gradients of 1x1 convolutions (ResNet-50's bottlenecks,
-MobileNet's expansions and projections), whose kernel-gradient convolution XLA feeds a batch-minor
-copy of the input, recomputing the BatchNorm / residual / ReLU chain that produced it.
+MobileNet's expansions and projections, ResNet's strided downsampling shortcuts), whose
+kernel-gradient convolution XLA feeds a batch-minor copy of the input, recomputing the BatchNorm /
+residual / ReLU chain that produced it (for a shortcut: the residual chain of every block before it).
 
 ``'cpu'`` writes the first two with primitives XLA:CPU does well (shifted slices fused into loops;
-im2col + one matmul) and gives stride-1 1x1 convolutions matmul gradients (a ``jax.custom_vjp``:
-reverse mode only); every other convolution is ``lax.conv_general_dilated`` unchanged. Which library runs
+im2col + one matmul), gives stride-1 1x1 convolutions matmul gradients (a ``jax.custom_vjp``:
+reverse mode only) and, under differentiation, hands strided 1x1 convolutions a materialised input
+(:func:`materialised_for_grad`); every other convolution is ``lax.conv_general_dilated`` unchanged.
+Which library runs
 those on XLA:CPU (Eigen rather than YNNPACK) is a compile option of the steps, not a model choice:
 ``zoo.compiling.step_compile_options``.
 """
@@ -101,10 +104,29 @@ def _pointwise_bwd(res, g):
 pointwise_conv_dot_grads.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 
+def materialised(x: Array) -> Array:
+    """``x`` as the output of a ``lax.cond`` on a runtime predicate (is ``x``'s first element finite):
+    XLA cannot fuse the ops that produced ``x`` into the consumers of a conditional's result, so each
+    consumer reads one materialised array instead of recomputing its producers. The other branch
+    (a non-finite first element) returns ``2x - x``: ``x`` again, except where ``2x`` overflows.
+    ``lax.optimization_barrier`` does not do this on XLA:CPU (expanded before fusion)."""
+    return jax.lax.cond(jnp.isfinite(x.reshape(-1)[0]), lambda v: v, lambda v: v * 2 - v, x)
+
+
+@jax.custom_vjp
+def materialised_for_grad(x: Array) -> Array:
+    """``x`` unchanged when evaluated (no cost); under ``jax.grad`` the forward pass returns
+    :func:`materialised` ``(x)`` and the backward pass hands the gradient through."""
+    return x
+
+
+materialised_for_grad.defvjp(lambda x: (materialised(x), None), lambda _, g: (g,))
+
+
 def cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                              dimension_numbers=None, feature_group_count=1, precision=None, **kw):
-    """``lax.conv_general_dilated`` as ``nn.Conv`` calls it (NHWC x HWIO), with the three rewrites
-    above where they apply (whatever the backend: choosing this implementation is the caller's
+    """``lax.conv_general_dilated`` as ``nn.Conv`` calls it (NHWC x HWIO), with the rewrites above
+    where they apply (whatever the backend: choosing this implementation is the caller's
     decision, ``conv_impl_for``)."""
     plain = (lhs.ndim == 4 and not isinstance(padding, str) and precision is None and not kw
              and all(d == 1 for d in (*(lhs_dilation or (1, 1)), *(rhs_dilation or (1, 1)))))
@@ -117,6 +139,8 @@ def cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=Non
         if (feature_group_count == 1 and kh == kw_ == 1 and tuple(window_strides) == (1, 1)
                 and all(tuple(p) == (0, 0) for p in padding)):
             return pointwise_conv_dot_grads(lhs, rhs)
+        if feature_group_count == 1 and kh == kw_ == 1 and tuple(window_strides) != (1, 1):   # ResNet's shortcuts
+            lhs = materialised_for_grad(lhs)
     return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                         feature_group_count=feature_group_count, precision=precision, **kw)

@@ -25,11 +25,13 @@ from zoo import convs
     ((2, 1, 1, 8), (3, 3, 8, 4), 1, 1, 1),
     # stride-1 1x1 (ResNet-50 bottlenecks, MobileNet expansions): XLA's conv forward, matmul gradients
     ((2, 5, 6, 8), (1, 1, 8, 12), 1, 1, 0),
+    # strided 1x1 (ResNet's downsampling shortcuts): XLA's conv on a materialised input under grad
+    ((2, 9, 8, 8), (1, 1, 8, 12), 1, 2, 0),
     # 'cpu_matmul' (search groups on CPU): every ungrouped conv as im2col + matmul (LeNet's 5x5, a strided 3x3)
     ("cpu_matmul", (2, 12, 12, 3), (5, 5, 3, 4), 1, 1, 2),
     ("cpu_matmul", (2, 9, 9, 4), (3, 3, 4, 6), 1, 2, 1),
-], ids=["dw3", "dw3_s2", "dw5_s2", "dw3_2x2", "small_2x2", "small_2x2_s2", "small_1x1", "pointwise", "matmul5",
-        "matmul3_s2"])
+], ids=["dw3", "dw3_s2", "dw5_s2", "dw3_2x2", "small_2x2", "small_2x2_s2", "small_1x1", "pointwise",
+        "strided_1x1", "matmul5", "matmul3_s2"])
 def test_cpu_conv_rewrites_match_lax(case):
     impl, case = (case[0], case[1:]) if isinstance(case[0], str) else ("cpu", case)
     x_shape, k_shape, groups, stride, pad = case
@@ -61,6 +63,26 @@ def test_cpu_conv_rewrites_match_lax(case):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     jaxpr = str(jax.make_jaxpr(ours)(x, k))   # the rewrite is really taken
     assert ("custom_vjp_call" in jaxpr) if k_shape[:2] == (1, 1) and impl == "cpu" else ("conv_general_dilated" not in jaxpr)
+
+
+def test_strided_1x1_input_is_materialised_for_the_gradient_only():
+    """XLA:CPU fuses the producers of a strided 1x1 conv's input (a ResNet shortcut: the residual
+    chain) into the batch-minor transpose its kernel gradient reads, recomputing them; under
+    jax.grad the input is a conditional's result, which XLA cannot fuse through. Evaluation is
+    the plain program."""
+    x, k = np.ones((2, 8, 8, 6), np.float32), np.ones((1, 1, 6, 10), np.float32)
+
+    def f(x, k):
+        y = convs.cpu_conv_general_dilated(np.float32(1.5) * x + 1.0, k, (2, 2), ((0, 0), (0, 0)),
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return (y ** 2).sum()
+
+    def conditionals(fn):
+        return len(re.findall(r" conditional\(", jax.jit(fn).lower(x, k).compile().as_text()))
+
+    assert conditionals(jax.grad(f, (0, 1))) == 1
+    assert conditionals(f) == 0
+    np.testing.assert_allclose(convs.materialised(np.array([np.nan, 1.0, -3.5], np.float32)), [np.nan, 1.0, -3.5])
 
 
 def test_conv_impl_is_a_field_chosen_by_whoever_knows_the_devices():
