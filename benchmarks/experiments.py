@@ -54,7 +54,8 @@ parameters (``kernel`` HWIO, ``bias``) unchanged, so checkpoints and weight conv
   unlike ``optimization_barrier``): the batch-minor transposes for Eigen's kernel gradients then read
   one materialised activation instead of recomputing its BatchNorm / residual / ReLU producers.
   ``_vjp``: only under ``jax.grad`` (``zoo.convs.materialised_for_grad``), so evaluation is
-  untouched. All convolutions: ResNet-50 train at 224 3.4-3.6 -> 3.9-4.2 img/s, DenseNet-121 mixed
+  untouched. Measured on the CPU path before the shortcut change (which they now call, so their
+  strided 1x1 inputs pass two conditionals). All convolutions: ResNet-50 train at 224 3.4-3.6 -> 3.9-4.2 img/s, DenseNet-121 mixed
   (3.2-3.8 against 3.6-4.0), ResNet-18 / VGG level within noise. ``_s1x1`` (ResNet's downsampling
   shortcuts, whose input is the residual chain of every block before): ResNet-50 3.5-3.9 -> 4.2,
   ResNet-18 level; adopted (2026-11-30): it is now ``zoo.convs.cpu_conv_general_dilated`` itself,
