@@ -27,9 +27,8 @@ residual / ReLU chain that produced it (for a shortcut: the residual chain of ev
 im2col + one matmul), gives stride-1 1x1 convolutions matmul gradients (a ``jax.custom_vjp``:
 reverse mode only) and, under differentiation, hands strided 1x1 convolutions a materialised input
 (:func:`materialised_for_grad`); every other convolution is ``lax.conv_general_dilated`` unchanged.
-Which library runs
-those on XLA:CPU (Eigen rather than YNNPACK) is a compile option of the steps, not a model choice:
-``zoo.compiling.step_compile_options``.
+Which library runs those on XLA:CPU (Eigen rather than YNNPACK) is a compile option of the steps,
+not a model choice: ``zoo.compiling.step_compile_options``.
 """
 from __future__ import annotations
 
