@@ -15,10 +15,11 @@ Variants of one conv ``y = conv(x, w)`` (NHWC input, HWIO kernel, explicit symme
 * ``nchw``     : the same convolution written in NCHW / OIHW (transposes around it)
 * ``im2col``   : pad, take the kh*kw shifted strided slices, concatenate on channels, one matmul
                  ``(B*Ho*Wo, kh*kw*C) @ (kh*kw*C, O)``; its gradients are slices/pads and matmuls
+                 (``zoo.convs.conv_im2col``)
 * ``patches``  : ``lax.conv_general_dilated_patches`` + matmul (XLA's own im2col, a grouped conv)
 * ``lax_wim2col``, ``lax_wtaps``: ``lax`` forward and input gradient, the kernel gradient as matmuls
-                 (a ``jax.custom_vjp``): im2col^T @ dy, or one ``(C, B*Ho*Wo) @ (B*Ho*Wo, O)`` per
-                 tap (2026-11-30: no faster than XLA's own kernel gradient; benchmarks/README.md)
+                 (``experiments.conv_dot_kernel_grad``): im2col^T @ dy, or one ``(C, B*Ho*Wo) @ (B*Ho*Wo, O)``
+                 per tap (2026-11-30: no faster than XLA's own kernel gradient; benchmarks/README.md)
 
 Each flag set runs in its own process (XLA_FLAGS must be set before jax is imported).
 """
@@ -61,66 +62,32 @@ FLAG_SETS = {
 
 
 def _variants(stride, pad):
-    import jax  # noqa: PLC0415
-    import jax.numpy as jnp  # noqa: PLC0415
     from jax import lax  # noqa: PLC0415
 
-    pads = ((pad, pad), (pad, pad))
+    from experiments import conv_dot_kernel_grad  # noqa: PLC0415  (benchmarks/: this script's folder)
+    from zoo.convs import conv_im2col  # noqa: PLC0415
+
+    strides, pads = (stride, stride), ((pad, pad), (pad, pad))
 
     def conv_lax(x, w):
-        return lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
     def conv_nchw(x, w):
-        y = lax.conv_general_dilated(x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), (stride, stride), pads,
+        y = lax.conv_general_dilated(x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), strides, pads,
                                      dimension_numbers=("NCHW", "OIHW", "NCHW"))
         return y.transpose(0, 2, 3, 1)
 
-    def _taps(x, kh, kw, ho, wo):  # the kh*kw strided shifted slices of the padded input, (B, Ho, Wo, C) each
-        xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-        return [xp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride, :]
-                for i in range(kh) for j in range(kw)]
-
-    def conv_im2col(x, w):
-        kh, kw, c, o = w.shape
-        b, h, wd, _ = x.shape
-        ho, wo = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
-        cols = jnp.concatenate(_taps(x, kh, kw, ho, wo), axis=-1)
-        return (cols.reshape(-1, kh * kw * c) @ w.reshape(kh * kw * c, o)).reshape(b, ho, wo, o)
-
     def conv_patches(x, w):
         kh, kw, c, o = w.shape
-        p = lax.conv_general_dilated_patches(x, (kh, kw), (stride, stride), pads,
+        p = lax.conv_general_dilated_patches(x, (kh, kw), strides, pads,
                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))  # (B, Ho, Wo, C*kh*kw)
         # feature order of patches is (c, kh, kw)
         return p @ w.transpose(2, 0, 1, 3).reshape(c * kh * kw, o)
 
-    def lax_with_kernel_grad(kernel_grad):
-        @jax.custom_vjp
-        def conv(x, w):
-            return conv_lax(x, w)
-
-        def fwd(x, w):
-            return conv_lax(x, w), (x, w)
-
-        def bwd(res, g):
-            x, w = res
-            dx = jax.vjp(lambda x: conv_lax(x, w), x)[1](g)[0]
-            return dx, kernel_grad(x, g, w.shape)
-        conv.defvjp(fwd, bwd)
-        return conv
-
-    def wgrad_im2col(x, g, wshape):  # cols^T @ g: (kh*kw*C, B*Ho*Wo) @ (B*Ho*Wo, O)
-        kh, kw, c, o = wshape
-        cols = jnp.concatenate(_taps(x, kh, kw, g.shape[1], g.shape[2]), axis=-1).reshape(-1, kh * kw * c)
-        return (cols.T @ g.reshape(-1, o)).reshape(wshape)
-
-    def wgrad_taps(x, g, wshape):  # one (C, B*Ho*Wo) @ (B*Ho*Wo, O) matmul per tap
-        kh, kw, c, o = wshape
-        g2 = g.reshape(-1, o)
-        return jnp.stack([t.reshape(-1, c).T @ g2 for t in _taps(x, kh, kw, g.shape[1], g.shape[2])]).reshape(wshape)
-
-    return {"lax": conv_lax, "nchw": conv_nchw, "im2col": conv_im2col, "patches": conv_patches,
-            "lax_wim2col": lax_with_kernel_grad(wgrad_im2col), "lax_wtaps": lax_with_kernel_grad(wgrad_taps)}
+    return {"lax": conv_lax, "nchw": conv_nchw, "im2col": lambda x, w: conv_im2col(x, w, strides, pads),
+            "patches": conv_patches,
+            "lax_wim2col": lambda x, w: conv_dot_kernel_grad(x, w, strides, pads, taps=False),
+            "lax_wtaps": lambda x, w: conv_dot_kernel_grad(x, w, strides, pads, taps=True)}
 
 
 def _time(f, args, reps, min_s=0.3):

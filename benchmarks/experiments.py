@@ -82,28 +82,25 @@ def _plain(lhs_dilation, rhs_dilation, feature_group_count, padding) -> bool:
 def make_conv(rule: str):
     def conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
              feature_group_count=1, precision=None, **kw):
-        if rule in ("kgrad_taps", "kgrad_im2col", "cond_barrier", "cond_barrier_vjp") and lhs.ndim == 4 and _plain(
-                lhs_dilation, rhs_dilation, feature_group_count, padding):
-            kh, kw_ = rhs.shape[:2]
-            small = math.prod(lhs.shape[1:3]) < kh * kw_
-            pointwise = kh == kw_ == 1 and tuple(window_strides) == (1, 1) and all(tuple(p) == (0, 0) for p in padding)
-            if not small and not pointwise and rule.startswith("kgrad"):
+        kh, kw_, c, o = rhs.shape
+        plain = lhs.ndim == 4 and _plain(lhs_dilation, rhs_dilation, feature_group_count, padding)
+        small = math.prod(lhs.shape[1:3]) < kh * kw_
+        unpadded_1x1 = kh == kw_ == 1 and all(tuple(p) == (0, 0) for p in padding)
+        if rule in ("kgrad_taps", "kgrad_im2col", "cond_barrier", "cond_barrier_vjp") and plain and not small and not (
+                unpadded_1x1 and tuple(window_strides) == (1, 1)):   # what the CPU path leaves to lax
+            if rule.startswith("kgrad"):
                 return conv_dot_kernel_grad(lhs, rhs, window_strides, padding, taps=rule == "kgrad_taps")
-            if not small and not pointwise:
-                lhs = materialised(lhs) if rule == "cond_barrier" else materialised_for_grad(lhs)
+            lhs = materialised(lhs) if rule == "cond_barrier" else materialised_for_grad(lhs)
         if rule in ("im2col_small_dw_1x1vjp", "cond_barrier_vjp_s1x1", "kgrad_taps", "kgrad_im2col", "cond_barrier",
                     "cond_barrier_vjp"):   # the CPU path itself (with the experiment's change above)
             return cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                             dimension_numbers, feature_group_count, precision, **kw)
-        kh, kw_, c, o = rhs.shape
         if ("dw" in rule and lhs.ndim == 4 and feature_group_count > 1 and c == 1 and o == feature_group_count
                 == lhs.shape[-1] and _plain(lhs_dilation, rhs_dilation, 1, padding)):
             return depthwise_conv_shifted(lhs, rhs, window_strides, padding)
-        use = rule != "lax" and _plain(lhs_dilation, rhs_dilation, feature_group_count, padding) and lhs.ndim == 4
+        use = rule != "lax" and plain
         if use and rule != "im2col_all":
-            small = math.prod(lhs.shape[1:3]) < kh * kw_
-            pointwise = kh == kw_ == 1 and all(p == (0, 0) for p in padding)
-            use = ("small" in rule and small) or ("cin" in rule and c <= 4) or ("1x1" in rule and pointwise)
+            use = ("small" in rule and small) or ("cin" in rule and c <= 4) or ("1x1" in rule and unpadded_1x1)
         if use:
             return conv_im2col(lhs, rhs, window_strides, padding)
         if "barrier" in rule:

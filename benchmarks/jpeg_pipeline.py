@@ -128,8 +128,9 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     folder = Path(a.dir)
     info = make_images(folder, a.images)
+    pillow = pillow_build()
     print(f"{info['images']} JPEGs, mean {info['mean_w']:.0f}x{info['mean_h']:.0f}, {info['mean_kb']:.0f} KB; "
-          f"load {os.getloadavg()}; {pillow_build()}", flush=True)
+          f"load {os.getloadavg()}; {pillow}", flush=True)
     sj, size_rule = decode.simplejpeg, decode.min_decoded_size
     results = {}
     for rnd in range(a.rounds):   # cases interleaved, each round in the same conditions; the best round kept
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
     if one:
         print(f"projection, 16 cores x {one:.0f} img/CPU-s = {16 * one:,.0f} img/s (target 7,000; 500 per core)")
     if a.out:
-        Path(a.out).write_text(json.dumps({"dataset": info, "batch": a.batch, "pillow": pillow_build(),
+        Path(a.out).write_text(json.dumps({"dataset": info, "batch": a.batch, "pillow": pillow,
                                           "results": results}, indent=1))
     return 0
 
