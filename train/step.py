@@ -13,7 +13,13 @@ without them sows nothing, and the step is the same program as without the term.
 Loss and metrics are weighted by real examples: ``batch['mask']`` is 1 for real, 0 for padded ones.
 The gradient is that of the global mean loss: each device differentiates ``sum(local losses) / N``
 (N = real examples in the global batch) and ``lax.psum`` adds the devices' parts, i.e. the
-``lax.pmean`` of device-mean gradients weighted by each device's real examples.
+``lax.pmean`` of device-mean gradients weighted by each device's real examples. On one device the sum
+is skipped (:func:`psum`): XLA:CPU would copy every gradient through a one-participant all-reduce.
+
+A step whose loss or gradients are not finite leaves the state untouched. On CPU the optimizer update
+runs inside ``lax.cond`` on that one flag (``lax.platform_dependent``); elsewhere each new value is
+selected element by element against the old one (``jnp.where``), which fuses into the update's
+kernels on a GPU, where a conditional would wait for the flag on the host. Both give the same state.
 """
 from __future__ import annotations
 
@@ -151,6 +157,12 @@ def _learning_rate(opt_state) -> jax.Array:
         return jnp.asarray(jnp.nan, jnp.float32)
 
 
+def psum(x):
+    """``lax.psum`` over the data axis; the identity when that axis has one device (the same value:
+    a one-device all-reduce only copies, which costs a pass over every gradient on XLA:CPU)."""
+    return x if lax.axis_size(AXIS) == 1 else lax.psum(x, AXIS)
+
+
 def all_finite(tree):
     """Whether every floating-point leaf of ``tree`` is finite (no NaN, no Inf): a traced bool inside
     a compiled step, a numpy bool for host arrays (a checkpoint's state)."""
@@ -159,11 +171,20 @@ def all_finite(tree):
     return xp.all(xp.asarray([xp.all(xp.isfinite(x)) for x in leaves], dtype=bool))
 
 
+def grads_finite(grads, sq_norm: jax.Array) -> jax.Array:
+    """``all_finite(grads)`` inside a step, given their squared global norm ``sq_norm``. On CPU: when
+    ``sq_norm`` is finite so is every element, and the elementwise pass (the costlier one on XLA:CPU)
+    runs in a ``lax.cond`` only when it is not (a NaN or Inf, or squares overflowing float32)."""
+    return lax.platform_dependent(
+        sq_norm, cpu=lambda n: lax.cond(jnp.isfinite(n), lambda: jnp.asarray(True), lambda: all_finite(grads)),
+        default=lambda n: all_finite(grads))
+
+
 def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.GradientTransformation,
                cfg: StepConfig) -> tuple[TrainState, dict]:
     """One optimisation step on this device's slice; returns the new state and global metrics."""
     mask = batch["mask"].astype(jnp.float32)
-    n_global = jnp.maximum(lax.psum(mask.sum(), AXIS), 1.0)
+    n_global = jnp.maximum(psum(mask.sum()), 1.0)
     dropout_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), lax.axis_index(AXIS))
     scale = state.loss_scale.scale if state.loss_scale is not None else 1.0
 
@@ -179,40 +200,49 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
         return loss_sum / n_global * scale, (logits, new_vars.get("batch_stats", {}), aux_sum)
 
     grads, (logits, new_stats, aux_sum) = jax.grad(loss_fn, has_aux=True)(state.params)
-    grads = jax.tree.map(lambda g: g / scale, lax.psum(grads, AXIS))
+    grads = jax.tree.map(lambda g: g / scale, psum(grads))
 
-    loss = lax.psum(jnp.sum(per_example_loss(logits, batch["label"], cfg) * mask), AXIS) / n_global
-    finite = jnp.isfinite(loss) & all_finite(grads)
+    loss = psum(jnp.sum(per_example_loss(logits, batch["label"], cfg) * mask)) / n_global
+    grad_sq = sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))  # optax.global_norm's sum
+    finite = jnp.isfinite(loss) & grads_finite(grads, grad_sq)
 
-    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
     if cfg.stats_trainable is not None:
         new_stats = jax.tree.map(lambda t, new, old: new if t else old, cfg.stats_trainable, new_stats,
                                  state.batch_stats)
-    new_ema = state.ema_params
-    if state.ema_params is not None:  # once per optimizer update (not per accumulated micro-batch)
-        new_ema = optim.ema_update(state.ema_params, new_params, cfg.ema_decay,
-                                   active=optim.is_update_step(new_opt_state))
 
-    # A non-finite step leaves the state untouched (never a NaN in the state, never in a checkpoint).
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    def update(_):
+        updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        new_ema = state.ema_params
+        if state.ema_params is not None:  # once per optimizer update (not per accumulated micro-batch)
+            new_ema = optim.ema_update(state.ema_params, new_params, cfg.ema_decay,
+                                       active=optim.is_update_step(new_opt_state))
+        return new_params, new_stats, new_opt_state, new_ema
+
+    def keep(_):  # a non-finite step leaves the state untouched (never a NaN in the state or a checkpoint)
+        return state.params, state.batch_stats, state.opt_state, state.ema_params
+
+    def select(finite):  # elementwise: fuses into the update's kernels (GPU)
+        return jax.tree.map(lambda a, b: jnp.where(finite, a, b), update(None), keep(None))
+
+    # XLA:CPU runs the select as extra passes over every parameter and slot: the conditional skips them
+    new_params, new_stats, new_opt_state, new_ema = lax.platform_dependent(
+        finite, cpu=lambda finite: lax.cond(finite, update, keep, None), default=select)
     new_state = state.replace(
-        step=state.step + 1, params=keep(new_params, state.params), batch_stats=keep(new_stats, state.batch_stats),
-        opt_state=keep(new_opt_state, state.opt_state),
-        ema_params=None if new_ema is None else keep(new_ema, state.ema_params),
+        step=state.step + 1, params=new_params, batch_stats=new_stats, opt_state=new_opt_state, ema_params=new_ema,
         loss_scale=None if state.loss_scale is None else state.loss_scale.adjust(finite))
 
     metrics = {
         "loss": loss,
-        "top1": lax.psum(jnp.sum(_correct(logits, batch["label"], 1) * mask), AXIS) / n_global,
-        "top5": lax.psum(jnp.sum(_correct(logits, batch["label"], 5) * mask), AXIS) / n_global,
-        "grad_norm": optax.global_norm(grads),
+        "top1": psum(jnp.sum(_correct(logits, batch["label"], 1) * mask)) / n_global,
+        "top5": psum(jnp.sum(_correct(logits, batch["label"], 5) * mask)) / n_global,
+        "grad_norm": jnp.sqrt(grad_sq),
         "learning_rate": _learning_rate(new_opt_state),
         "finite": finite,
         "examples": n_global,
     }
     if aux_sum is not None:  # the weighted auxiliary term ("loss" stays the main classifier's, as in eval)
-        metrics["aux_loss"] = lax.psum(aux_sum, AXIS) / n_global
+        metrics["aux_loss"] = psum(aux_sum) / n_global
     if state.loss_scale is not None:
         metrics["loss_scale"] = state.loss_scale.scale
     return new_state, metrics
@@ -239,10 +269,10 @@ def eval_step(variables: dict, batch: dict, *, model: nn.Module, cfg: StepConfig
     logits = model.apply(variables, batch["image"], train=False)
     logits = logits.astype(jnp.float32)
     sums = {
-        "loss": lax.psum(jnp.sum(per_example_loss(logits, batch["label"], cfg) * mask), AXIS),
-        "correct1": lax.psum(jnp.sum(_correct(logits, batch["label"], 1) * mask), AXIS),
-        "correct5": lax.psum(jnp.sum(_correct(logits, batch["label"], 5) * mask), AXIS),
-        "count": lax.psum(mask.sum(), AXIS),
+        "loss": psum(jnp.sum(per_example_loss(logits, batch["label"], cfg) * mask)),
+        "correct1": psum(jnp.sum(_correct(logits, batch["label"], 1) * mask)),
+        "correct5": psum(jnp.sum(_correct(logits, batch["label"], 5) * mask)),
+        "count": psum(mask.sum()),
     }
     per_example = {"pred": jnp.argmax(logits, -1).astype(jnp.int32), "label": batch["label"], "mask": mask}
     return sums, per_example

@@ -177,6 +177,34 @@ def test_all_finite_on_host_arrays_and_inside_jit():
     assert bool(traced(ok)) and not bool(traced(bad)) and step.all_finite({})
 
 
+@pytest.mark.parametrize("grads, expected", [
+    ({"w": np.ones((2, 3), np.float32), "b": np.zeros(3, np.float32)}, True),
+    ({"w": np.ones((2, 3), np.float32), "b": np.array([0.0, np.nan, 1.0], np.float32)}, False),
+    ({"w": np.full((2, 3), -np.inf, np.float32), "b": np.zeros(3, np.float32)}, False),
+    ({"w": np.full((2, 3), 1e30, np.float32), "b": np.zeros(3, np.float32)}, True),   # squares overflow float32
+    ({"w": np.full((2, 3), 1e30, np.float32), "b": np.array([np.inf], np.float32)}, False),
+], ids=["finite", "nan", "minus_inf", "squares_overflow", "overflow_and_inf"])
+def test_grads_finite_from_the_norm_equals_the_elementwise_check(grads, expected):
+    """Inside the compiled step the check starts from the squared norm; a finite gradient whose squares
+    overflow float32 must still count as finite (and the step be applied)."""
+    fn = jax.jit(lambda g: step.grads_finite(g, sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(g))))
+    assert bool(fn(grads)) is expected is bool(step.all_finite(grads))
+
+
+def test_a_finite_loss_with_a_non_finite_gradient_never_enters_the_state():
+    """A parameter whose gradient is NaN (its loss term is finite): the whole update is skipped."""
+    class Sqrt(nn.Module):  # d/dw sqrt(w) at w = 0 is inf; sqrt(0) = 0 keeps the loss finite
+        @nn.compact
+        def __call__(self, x, train=False):
+            w = self.param("w", nn.initializers.zeros, (1,))
+            return nn.Dense(10)(x.reshape(x.shape[0], -1)) + jnp.sqrt(w)
+    state, hist = _run(Sqrt(), optax.sgd(0.1), [_batch(4, shape=(2, 2, 1))], input_shape=(2, 2, 1))
+    assert np.isfinite(float(hist[0]["loss"])) and not bool(hist[0]["finite"])
+    init = _initial_state(Sqrt(), optax.sgd(0.1), (2, 2, 1), False)
+    jax.tree.map(np.testing.assert_array_equal, init.params, state.params)
+    assert int(state.step) == 1
+
+
 def test_eval_variables_pick_the_ema_and_leave_out_empty_statistics():
     state = step.TrainState(step=np.int32(0), params={"w": 1}, batch_stats={}, opt_state=None, rng=None,
                             ema_params={"w": 2})
