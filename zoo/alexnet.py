@@ -28,7 +28,7 @@ from __future__ import annotations
 import flax.linen as nn
 
 from zoo.layers import (InputSpec, Ops, ZooModel, adaptive_avg_pool, check_rate, flatten_nchw, local_response_norm,
-                        max_pool, tap, torch_default_kernel)
+                        tap, torch_default_kernel)
 from zoo.registry import Family, register
 
 PAPER_V1 = ("Krizhevsky, Sutskever & Hinton, ImageNet Classification with Deep Convolutional Neural Networks, "
@@ -82,7 +82,7 @@ class AlexNet(ZooModel):
             x = tap(self, f"relu{n}", nn.relu(x))
             i += 1
             if pool:
-                x = max_pool(x, 3, 2)
+                x = ops.max_pool(x, 3, 2)
                 i += 1
         x = flatten_nchw(adaptive_avg_pool(x, 6))                        # (B, 256 * 6 * 6)
         x = ops.dropout(x, self.dropout)                                # classifier_0
@@ -138,7 +138,7 @@ class AlexNetV1(ZooModel):
             if n in (1, 2):
                 x = local_response_norm(x, LRN_N, alpha=LRN_N * LRN_ALPHA, beta=LRN_BETA, k=LRN_K)
             if pool:
-                x = max_pool(x, 3, 2)
+                x = ops.max_pool(x, 3, 2)
         x = flatten_nchw(x)                                             # (B, 6 * 6 * 256)
         x = tap(self, "relu6", nn.relu(ops.dense(x, 4096, kernel_init=weight, bias_init=_bias(True), name="fc6")))
         x = ops.dropout(x, self.dropout)

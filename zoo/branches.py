@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoo.layers import Ops, avg_pool, check_choice, max_pool
+from zoo.layers import Ops, avg_pool, check_choice
 
 Array = jax.Array
 
@@ -63,9 +63,9 @@ class Pool:
     def __post_init__(self):
         check_choice("kind", self.kind, ("max", "avg"))
 
-    def __call__(self, x: Array) -> Array:  # x: (B, H, W, C)
+    def __call__(self, x: Array, ops: Ops) -> Array:  # x: (B, H, W, C)
         if self.kind == "max":
-            return max_pool(x, self.window, self.stride, self.padding, ceil_mode=self.ceil_mode)
+            return ops.max_pool(x, self.window, self.stride, self.padding, ceil_mode=self.ceil_mode)
         return avg_pool(x, self.window, self.stride, self.padding)
 
 
@@ -105,7 +105,7 @@ def run(ops: Ops, x: Array, step: Step, unit: Unit = basic_conv) -> Array:
     if isinstance(step, Conv):
         return unit(ops, x, step)
     if isinstance(step, Pool):
-        return step(x)
+        return step(x, ops)
     outs = []
     for branch in step.branches:
         y = x

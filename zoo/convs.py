@@ -1,4 +1,4 @@
-"""Convolution implementations a model can be built with (``ZooModel.conv_impl``).
+"""Convolution (and max-pooling) implementations a model can be built with (``ZooModel.conv_impl``).
 
 * ``'lax'``: ``jax.lax.conv_general_dilated``, XLA's convolution, on every backend (the default).
 * ``'cpu'``: the same, with two kinds of convolution rewritten for XLA:CPU (below). Same parameters,
@@ -29,9 +29,14 @@ reverse mode only) and, under differentiation, hands strided 1x1 convolutions a 
 (:func:`materialised_for_grad`); every other convolution is ``lax.conv_general_dilated`` unchanged.
 Which library runs those on XLA:CPU (Eigen rather than YNNPACK) is a compile option of the steps,
 not a model choice: ``zoo.compiling.step_compile_options``.
+
+Max pooling follows the same choice (``MAX_POOLS``): ``'cpu'`` keeps XLA's forward and writes the
+gradient as shifted slices (:func:`max_pool_shifted_grad`), where XLA:CPU's select-and-scatter is slow.
 """
 from __future__ import annotations
 
+import functools
+import itertools
 from typing import Callable
 
 import jax
@@ -44,12 +49,12 @@ def _acc_dtype(dtype):
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def shifted_slices(x: Array, kh: int, kw: int, strides, padding) -> list[Array]:
-    """The kh*kw taps of a convolution window over ``x: (B, H, W, C)``: pad, then for each tap
-    ``(i, j)`` (row-major) the strided slice ``(B, Ho, Wo, C)`` that the tap's weight multiplies."""
+def shifted_slices(x: Array, kh: int, kw: int, strides, padding, pad_value: float = 0.0) -> list[Array]:
+    """The kh*kw taps of a convolution window over ``x: (B, H, W, C)``: pad (with ``pad_value``), then
+    for each tap ``(i, j)`` (row-major) the strided slice ``(B, Ho, Wo, C)`` that the tap's weight multiplies."""
     (pt, pb), (pl, pr) = padding
     sh, sw = strides
-    x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=pad_value)
     ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
     return [x[:, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :] for i in range(kh) for j in range(kw)]
 
@@ -159,8 +164,52 @@ def matmul_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=
                                     feature_group_count, precision, **kw)
 
 
+def max_pool_lax(x: Array, window, strides, padding) -> Array:
+    """Max pooling of ``x: (B, H, W, C)`` over ``window`` ``(kh, kw)`` with ``padding`` ``((pt, pb), (pl, pr))``
+    (-inf): ``lax.reduce_window``, as ``flax.linen.max_pool``; its gradient is XLA's select-and-scatter."""
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, *window, 1), (1, *strides, 1),
+                                 ((0, 0), *padding, (0, 0)))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def max_pool_shifted_grad(x: Array, window, strides, padding) -> Array:
+    """:func:`max_pool_lax`, with the gradient written as kh*kw shifted slices: each output's gradient
+    goes to the first input of its window (row-major) equal to the maximum, as select-and-scatter
+    sends it, placed back by a strided pad. XLA:CPU rewrites select-and-scatter into a reduce-window
+    over index arrays and a scatter, 4-6x slower than these fused loops (benchmarks/README.md, "Round 5")."""
+    return max_pool_lax(x, window, strides, padding)
+
+
+def _max_pool_fwd(x, window, strides, padding):
+    y = max_pool_lax(x, window, strides, padding)
+    return y, (x, y)
+
+
+def _max_pool_bwd(window, strides, padding, res, g):
+    x, y = res                                                  # x: (B, H, W, C), y, g: (B, Ho, Wo, C)
+    (kh, kw), (sh, sw), ((pt, pb), (pl, pr)) = window, strides, padding
+    hp, wp = x.shape[1] + pt + pb, x.shape[2] + pl + pr
+    ho, wo = y.shape[1:3]
+    zero = jnp.zeros((), g.dtype)
+    taken = dx = None
+    for t, (i, j) in zip(shifted_slices(x, kh, kw, strides, padding, -jnp.inf), itertools.product(range(kh), range(kw))):
+        hit = t == y if taken is None else (t == y) & ~taken      # the window's first maximum only
+        taken = hit if taken is None else taken | hit
+        part = jax.lax.pad(jnp.where(hit, g, zero), zero, ((0, 0, 0), (i, hp - i - (ho - 1) * sh - 1, sh - 1),
+                                                           (j, wp - j - (wo - 1) * sw - 1, sw - 1), (0, 0, 0)))
+        dx = part if dx is None else dx + part                  # (B, Hp, Wp, C)
+    return (dx[:, pt:pt + x.shape[1], pl:pl + x.shape[2]],)
+
+
+max_pool_shifted_grad.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
 CONV_IMPLS: dict[str, Callable] = {"lax": jax.lax.conv_general_dilated, "cpu": cpu_conv_general_dilated,
                                    "cpu_matmul": matmul_conv_general_dilated}
+
+
+# max pooling, ``(x, window, strides, padding) -> y``, of each implementation
+MAX_POOLS: dict[str, Callable] = {"lax": max_pool_lax, "cpu": max_pool_shifted_grad, "cpu_matmul": max_pool_shifted_grad}
 
 
 def conv_impl_for(platform: str) -> str:

@@ -37,7 +37,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from zoo.layers import (InputSpec, Ops, ZooModel, avg_pool, check_positive_int, check_positive_ints, check_rate,
-                        global_avg_pool, kaiming_normal_fan_in, max_pool, tap)
+                        global_avg_pool, kaiming_normal_fan_in, tap)
 from zoo.registry import Family, register
 
 PAPER = "Huang et al., Densely Connected Convolutional Networks, CVPR 2017 (arXiv:1608.06993); torchvision DenseNet-BC"
@@ -149,7 +149,7 @@ class DenseNet(ZooModel):
     def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         x = ops.conv_norm_act(x, self.num_init_features, 7, strides=2, conv_name="features_conv0",
                               norm_name="features_norm0")
-        x = tap(self, "stem", max_pool(x, 3, 2, padding=1))
+        x = tap(self, "stem", ops.max_pool(x, 3, 2, padding=1))
         num_features = self.num_init_features
         for i, num_layers in enumerate(self.block_config):
             x = DenseBlock(num_layers, self.growth_rate, self.bn_size, self.dropout, ops, self.remat,

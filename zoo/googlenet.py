@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from zoo.auxiliary import aux_output, runs_aux
 from zoo.branches import Concat, Conv, MultiBranch, Pool, basic_conv
 from zoo.layers import (InputSpec, Ops, ZooModel, adaptive_avg_pool, check_rate, flatten_nchw, global_avg_pool,
-                        max_pool, tap)
+                        tap)
 from zoo.registry import Family, register
 
 PAPER = "Szegedy et al., Going Deeper with Convolutions, CVPR 2015 (arXiv:1409.4842); torchvision GoogLeNet (BN)"
@@ -140,10 +140,10 @@ class GoogLeNet(ZooModel):
         if self.transform_input:
             x = transform_input(x)
         x = basic_conv(ops, x, Conv("conv1", 64, 7, strides=2, padding=3))
-        x = max_pool(x, 3, 2, ceil_mode=True)
+        x = ops.max_pool(x, 3, 2, ceil_mode=True)
         x = basic_conv(ops, x, Conv("conv2", 64, 1))
         x = basic_conv(ops, x, Conv("conv3", 192, 3, padding=1))
-        x = tap(self, "stem", max_pool(x, 3, 2, ceil_mode=True))          # (B, 28, 28, 192) at 224
+        x = tap(self, "stem", ops.max_pool(x, 3, 2, ceil_mode=True))      # (B, 28, 28, 192) at 224
         aux_inputs = {}
         for name, row in TABLE1.items():
             x = MultiBranch(inception_module(*row), ops, name=name)(x)
@@ -152,7 +152,7 @@ class GoogLeNet(ZooModel):
             if name in TAP_AFTER:
                 x = tap(self, TAP_AFTER[name], x)
             if name in POOL_AFTER:
-                x = max_pool(x, POOL_AFTER[name], 2, ceil_mode=True)
+                x = ops.max_pool(x, POOL_AFTER[name], 2, ceil_mode=True)
         if runs_aux(self, ops.train):  # created here, after inception5b, as torchvision declares them (its key order)
             for aux, h in aux_inputs.items():
                 InceptionAux(self.num_classes, self.dropout_aux, ops, name=aux)(h)

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.convs import CONV_IMPLS
+from zoo.convs import CONV_IMPLS, MAX_POOLS, max_pool_lax
 from zoo.dropout import dropout
 
 Array = jax.Array
@@ -95,6 +95,7 @@ class Ops:
     norm_groups: int = 32
     conv_init: Callable = kaiming_normal_fan_out
     conv_general_dilated: Callable = jax.lax.conv_general_dilated  # zoo.convs.CONV_IMPLS[model.conv_impl]
+    max_pool_impl: Callable = max_pool_lax                          # zoo.convs.MAX_POOLS[model.conv_impl]
 
     def conv(self, x: Array, features: int, kernel_size, *, strides=1, padding=None, groups: int = 1,
              dilation=1, use_bias: bool = False, kernel_init: Callable | None = None,
@@ -112,6 +113,10 @@ class Ops:
             bias_init=bias_init or (torch_default_bias(fan_in) if kernel_init is torch_default_kernel
                                     else nn.initializers.zeros),
             conv_general_dilated=self.conv_general_dilated, name=name)(x)
+
+    def max_pool(self, x: Array, window: int, stride: int, padding: int = 0, ceil_mode: bool = False) -> Array:
+        """:func:`max_pool` with the model's implementation."""
+        return max_pool(x, window, stride, padding, ceil_mode, impl=self.max_pool_impl)
 
     def norm(self, x: Array, *, name: str | None = None, kind: str | None | object = dataclasses.MISSING,
              scale_init: Callable = nn.initializers.ones) -> Array:
@@ -158,20 +163,14 @@ class Ops:
 
 # ----------------------------------------------------------------------------- functional ops
 
-def channel_shuffle(x: Array, groups: int) -> Array:
-    """ShuffleNet channel shuffle: ``(B, H, W, g*n) -> reshape (g, n) -> transpose -> flatten``."""
-    b, h, w, c = x.shape
-    if c % groups:
-        raise ValueError(f"groups={groups} must divide the channel count {c}")
-    return x.reshape(b, h, w, groups, c // groups).swapaxes(3, 4).reshape(b, h, w, c)
-
-
-def max_pool(x: Array, window: int, stride: int, padding: int = 0, ceil_mode: bool = False) -> Array:
-    """``nn.MaxPool2d(window, stride, padding, ceil_mode)`` in NHWC (padding with -inf)."""
-    pads = [(padding, padding), (padding, padding)]
+def max_pool(x: Array, window: int, stride: int, padding: int = 0, ceil_mode: bool = False,
+             impl: Callable = max_pool_lax) -> Array:
+    """``nn.MaxPool2d(window, stride, padding, ceil_mode)`` in NHWC (padding with -inf); ``impl``: one of
+    ``zoo.convs.MAX_POOLS`` (models pass their own through :meth:`Ops.max_pool`)."""
+    pads = ((padding, padding), (padding, padding))
     if ceil_mode:
-        pads = [(p0, p1 + _ceil_extra(n, window, stride, padding)) for (p0, p1), n in zip(pads, x.shape[1:3])]
-    return nn.max_pool(x, (window, window), (stride, stride), padding=pads)
+        pads = tuple((p0, p1 + _ceil_extra(n, window, stride, padding)) for (p0, p1), n in zip(pads, x.shape[1:3]))
+    return impl(x, (window, window), (stride, stride), pads)
 
 
 def avg_pool(x: Array, window: int, stride: int, padding: int = 0, count_include_pad: bool = True) -> Array:
@@ -330,7 +329,7 @@ class ZooModel(nn.Module):
     def ops(self, train: bool, **overrides) -> Ops:
         kw = dict(train=train, dtype=self.dtype, param_dtype=self.param_dtype, norm_kind=self.norm,
                   bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon, axis_name=self.axis_name,
-                  conv_general_dilated=CONV_IMPLS[self.conv_impl])
+                  conv_general_dilated=CONV_IMPLS[self.conv_impl], max_pool_impl=MAX_POOLS[self.conv_impl])
         kw.update(overrides)
         return Ops(**kw)
 

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.layers import (InputSpec, Ops, ZooModel, avg_pool, check_choice, flatten_nchw, max_pool, tap,
+from zoo.layers import (InputSpec, Ops, ZooModel, avg_pool, check_choice, flatten_nchw, tap,
                         torch_default_kernel)
 from zoo.registry import Family, register
 
@@ -91,11 +91,11 @@ class LeNet5(ZooModel):
         x = ops.conv_norm_act(x, 6, 5, padding=2, kernel_init=torch_default_kernel, conv_name="conv1",
                               norm_name="bn1")
         x = tap(self, "c1", x)                              # (B, 28, 28, 6)
-        x = tap(self, "s2", max_pool(x, 2, 2))              # (B, 14, 14, 6)
+        x = tap(self, "s2", ops.max_pool(x, 2, 2))          # (B, 14, 14, 6)
         x = ops.conv_norm_act(x, 16, 5, padding=0, kernel_init=torch_default_kernel, conv_name="conv2",
                               norm_name="bn2")
         x = tap(self, "c3", x)                              # (B, 10, 10, 16)
-        x = tap(self, "s4", max_pool(x, 2, 2))              # (B, 5, 5, 16)
+        x = tap(self, "s4", ops.max_pool(x, 2, 2))          # (B, 5, 5, 16)
         x = flatten_nchw(x)                                 # (B, 400), PyTorch order
         x = tap(self, "c5", nn.relu(ops.dense(x, 120, name="fc1")))  # (B, 120)
         x = tap(self, "f6", nn.relu(ops.dense(x, 84, name="fc2")))

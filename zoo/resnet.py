@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 
 from zoo.layers import (InputSpec, Ops, ZooModel, check_choice, check_positive_int,
-                        check_positive_ints, global_avg_pool, max_pool, tap)
+                        check_positive_ints, global_avg_pool, tap)
 from zoo.registry import Family, register
 
 PAPER = "He et al., Deep Residual Learning for Image Recognition, CVPR 2016 (arXiv:1512.03385); torchvision v1.5"
@@ -110,7 +110,7 @@ class ResNet(ZooModel):
             x = ops.conv_norm_act(x, 64, 3, conv_name="conv1", norm_name="bn1")
         else:
             x = ops.conv_norm_act(x, 64, 7, strides=2, conv_name="conv1", norm_name="bn1")
-            x = max_pool(x, 3, 2, padding=1)
+            x = ops.max_pool(x, 3, 2, padding=1)
         x = tap(self, "stem", x)
         block = BLOCKS[self.block]
         extra = dict(groups=self.groups, width_per_group=self.width_per_group) if self.block == "bottleneck" else {}

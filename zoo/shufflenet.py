@@ -49,8 +49,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoo.layers import (InputSpec, Ops, ZooModel, avg_pool, channel_shuffle, check_choice, check_positive_ints,
-                        global_avg_pool, max_pool, tap, torch_default_kernel)
+from zoo.layers import (InputSpec, Ops, ZooModel, avg_pool, check_choice, check_positive_ints,
+                        global_avg_pool, tap, torch_default_kernel)
 from zoo.registry import Family, register
 
 PAPER_V1 = ("Zhang et al., ShuffleNet: An Extremely Efficient Convolutional Neural Network for Mobile Devices, "
@@ -102,6 +102,14 @@ def v1_conv_init(key, shape, dtype=jnp.float32):
     """Official release init of the unit convs: N(0, std = 1 / (C_in / groups)) (PyTorch
     ``weight.shape[1]``; HWIO ``shape[2]``)."""
     return jax.random.normal(key, shape, dtype) / shape[2]
+
+
+def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
+    """ShuffleNet channel shuffle: ``(B, H, W, g*n) -> reshape (g, n) -> transpose -> flatten``."""
+    b, h, w, c = x.shape
+    if c % groups:
+        raise ValueError(f"groups={groups} must divide the channel count {c}")
+    return x.reshape(b, h, w, groups, c // groups).swapaxes(3, 4).reshape(b, h, w, c)
 
 
 class ShuffleUnitV1(nn.Module):
@@ -162,7 +170,7 @@ class ShuffleNetV1(ZooModel):
         stem, stages = v1_channels(self.groups, float(self.width_mult))
         x = ops.conv_norm_act(x, stem, 3, strides=2, kernel_init=nn.initializers.normal(0.01),
                               conv_name="conv1_0", norm_name="conv1_1")
-        x = tap(self, "stem", max_pool(x, 3, 2, padding=1))
+        x = tap(self, "stem", ops.max_pool(x, 3, 2, padding=1))
         for i, (out_ch, n) in enumerate(zip(stages, V1_REPEATS)):
             for j in range(n):
                 x = ShuffleUnitV1(out_ch, 2 if j == 0 else 1, self.groups, ops, first_group=not (i == 0 and j == 0),
@@ -228,7 +236,7 @@ class ShuffleNetV2(ZooModel):
         chans = self.stages_out_channels
         x = ops.conv_norm_act(x, chans[0], 3, strides=2, kernel_init=torch_default_kernel,
                               conv_name="conv1_0", norm_name="conv1_1")
-        x = tap(self, "stem", max_pool(x, 3, 2, padding=1))
+        x = tap(self, "stem", ops.max_pool(x, 3, 2, padding=1))
         for i, (n, out_ch) in enumerate(zip(self.stages_repeats, chans[1:4])):
             for j in range(n):
                 x = InvertedResidual(out_ch, 2 if j == 0 else 1, ops, name=f"stage{i + 2}_{j}")(x)

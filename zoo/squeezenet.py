@@ -30,7 +30,7 @@ from __future__ import annotations
 import flax.linen as nn
 
 from zoo.branches import Concat, Conv, run
-from zoo.layers import InputSpec, Ops, ZooModel, check_choice, check_rate, global_avg_pool, max_pool, tap
+from zoo.layers import InputSpec, Ops, ZooModel, check_choice, check_rate, global_avg_pool, tap
 from zoo.registry import Family, register
 
 PAPER = ("Iandola et al., SqueezeNet: AlexNet-level accuracy with 50x fewer parameters and <0.5MB model size, "
@@ -97,10 +97,10 @@ class SqueezeNet(ZooModel):
     def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         (filters, kernel), layout = LAYOUT[self.version]
         x = conv_relu(ops, x, Conv("features_0", filters, kernel, strides=2))
-        x = tap(self, "stem", max_pool(x, 3, 2, ceil_mode=True))            # (B, 54, 54, 96) at 224 (1.0)
+        x = tap(self, "stem", ops.max_pool(x, 3, 2, ceil_mode=True))        # (B, 54, 54, 96) at 224 (1.0)
         for i, item in enumerate(layout, start=3):
             if item == "M":  # the fire module before a max-pool ends a stage
-                x = max_pool(tap(self, layout[i - 4], x), 3, 2, ceil_mode=True)
+                x = ops.max_pool(tap(self, layout[i - 4], x), 3, 2, ceil_mode=True)
             else:
                 x = Fire(*FIRE[item], ops, name=f"features_{i}")(x)
         x = tap(self, "pre_logits", x)                                       # (B, 13, 13, 512) at 224

@@ -20,7 +20,7 @@ from __future__ import annotations
 import flax.linen as nn
 
 from zoo.layers import (InputSpec, Ops, ZooModel, adaptive_avg_pool, check_choice, check_rate, flatten_nchw,
-                        kaiming_normal_fan_out, max_pool, tap)
+                        kaiming_normal_fan_out, tap)
 from zoo.registry import Family, register
 
 PAPER = ("Simonyan & Zisserman, Very Deep Convolutional Networks for Large-Scale Image Recognition, ICLR 2015 "
@@ -57,7 +57,7 @@ class VGG(ZooModel):
         i, block, conv = 0, 1, 1  # i: index in torchvision's features nn.Sequential
         for v in CFGS[self.cfg]:
             if v == "M":
-                x = max_pool(x, 2, 2)
+                x = ops.max_pool(x, 2, 2)
                 i, block, conv = i + 1, block + 1, 1
                 continue
             x = ops.conv(x, v, 3, padding=1, use_bias=True, kernel_init=kaiming_normal_fan_out, name=f"features_{i}")

@@ -85,6 +85,35 @@ def test_strided_1x1_input_is_materialised_for_the_gradient_only():
     np.testing.assert_allclose(convs.materialised(np.array([np.nan, 1.0, -3.5], np.float32)), [np.nan, 1.0, -3.5])
 
 
+@pytest.mark.parametrize("case", [
+    # (x shape, window, stride, padding, ceil_mode) as the zoo's max pools use them
+    ((2, 13, 13, 4), 3, 2, 0, False),      # AlexNet
+    ((2, 12, 11, 4), 3, 2, 1, False),      # ResNet / DenseNet / ShuffleNet stem (odd width)
+    ((2, 8, 8, 4), 2, 2, 0, False),        # VGG, LeNet: windows that do not overlap
+    ((2, 14, 14, 4), 3, 2, 0, True),       # GoogLeNet / SqueezeNet: ceil mode pads one side only
+    ((2, 7, 7, 4), 3, 1, 1, True),         # GoogLeNet's branch pool, stride 1
+], ids=["alexnet", "stem_p1", "vgg_2x2", "ceil", "branch_s1"])
+def test_cpu_max_pool_gradient_matches_select_and_scatter(case):
+    """The shifted-slice gradient sends each output's gradient where XLA's select-and-scatter does:
+    to the first maximum of its window, also on ties (ReLU outputs: windows of zeros)."""
+    shape, window, stride, pad, ceil = case
+    rng = np.random.default_rng(0)
+    x = np.maximum(np.round(rng.standard_normal(shape) * 2), 0).astype(np.float32)  # many ties, at 0 and above
+    pools = {impl: (lambda x, impl=impl: zoo.layers.max_pool(x, window, stride, pad, ceil, impl=convs.MAX_POOLS[impl]))
+             for impl in ("lax", "cpu")}
+    g = rng.standard_normal(jax.eval_shape(pools["lax"], x).shape).astype(np.float32)
+    results = {}
+    for impl, f in pools.items():
+        y, vjp = jax.vjp(f, x)
+        results[impl] = (y, *vjp(g))
+    for a, b in zip(results["cpu"], results["lax"]):  # y, dx
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    assert float(np.abs(results["lax"][1]).sum()) > 0
+    model_ops = zoo.create("resnet18", conv_impl="cpu").ops(train=True)
+    assert model_ops.max_pool_impl is convs.max_pool_shifted_grad  # what the 'cpu' models use
+
+
 def test_conv_impl_is_a_field_chosen_by_whoever_knows_the_devices():
     assert convs.conv_impl_for("cpu") == "cpu"
     assert convs.conv_impl_for("gpu") == convs.conv_impl_for("tpu") == "lax"

@@ -78,11 +78,6 @@ def test_bad_arguments_are_named():
         layers.pool2d(IMAGE, 2, 2, kind="median")
 
 
-def test_channel_shuffle_interleaves_groups():
-    x = jnp.arange(6.0).reshape(1, 1, 1, 6)  # groups of 3: [0 1 2 | 3 4 5]
-    np.testing.assert_array_equal(layers.channel_shuffle(x, 2)[0, 0, 0], [0, 3, 1, 4, 2, 5])
-
-
 def test_adaptive_avg_pool_matches_torch_bins():
     x = jnp.arange(5.0).reshape(1, 5, 1, 1)
     # PyTorch AdaptiveAvgPool1d(3) on [0..4]: bins [0,2), [1,4), [3,5) -> 0.5, 2, 3.5

@@ -89,13 +89,19 @@ def test_v1_unit_layers():
     assert set(p["fc"]) == {"kernel"}  # official release: Linear(..., bias=False)
 
 
+def test_channel_shuffle_interleaves_groups():
+    x = jnp.arange(6.0).reshape(1, 1, 1, 6)  # groups of 3: [0 1 2 | 3 4 5]
+    np.testing.assert_array_equal(shufflenet.channel_shuffle(x, 2)[0, 0, 0], [0, 3, 1, 4, 2, 5])
+
+
 @pytest.mark.parametrize("name, g", [("shufflenet_v1_g3", 3), ("shufflenet_v1_g8", 8), ("shufflenet_v2_x0_5", 2)])
 def test_channel_shuffle_is_used(monkeypatch, name, g):
     calls = []
+    shuffle = shufflenet.channel_shuffle
 
     def spy(x, groups):
         calls.append((groups, x.shape[-1]))
-        return zoo.layers.channel_shuffle(x, groups)
+        return shuffle(x, groups)
 
     monkeypatch.setattr(shufflenet, "channel_shuffle", spy)
     abstract_params(zoo.create(name))
