@@ -15,8 +15,9 @@ lot fall to a naive loop there, 5-150x slower than a matmul of the same work (be
 
 * depthwise convolutions (MobileNet, ShuffleNet): the kernel gradient is computed as a dense C x C
   convolution and strided input gradients use the generic emitter;
-* convolutions whose input map is smaller than the kernel (ResNet / VGG layer3-4 at 32x32): the
-  simplifier swaps the operands into a layout no fast path takes.
+* convolutions whose output map is smaller than the kernel (ResNet / VGG layer3-4 at 32x32, and a
+  stride-2 3x3 conv from 4x4 to 2x2): the simplifier swaps the operands of the convolution or of its
+  input gradient into a layout no fast path takes.
 
 and one kind is slow in training only: the gradients of 1x1 convolutions (ResNet-50's bottlenecks,
 MobileNet's expansions and projections, ResNet's strided downsampling shortcuts), whose
@@ -71,15 +72,25 @@ def depthwise_conv_shifted(x: Array, kernel: Array, strides, padding) -> Array:
     return y.astype(x.dtype)
 
 
+def _tap_reads_input(i: int, n: int, pad_before: int, stride: int, out: int) -> bool:
+    """Whether window tap ``i`` reads any of the ``n`` input rows at some output row (else only padding)."""
+    return any(pad_before <= i + stride * r < pad_before + n for r in range(out))
+
+
 def conv_im2col(x: Array, kernel: Array, strides, padding) -> Array:
-    """Ungrouped conv, ``x: (B, H, W, C)``, ``kernel: (kh, kw, C, O)``, as pad -> the kh*kw strided
-    slices concatenated on channels ``(B, Ho, Wo, kh*kw*C)`` -> one matmul with ``(kh*kw*C, O)``."""
+    """Ungrouped conv, ``x: (B, H, W, C)``, ``kernel: (kh, kw, C, O)``, as pad -> the strided slices of
+    the T taps that read any input (not only padding: a 3x3 conv on a 1x1 map keeps its centre tap)
+    concatenated on channels ``(B, Ho, Wo, T*C)`` -> one matmul with those taps' ``(T*C, O)`` weights."""
     kh, kw, c, o = kernel.shape
-    cols = jnp.concatenate(shifted_slices(x, kh, kw, strides, padding), axis=-1)
-    b, ho, wo = cols.shape[:3]
-    y = jnp.dot(cols.reshape(-1, kh * kw * c), kernel.reshape(kh * kw * c, o),
-                preferred_element_type=_acc_dtype(x.dtype))
-    return y.astype(x.dtype).reshape(b, ho, wo, o)
+    (pt, _), (pl, _) = padding
+    slices = shifted_slices(x, kh, kw, strides, padding)
+    ho, wo = slices[0].shape[1:3]
+    live = [t for t, (i, j) in enumerate(itertools.product(range(kh), range(kw)))
+            if _tap_reads_input(i, x.shape[1], pt, strides[0], ho) and _tap_reads_input(j, x.shape[2], pl, strides[1], wo)]
+    cols = jnp.concatenate([slices[t] for t in live], axis=-1)                  # (B, Ho, Wo, T*C)
+    w = jnp.concatenate([kernel.reshape(kh * kw, c, o)[t] for t in live])    # (T*C, O)
+    y = jnp.dot(cols.reshape(-1, len(live) * c), w, preferred_element_type=_acc_dtype(x.dtype))
+    return y.astype(x.dtype).reshape(x.shape[0], ho, wo, o)
 
 
 @jax.custom_vjp
@@ -138,7 +149,8 @@ def cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=Non
         kh, kw_, c_in, c_out = rhs.shape
         if feature_group_count > 1 and c_in == 1 and c_out == feature_group_count == lhs.shape[-1]:
             return depthwise_conv_shifted(lhs, rhs, window_strides, padding)
-        if feature_group_count == 1 and lhs.shape[1] * lhs.shape[2] < kh * kw_:
+        ho, wo = [(n + p0 + p1 - k) // s + 1 for n, (p0, p1), k, s in zip(lhs.shape[1:3], padding, (kh, kw_), window_strides)]
+        if feature_group_count == 1 and ho * wo < kh * kw_:                   # output map smaller than the kernel
             return conv_im2col(lhs, rhs, window_strides, padding)
         if (feature_group_count == 1 and kh == kw_ == 1 and tuple(window_strides) == (1, 1)
                 and all(tuple(p) == (0, 0) for p in padding)):

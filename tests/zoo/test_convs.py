@@ -22,7 +22,8 @@ from zoo import convs
     # maps smaller than the kernel (ResNet layer3/4 at 32x32): im2col + matmul
     ((2, 2, 2, 8), (3, 3, 8, 16), 1, 1, 1),
     ((2, 2, 2, 8), (3, 3, 8, 16), 1, 2, 1),
-    ((2, 1, 1, 8), (3, 3, 8, 4), 1, 1, 1),
+    ((2, 1, 1, 8), (3, 3, 8, 4), 1, 1, 1),       # only the centre tap reads the 1x1 map
+    ((2, 4, 4, 8), (3, 3, 8, 16), 1, 2, 1),      # output 2x2 (ResNet layer3_0/conv1 at 32x32)
     # stride-1 1x1 (ResNet-50 bottlenecks, MobileNet expansions): XLA's conv forward, matmul gradients
     ((2, 5, 6, 8), (1, 1, 8, 12), 1, 1, 0),
     # strided 1x1 (ResNet's downsampling shortcuts): XLA's conv on a materialised input under grad
@@ -30,7 +31,7 @@ from zoo import convs
     # 'cpu_matmul' (search groups on CPU): every ungrouped conv as im2col + matmul (LeNet's 5x5, a strided 3x3)
     ("cpu_matmul", (2, 12, 12, 3), (5, 5, 3, 4), 1, 1, 2),
     ("cpu_matmul", (2, 9, 9, 4), (3, 3, 4, 6), 1, 2, 1),
-], ids=["dw3", "dw3_s2", "dw5_s2", "dw3_2x2", "small_2x2", "small_2x2_s2", "small_1x1", "pointwise",
+], ids=["dw3", "dw3_s2", "dw5_s2", "dw3_2x2", "small_2x2", "small_2x2_s2", "small_1x1", "out_2x2_s2", "pointwise",
         "strided_1x1", "matmul5", "matmul3_s2"])
 def test_cpu_conv_rewrites_match_lax(case):
     impl, case = (case[0], case[1:]) if isinstance(case[0], str) else ("cpu", case)
