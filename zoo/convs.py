@@ -202,13 +202,19 @@ def _max_pool_bwd(window, strides, padding, res, g):
     (kh, kw), (sh, sw), ((pt, pb), (pl, pr)) = window, strides, padding
     hp, wp = x.shape[1] + pt + pb, x.shape[2] + pl + pr
     ho, wo = y.shape[1:3]
+    # g and the window's first maximum (row-major tap index) materialised: fused into the placing loop
+    # below, XLA:CPU recomputed them for every tap of every input element (g: with the BatchNorm
+    # backward of every DenseNet layer that reads the pooled map)
+    g = materialised(g)
+    first = jnp.full(y.shape, kh * kw, jnp.int8 if kh * kw < 127 else jnp.int32)
+    for t, tap in reversed(list(enumerate(shifted_slices(x, kh, kw, strides, padding, -jnp.inf)))):
+        first = jnp.where(tap == y, jnp.asarray(t, first.dtype), first)
+    first = materialised(first)
     zero = jnp.zeros((), g.dtype)
-    taken = dx = None
-    for t, (i, j) in zip(shifted_slices(x, kh, kw, strides, padding, -jnp.inf), itertools.product(range(kh), range(kw))):
-        hit = t == y if taken is None else (t == y) & ~taken      # the window's first maximum only
-        taken = hit if taken is None else taken | hit
-        part = jax.lax.pad(jnp.where(hit, g, zero), zero, ((0, 0, 0), (i, hp - i - (ho - 1) * sh - 1, sh - 1),
-                                                           (j, wp - j - (wo - 1) * sw - 1, sw - 1), (0, 0, 0)))
+    dx = None
+    for t, (i, j) in enumerate(itertools.product(range(kh), range(kw))):
+        part = jax.lax.pad(jnp.where(first == t, g, zero), zero, ((0, 0, 0), (i, hp - i - (ho - 1) * sh - 1, sh - 1),
+                                                                (j, wp - j - (wo - 1) * sw - 1, sw - 1), (0, 0, 0)))
         dx = part if dx is None else dx + part                  # (B, Hp, Wp, C)
     return (dx[:, pt:pt + x.shape[1], pl:pl + x.shape[2]],)
 
