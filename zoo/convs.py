@@ -40,6 +40,7 @@ import functools
 import itertools
 from typing import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -176,24 +177,18 @@ def matmul_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=
                                     feature_group_count, precision, **kw)
 
 
-def max_pool_lax(x: Array, window, strides, padding) -> Array:
-    """Max pooling of ``x: (B, H, W, C)`` over ``window`` ``(kh, kw)`` with ``padding`` ``((pt, pb), (pl, pr))``
-    (-inf): ``lax.reduce_window``, as ``flax.linen.max_pool``; its gradient is XLA's select-and-scatter."""
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, *window, 1), (1, *strides, 1),
-                                 ((0, 0), *padding, (0, 0)))
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def max_pool_shifted_grad(x: Array, window, strides, padding) -> Array:
-    """:func:`max_pool_lax`, with the gradient written as kh*kw shifted slices: each output's gradient
+    """``flax.linen.max_pool(x, window, strides, padding)`` (XLA's reduce-window; its gradient is XLA's
+    select-and-scatter), with the gradient written as kh*kw shifted slices: each output's gradient
     goes to the first input of its window (row-major) equal to the maximum, as select-and-scatter
     sends it, placed back by a strided pad. XLA:CPU rewrites select-and-scatter into a reduce-window
     over index arrays and a scatter, 4-6x slower than these fused loops (benchmarks/README.md, "Round 5")."""
-    return max_pool_lax(x, window, strides, padding)
+    return nn.max_pool(x, window, strides, padding)
 
 
 def _max_pool_fwd(x, window, strides, padding):
-    y = max_pool_lax(x, window, strides, padding)
+    y = nn.max_pool(x, window, strides, padding)
     return y, (x, y)
 
 
@@ -226,8 +221,8 @@ CONV_IMPLS: dict[str, Callable] = {"lax": jax.lax.conv_general_dilated, "cpu": c
                                    "cpu_matmul": matmul_conv_general_dilated}
 
 
-# max pooling, ``(x, window, strides, padding) -> y``, of each implementation
-MAX_POOLS: dict[str, Callable] = {"lax": max_pool_lax, "cpu": max_pool_shifted_grad, "cpu_matmul": max_pool_shifted_grad}
+# max pooling, ``(x, window, strides, padding) -> y`` (padding ``((pt, pb), (pl, pr))``), of each implementation
+MAX_POOLS: dict[str, Callable] = {"lax": nn.max_pool, "cpu": max_pool_shifted_grad, "cpu_matmul": max_pool_shifted_grad}
 
 
 def conv_impl_for(platform: str) -> str:

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.convs import CONV_IMPLS, MAX_POOLS, max_pool_lax
+from zoo.convs import CONV_IMPLS, MAX_POOLS
 from zoo.dropout import dropout
 
 Array = jax.Array
@@ -95,7 +95,7 @@ class Ops:
     norm_groups: int = 32
     conv_init: Callable = kaiming_normal_fan_out
     conv_general_dilated: Callable = jax.lax.conv_general_dilated  # zoo.convs.CONV_IMPLS[model.conv_impl]
-    max_pool_impl: Callable = max_pool_lax                          # zoo.convs.MAX_POOLS[model.conv_impl]
+    max_pool_impl: Callable = nn.max_pool                           # zoo.convs.MAX_POOLS[model.conv_impl]
 
     def conv(self, x: Array, features: int, kernel_size, *, strides=1, padding=None, groups: int = 1,
              dilation=1, use_bias: bool = False, kernel_init: Callable | None = None,
@@ -164,7 +164,7 @@ class Ops:
 # ----------------------------------------------------------------------------- functional ops
 
 def max_pool(x: Array, window: int, stride: int, padding: int = 0, ceil_mode: bool = False,
-             impl: Callable = max_pool_lax) -> Array:
+             impl: Callable = nn.max_pool) -> Array:
     """``nn.MaxPool2d(window, stride, padding, ceil_mode)`` in NHWC (padding with -inf); ``impl``: one of
     ``zoo.convs.MAX_POOLS`` (models pass their own through :meth:`Ops.max_pool`)."""
     pads = ((padding, padding), (padding, padding))
