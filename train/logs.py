@@ -4,7 +4,7 @@ The command lines call :func:`for_command` once: the console then shows the proj
 (loggers ``train*`` and ``zoo*``, INFO and up) and other libraries' warnings, one line each, never a
 traceback; ``WORKDIR/train.log`` (training) gets everything, tracebacks included, with timestamps.
 orbax-checkpoint's own reports (every save at INFO, a failed save as several tracebacks from its
-threads) go to the log file only: ``train.checkpoint`` reports what a user can act on.
+threads, and asyncio's "Task exception was never retrieved" for its other writes) go to the log file only: ``train.checkpoint`` reports what a user can act on.
 
 Two known kinds of noise are silenced where they arise, for library users too:
 
@@ -42,7 +42,12 @@ def details(message: str, error: BaseException) -> None:
 
 
 def _from_orbax(record: logging.LogRecord) -> bool:
-    return "/orbax/" in record.pathname.replace("\\", "/")
+    """orbax's own records, and asyncio's report of an orbax task whose exception nobody retrieved
+    (after a failed save, the writes gathered with the one that raised: "Task exception was never
+    retrieved\nfuture: <Task ... coro=<NumpyHandler._open_and_write() ... /orbax/...>")."""
+    if "/orbax/" in record.pathname.replace("\\", "/"):
+        return True
+    return record.name == "asyncio" and "/orbax/" in record.getMessage().replace("\\", "/")
 
 
 class _ConsoleFilter(logging.Filter):
