@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from zoo.layers import (InputSpec, Ops, ZooModel, adaptive_avg_pool, check_rate, flatten_nchw, local_response_norm,
-                        tap, torch_default_kernel)
+from zoo.heads import pooled_dense
+from zoo.layers import (InputSpec, Ops, ZooModel, check_rate, flatten_nchw, local_response_norm, tap,
+                        torch_default_kernel)
 from zoo.registry import Family, register
 
 PAPER_V1 = ("Krizhevsky, Sutskever & Hinton, ImageNet Classification with Deep Convolutional Neural Networks, "
@@ -84,9 +85,8 @@ class AlexNet(ZooModel):
             if pool:
                 x = ops.max_pool(x, 3, 2)
                 i += 1
-        x = flatten_nchw(adaptive_avg_pool(x, 6))                        # (B, 256 * 6 * 6)
-        x = ops.dropout(x, self.dropout)                                # classifier_0
-        x = tap(self, "relu6", nn.relu(ops.dense(x, 4096, name="classifier_1")))
+        # avgpool (6x6) -> flatten -> classifier_0 (dropout) -> classifier_1: (B, H, W, 256) -> (B, 4096)
+        x = tap(self, "relu6", nn.relu(pooled_dense(ops, x, 6, 4096, dropout=self.dropout, name="classifier_1")))
         x = ops.dropout(x, self.dropout)                                # classifier_3
         x = tap(self, "relu7", nn.relu(ops.dense(x, 4096, name="classifier_4")))
         x = tap(self, "pre_logits", x)                                  # (B, 4096)

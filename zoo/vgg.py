@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from zoo.layers import (InputSpec, Ops, ZooModel, adaptive_avg_pool, check_choice, check_rate, flatten_nchw,
-                        kaiming_normal_fan_out, tap)
+from zoo.heads import pooled_dense
+from zoo.layers import InputSpec, Ops, ZooModel, check_choice, check_rate, kaiming_normal_fan_out, tap
 from zoo.registry import Family, register
 
 PAPER = ("Simonyan & Zisserman, Very Deep Convolutional Networks for Large-Scale Image Recognition, ICLR 2015 "
@@ -67,8 +67,9 @@ class VGG(ZooModel):
                 i += 1
             x = tap(self, f"block{block}_conv{conv}", nn.relu(x))
             i, conv = i + 1, conv + 1
-        x = flatten_nchw(adaptive_avg_pool(x, 7))                        # (B, 512 * 7 * 7)
-        x = nn.relu(ops.dense(x, 4096, kernel_init=linear_init, bias_init=nn.initializers.zeros, name="classifier_0"))
+        # avgpool (7x7) -> flatten -> classifier_0: (B, H, W, 512) -> (B, 4096)
+        x = nn.relu(pooled_dense(ops, x, 7, 4096, kernel_init=linear_init, bias_init=nn.initializers.zeros,
+                                 name="classifier_0"))
         x = ops.dropout(x, self.dropout)                                # classifier_2
         x = nn.relu(ops.dense(x, 4096, kernel_init=linear_init, bias_init=nn.initializers.zeros, name="classifier_3"))
         x = tap(self, "pre_logits", ops.dropout(x, self.dropout))      # classifier_5; (B, 4096)
