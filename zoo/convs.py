@@ -89,7 +89,8 @@ def conv_im2col(x: Array, kernel: Array, strides, padding) -> Array:
     live = [t for t, (i, j) in enumerate(itertools.product(range(kh), range(kw)))
             if _tap_reads_input(i, x.shape[1], pt, strides[0], ho) and _tap_reads_input(j, x.shape[2], pl, strides[1], wo)]
     cols = jnp.concatenate([slices[t] for t in live], axis=-1)                  # (B, Ho, Wo, T*C)
-    w = jnp.concatenate([kernel.reshape(kh * kw, c, o)[t] for t in live])    # (T*C, O)
+    w = (kernel.reshape(kh * kw * c, o) if len(live) == kh * kw                # (T*C, O); all taps: no copy
+         else jnp.concatenate([kernel.reshape(kh * kw, c, o)[t] for t in live]))
     y = jnp.dot(cols.reshape(-1, len(live) * c), w, preferred_element_type=_acc_dtype(x.dtype))
     return y.astype(x.dtype).reshape(x.shape[0], ho, wo, o)
 
