@@ -4,7 +4,8 @@ The command lines call :func:`for_command` once: the console then shows the proj
 (loggers ``train*`` and ``zoo*``, INFO and up) and other libraries' warnings, one line each, never a
 traceback; ``WORKDIR/train.log`` (training) gets everything, tracebacks included, with timestamps.
 orbax-checkpoint's own reports (every save at INFO, a failed save as several tracebacks from its
-threads, and asyncio's "Task exception was never retrieved" for its other writes) go to the log file only: ``train.checkpoint`` reports what a user can act on.
+threads, and asyncio's "Task exception was never retrieved" for its other writes) go to the log
+file only: ``train.checkpoint`` reports what a user can act on.
 
 Two known kinds of noise are silenced where they arise, for library users too:
 

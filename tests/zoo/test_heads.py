@@ -12,7 +12,8 @@ import zoo
 from zoo import heads
 from zoo.layers import Ops, adaptive_avg_pool, flatten_nchw
 
-SIZES = [((1, 1), 7), ((2, 2), 7), ((3, 5), 7), ((14, 2), 7), ((7, 7), 7), ((9, 9), 7), ((1, 1), 6), ((4, 4), 6), ((13, 13), 6)]
+SIZES = [((1, 1), 7), ((2, 2), 7), ((3, 5), 7), ((14, 2), 7), ((7, 7), 7), ((9, 9), 7),
+         ((1, 1), 6), ((4, 4), 6), ((13, 13), 6)]
 
 
 def _reference(x: np.ndarray, size: int, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
