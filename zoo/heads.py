@@ -5,7 +5,7 @@
 load as before.
 
 An adaptive average pool is linear: ``pool(x)[c, i, j] = sum_{h, w} R[i, h] S[j, w] x[c, h, w]``
-with ``R[i, h] = 1 / |bin_i|`` on the rows of bin ``i`` (PyTorch's bin edges, ``zoo.layers.adaptive_avg_pool``),
+with ``R[i, h] = 1 / |bin_i|`` on the rows of bin ``i`` (PyTorch's bin edges, ``zoo.layers.adaptive_bins``),
 likewise ``S`` for columns. So ``flatten(pool(x)) @ W = flatten(x) @ W'`` with the folded kernel
 
     W'[c, h, w, :] = sum_{i, j} R[i, h] S[j, w] W[c, i, j, :]
@@ -24,12 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.layers import Array, Ops, adaptive_avg_pool, flatten_nchw, torch_default_bias, torch_default_kernel
-
-
-def _bins(n: int, out: int) -> list[tuple[int, int]]:
-    """PyTorch's adaptive-pool bins over ``n`` positions: ``[floor(i n / out), ceil((i + 1) n / out))``."""
-    return [((i * n) // out, -(-((i + 1) * n) // out)) for i in range(out)]
+from zoo.layers import (Array, Ops, adaptive_avg_pool, adaptive_bins, flatten_nchw, torch_default_bias,
+                        torch_default_kernel)
 
 
 def fold_pool_into_kernel(kernel: Array, channels: int, size: tuple[int, int], hw: tuple[int, int]) -> Array:
@@ -38,7 +34,7 @@ def fold_pool_into_kernel(kernel: Array, channels: int, size: tuple[int, int], h
     Each input position sums the (weighted) kernel rows of the bins that contain it: a contiguous
     rectangle of bins, one reduction over it."""
     (oh, ow), (h, w) = size, hw
-    rows, cols = _bins(h, oh), _bins(w, ow)
+    rows, cols = adaptive_bins(h, oh), adaptive_bins(w, ow)
     weight = np.outer([1.0 / (b - a) for a, b in rows], [1.0 / (b - a) for a, b in cols])     # (oh, ow)
     k = kernel.reshape(channels, oh, ow, -1)
     if not np.all(weight == 1.0):

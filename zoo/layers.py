@@ -189,19 +189,21 @@ def _ceil_extra(n: int, k: int, s: int, p: int) -> int:
     return (out_ceil - out_floor) * s
 
 
+def adaptive_bins(n: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive-pool bins over ``n`` positions: ``[floor(i n / out), ceil((i + 1) n / out))``."""
+    return [((i * n) // out, -(-((i + 1) * n) // out)) for i in range(out)]
+
+
 def adaptive_avg_pool(x: Array, output_size: int | tuple[int, int]) -> Array:
-    """``nn.AdaptiveAvgPool2d`` in NHWC, with PyTorch's bin edges
-    ``[floor(i * H / out), ceil((i + 1) * H / out))``."""
+    """``nn.AdaptiveAvgPool2d`` in NHWC, with PyTorch's bin edges (:func:`adaptive_bins`)."""
     oh, ow = _pair(output_size)
     h, w = x.shape[1:3]
     if (h, w) == (oh, ow):
         return x
     if h % oh == 0 and w % ow == 0:  # uniform bins: one reshape-mean
         return x.reshape(x.shape[0], oh, h // oh, ow, w // ow, x.shape[-1]).mean(axis=(2, 4))
-    rows = [x[:, (i * h) // oh: -(-((i + 1) * h) // oh)].mean(axis=1, keepdims=True) for i in range(oh)]
-    x = jnp.concatenate(rows, axis=1)
-    cols = [x[:, :, (j * w) // ow: -(-((j + 1) * w) // ow)].mean(axis=2, keepdims=True) for j in range(ow)]
-    return jnp.concatenate(cols, axis=2)
+    x = jnp.concatenate([x[:, a:b].mean(axis=1, keepdims=True) for a, b in adaptive_bins(h, oh)], axis=1)
+    return jnp.concatenate([x[:, :, a:b].mean(axis=2, keepdims=True) for a, b in adaptive_bins(w, ow)], axis=2)
 
 
 def global_avg_pool(x: Array) -> Array:
