@@ -183,12 +183,33 @@ def test_all_finite_on_host_arrays_and_inside_jit():
     ({"w": np.full((2, 3), -np.inf, np.float32), "b": np.zeros(3, np.float32)}, False),
     ({"w": np.full((2, 3), 1e30, np.float32), "b": np.zeros(3, np.float32)}, True),   # squares overflow float32
     ({"w": np.full((2, 3), 1e30, np.float32), "b": np.array([np.inf], np.float32)}, False),
-], ids=["finite", "nan", "minus_inf", "squares_overflow", "overflow_and_inf"])
+    ({"big": np.full(step.SMALL_LEAF + 1, 1e30, np.float32), "b": np.zeros(3, np.float32)}, True),
+    ({"big": np.r_[np.full(step.SMALL_LEAF, 1e30), np.nan].astype(np.float32), "b": np.zeros(3, np.float32)}, False),
+    ({"big": np.full(step.SMALL_LEAF + 1, 1e30, np.float32), "b": np.array([1e30, -np.inf], np.float32)}, False),
+], ids=["finite", "nan", "minus_inf", "squares_overflow", "overflow_and_inf", "large_leaf_overflow", "large_leaf_nan",
+        "large_leaf_overflow_small_inf"])
 def test_grads_finite_from_the_norm_equals_the_elementwise_check(grads, expected):
     """Inside the compiled step the check starts from the squared norm; a finite gradient whose squares
-    overflow float32 must still count as finite (and the step be applied)."""
-    fn = jax.jit(lambda g: step.grads_finite(g, sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(g))))
+    overflow float32 must still count as finite (and the step be applied), in a small leaf (checked in
+    the concatenated vector) or a large one (checked on its own)."""
+    fn = jax.jit(lambda g: step.grads_finite(g, step.sum_of_squares(g)))
     assert bool(fn(grads)) is expected is bool(step.all_finite(grads))
+
+
+def test_sum_of_squares_is_the_global_norm_squared_over_small_and_large_leaves():
+    """Against a float64 NumPy sum; the small leaves (any shape, any count) go into one vector, the
+    large ones stay whole."""
+    rng = np.random.default_rng(0)
+    tree = {"conv": {"kernel": rng.standard_normal((3, 3, 8, 16), np.float32), "bias": rng.standard_normal(16, np.float32)},
+            "big": rng.standard_normal((step.SMALL_LEAF + 5,), np.float32), "scalar": np.float32(-2.5),
+            "bn": [rng.standard_normal(7, np.float32), rng.standard_normal(7, np.float32)]}
+    expected = sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(tree))
+    got = jax.jit(step.sum_of_squares)(tree)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-6)
+    np.testing.assert_allclose(float(optax.global_norm(tree)) ** 2, expected, rtol=1e-6)
+    parts = step.reduction_parts(tree)
+    assert [p.shape for p in parts] == [(3 * 3 * 8 * 16 + 16 + 1 + 7 + 7,), (step.SMALL_LEAF + 5,)]
+    assert step.reduction_parts({}) == [] and float(step.sum_of_squares({})) == 0.0
 
 
 def test_a_finite_loss_with_a_non_finite_gradient_never_enters_the_state():
