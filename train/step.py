@@ -36,7 +36,7 @@ from jax import lax
 
 from train import optim
 from zoo.auxiliary import AUX_COLLECTION
-from zoo.compiling import fast_compile_options
+from zoo.compiling import compile_once
 from train.parallel import AXIS
 
 LOSSES = ("cross_entropy", "mse")
@@ -91,10 +91,10 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, *, rng: jax
     """Initialise variables and optimizer state in one compiled call on the default device
     (``train.parallel.replicate`` it afterwards). ``rng``: a raw uint32 PRNG key.
 
-    Init runs once, so on CPU it is compiled without LLVM optimisation: 3-4x faster to compile
-    (the per-parameter threefry code is what XLA:CPU is slow to optimise)."""
-    init = jax.jit(_init_fn(model, tx, input_shape, ema, float16))
-    return init.lower(rng).compile(compiler_options=fast_compile_options())(rng)
+    Init runs once: it is compiled with :func:`zoo.compiling.fast_compile_options` (on CPU little
+    or no LLVM optimisation, by the state's size)."""
+    return compile_once(_init_fn(model, tx, input_shape, ema, float16), rng,
+                        drawn=lambda state: (state.params, state.batch_stats))(rng)
 
 
 def abstract_state(model: nn.Module, tx: optax.GradientTransformation, *, input_shape, ema: bool = False,

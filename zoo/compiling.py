@@ -3,6 +3,7 @@ variables from one compiled call."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -12,11 +13,20 @@ import jax.numpy as jnp
 log = logging.getLogger("zoo")
 
 
-def fast_compile_options() -> dict:
-    """XLA options for programs that run once (initialisation): no LLVM optimisation on CPU, which
-    compiles 3-4x faster (the per-parameter threefry code is what XLA:CPU is slow to optimise).
-    Values can differ from an optimised build in the last bits (float fusion)."""
-    return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
+# XLA:CPU without LLVM optimisation compiles an initialisation 1.1-1.6x faster than at level 1, but
+# its threefry code runs ~5x slower (35-70 vs 13 ns per random value): above this many output
+# values the run costs more than the compile saves (VGG-11's 133 M parameters: 11.0 s -> 3.5 s).
+FAST_COMPILE_MAX_VALUES = 32_000_000
+
+
+def fast_compile_options(out_values: int = 0) -> dict:
+    """XLA options for programs that run once (initialisation) and write ``out_values`` values: on
+    CPU no LLVM optimisation (the per-parameter threefry code is what XLA:CPU is slow to optimise), or
+    level 1 above :data:`FAST_COMPILE_MAX_VALUES`. Values can differ from an optimised build in the
+    last bits (float fusion)."""
+    if jax.default_backend() != "cpu":
+        return {}
+    return {"xla_backend_optimization_level": 0 if out_values <= FAST_COMPILE_MAX_VALUES else 1}
 
 
 # XLA:CPU (jaxlib 0.10) sends dots, reductions and convolutions to YNNPACK by default; its Eigen
@@ -40,9 +50,13 @@ def step_compile_options(platform: str) -> dict:
     return {k: v for k, v in CPU_STEP_OPTIONS.items() if f"--{k}=" not in given}
 
 
-def compile_once(fn, *args):
-    """``jax.jit(fn)`` lowered and compiled with :func:`fast_compile_options` for ``args``."""
-    return jax.jit(fn).lower(*args).compile(compiler_options=fast_compile_options())
+def compile_once(fn, *args, drawn=lambda out: out):
+    """``jax.jit(fn)`` lowered and compiled with :func:`fast_compile_options` for ``args`` and the
+    number of values in ``drawn(output)`` (default: all it returns; a train state's initialisation
+    counts its model variables, so that they are the same values as :func:`init` gives)."""
+    lowered = jax.jit(fn).lower(*args)
+    out_values = sum(math.prod(o.shape) for o in jax.tree.leaves(drawn(lowered.out_info)))
+    return lowered.compile(compiler_options=fast_compile_options(out_values))
 
 
 def init(model, input_shape, *, rng: int | jax.Array = 0, batch: int = 1) -> dict:
@@ -50,7 +64,11 @@ def init(model, input_shape, *, rng: int | jax.Array = 0, batch: int = 1) -> dic
     an eager ``model.init`` compiles every op separately). Returns ``{'params', ['batch_stats']}``."""
     key = jax.random.PRNGKey(rng) if isinstance(rng, int) else rng
     x = jnp.zeros((batch, *input_shape), jnp.float32)
-    return compile_once(lambda k: model.init(k, x, train=False), key)(key)
+    return compile_once(lambda k: model.init(k, x, train=False), key, drawn=_model_variables)(key)
+
+
+def _model_variables(variables: dict) -> tuple:
+    return variables.get("params", {}), variables.get("batch_stats", {})
 
 
 # ---------------------------------------------------------------------- persistent compilation cache

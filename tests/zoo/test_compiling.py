@@ -5,6 +5,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from zoo import compiling
@@ -136,3 +137,42 @@ def test_the_cpu_option_takes_only_convolutions_from_ynnpack():
 
     default, ours = ynn_fusions(None), ynn_fusions(compiling.step_compile_options("cpu"))
     assert [k for k in default if not k.endswith(" conv")] == ours and len(ours) >= 2 and len(default) == len(ours) + 1
+
+
+# ------------------------------------------------------------------ programs that run once (init)
+
+def test_run_once_options_leave_llvm_optimisation_off_except_for_large_initialisations():
+    if jax.default_backend() != "cpu":
+        pytest.skip("CPU-only options")
+    assert compiling.fast_compile_options() == {"xla_backend_optimization_level": 0}
+    assert compiling.fast_compile_options(compiling.FAST_COMPILE_MAX_VALUES) == {"xla_backend_optimization_level": 0}
+    assert compiling.fast_compile_options(compiling.FAST_COMPILE_MAX_VALUES + 1) == {"xla_backend_optimization_level": 1}
+
+
+def test_compile_once_weighs_the_values_it_draws(monkeypatch):
+    seen = []
+    real = compiling.fast_compile_options
+    monkeypatch.setattr(compiling, "fast_compile_options", lambda n=0: seen.append(n) or real(n))
+    fn = lambda k: {"params": jax.random.normal(k, (3, 4)), "slots": jnp.zeros((5, 5))}  # noqa: E731
+    key = jax.random.PRNGKey(0)
+    out = compiling.compile_once(fn, key)(key)
+    compiling.compile_once(fn, key, drawn=lambda o: o["params"])
+    assert seen == [12 + 25, 12] and out["params"].shape == (3, 4)
+
+
+@pytest.mark.parametrize("limit", [0, 10**9], ids=["level1", "level0"])
+def test_a_train_state_starts_from_the_variables_zoo_init_gives(monkeypatch, limit):
+    """Both initialisations choose the optimisation level by the model's variables (a train state's
+    optimizer slots do not count), so that the same seed gives the same values to the last bit."""
+    import optax  # noqa: PLC0415
+
+    import zoo  # noqa: PLC0415
+    from train import step  # noqa: PLC0415
+
+    monkeypatch.setattr(compiling, "FAST_COMPILE_MAX_VALUES", limit)
+    model = zoo.create("lenet5", num_classes=10)
+    rng = jax.random.PRNGKey(3)
+    state = step.create_state(model, optax.sgd(0.1, momentum=0.9), rng=rng, input_shape=(28, 28, 1))
+    variables = compiling.init(model, (28, 28, 1), rng=jax.random.split(rng)[0])
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), state.params,
+                 variables["params"])
