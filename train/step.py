@@ -180,7 +180,7 @@ def reduction_parts(tree) -> list[jax.Array]:
     elements raveled and concatenated into one vector, the larger ones as they are. XLA:CPU compiles
     every distinct reduction into about three kernels (split, square, reduce), and a step's cold
     compile time grows with its distinct kernels: one reduction over the small leaves instead of one
-    per leaf takes 15-35% off it (benchmarks/README Round 7). Only the small leaves are copied."""
+    per leaf took 9-36% off its XLA compile (benchmarks/README Round 7). Only the small leaves are copied."""
     leaves = jax.tree.leaves(tree)
     small = [x.ravel() for x in leaves if x.size <= SMALL_LEAF]
     return ([jnp.concatenate(small)] if small else []) + [x for x in leaves if x.size > SMALL_LEAF]
