@@ -199,6 +199,22 @@ def read_trace(directory: str) -> tuple[dict, float]:
     return dict(ops), 0.0
 
 
+def distinct_loop_kernels(hlo: str) -> int:
+    """How many distinct kernels XLA:CPU generates code for among the fusions of an optimised
+    module: one per distinct (output shape, fused computation) with names and metadata stripped,
+    library (YNNPACK / oneDNN) fusions left out. Its cold compile time follows this number, not the
+    number of fusions (benchmarks/README.md, "Round 7")."""
+    instrs, comps = parse_hlo(hlo)
+    bodies = set()
+    for ins in instrs.values():
+        if ins["opcode"] != "fusion" or "kind=kCustom" in ins["line"]:
+            continue
+        body = [re.sub(r"%[\w.\-]+", "%", re.sub(r", metadata=\{[^}]*\}", "", line)).strip()
+                for line in comps.get(ins["calls"], [])]
+        bodies.add((ins["shape"], "\n".join(body)))
+    return len(bodies)
+
+
 CONV_SIG = re.compile(r"stablehlo\.convolution\(.*?\)\s*(dim_numbers.*?)\s*\{.*?:\s*(\(.*?\)\s*->\s*tensor<[^>]*>)")
 
 
@@ -221,6 +237,7 @@ def compile_profile(a, s) -> int:
     hlo = compiled.as_text()
     opt_convs = len(re.findall(r"= \S+ convolution\(", hlo))
     fusions = len(re.findall(r"= \S+ fusion\(", hlo))
+    kernels = distinct_loop_kernels(hlo)
     walls = []
     for _ in range(a.steps):
         t = time.perf_counter()
@@ -234,6 +251,7 @@ def compile_profile(a, s) -> int:
          "xla_compile_s": round(compile_s, 2), "stablehlo_lines": text.count("\n"),
          "stablehlo_convolutions": len(convs), "distinct_conv_shapes": len(set(convs)),
          "optimised_hlo_lines": hlo.count("\n"), "optimised_convolutions": opt_convs, "fusions": fusions,
+         "distinct_loop_kernels": kernels,
          "step_ms": [round(w * 1e3, 1) for w in walls], "loadavg": os.getloadavg()[0]}
     print(json.dumps(r))
     if a.out:
