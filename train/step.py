@@ -92,7 +92,7 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, *, rng: jax
     (``train.parallel.replicate`` it afterwards). ``rng``: a raw uint32 PRNG key.
 
     Init runs once: it is compiled with :func:`zoo.compiling.fast_compile_options` (on CPU little
-    or no LLVM optimisation, by the state's size)."""
+    or no LLVM optimisation, by the size of the model's variables)."""
     return compile_once(_init_fn(model, tx, input_shape, ema, float16), rng,
                         drawn=lambda state: (state.params, state.batch_stats))(rng)
 
