@@ -4,7 +4,7 @@ The command lines call :func:`for_command` once: the console then shows the proj
 (loggers ``train*`` and ``zoo*``, INFO and up) and other libraries' warnings, one line each, never a
 traceback; ``WORKDIR/train.log`` (training) gets everything, tracebacks included, with timestamps.
 orbax-checkpoint's own reports (every save at INFO, a failed save as several tracebacks from its
-threads, and asyncio's "Task exception was never retrieved" for its other writes) go to the log
+threads, and asyncio's "Task/Future exception was never retrieved" for its other writes) go to the log
 file only: ``train.checkpoint`` reports what a user can act on.
 
 Two known kinds of noise are silenced where they arise, for library users too:
@@ -42,13 +42,20 @@ def details(message: str, error: BaseException) -> None:
     logging.getLogger(DETAILS).info("%s: %s", message, error, exc_info=(type(error), error, error.__traceback__))
 
 
+TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's folder for a save in progress (atomicity_types.TMP_DIR_SUFFIX)
+
+
 def _from_orbax(record: logging.LogRecord) -> bool:
-    """orbax's own records, and asyncio's report of an orbax task whose exception nobody retrieved
-    (after a failed save, the writes gathered with the one that raised: "Task exception was never
-    retrieved\nfuture: <Task ... coro=<NumpyHandler._open_and_write() ... /orbax/...>")."""
+    """orbax's own records, and asyncio's report of an exception nobody retrieved after a failed save:
+    an orbax task (the writes gathered with the one that raised: "Task exception was never
+    retrieved\nfuture: <Task ... coro=<NumpyHandler._open_and_write() ... /orbax/...>"), or a bare
+    tensorstore future writing into orbax's temporary folder ("Future exception was never
+    retrieved\nfuture: <Future finished exception=ValueError('RESOURCE_EXHAUSTED: Error writing ... at
+    local file \".../30.orbax-checkpoint-tmp/...\"')>")."""
     if "/orbax/" in record.pathname.replace("\\", "/"):
         return True
-    return record.name == "asyncio" and "/orbax/" in record.getMessage().replace("\\", "/")
+    message = record.getMessage().replace("\\", "/")
+    return record.name == "asyncio" and ("/orbax/" in message or TMP_SUFFIX in message)
 
 
 class _ConsoleFilter(logging.Filter):

@@ -84,3 +84,31 @@ def test_orbax_tasks_never_retrieved_go_to_the_log_file_only(command_logging, ca
     assert "Task exception was never retrieved" in command_logging.read_text()
     _unretrieved_task_error("/home/user/research/mine.py")  # anyone else's still reaches the console
     assert capsys.readouterr().err.startswith("error: Task exception was never retrieved")
+
+
+def _unretrieved_future_error(message: str) -> None:
+    """A bare asyncio future that fails and is dropped unretrieved, as tensorstore's writes are when a
+    save runs out of space; asyncio reports it when the future is collected."""
+    import asyncio
+    import gc
+
+    async def main():
+        future = asyncio.get_running_loop().create_future()
+        future.set_exception(ValueError(message))
+        del future
+
+    asyncio.run(main())
+    gc.collect()
+
+
+def test_tensorstore_futures_never_retrieved_in_a_checkpoint_folder_go_to_the_log_file_only(command_logging, capsys):
+    """What CI printed after a save filled a real tmpfs (tests/train/test_cli.py, mount-full): asyncio's
+    "Future exception was never retrieved" for a tensorstore write into orbax's temporary folder, which
+    names no orbax source file."""
+    _unretrieved_future_error('RESOURCE_EXHAUSTED: Error writing "params.conv2.kernel/0.0.0.0" in OCDBT database at '
+                              'local file "/tmp/w/checkpoints/30.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp/'
+                              'ocdbt.process_0/": Failed to write 186968 bytes to file 10: No space left on device')
+    assert capsys.readouterr().err == ""
+    assert "Future exception was never retrieved" in command_logging.read_text()
+    _unretrieved_future_error("RESOURCE_EXHAUSTED: Error writing local file \"/tmp/mine/data.bin\"")  # not a checkpoint
+    assert capsys.readouterr().err.startswith("error: Future exception was never retrieved")
