@@ -185,7 +185,7 @@ def test_restore_on_another_device_count(tmp_path):
 @pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC])
 def test_a_save_that_cannot_be_written_is_one_error_and_leaves_the_committed_ones(tmp_path, monkeypatch, code):
     """The write fails where orbax makes the checkpoint's temporary folder (a read-only folder, a
-    full disk): save raises at once, naming the folder and the cause; no thread is left waiting."""
+    full disk): save raises at once, naming the folder and the cause; every thread it started ends."""
     ckpt = checkpoint.Checkpointer(tmp_path)
     state = {"params": {"w": np.ones((4, 4), np.float32)}}
     assert ckpt.save(1, state, data_state={}, meta={})
@@ -207,7 +207,12 @@ def test_a_save_that_cannot_be_written_is_one_error_and_leaves_the_committed_one
     assert message.startswith(f"cannot write checkpoint 2 in {tmp_path / 'checkpoints'}: {os.strerror(code)}")
     assert "kept as they were: 1" in message and len(message.splitlines()) == 1
     assert _steps(tmp_path) == [1] and _files(tmp_path / "checkpoints" / "1") == committed
-    assert not [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    # orbax's loops hand file operations to asyncio's executor threads ("asyncio_N"); closing a loop
+    # lets them end without waiting for them, so one may still be ending here (CI saw it once)
+    left = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    for t in left:
+        t.join(timeout=60)
+    assert not [t for t in left if t.is_alive()]
 
 
 @pytest.mark.integration
