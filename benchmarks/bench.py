@@ -406,6 +406,44 @@ def derive(rows: list[dict], peak_gflops: float | None) -> None:
             r[f"{kind}_util"] = g / peak_gflops if peak_gflops else None
 
 
+def combine_rounds(rounds: list[tuple[dict, dict | None]]) -> tuple[dict, dict | None]:
+    """``--rounds``: one (ours, torch) pair of rows per round, run back to back -> the first round's
+    rows (first step, compile and memory figures: every round's worker starts cold) with throughput
+    replaced by the median over rounds, and ``train_ratio`` / ``eval_ratio`` = the median of the
+    rounds' own ratios (ours / torch of the same round: this machine's speed drifts by 20-30% over
+    minutes, on both sides alike). Each round's figures are kept under ``rounds``."""
+    first_torch = next((t for _, t in rounds if t), None)
+    ours, torch = dict(rounds[0][0]), (dict(first_torch) if first_torch else None)
+    done = [(o, t) for o, t in rounds if "train_img_s" in o]
+    if len(rounds) < 2 or not done:
+        return ours, torch
+    keys = ("train_img_s", "train_img_s_mean", "eval_img_s", "eval_img_s_mean")
+    ours["rounds"] = [{k: o[k] for k in keys} for o, _ in done]
+    for k in keys:
+        ours[k] = statistics.median(o[k] for o, _ in done)
+    paired = [i for i, (_, t) in enumerate(done) if t]
+    if torch is not None and paired:
+        for kind in ("train", "eval"):
+            for i in paired:
+                o, t = done[i]
+                ours["rounds"][i][f"{kind}_ratio"] = o[f"{kind}_img_s_mean"] / t[f"{kind}_img_s"]
+            ours[f"{kind}_ratio"] = statistics.median(ours["rounds"][i][f"{kind}_ratio"] for i in paired)
+        torch["rounds"] = [{k: done[i][1][k] for k in ("train_img_s", "eval_img_s")} for i in paired]
+        for k in ("train_img_s", "eval_img_s"):
+            torch[k] = statistics.median(x[k] for x in torch["rounds"])
+    return ours, torch
+
+
+def ratio(r: dict, t: dict, kind: str) -> float:
+    """ours / PyTorch for ``kind`` (train, eval): the median of the rounds' ratios with ``--rounds``."""
+    return r.get(f"{kind}_ratio", r[f"{kind}_img_s_mean"] / t[f"{kind}_img_s"])
+
+
+def _spread(r: dict, kind: str) -> str:
+    q = [x[f"{kind}_ratio"] for x in r.get("rounds", []) if f"{kind}_ratio" in x]
+    return f" ({min(q):.2f}-{max(q):.2f})" if len(q) > 1 else ""
+
+
 # =============================================================================== report
 
 def _f(x, nd=1, pct=False):
@@ -460,8 +498,11 @@ def markdown(result: dict) -> str:
                 f"{_f(r['first_eval_warm_s'], 2)} | {r['cache_files']} | {_f(r['train_img_s'])} / "
                 f"{_f(r['train_img_s_warm'])} |")
     if result.get("torch"):
+        rounds = result["settings"].get("rounds", 1)
         lines += ["", f"Ours / PyTorch ({result['torch_framework']}), same batch and input, throughput = "
-                      "steps x batch / total timed time on both sides (the PyTorch script's formula):", "",
+                      "steps x batch / total timed time on both sides (the PyTorch script's formula)"
+                      + (f"; {rounds} rounds of ours then PyTorch per model: img/s the median over rounds, "
+                         "ratio the median of the rounds' ratios (lowest-highest)" if rounds > 1 else "") + ":", "",
                   "| model | train ours | train torch | **train ratio** | eval ours | eval torch | **eval ratio** "
                   "| 1st step ours / torch s | peak RSS ours / torch MiB | torch train % mm | others' CPUs ours / torch |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -471,8 +512,8 @@ def markdown(result: dict) -> str:
                 continue
             lines.append(
                 f"| {r['model']} | {_f(r['train_img_s_mean'])} | {_f(t['train_img_s'])} | "
-                f"**{r['train_img_s_mean'] / t['train_img_s']:.2f}x** | {_f(r['eval_img_s_mean'])} | "
-                f"{_f(t['eval_img_s'])} | **{r['eval_img_s_mean'] / t['eval_img_s']:.2f}x** | "
+                f"**{ratio(r, t, 'train'):.2f}x**{_spread(r, 'train')} | {_f(r['eval_img_s_mean'])} | "
+                f"{_f(t['eval_img_s'])} | **{ratio(r, t, 'eval'):.2f}x**{_spread(r, 'eval')} | "
                 f"{_f(r['first_train_s'], 2)} / {_f(t.get('first_step_s'), 2)} | {_f(r['peak_rss_mib'], 0)} / "
                 f"{_f(t.get('peak_rss_mib'), 0)} | {_f(t.get('train_util'), pct=True)} | "
                 f"{_f(disturbance(r), 2)} / {_f(disturbance(t), 2)} |")
@@ -504,6 +545,23 @@ def _load_torch(path: str, a) -> dict:
     return {r["model"]: r for r in rows if r.get("batch") == a.batch and r.get("res") == a.res}
 
 
+def _print_ours(name: str, r: dict) -> None:
+    if "train_img_s" in r:
+        print(f"{name:20s} {_shape(r):12s} train {r['train_img_s']:9.1f} img/s  eval {r['eval_img_s']:9.1f} "
+              f"img/s  first step {r['first_train_s']:6.2f}s  RSS {r['peak_rss_mib']:7.0f} MiB  "
+              f"load {r['loadavg_after']} others {disturbance(r)} CPUs", flush=True)
+    else:
+        print(f"{name:20s} {r.get('skipped') or r.get('error')}", flush=True)
+
+
+def _print_torch(name: str, r: dict, t: dict | None) -> None:
+    if t:
+        print(f"{'  torch ' + name:20s} {'':12s} train {t['train_img_s']:9.1f} img/s  eval "
+              f"{t['eval_img_s']:9.1f} img/s  first step {t['first_step_s']:6.2f}s  RSS "
+              f"{t['peak_rss_mib']:7.0f} MiB  ratio train {r['train_img_s_mean'] / t['train_img_s']:.2f}x "
+              f"eval {r['eval_img_s_mean'] / t['eval_img_s']:.2f}x others {disturbance(t)} CPUs", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated zoo names")
@@ -533,6 +591,8 @@ def main(argv=None) -> int:
     ap.add_argument("--vs-json", help="an earlier JSON of this script (e.g. other --xla-flags): ratio this / that")
     ap.add_argument("--warm", action="store_true", help="each model's worker runs twice on a fresh persistent "
                     "compilation cache: the first step cold, then warm (a re-run); else the cache is off")
+    ap.add_argument("--rounds", type=int, default=1, help="with --run-torch: run ours then PyTorch this many times "
+                    "per model; ratios are the median of the rounds' ratios (this machine's speed drifts over minutes)")
     ap.add_argument("--input-pipeline", action="store_true", help="also run benchmarks/input_pipeline.py")
     ap.add_argument("--out-json", default=None, help="default benchmarks/results/bench_b{batch}_r{res}.json")
     ap.add_argument("--out-md", default=None, help="default benchmarks/results/bench_b{batch}_r{res}.md")
@@ -569,7 +629,8 @@ def main(argv=None) -> int:
                           "python": platform.python_version(), "jax": jax.__version__,
                           "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}"},
               "settings": {k: getattr(a, k) for k in ("batch", "res", "classes", "steps", "warmup", "precision",
-                                                       "parallelism", "xla_flags", "experiment", "matmul_size", "warm")},
+                                                       "parallelism", "xla_flags", "experiment", "matmul_size", "warm",
+                                                       "rounds")},
               "loadavg_start": _loadavg(), "ours": [], "torch": {}}
     result["probe_start"] = probe()
     print(f"load average {result['loadavg_start']}, others take {result['probe_start']} CPUs (probe); "
@@ -579,22 +640,21 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         mm = [run_matmul(a, tmp)]
         for name in models:
-            r = _retrying(a, lambda: run_ours(a, name, tmp), name)
+            rounds = []
+            for _ in range(a.rounds if a.run_torch else 1):
+                r = _retrying(a, lambda: run_ours(a, name, tmp), name)
+                _print_ours(name, r)
+                t = None
+                if a.run_torch and "train_img_s" in r and TORCHVISION.match(name) and r["note"] == "":
+                    t = _retrying(a, lambda: run_torch(a, name, tmp), "torch " + name)
+                    _print_torch(name, r, t)
+                rounds.append((r, t))
+                if t is None:  # nothing to pair with: one round is all there is to measure
+                    break
+            r, t = combine_rounds(rounds)
             result["ours"].append(r)
-            if "train_img_s" in r:
-                print(f"{name:20s} {_shape(r):12s} train {r['train_img_s']:9.1f} img/s  eval {r['eval_img_s']:9.1f} "
-                      f"img/s  first step {r['first_train_s']:6.2f}s  RSS {r['peak_rss_mib']:7.0f} MiB  "
-                      f"load {r['loadavg_after']} others {disturbance(r)} CPUs", flush=True)
-            else:
-                print(f"{name:20s} {r.get('skipped') or r.get('error')}", flush=True)
-            if a.run_torch and "train_img_s" in r and TORCHVISION.match(name) and r["note"] == "":
-                t = _retrying(a, lambda: run_torch(a, name, tmp), "torch " + name)
-                if t:
-                    torch_rows[name] = t
-                    print(f"{'  torch ' + name:20s} {'':12s} train {t['train_img_s']:9.1f} img/s  eval "
-                          f"{t['eval_img_s']:9.1f} img/s  first step {t['first_step_s']:6.2f}s  RSS "
-                          f"{t['peak_rss_mib']:7.0f} MiB  ratio train {r['train_img_s_mean'] / t['train_img_s']:.2f}x "
-                          f"eval {r['eval_img_s_mean'] / t['eval_img_s']:.2f}x others {disturbance(t)} CPUs", flush=True)
+            if t:
+                torch_rows[name] = t
         mm.append(run_matmul(a, tmp))
         if a.input_pipeline:
             ip_out = RESULTS / "input_pipeline.json"
