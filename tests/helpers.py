@@ -3,6 +3,7 @@ variables; traced models; quick configs; torch-format weight files written witho
 HTTP server; the inner loop's sample of a parametrized test."""
 import contextlib
 import functools
+import importlib
 import json
 import os
 import subprocess
@@ -14,6 +15,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = Path(__file__).resolve().parent / "workers"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@contextlib.contextmanager
+def benchmarks_module(name: str):
+    """``benchmarks/<name>.py`` imported as a module (benchmarks/ is not a package), forgotten after."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+        sys.modules.pop(name, None)
 
 
 def child_env(devices: int = 1, **extra) -> dict:

@@ -1,19 +1,13 @@
 """benchmarks/bench.py --rounds: how rounds of ours-then-PyTorch become one row and one ratio."""
-import importlib
-import sys
-
 import pytest
 
-from helpers import ROOT
+from helpers import benchmarks_module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        yield importlib.import_module("bench")
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    with benchmarks_module("bench") as module:
+        yield module
 
 
 def _ours(train, eval_, first):

@@ -1,6 +1,5 @@
 """benchmarks/reproduce.py: its recipes, the results file (merged, never silently overwritten), the
 README table, and a dry run of every recipe end to end."""
-import importlib
 import json
 import subprocess
 import sys
@@ -8,17 +7,13 @@ import sys
 import pytest
 
 import zoo
-from helpers import FIXTURES, ROOT, child_env, snapshot
+from helpers import FIXTURES, ROOT, benchmarks_module, child_env, snapshot
 
 
 @pytest.fixture(scope="module")
 def reproduce():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        yield importlib.import_module("reproduce")
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-        sys.modules.pop("reproduce", None)
+    with benchmarks_module("reproduce") as module:
+        yield module
 
 
 def test_recipes_cite_the_published_figures(reproduce):
