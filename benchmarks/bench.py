@@ -604,6 +604,8 @@ def main(argv=None) -> int:
     ap.add_argument("--_worker", choices=("model", "matmul"), help=argparse.SUPPRESS)
     ap.add_argument("--_result", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.rounds < 1:
+        ap.error(f"--rounds must be at least 1 (got {a.rounds})")
 
     if a._worker:
         a.model = a.models

@@ -36,3 +36,10 @@ def test_one_round_is_the_ratio_of_its_rows(bench):
     ours, torch = bench.combine_rounds(rows)
     assert "train_ratio" not in ours and bench.ratio(ours, torch, "eval") == pytest.approx(1.2)
     assert bench._spread(ours, "eval") == ""
+
+
+def test_rounds_below_one_is_one_error_line(bench, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--rounds", "0"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(": error: --rounds must be at least 1 (got 0)")
