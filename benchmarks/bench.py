@@ -425,8 +425,7 @@ def combine_rounds(rounds: list[tuple[dict, dict | None]]) -> tuple[dict, dict |
     if torch is not None and paired:
         for kind in ("train", "eval"):
             for i in paired:
-                o, t = done[i]
-                ours["rounds"][i][f"{kind}_ratio"] = o[f"{kind}_img_s_mean"] / t[f"{kind}_img_s"]
+                ours["rounds"][i][f"{kind}_ratio"] = ratio(*done[i], kind)
             ours[f"{kind}_ratio"] = statistics.median(ours["rounds"][i][f"{kind}_ratio"] for i in paired)
         torch["rounds"] = [{k: done[i][1][k] for k in ("train_img_s", "eval_img_s")} for i in paired]
         for k in ("train_img_s", "eval_img_s"):
@@ -558,8 +557,8 @@ def _print_torch(name: str, r: dict, t: dict | None) -> None:
     if t:
         print(f"{'  torch ' + name:20s} {'':12s} train {t['train_img_s']:9.1f} img/s  eval "
               f"{t['eval_img_s']:9.1f} img/s  first step {t['first_step_s']:6.2f}s  RSS "
-              f"{t['peak_rss_mib']:7.0f} MiB  ratio train {r['train_img_s_mean'] / t['train_img_s']:.2f}x "
-              f"eval {r['eval_img_s_mean'] / t['eval_img_s']:.2f}x others {disturbance(t)} CPUs", flush=True)
+              f"{t['peak_rss_mib']:7.0f} MiB  ratio train {ratio(r, t, 'train'):.2f}x "
+              f"eval {ratio(r, t, 'eval'):.2f}x others {disturbance(t)} CPUs", flush=True)
 
 
 def main(argv=None) -> int:
