@@ -46,6 +46,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from train import host_memory  # noqa: E402  (light: no jax)
 RESULTS = HERE / "results"
 DEFAULT_MODELS = "lenet5,alexnet,vgg11_bn,resnet18,densenet121,mobilenet_v2,shufflenet_v2_x1_0"
 TORCH_SCRIPT = ROOT.parent / "shared" / "torch_baseline" / "bench.py"
@@ -174,6 +177,7 @@ def worker_model(a) -> dict:
         "device_peak_mib": (round(stats["peak_bytes_in_use"] / 2 ** 20, 1)
                             if stats and "peak_bytes_in_use" in stats else None),
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "experiment": a.experiment,
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),   # train/host_memory.py
     }
 
 
@@ -297,7 +301,8 @@ def run_ours(a, model: str, tmp: Path) -> dict:
     load0 = _loadavg()
     cache = tmp / f"compile_cache_{model}"   # fresh: the first step is a cold compile, whatever ran before
     shutil.rmtree(cache, ignore_errors=True)
-    env = {**_env(a), "ZOO_COMPILE_CACHE": str(cache) if a.warm else "off"}
+    # started as a training run starts (train/host_memory.py: huge pages for XLA's buffers)
+    env = host_memory.environment({**_env(a), "ZOO_COMPILE_CACHE": str(cache) if a.warm else "off"})
     rc, rss, wall = _run(_worker_cmd(a, "model", out, model), env, a.timeout, log)
     if rc == 3:  # Skip
         return {"model": model, "batch": a.batch, "res": a.res, "skipped": _tail(log, 1)}

@@ -262,6 +262,11 @@ def compile_profile(a, s) -> int:
 
 def main(argv=None) -> int:
     a = _args(argv)
+    if argv is None:   # as a training run starts (train/host_memory.py): huge pages for XLA's buffers
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from train import host_memory  # noqa: PLC0415
+
+        host_memory.restart_with_huge_pages()
     if a.compile_only:   # cold: never a program from the persistent compilation cache
         os.environ["ZOO_COMPILE_CACHE"] = "off"
     if a.xla_flags:
