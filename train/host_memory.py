@@ -83,4 +83,7 @@ def restart_with_huge_pages() -> None:
     if env.get("GLIBC_TUNABLES") != os.environ.get("GLIBC_TUNABLES"):
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+        try:
+            os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+        except OSError as e:   # the interpreter cannot be started again: run on, with glibc's default
+            print(f"note: not restarted with {TUNABLE}=1 ({e}); {ENV}=system silences this", file=sys.stderr)
