@@ -266,7 +266,8 @@ def main(argv=None) -> int:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from train import host_memory  # noqa: PLC0415
 
-        host_memory.restart_with_huge_pages()
+        if (status := host_memory.start_command_line(argv)) is not None:
+            return status
     if a.compile_only:   # cold: never a program from the persistent compilation cache
         os.environ["ZOO_COMPILE_CACHE"] = "off"
     if a.xla_flags:

@@ -87,3 +87,17 @@ def restart_with_huge_pages() -> None:
             os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
         except OSError as e:   # the interpreter cannot be started again: run on, with glibc's default
             print(f"note: not restarted with {TUNABLE}=1 ({e}); {ENV}=system silences this", file=sys.stderr)
+
+
+def start_command_line(argv) -> int | None:
+    """What a command line's ``main(argv)`` calls first: when ``argv`` is None (the command line
+    itself, not a call from Python, whose process is never replaced) :func:`restart_with_huge_pages`;
+    a bad ``ZOO_HOST_MEMORY`` is one error line, and its exit status is returned (else None)."""
+    if argv is None:
+        try:
+            restart_with_huge_pages()
+        except ValueError as e:
+            from zoo import cli  # noqa: PLC0415  (heavy: only for the error)
+
+            return cli.fail(e)
+    return None

@@ -59,13 +59,8 @@ def _parser():
 def main(argv: list[str] | None = None) -> int:
     from train import host_memory, interrupts, overrides  # noqa: PLC0415  (light)
 
-    if argv is None:   # the command line itself: start again with huge pages for XLA's buffers (train/host_memory.py)
-        try:
-            host_memory.restart_with_huge_pages()
-        except ValueError as e:
-            from zoo import cli  # noqa: PLC0415
-
-            return cli.fail(e)
+    if (status := host_memory.start_command_line(argv)) is not None:   # huge pages for XLA's buffers
+        return status
     stop = interrupts.install()  # first, before jax is imported: see train/interrupts.py
     args, config, status = overrides.read_command_line(_parser(), argv, stop)
     return status if status is not None else interrupts.finish(_search(config, args))
