@@ -29,7 +29,9 @@ im2col + one matmul), gives stride-1 1x1 convolutions matmul gradients (a ``jax.
 reverse mode only) and, under differentiation, hands strided 1x1 convolutions a materialised input
 (:func:`materialised_for_grad`); every other convolution is ``lax.conv_general_dilated`` unchanged.
 Which library runs those on XLA:CPU (Eigen rather than YNNPACK) is a compile option of the steps,
-not a model choice: ``zoo.compiling.step_compile_options``.
+not a model choice: ``zoo.compiling.step_compile_options``; what the option cannot stop, a YNNPACK
+reduction fusion of an evaluated program growing back over the convolutions before a pool, the
+``'cpu'`` implementation stops by ending those convolutions with :func:`outside_library_fusions`.
 
 Max pooling follows the same choice (``MAX_POOLS``): ``'cpu'`` keeps XLA's forward and writes the
 gradient as shifted slices (:func:`max_pool_shifted_grad`), where XLA:CPU's select-and-scatter is slow.
@@ -140,6 +142,20 @@ def materialised_for_grad(x: Array) -> Array:
 materialised_for_grad.defvjp(lambda x: (materialised(x), None), lambda _, g: (g,))
 
 
+@jax.custom_vjp
+def outside_library_fusions(y: Array) -> Array:
+    """``y``, the output of a convolution, unchanged. When evaluated (an eval step, prediction) it is
+    written ``clamp(-inf, y, inf)``, an identity (NaN and infinities included) that XLA:CPU's YNNPACK
+    fusions do not take in, so that a YNNPACK reduction fusion (a global average pool, a max pool)
+    cannot grow back over the convolution and run it in YNNPACK instead of Eigen (benchmarks/README.md,
+    "Round 10"); under ``jax.grad`` the forward pass returns ``y`` as it is (a training step keeps its
+    activations for the backward pass, so nothing grows into them there) and the gradient passes through."""
+    return jax.lax.clamp(jnp.array(-jnp.inf, y.dtype), y, jnp.array(jnp.inf, y.dtype))
+
+
+outside_library_fusions.defvjp(lambda y: (y, None), lambda _, g: (g,))
+
+
 def cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                              dimension_numbers=None, feature_group_count=1, precision=None, **kw):
     """``lax.conv_general_dilated`` as ``nn.Conv`` calls it (NHWC x HWIO), with the rewrites above
@@ -156,9 +172,12 @@ def cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=Non
             return conv_im2col(lhs, rhs, window_strides, padding)
         if (feature_group_count == 1 and kh == kw_ == 1 and tuple(window_strides) == (1, 1)
                 and all(tuple(p) == (0, 0) for p in padding)):
-            return pointwise_conv_dot_grads(lhs, rhs)
+            return outside_library_fusions(pointwise_conv_dot_grads(lhs, rhs))
         if feature_group_count == 1 and kh == kw_ == 1 and tuple(window_strides) != (1, 1):   # ResNet's shortcuts
             lhs = materialised_for_grad(lhs)
+        return outside_library_fusions(jax.lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+            dimension_numbers=dimension_numbers, feature_group_count=feature_group_count, precision=precision))
     return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                         feature_group_count=feature_group_count, precision=precision, **kw)

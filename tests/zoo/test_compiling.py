@@ -1,6 +1,7 @@
 """The persistent compilation cache switch (zoo.compiling): on by default in a user cache directory,
 moved or turned off by the config field or the environment variable."""
 import logging
+import re
 from pathlib import Path
 
 import jax
@@ -137,6 +138,41 @@ def test_the_cpu_option_takes_only_convolutions_from_ynnpack():
 
     default, ours = ynn_fusions(None), ynn_fusions(compiling.step_compile_options("cpu"))
     assert [k for k in default if not k.endswith(" conv")] == ours and len(ours) >= 2 and len(default) == len(ours) + 1
+
+
+def _convolutions_inside_ynn(compiled) -> int:
+    """Convolutions inside the computations of YNNPACK fusions (a fusion carries its root's name: a
+    reduction fusion that took in a convolution is not named after it)."""
+    text = compiled.as_text()
+    called = re.findall(r'calls=(%[\w.\-]+), [^\n]*"__ynn_fusion"', text)
+    bodies = dict(re.findall(r"^(%[\w.\-]+) [^\n]*\{\n(.*?)^\}", text, re.S | re.M))
+    return sum(bodies.get(c, "").count(" convolution(") for c in called)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's fusions")
+def test_a_pool_after_a_cpu_convolution_leaves_the_convolution_to_eigen(monkeypatch):
+    """An eval program's classifier (conv -> ReLU -> global average pool -> dot): with the steps'
+    option XLA:CPU still grows a YNNPACK reduction fusion from the pool back over a ``lax``
+    convolution, which then runs in YNNPACK (ResNet-18's last seven at 224: benchmarks/README.md,
+    "Round 10"); the 'cpu' implementation's boundary stops it there, with the same values."""
+    from zoo import convs
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 14, 14, 32), dtype=np.float32)
+    w = rng.standard_normal((3, 3, 32, 32), dtype=np.float32) * 0.1
+    m = rng.standard_normal((32, 16), dtype=np.float32)
+
+    def classifier(impl):
+        def f(x, w, m):
+            y = impl(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            return jax.nn.relu(y).mean(axis=(1, 2)) @ m
+        return jax.jit(f, compiler_options=compiling.step_compile_options("cpu")).lower(x, w, m).compile()
+
+    plain, ours = classifier(jax.lax.conv_general_dilated), classifier(convs.cpu_conv_general_dilated)
+    assert _convolutions_inside_ynn(plain) == 1      # XLA's fusion, which the option does not prevent
+    assert _convolutions_inside_ynn(ours) == 0 and "convolution(" in ours.as_text()
+    np.testing.assert_allclose(ours(x, w, m), plain(x, w, m), rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------ programs that run once (init)

@@ -86,6 +86,20 @@ def test_strided_1x1_input_is_materialised_for_the_gradient_only():
     np.testing.assert_allclose(convs.materialised(np.array([np.nan, 1.0, -3.5], np.float32)), [np.nan, 1.0, -3.5])
 
 
+def test_convolution_outputs_pass_the_library_fusion_boundary_unchanged():
+    """Evaluated, the boundary is ``clamp(-inf, y, inf)``: every float32 value comes back bit for bit
+    (NaN, infinities, -0.0, the largest finite); under jax.grad it is not in the program at all and
+    the gradient passes through."""
+    y = np.array([np.nan, np.inf, -np.inf, -0.0, 1.5, -3.4028235e38, 3.4028235e38], np.float32)
+    for fn in (convs.outside_library_fusions, jax.jit(convs.outside_library_fusions)):
+        assert np.asarray(fn(y)).tobytes() == y.tobytes()
+    weights = np.arange(3, dtype=np.float32)
+    loss = lambda v: (convs.outside_library_fusions(v) * weights).sum()  # noqa: E731
+    np.testing.assert_array_equal(jax.grad(loss)(np.ones(3, np.float32)), weights)
+    assert " clamp(" in jax.jit(convs.outside_library_fusions).lower(y).compile().as_text()
+    assert " clamp(" not in jax.jit(jax.grad(loss)).lower(np.ones(3, np.float32)).compile().as_text()
+
+
 @pytest.mark.parametrize("case", [
     # (x shape, window, stride, padding, ceil_mode) as the zoo's max pools use them
     ((2, 13, 13, 4), 3, 2, 0, False),      # AlexNet
