@@ -175,12 +175,10 @@ def cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=Non
             return outside_library_fusions(pointwise_conv_dot_grads(lhs, rhs))
         if feature_group_count == 1 and kh == kw_ == 1 and tuple(window_strides) != (1, 1):   # ResNet's shortcuts
             lhs = materialised_for_grad(lhs)
-        return outside_library_fusions(jax.lax.conv_general_dilated(
-            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-            dimension_numbers=dimension_numbers, feature_group_count=feature_group_count, precision=precision))
-    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-                                        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-                                        feature_group_count=feature_group_count, precision=precision, **kw)
+    y = jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+                                     rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                                     feature_group_count=feature_group_count, precision=precision, **kw)
+    return outside_library_fusions(y) if plain else y
 
 
 def matmul_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
