@@ -46,11 +46,12 @@ def test_build_resolves_the_run_once(lenet_run):
 
 
 def test_meta_keeps_the_layout_of_checkpoints_written_before(lenet_run):
-    """The same keys and values, plus the one field added since (preprocessing 'interpolation', which
-    a stored dict without it means bilinear)."""
+    """The same keys and values, plus the fields added since (preprocessing 'interpolation' and
+    'train_resize', which a stored dict without them means bilinear and antialiased)."""
     meta = lenet_run.meta()
     assert list(meta) == [k for k in V0_META if k not in SAVE_TIME_KEYS]
-    added = {"preprocessing": {"interpolation": "bilinear"}, "train_preprocessing": {"interpolation": "bilinear"}}
+    new = {"interpolation": "bilinear", "train_resize": "antialiased"}
+    added = {"preprocessing": new, "train_preprocessing": new}
     assert {k: meta[k] for k in ("model", "model_kwargs", "num_classes", "class_names", "preprocessing",
                                  "train_preprocessing", "precision", "steps_per_epoch")} == \
            {k: {**V0_META[k], **added[k]} if k in added else V0_META[k]
@@ -103,8 +104,9 @@ def test_for_checkpoint_rebuilds_the_evaluation_run():
     assert run.model.conv_impl == zoo.convs.conv_impl_for(run.plan.devices[0].platform)
     assert run.step_config.loss == V0_META["config"]["loss"] == "cross_entropy"
     assert run.eval_pipe.split == "train" and run.eval_pipe.num_examples == 4000 and not run.eval_pipe.train
-    # stored before 'interpolation' existed: read as it was (bilinear)
-    assert run.eval_pipe.preprocessing == {**V0_META["preprocessing"], "interpolation": "bilinear"}
+    # stored before 'interpolation' and 'train_resize' existed: read as it was (bilinear, antialiased)
+    assert run.eval_pipe.preprocessing == {**V0_META["preprocessing"], "interpolation": "bilinear",
+                                           "train_resize": "antialiased"}
     other = json.loads(json.dumps(V0_META))
     other["preprocessing"]["mean"] = [0.5]
     with pytest.raises(ValueError, match="preprocessing rebuilt from the checkpoint differs"):

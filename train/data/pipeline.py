@@ -258,7 +258,8 @@ def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape
     augment = d["augment"]
     if augment == "auto":
         augment = {"mnist": "none", "cifar": "cifar", "imagenet": "imagenet"}.get(source.family, "none")
-    fields = dict(mean=source.mean, std=source.std, eval_resize=source.eval_resize, crop_fraction=crop_fraction)
+    fields = dict(mean=source.mean, std=source.std, eval_resize=source.eval_resize, crop_fraction=crop_fraction,
+                  train_resize=d["train_resize"])
     unknown = sorted(set(preprocessing or {}) - {"mean", "std", "eval_resize", "crop_fraction", "interpolation"})
     if unknown:
         raise ValueError(f"preprocessing: unknown field(s) {unknown}; allowed: mean, std, eval_resize, crop_fraction, "
@@ -266,6 +267,8 @@ def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape
     fields.update(preprocessing or {})
     pp = transforms.make_preprocessing(dataset=name, image_shape=(h, w, c), source_channels=source.channels,
                                        augment=augment, **fields)
+    if train and augment == "imagenet" and pp["train_resize"] == "fast":
+        transforms.opencv()   # missing: one ImportError now, not in a worker at the first batch
     n = source.num_examples
     local_batch = batch_size // process_count
     if train:
