@@ -19,13 +19,18 @@ lot fall to a naive loop there, 5-150x slower than a matmul of the same work (be
   stride-2 3x3 conv from 4x4 to 2x2): the simplifier swaps the operands of the convolution or of its
   input gradient into a layout no fast path takes.
 
+* grouped convolutions that are not depthwise (ResNeXt's 32 groups, ShuffleNet v1's grouped 1x1s,
+  the 2012 AlexNet's two towers): the forward pass runs 1.1-6x slower than the groups' own
+  convolutions and the gradients 110-190x slower (ResNeXt-50's 56x56 grouped 3x3: 15.3 s against
+  80 ms, benchmarks/README.md "Round 11");
+
 and one kind is slow in training only: the gradients of 1x1 convolutions (ResNet-50's bottlenecks,
 MobileNet's expansions and projections, ResNet's strided downsampling shortcuts), whose
 kernel-gradient convolution XLA feeds a batch-minor copy of the input, recomputing the BatchNorm /
 residual / ReLU chain that produced it (for a shortcut: the residual chain of every block before it).
 
-``'cpu'`` writes the first two with primitives XLA:CPU does well (shifted slices fused into loops;
-im2col + one matmul), gives stride-1 1x1 convolutions matmul gradients (a ``jax.custom_vjp``:
+``'cpu'`` writes the first three with primitives XLA:CPU does well (shifted slices fused into loops;
+im2col + one matmul; ungrouped convolutions over chunks of the groups, :func:`grouped_conv_chunks`), gives stride-1 1x1 convolutions matmul gradients (a ``jax.custom_vjp``:
 reverse mode only) and, under differentiation, hands strided 1x1 convolutions a materialised input
 (:func:`materialised_for_grad`); every other convolution is ``lax.conv_general_dilated`` unchanged.
 Which library runs those on XLA:CPU (Eigen rather than YNNPACK) is a compile option of the steps,
@@ -156,6 +161,41 @@ def outside_library_fusions(y: Array) -> Array:
 outside_library_fusions.defvjp(lambda y: (y, None), lambda _, g: (g,))
 
 
+# Input channels per chunk of a grouped convolution (grouped_conv_chunks): groups narrower than this are
+# gathered into chunks of about this width. Measured for ResNeXt-50's grouped 3x3s (benchmarks/README.md
+# "Round 11"): 16 was fastest for 4 and 8 channels per group, single groups for 16 and 32.
+GROUP_CHUNK_CHANNELS = 16
+
+
+def block_diagonal(kernel: Array, groups: int) -> Array:
+    """``kernel: (kh, kw, C_in / groups, C_out)`` of a grouped convolution -> ``(kh, kw, C_in, C_out)``
+    of the ungrouped convolution that computes the same: group g's weights in block (g, g), zeros
+    elsewhere."""
+    kh, kw, cg, c_out = kernel.shape
+    og = c_out // groups
+    k = jnp.moveaxis(kernel.reshape(kh, kw, cg, groups, og), 3, 2)            # (kh, kw, G, cg, og)
+    eye = jnp.eye(groups, dtype=kernel.dtype)[None, None, :, None, :, None]    # (1, 1, G, 1, G, 1)
+    return (k[:, :, :, :, None, :] * eye).reshape(kh, kw, groups * cg, c_out)
+
+
+def grouped_conv_chunks(x: Array, kernel: Array, groups: int, conv: Callable[[Array, Array], Array]) -> Array:
+    """Grouped convolution, ``x: (B, H, W, C)``, ``kernel: (kh, kw, C / groups, O)``, as ungrouped ones:
+    ``conv(x_chunk, kernel_chunk)`` on consecutive chunks of ``k`` groups (about
+    :data:`GROUP_CHUNK_CHANNELS` input channels; ``k`` divides ``groups``), each with the
+    :func:`block_diagonal` kernel of its groups, outputs concatenated along channels. ``k`` groups
+    in one chunk cost ``k`` x their multiply-adds (the zero blocks), which XLA:CPU's ungrouped
+    convolutions repay at narrow groups. Results equal the grouped convolution's up to float summation
+    order (an infinite input also meets the zero weights of the chunk's other groups: NaN there)."""
+    cg, c_out = kernel.shape[2], kernel.shape[3]
+    og = c_out // groups
+    k = max(d for d in range(1, groups + 1) if groups % d == 0 and d * cg <= max(cg, GROUP_CHUNK_CHANNELS))
+    outs = []
+    for i in range(groups // k):
+        w = kernel[..., i * k * og:(i + 1) * k * og]
+        outs.append(conv(x[..., i * k * cg:(i + 1) * k * cg], block_diagonal(w, k) if k > 1 else w))
+    return jnp.concatenate(outs, axis=-1)
+
+
 def cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                              dimension_numbers=None, feature_group_count=1, precision=None, **kw):
     """``lax.conv_general_dilated`` as ``nn.Conv`` calls it (NHWC x HWIO), with the rewrites above
@@ -167,6 +207,10 @@ def cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=Non
         kh, kw_, c_in, c_out = rhs.shape
         if feature_group_count > 1 and c_in == 1 and c_out == feature_group_count == lhs.shape[-1]:
             return depthwise_conv_shifted(lhs, rhs, window_strides, padding)
+        if feature_group_count > 1 and c_in > 1:
+            return grouped_conv_chunks(lhs, rhs, feature_group_count,
+                                       lambda x, w: cpu_conv_general_dilated(x, w, window_strides, padding,
+                                                                             dimension_numbers=dimension_numbers))
         ho, wo = [(n + p0 + p1 - k) // s + 1 for n, (p0, p1), k, s in zip(lhs.shape[1:3], padding, (kh, kw_), window_strides)]
         if feature_group_count == 1 and ho * wo < kh * kw_:                   # output map smaller than the kernel
             return conv_im2col(lhs, rhs, window_strides, padding)

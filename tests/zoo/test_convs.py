@@ -28,11 +28,20 @@ from zoo import convs
     ((2, 5, 6, 8), (1, 1, 8, 12), 1, 1, 0),
     # strided 1x1 (ResNet's downsampling shortcuts): XLA's conv on a materialised input under grad
     ((2, 9, 8, 8), (1, 1, 8, 12), 1, 2, 0),
+    # grouped, not depthwise (ResNeXt's 3x3, ShuffleNet v1's 1x1, AlexNet 2012's towers): chunks of groups
+    ((2, 6, 6, 16), (3, 3, 4, 16), 4, 1, 1),     # 4 channels per group: one chunk of 4 groups
+    ((2, 7, 7, 32), (3, 3, 4, 32), 8, 2, 1),     # two chunks of 4 groups, stride 2
+    ((2, 6, 5, 8), (3, 3, 2, 12), 4, 1, 1),      # 2 in, 3 out per group
+    ((2, 5, 5, 24), (1, 1, 8, 24), 3, 1, 0),     # grouped 1x1: three single-group chunks
+    ((2, 7, 7, 32), (5, 5, 16, 32), 2, 1, 2),    # two towers of 16 channels
+    ((2, 3, 3, 16), (3, 3, 4, 16), 4, 2, 1),     # grouped onto a map smaller than the kernel
     # 'cpu_matmul' (search groups on CPU): every ungrouped conv as im2col + matmul (LeNet's 5x5, a strided 3x3)
     ("cpu_matmul", (2, 12, 12, 3), (5, 5, 3, 4), 1, 1, 2),
     ("cpu_matmul", (2, 9, 9, 4), (3, 3, 4, 6), 1, 2, 1),
+    ("cpu_matmul", (2, 6, 6, 16), (3, 3, 4, 16), 4, 1, 1),
 ], ids=["dw3", "dw3_s2", "dw5_s2", "dw3_2x2", "small_2x2", "small_2x2_s2", "small_1x1", "out_2x2_s2", "pointwise",
-        "strided_1x1", "matmul5", "matmul3_s2"])
+        "strided_1x1", "grouped3", "grouped3_s2", "grouped_2to3", "grouped_1x1", "grouped5_towers", "grouped_2x2_s2",
+        "matmul5", "matmul3_s2", "matmul_grouped3"])
 def test_cpu_conv_rewrites_match_lax(case):
     impl, case = (case[0], case[1:]) if isinstance(case[0], str) else ("cpu", case)
     x_shape, k_shape, groups, stride, pad = case
@@ -63,7 +72,32 @@ def test_cpu_conv_rewrites_match_lax(case):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     jaxpr = str(jax.make_jaxpr(ours)(x, k))   # the rewrite is really taken
-    assert ("custom_vjp_call" in jaxpr) if k_shape[:2] == (1, 1) and impl == "cpu" else ("conv_general_dilated" not in jaxpr)
+    if groups > 1 and k_shape[2] > 1:          # grouped, not depthwise: only ungrouped convolutions left
+        assert [int(n) for n in re.findall(r"feature_group_count=(\d+)", jaxpr)] == [1] * (jaxpr.count("conv_general_dilated["))
+    else:
+        assert ("custom_vjp_call" in jaxpr) if k_shape[:2] == (1, 1) and impl == "cpu" else ("conv_general_dilated" not in jaxpr)
+
+
+def test_block_diagonal_kernel_holds_each_groups_weights_in_its_block():
+    rng = np.random.default_rng(1)
+    k = rng.standard_normal((3, 3, 2, 12), dtype=np.float32)     # 4 groups: 2 in, 3 out each
+    dense = np.asarray(convs.block_diagonal(k, 4))
+    assert dense.shape == (3, 3, 8, 12)
+    ref = np.zeros((3, 3, 8, 12), np.float32)
+    for g in range(4):
+        ref[:, :, 2 * g:2 * g + 2, 3 * g:3 * g + 3] = k[:, :, :, 3 * g:3 * g + 3]
+    np.testing.assert_array_equal(dense, ref)
+
+
+@pytest.mark.parametrize("in_per_group, chunks", [(4, 8), (8, 16), (16, 32), (32, 32)])
+def test_resnext_grouped_convs_run_as_chunks_of_about_16_input_channels(in_per_group, chunks):
+    """ResNeXt's 32 groups (4, 8, 16, 32 input channels each in its four stages): groups narrower than
+    GROUP_CHUNK_CHANNELS share a chunk, wider ones are a chunk each."""
+    x = np.zeros((1, 4, 4, 32 * in_per_group), np.float32)
+    k = np.zeros((3, 3, in_per_group, 32 * in_per_group), np.float32)
+    jaxpr = str(jax.make_jaxpr(lambda x, k: convs.cpu_conv_general_dilated(
+        x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=32))(x, k))
+    assert jaxpr.count("conv_general_dilated[") == chunks and "feature_group_count=32" not in jaxpr
 
 
 def test_strided_1x1_input_is_materialised_for_the_gradient_only():
