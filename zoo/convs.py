@@ -30,8 +30,9 @@ kernel-gradient convolution XLA feeds a batch-minor copy of the input, recomputi
 residual / ReLU chain that produced it (for a shortcut: the residual chain of every block before it).
 
 ``'cpu'`` writes the first three with primitives XLA:CPU does well (shifted slices fused into loops;
-im2col + one matmul; ungrouped convolutions over chunks of the groups, :func:`grouped_conv_chunks`), gives stride-1 1x1 convolutions matmul gradients (a ``jax.custom_vjp``:
-reverse mode only) and, under differentiation, hands strided 1x1 convolutions a materialised input
+im2col + one matmul; ungrouped convolutions over chunks of the groups, :func:`grouped_conv_chunks`),
+gives stride-1 1x1 convolutions matmul gradients (a ``jax.custom_vjp``: reverse mode only) and,
+under differentiation, hands strided 1x1 convolutions a materialised input
 (:func:`materialised_for_grad`); every other convolution is ``lax.conv_general_dilated`` unchanged.
 Which library runs those on XLA:CPU (Eigen rather than YNNPACK) is a compile option of the steps,
 not a model choice: ``zoo.compiling.step_compile_options``; what the option cannot stop, a YNNPACK

@@ -66,12 +66,12 @@ def test_fast_resize_on_gray_images():
     np.testing.assert_allclose(out, scale_and_translate(img, (48, 40), BOXES[1]), atol=1.0)
 
 
-def _pipe(train_resize, *, train=True, **kw):
+def _pipe(train_resize, *, train=True):
     c = default.get_config().data
     c.name, c.augment, c.synthetic_num_examples, c.prefetch = "synthetic", "imagenet", 64, 0
     c.train_resize = train_resize
     return data.load(c, split="train", train=train, batch_size=16, image_shape=(40, 40, 3), seed=3,
-                     process_index=0, process_count=1, **kw)
+                     process_index=0, process_count=1)
 
 
 def test_the_pipeline_resizes_training_crops_with_the_chosen_filter_and_evaluates_with_pil():

@@ -267,7 +267,7 @@ def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape
     fields.update(preprocessing or {})
     pp = transforms.make_preprocessing(dataset=name, image_shape=(h, w, c), source_channels=source.channels,
                                        augment=augment, **fields)
-    if train and augment == "imagenet" and pp["train_resize"] == "fast":
+    if transforms.resizes_with_opencv(pp, train=train):
         transforms.opencv()   # missing: one ImportError now, not in a worker at the first batch
     n = source.num_examples
     local_batch = batch_size // process_count

@@ -282,6 +282,12 @@ def crops(pp: dict, *, train: bool = False) -> bool:
     return (train and pp["augment"] == "imagenet") or pp["eval_resize"] == "center_crop"
 
 
+def resizes_with_opencv(pp: dict, *, train: bool = False) -> bool:
+    """Whether ``geometric`` resizes with OpenCV (:func:`_fast_resize`): training crops under
+    'imagenet' with ``train_resize='fast'``."""
+    return train and pp["augment"] == "imagenet" and complete(pp)["train_resize"] == "fast"
+
+
 def crop_box(k: int, h: int, w: int, pp: dict, *, train: bool = False, rand: dict | None = None):
     """The (left, top, right, bottom) region of the k-th image (h x w) that ``geometric`` resizes to
     ``image_size``: the Inception random-resized crop when training under 'imagenet', else the centre
@@ -306,7 +312,7 @@ def geometric(images, pp: dict, *, train: bool = False, rand: dict | None = None
     if crops(pp, train=train):  # one image at a time, flipped as it is resized, into one batch
         boxes = boxes if boxes is not None else [None] * n
         flips = rand["flip"] if augment == "imagenet" else np.zeros(n, bool)
-        fast = augment == "imagenet" and complete(pp)["train_resize"] == "fast"
+        fast = resizes_with_opencv(pp, train=train)
         x = np.empty((n, *size, images[0].shape[-1]), np.uint8) if n else None
         for i, (img, box) in enumerate(zip(images, boxes)):
             box = box if box is not None else crop_box(i, img.shape[0], img.shape[1], pp, train=train, rand=rand)
