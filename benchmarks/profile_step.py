@@ -199,6 +199,12 @@ def read_trace(directory: str) -> tuple[dict, float]:
     return dict(ops), 0.0
 
 
+def _temp_mib(compiled) -> float | None:
+    """XLA's temporary buffer of the compiled program (all intermediates of one call), MiB."""
+    analysis = compiled.memory_analysis()
+    return None if analysis is None else round(analysis.temp_size_in_bytes / 2**20, 1)
+
+
 def distinct_loop_kernels(hlo: str) -> int:
     """How many distinct kernels XLA:CPU generates code for among the fusions of an optimised
     module: one per distinct (output shape, fused computation) with names and metadata stripped,
@@ -251,7 +257,7 @@ def compile_profile(a, s) -> int:
          "xla_compile_s": round(compile_s, 2), "stablehlo_lines": text.count("\n"),
          "stablehlo_convolutions": len(convs), "distinct_conv_shapes": len(set(convs)),
          "optimised_hlo_lines": hlo.count("\n"), "optimised_convolutions": opt_convs, "fusions": fusions,
-         "distinct_loop_kernels": kernels,
+         "distinct_loop_kernels": kernels, "temp_mib": _temp_mib(compiled),
          "step_ms": [round(w * 1e3, 1) for w in walls], "loadavg": os.getloadavg()[0]}
     print(json.dumps(r))
     if a.out:
