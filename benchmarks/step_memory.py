@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
@@ -55,8 +57,6 @@ def _timed_steps(a, fn) -> list[dict]:
 
 
 def _touch(gib: float, huge: bool) -> None:
-    import numpy as np  # noqa: PLC0415
-
     m = mmap.mmap(-1, int(gib * 2**30), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     if huge:
         m.madvise(mmap.MADV_HUGEPAGE)
@@ -77,6 +77,9 @@ def main(argv=None) -> int:
     p.add_argument("--touch-gib", type=float, default=0.0, help="memory alone: map, touch, unmap this many GiB per step")
     p.add_argument("--pages", choices=("huge", "small"), default="huge", help="with --touch-gib")
     a = p.parse_args(argv)
+    for name, value, low in (("--steps", a.steps, 1), ("--pause", a.pause, 0), ("--touch-gib", a.touch_gib, 0)):
+        if value < low:
+            p.error(f"{name}={value}: must be >= {low}")
     if a.touch_gib:
         steps = _timed_steps(a, lambda: _touch(a.touch_gib, a.pages == "huge"))
         print(json.dumps({"touch_gib": a.touch_gib, "pages": a.pages, "pause_s": a.pause, "steps": steps}))
