@@ -22,8 +22,7 @@ def _run(*args: str) -> dict:
 def test_touching_small_pages_faults_each_page_once_per_step():
     out = _run("--touch-gib", "0.0625", "--pages", "small", "--steps", "3")
     pages = (2**30 // 16) // 4096                                        # 16,384 pages of 4 KiB
-    assert [s["minor_faults"] >= pages for s in out["steps"]] == [True] * 3
-    assert all(s["minor_faults"] < 2 * pages for s in out["steps"])      # once each, not per access
+    assert all(pages <= s["minor_faults"] < pages + 256 for s in out["steps"]), out   # once each, nothing else
 
 
 @pytest.mark.integration
