@@ -89,7 +89,7 @@ def main(argv=None) -> int:
 
         if (status := host_memory.start_command_line(argv)) is not None:
             return status
-    os.environ.setdefault("ZOO_COMPILE_CACHE", "off")
+    os.environ["ZOO_COMPILE_CACHE"] = "off"   # as profile_step.py --compile-only: always a fresh compile
     import jax  # noqa: PLC0415
 
     import harness  # noqa: PLC0415
