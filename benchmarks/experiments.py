@@ -42,6 +42,17 @@ parameters (``kernel`` HWIO, ``bias``) unchanged, so checkpoints and weight conv
   was meant to make the transpose read one materialised array. Dropped (2026-11-30): the barriers
   reach the lowered program (105 in ResNet-50's train step) but XLA:CPU expands them before fusing,
   the same recomputing transpose fusions come out, and the step is no faster (benchmarks/README.md).
+* ``dw_autodiff``: the CPU path with the depthwise convolutions' gradient left to autodiff, as it was
+  before Round 13 (``zoo.convs.depthwise_shifted_sum`` differentiated as written). XLA:CPU then copies
+  each tap's slice of the input for the kernel gradient's YNNPACK reduction already in the forward
+  pass, recomputing the input's BatchNorm / ReLU6 in each copy, and keeps all of them until the
+  backward pass (MobileNet-V2 b16 224: 140 copies, 1.2 GB of the step's 2.3 GB temporary buffer).
+  The current path (``zoo.convs.depthwise_conv_shifted``'s ``custom_vjp``) materialises the input
+  once through a conditional on the incoming gradient and copies the taps in the backward pass.
+  Measured first and dropped (2026-12-01): the same ``custom_vjp`` without the conditional (the
+  copies were still formed in the forward pass: the temporary buffer unchanged at 2,275 MiB), and
+  with the taps' reductions chained through ``lax.optimization_barrier`` (also unchanged: XLA:CPU
+  expands barriers before it schedules).
 * ``kgrad_taps``, ``kgrad_im2col``: the CPU path plus every other plain ungrouped convolution (3x3,
   7x7, strided 1x1) as :func:`conv_dot_kernel_grad`: XLA's convolution forward and input gradient,
   the kernel gradient as matmuls over NHWC rows (one per tap, or one over the im2col columns), so
@@ -70,8 +81,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from zoo.convs import (conv_im2col, cpu_conv_general_dilated, depthwise_conv_shifted, materialised,
-                       materialised_for_grad, shifted_slices)
+from zoo.convs import (conv_im2col, cpu_conv_general_dilated, depthwise_conv_shifted, depthwise_shifted_sum,
+                       materialised, materialised_for_grad, shifted_slices)
 
 
 def _plain(lhs_dilation, rhs_dilation, feature_group_count, padding) -> bool:
@@ -93,6 +104,12 @@ def make_conv(rule: str):
             lhs = materialised(lhs) if rule == "cond_barrier" else materialised_for_grad(lhs)
         if rule in ("im2col_small_dw_1x1vjp", "cond_barrier_vjp_s1x1", "kgrad_taps", "kgrad_im2col", "cond_barrier",
                     "cond_barrier_vjp"):   # the CPU path itself (with the experiment's change above)
+            return cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                            dimension_numbers, feature_group_count, precision, **kw)
+        if rule == "dw_autodiff":   # the CPU path with the depthwise gradient left to autodiff (before Round 13)
+            if (lhs.ndim == 4 and feature_group_count > 1 and c == 1 and o == feature_group_count == lhs.shape[-1]
+                    and _plain(lhs_dilation, rhs_dilation, 1, padding)):
+                return depthwise_shifted_sum(lhs, rhs, window_strides, padding)
             return cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                             dimension_numbers, feature_group_count, precision, **kw)
         if ("dw" in rule and lhs.ndim == 4 and feature_group_count > 1 and c == 1 and o == feature_group_count
@@ -149,7 +166,7 @@ def _conv_dkg_bwd(strides, padding, taps, res, g):
 _conv_dkg.defvjp(_conv_dkg_fwd, _conv_dkg_bwd)
 
 
-EXPERIMENTS = ("lax", "im2col_small", "im2col_small_cin", "im2col_all", "dw", "im2col_small_dw", "im2col_small_cin_dw",
+EXPERIMENTS = ("dw_autodiff", "lax", "im2col_small", "im2col_small_cin", "im2col_all", "dw", "im2col_small_dw", "im2col_small_cin_dw",
                "im2col_small_dw_barrier", "im2col_small_dw_1x1", "im2col_small_dw_1x1vjp",
                "kgrad_taps", "kgrad_im2col", "cond_barrier",
                "cond_barrier_vjp", "cond_barrier_vjp_s1x1")

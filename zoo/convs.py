@@ -29,8 +29,8 @@ MobileNet's expansions and projections, ResNet's strided downsampling shortcuts)
 kernel-gradient convolution XLA feeds a batch-minor copy of the input, recomputing the BatchNorm /
 residual / ReLU chain that produced it (for a shortcut: the residual chain of every block before it).
 
-``'cpu'`` writes the first three with primitives XLA:CPU does well (shifted slices fused into loops;
-im2col + one matmul; ungrouped convolutions over chunks of the groups, :func:`grouped_conv_chunks`),
+``'cpu'`` writes the first three with primitives XLA:CPU does well (shifted slices fused into loops,
+with a gradient that copies the taps for the kernel gradient in the backward pass only; im2col + one matmul; ungrouped convolutions over chunks of the groups, :func:`grouped_conv_chunks`),
 gives stride-1 1x1 convolutions matmul gradients (a ``jax.custom_vjp``: reverse mode only) and,
 under differentiation, hands strided 1x1 convolutions a materialised input
 (:func:`materialised_for_grad`); every other convolution is ``lax.conv_general_dilated`` unchanged.
@@ -71,7 +71,12 @@ def shifted_slices(x: Array, kh: int, kw: int, strides, padding, pad_value: floa
 
 def depthwise_conv_shifted(x: Array, kernel: Array, strides, padding) -> Array:
     """Depthwise conv, ``x: (B, H, W, C)``, ``kernel: (kh, kw, 1, C)``: the sum over the kh*kw taps of
-    a strided shifted slice of the padded input times the tap's per-channel weights."""
+    a strided shifted slice of the padded input times the tap's per-channel weights. Its gradient
+    (:func:`_depthwise_bwd`) forms the taps of ``x`` in the backward pass, one at a time."""
+    return _depthwise(x, kernel, tuple(strides), tuple(tuple(p) for p in padding))
+
+
+def depthwise_shifted_sum(x: Array, kernel: Array, strides, padding) -> Array:
     kh, kw, _, _ = kernel.shape
     acc = _acc_dtype(x.dtype)
     y = None
@@ -79,6 +84,36 @@ def depthwise_conv_shifted(x: Array, kernel: Array, strides, padding) -> Array:
         t = t.astype(acc) * w.astype(acc)
         y = t if y is None else y + t
     return y.astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _depthwise(x: Array, kernel: Array, strides, padding) -> Array:
+    return depthwise_shifted_sum(x, kernel, strides, padding)
+
+
+def _depthwise_fwd(x, kernel, strides, padding):
+    return depthwise_shifted_sum(x, kernel, strides, padding), (x, kernel)
+
+
+def _depthwise_bwd(strides, padding, res, g):
+    """``dx``: the transposed shifted sum (fused loops). ``dk``: per tap, the sum over ``(B, Ho, Wo)``
+    of the tap's slice of ``x`` times ``g``, a YNNPACK reduction, which reads a copy of the slice. Left
+    to autodiff, XLA formed those copies in the forward pass, recomputing ``x``'s producers (BatchNorm,
+    ReLU6) in each, and kept all kh*kw of every layer until the backward pass: MobileNet-V2's b16 224
+    train step held 1.2 GB of them (benchmarks/README.md, "Round 13"). Here ``x`` is materialised once,
+    by a conditional that reads ``g`` (:func:`materialised`), so the copies exist only in the backward
+    pass, each until its reduction."""
+    x, kernel = res
+    kh, kw, _, _ = kernel.shape
+    acc = _acc_dtype(x.dtype)
+    dx = jax.vjp(lambda v: depthwise_shifted_sum(v, kernel, strides, padding), x)[1](g)[0]
+    ga = g.astype(acc)
+    taps = shifted_slices(materialised(x, after=g), kh, kw, strides, padding)   # kh*kw x (B, Ho, Wo, C)
+    dk = jnp.stack([jnp.sum(t.astype(acc) * ga, axis=(0, 1, 2)) for t in taps])  # (kh*kw, C)
+    return dx, dk.astype(kernel.dtype).reshape(kernel.shape)
+
+
+_depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
 def _tap_reads_input(i: int, n: int, pad_before: int, stride: int, out: int) -> bool:
@@ -129,13 +164,15 @@ def _pointwise_bwd(res, g):
 pointwise_conv_dot_grads.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 
-def materialised(x: Array) -> Array:
-    """``x`` as the output of a ``lax.cond`` on a runtime predicate (is ``x``'s first element finite):
-    XLA cannot fuse the ops that produced ``x`` into the consumers of a conditional's result, so each
-    consumer reads one materialised array instead of recomputing its producers. The other branch
+def materialised(x: Array, after: Array | None = None) -> Array:
+    """``x`` as the output of a ``lax.cond`` on a runtime predicate (is the first element of ``after``,
+    default ``x``, finite): XLA cannot fuse the ops that produced ``x`` into the consumers of a
+    conditional's result, so each consumer reads one materialised array instead of recomputing its
+    producers, and with ``after`` the array is not formed before ``after`` exists. The other branch
     (a non-finite first element) returns ``2x - x``: ``x`` again, except where ``2x`` overflows.
     ``lax.optimization_barrier`` does not do this on XLA:CPU (expanded before fusion)."""
-    return jax.lax.cond(jnp.isfinite(x.reshape(-1)[0]), lambda v: v, lambda v: v * 2 - v, x)
+    first = (x if after is None else after).reshape(-1)[0]
+    return jax.lax.cond(jnp.isfinite(first), lambda v: v, lambda v: v * 2 - v, x)
 
 
 @jax.custom_vjp

@@ -120,6 +120,37 @@ def test_strided_1x1_input_is_materialised_for_the_gradient_only():
     np.testing.assert_allclose(convs.materialised(np.array([np.nan, 1.0, -3.5], np.float32)), [np.nan, 1.0, -3.5])
 
 
+def test_depthwise_kernel_gradient_copies_its_taps_in_the_backward_pass_only():
+    """The depthwise kernel gradient reduces each tap's slice of the input in a YNNPACK reduction,
+    which reads a copy of the slice. Left to autodiff, XLA:CPU formed the kh*kw copies of every layer
+    in the forward pass (recomputing the input's producers in each) and held them all until the
+    backward pass. Under jax.grad the input is now materialised once, by a conditional that reads the
+    incoming gradient, so the copies are formed in the backward pass; evaluation has no conditional.
+    Eight stacked 3x3 depthwise layers: autodiff's temporary buffer holds at least 8 x 9 inputs, ours less."""
+    layers, x, k = 8, np.ones((2, 32, 32, 16), np.float32), np.ones((3, 3, 1, 16), np.float32)
+
+    def stack(conv):
+        def loss(x, k):
+            h = x
+            for _ in range(layers):
+                h = jax.numpy.clip(np.float32(1.5) * h + 1.0, 0.0, 6.0)                # a BatchNorm + ReLU6 stand-in
+                h = conv(h, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                         feature_group_count=16)
+            return (h ** 2).sum()
+        return loss
+
+    def compiled(fn):
+        return jax.jit(fn).lower(x, k).compile()
+
+    ours = stack(convs.cpu_conv_general_dilated)
+    autodiff = stack(lambda h, k, strides, padding, **_: convs.depthwise_shifted_sum(h, k, strides, padding))
+    assert len(re.findall(r" conditional\(", compiled(jax.grad(ours, (0, 1))).as_text())) == layers
+    assert " conditional(" not in compiled(ours).as_text()
+    temp = {name: compiled(jax.grad(fn, (0, 1))).memory_analysis().temp_size_in_bytes
+            for name, fn in (("ours", ours), ("autodiff", autodiff))}
+    assert temp["autodiff"] >= layers * 9 * x.nbytes > temp["ours"], temp
+
+
 def test_convolution_outputs_pass_the_library_fusion_boundary_unchanged():
     """Evaluated, the boundary is ``clamp(-inf, y, inf)``: every float32 value comes back bit for bit
     (NaN, infinities, -0.0, the largest finite); under jax.grad it is not in the program at all and
