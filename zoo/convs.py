@@ -30,7 +30,8 @@ kernel-gradient convolution XLA feeds a batch-minor copy of the input, recomputi
 residual / ReLU chain that produced it (for a shortcut: the residual chain of every block before it).
 
 ``'cpu'`` writes the first three with primitives XLA:CPU does well (shifted slices fused into loops,
-with a gradient that copies the taps for the kernel gradient in the backward pass only; im2col + one matmul; ungrouped convolutions over chunks of the groups, :func:`grouped_conv_chunks`),
+whose kernel gradient copies the taps in the backward pass only; im2col + one matmul; ungrouped
+convolutions over chunks of the groups, :func:`grouped_conv_chunks`),
 gives stride-1 1x1 convolutions matmul gradients (a ``jax.custom_vjp``: reverse mode only) and,
 under differentiation, hands strided 1x1 convolutions a materialised input
 (:func:`materialised_for_grad`); every other convolution is ``lax.conv_general_dilated`` unchanged.
@@ -71,12 +72,15 @@ def shifted_slices(x: Array, kh: int, kw: int, strides, padding, pad_value: floa
 
 def depthwise_conv_shifted(x: Array, kernel: Array, strides, padding) -> Array:
     """Depthwise conv, ``x: (B, H, W, C)``, ``kernel: (kh, kw, 1, C)``: the sum over the kh*kw taps of
-    a strided shifted slice of the padded input times the tap's per-channel weights. Its gradient
-    (:func:`_depthwise_bwd`) forms the taps of ``x`` in the backward pass, one at a time."""
+    a strided shifted slice of the padded input times the tap's per-channel weights. Its kernel
+    gradient (:func:`_depthwise_bwd`) copies the taps of ``x`` in the backward pass only."""
     return _depthwise(x, kernel, tuple(strides), tuple(tuple(p) for p in padding))
 
 
 def depthwise_shifted_sum(x: Array, kernel: Array, strides, padding) -> Array:
+    """:func:`depthwise_conv_shifted`'s forward pass, as a plain function: differentiated as written
+    (``benchmarks/experiments.py`` ``dw_autodiff``), XLA forms the kernel gradient's tap copies in the
+    forward pass and holds them (:func:`_depthwise_bwd`)."""
     kh, kw, _, _ = kernel.shape
     acc = _acc_dtype(x.dtype)
     y = None
@@ -102,7 +106,7 @@ def _depthwise_bwd(strides, padding, res, g):
     ReLU6) in each, and kept all kh*kw of every layer until the backward pass: MobileNet-V2's b16 224
     train step held 1.2 GB of them (benchmarks/README.md, "Round 13"). Here ``x`` is materialised once,
     by a conditional that reads ``g`` (:func:`materialised`), so the copies exist only in the backward
-    pass, each until its reduction."""
+    pass."""
     x, kernel = res
     kh, kw, _, _ = kernel.shape
     acc = _acc_dtype(x.dtype)
