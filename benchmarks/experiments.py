@@ -166,10 +166,10 @@ def _conv_dkg_bwd(strides, padding, taps, res, g):
 _conv_dkg.defvjp(_conv_dkg_fwd, _conv_dkg_bwd)
 
 
-EXPERIMENTS = ("dw_autodiff", "lax", "im2col_small", "im2col_small_cin", "im2col_all", "dw", "im2col_small_dw", "im2col_small_cin_dw",
+EXPERIMENTS = ("lax", "im2col_small", "im2col_small_cin", "im2col_all", "dw", "im2col_small_dw", "im2col_small_cin_dw",
                "im2col_small_dw_barrier", "im2col_small_dw_1x1", "im2col_small_dw_1x1vjp",
                "kgrad_taps", "kgrad_im2col", "cond_barrier",
-               "cond_barrier_vjp", "cond_barrier_vjp_s1x1")
+               "cond_barrier_vjp", "cond_barrier_vjp_s1x1", "dw_autodiff")
 
 
 def apply(name: str) -> None:
