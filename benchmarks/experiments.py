@@ -97,23 +97,20 @@ def make_conv(rule: str):
         plain = lhs.ndim == 4 and _plain(lhs_dilation, rhs_dilation, feature_group_count, padding)
         small = math.prod(lhs.shape[1:3]) < kh * kw_
         unpadded_1x1 = kh == kw_ == 1 and all(tuple(p) == (0, 0) for p in padding)
+        depthwise = (lhs.ndim == 4 and feature_group_count > 1 and c == 1 and o == feature_group_count == lhs.shape[-1]
+                     and _plain(lhs_dilation, rhs_dilation, 1, padding))
         if rule in ("kgrad_taps", "kgrad_im2col", "cond_barrier", "cond_barrier_vjp") and plain and not small and not (
                 unpadded_1x1 and tuple(window_strides) == (1, 1)):   # what the CPU path leaves to lax
             if rule.startswith("kgrad"):
                 return conv_dot_kernel_grad(lhs, rhs, window_strides, padding, taps=rule == "kgrad_taps")
             lhs = materialised(lhs) if rule == "cond_barrier" else materialised_for_grad(lhs)
+        if rule == "dw_autodiff" and depthwise:   # the depthwise gradient left to autodiff (before Round 13)
+            return depthwise_shifted_sum(lhs, rhs, window_strides, padding)
         if rule in ("im2col_small_dw_1x1vjp", "cond_barrier_vjp_s1x1", "kgrad_taps", "kgrad_im2col", "cond_barrier",
-                    "cond_barrier_vjp"):   # the CPU path itself (with the experiment's change above)
+                    "cond_barrier_vjp", "dw_autodiff"):   # the CPU path itself (with the experiment's change above)
             return cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                             dimension_numbers, feature_group_count, precision, **kw)
-        if rule == "dw_autodiff":   # the CPU path with the depthwise gradient left to autodiff (before Round 13)
-            if (lhs.ndim == 4 and feature_group_count > 1 and c == 1 and o == feature_group_count == lhs.shape[-1]
-                    and _plain(lhs_dilation, rhs_dilation, 1, padding)):
-                return depthwise_shifted_sum(lhs, rhs, window_strides, padding)
-            return cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                            dimension_numbers, feature_group_count, precision, **kw)
-        if ("dw" in rule and lhs.ndim == 4 and feature_group_count > 1 and c == 1 and o == feature_group_count
-                == lhs.shape[-1] and _plain(lhs_dilation, rhs_dilation, 1, padding)):
+        if "dw" in rule and depthwise:
             return depthwise_conv_shifted(lhs, rhs, window_strides, padding)
         use = rule != "lax" and plain
         if use and rule != "im2col_all":
