@@ -20,6 +20,10 @@ Variants of one conv ``y = conv(x, w)`` (NHWC input, HWIO kernel, explicit symme
 * ``lax_wim2col``, ``lax_wtaps``: ``lax`` forward and input gradient, the kernel gradient as matmuls
                  (``experiments.conv_dot_kernel_grad``): im2col^T @ dy, or one ``(C, B*Ho*Wo) @ (B*Ho*Wo, O)``
                  per tap (2026-11-30: no faster than XLA's own kernel gradient; benchmarks/README.md)
+* ``zcol``     : stride 1, "same" padding only: one matmul of the input to all kh*kw taps' outputs
+                 ``(B*H*W, C) @ (C, kh*kw*O)``, then the sum of the kh*kw shifted slices of that output
+                 (2026-12-01: forward 2.3x slower than ``lax`` at 56x56, level at 14x14; benchmarks/README.md,
+                 "Round 14")
 
 Each flag set runs in its own process (XLA_FLAGS must be set before jax is imported).
 """
@@ -46,8 +50,10 @@ CASES = {
     "r18_conv1_224": ((16, 224, 224, 3), (7, 7, 3, 64), 2, 3, "ResNet stem at 224, batch 16"),
     "r18_l1_224": ((16, 56, 56, 64), (3, 3, 64, 64), 1, 1, "ResNet-18 layer1 conv at 224 (56x56), batch 16"),
     "r18_l4_224": ((16, 7, 7, 512), (3, 3, 512, 512), 1, 1, "ResNet-18 layer4 conv at 224 (7x7), batch 16"),
+    "dn_b1_3x3_224": ((16, 56, 56, 128), (3, 3, 128, 32), 1, 1, "DenseNet-121 block1 conv2 at 224 (56x56), batch 16"),
+    "dn_b3_3x3_224": ((16, 14, 14, 128), (3, 3, 128, 32), 1, 1, "DenseNet-121 block3 conv2 at 224 (14x14), batch 16"),
 }
-VARIANTS = ("lax", "nchw", "im2col", "patches", "lax_wim2col", "lax_wtaps")
+VARIANTS = ("lax", "nchw", "im2col", "patches", "lax_wim2col", "lax_wtaps", "zcol")
 FLAG_SETS = {
     "none": "",
     "no_xnnpack": "--xla_cpu_use_xnnpack=false",
@@ -65,7 +71,7 @@ def _variants(stride, pad):
     from jax import lax  # noqa: PLC0415
 
     from experiments import conv_dot_kernel_grad  # noqa: PLC0415  (benchmarks/: this script's folder)
-    from zoo.convs import conv_im2col  # noqa: PLC0415
+    from zoo.convs import conv_im2col, shifted_slices  # noqa: PLC0415
 
     strides, pads = (stride, stride), ((pad, pad), (pad, pad))
 
@@ -84,7 +90,14 @@ def _variants(stride, pad):
         # feature order of patches is (c, kh, kw)
         return p @ w.transpose(2, 0, 1, 3).reshape(c * kh * kw, o)
 
-    return {"lax": conv_lax, "nchw": conv_nchw, "im2col": lambda x, w: conv_im2col(x, w, strides, pads),
+    def conv_zcol(x, w):  # stride 1, padding (kh - 1) / 2 only
+        kh, kw, c, o = w.shape
+        z = x @ w.transpose(2, 0, 1, 3).reshape(c, kh * kw * o)        # (B, H, W, kh*kw*O): one matmul
+        taps = shifted_slices(z, kh, kw, (1, 1), ((kh // 2,) * 2, (kw // 2,) * 2))
+        return sum(t[..., i * o:(i + 1) * o] for i, t in enumerate(taps))
+
+    return {"lax": conv_lax, "nchw": conv_nchw, "zcol": conv_zcol,
+            "im2col": lambda x, w: conv_im2col(x, w, strides, pads),
             "patches": conv_patches,
             "lax_wim2col": lambda x, w: conv_dot_kernel_grad(x, w, strides, pads, taps=False),
             "lax_wtaps": lambda x, w: conv_dot_kernel_grad(x, w, strides, pads, taps=True)}

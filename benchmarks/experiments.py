@@ -53,6 +53,13 @@ parameters (``kernel`` HWIO, ``bias``) unchanged, so checkpoints and weight conv
   copies were still formed in the forward pass: the temporary buffer unchanged at 2,275 MiB), and
   with the taps' reductions chained through ``lax.optimization_barrier`` (also unchanged: XLA:CPU
   expands barriers before it schedules).
+* ``dense_buffer``: the CPU path with each DenseNet block written into one buffer of its final width
+  (each layer reads a slice and its new channels are written in place by ``dynamic_update_slice``)
+  instead of concatenating every earlier output anew in every layer (O(L) copies per block, not
+  O(L^2); training too). Dropped (2026-12-01): DenseNet-121 b16 224 eval's concatenations were 56 ms
+  of op time per step and the buffer saved ~34 ms of it, but the wall time stayed level (613 against
+  608 ms, ten alternating rounds in one process); the train step's op time rose 6% and its peak RSS
+  10-13% (benchmarks/README.md, "Round 14").
 * ``kgrad_taps``, ``kgrad_im2col``: the CPU path plus every other plain ungrouped convolution (3x3,
   7x7, strided 1x1) as :func:`conv_dot_kernel_grad`: XLA's convolution forward and input gradient,
   the kernel gradient as matmuls over NHWC rows (one per tap, or one over the im2col columns), so
@@ -107,7 +114,8 @@ def make_conv(rule: str):
         if rule == "dw_autodiff" and depthwise:   # the depthwise gradient left to autodiff (before Round 13)
             return depthwise_shifted_sum(lhs, rhs, window_strides, padding)
         if rule in ("im2col_small_dw_1x1vjp", "cond_barrier_vjp_s1x1", "kgrad_taps", "kgrad_im2col", "cond_barrier",
-                    "cond_barrier_vjp", "dw_autodiff"):   # the CPU path itself (with the experiment's change above)
+                    "cond_barrier_vjp", "dw_autodiff",
+                    "dense_buffer"):   # the CPU path itself (with the experiment's change above)
             return cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                             dimension_numbers, feature_group_count, precision, **kw)
         if "dw" in rule and depthwise:
@@ -166,7 +174,7 @@ _conv_dkg.defvjp(_conv_dkg_fwd, _conv_dkg_bwd)
 EXPERIMENTS = ("lax", "im2col_small", "im2col_small_cin", "im2col_all", "dw", "im2col_small_dw", "im2col_small_cin_dw",
                "im2col_small_dw_barrier", "im2col_small_dw_1x1", "im2col_small_dw_1x1vjp",
                "kgrad_taps", "kgrad_im2col", "cond_barrier",
-               "cond_barrier_vjp", "cond_barrier_vjp_s1x1", "dw_autodiff")
+               "cond_barrier_vjp", "cond_barrier_vjp_s1x1", "dw_autodiff", "dense_buffer")
 
 
 def apply(name: str) -> None:
@@ -177,6 +185,8 @@ def apply(name: str) -> None:
 
     from zoo import layers  # noqa: PLC0415
 
+    if name == "dense_buffer":
+        _dense_blocks_in_one_buffer()
     conv_fn = make_conv(name)
 
     class Conv(nn.Conv):
@@ -196,3 +206,27 @@ class _NnProxy:
 
     def __getattr__(self, k):
         return getattr(self._nn, k)
+
+
+def _dense_blocks_in_one_buffer() -> None:
+    """``dense_buffer``: each DenseNet block writes its layers' outputs into one buffer of the block's
+    final width (``dynamic_update_slice``) and each layer reads a slice of it, instead of concatenating
+    every earlier output anew in every layer (O(L) copies per block instead of O(L^2))."""
+    import flax.linen as nn  # noqa: PLC0415
+
+    from zoo import densenet  # noqa: PLC0415
+
+    class DenseBlock(densenet.DenseBlock):
+        @nn.compact
+        def __call__(self, x):  # x: (B, H, W, C_in)
+            layer_cls = nn.remat(densenet.DenseLayer) if self.remat else densenet.DenseLayer
+            c0, g = x.shape[-1], self.growth_rate
+            buf = jnp.pad(x, ((0, 0),) * 3 + ((0, self.num_layers * g),))   # (B, H, W, C_in + L g)
+            for i in range(self.num_layers):
+                layer = layer_cls(g, self.bn_size, self.dropout, self.ops, name=f"denselayer{i + 1}")
+                y = layer((buf[..., :c0 + i * g],))
+                buf = lax.dynamic_update_slice_in_dim(buf, y.astype(buf.dtype), c0 + i * g, axis=3)
+            return buf
+
+    DenseBlock.__name__ = "DenseBlock"
+    densenet.DenseBlock = DenseBlock
