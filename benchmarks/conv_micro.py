@@ -24,6 +24,9 @@ Variants of one conv ``y = conv(x, w)`` (NHWC input, HWIO kernel, explicit symme
                  ``(B*H*W, C) @ (C, kh*kw*O)``, then the sum of the kh*kw shifted slices of that output
                  (2026-12-01: forward 2.3x slower than ``lax`` at 56x56, level at 14x14; benchmarks/README.md,
                  "Round 14")
+* ``s2d``      : space-to-depth: a stride-s convolution as a stride-1 convolution over s x s blocks of the input
+                 (s*s*C channels, kernel ceil(k/s)); for first layers with 3 channels (2026-12-01: mixed,
+                 benchmarks/README.md "Round 14")
 
 Each flag set runs in its own process (XLA_FLAGS must be set before jax is imported).
 """
@@ -50,10 +53,12 @@ CASES = {
     "r18_conv1_224": ((16, 224, 224, 3), (7, 7, 3, 64), 2, 3, "ResNet stem at 224, batch 16"),
     "r18_l1_224": ((16, 56, 56, 64), (3, 3, 64, 64), 1, 1, "ResNet-18 layer1 conv at 224 (56x56), batch 16"),
     "r18_l4_224": ((16, 7, 7, 512), (3, 3, 512, 512), 1, 1, "ResNet-18 layer4 conv at 224 (7x7), batch 16"),
+    "vgg_c1_224": ((16, 224, 224, 3), (3, 3, 3, 64), 1, 1, "VGG conv1 at 224, batch 16"),
+    "mbv2_c1_224": ((16, 224, 224, 3), (3, 3, 3, 32), 2, 1, "MobileNet-V2 stem (3x3/2) at 224, batch 16"),
     "dn_b1_3x3_224": ((16, 56, 56, 128), (3, 3, 128, 32), 1, 1, "DenseNet-121 block1 conv2 at 224 (56x56), batch 16"),
     "dn_b3_3x3_224": ((16, 14, 14, 128), (3, 3, 128, 32), 1, 1, "DenseNet-121 block3 conv2 at 224 (14x14), batch 16"),
 }
-VARIANTS = ("lax", "nchw", "im2col", "patches", "lax_wim2col", "lax_wtaps", "zcol")
+VARIANTS = ("lax", "nchw", "im2col", "patches", "lax_wim2col", "lax_wtaps", "zcol", "s2d")
 FLAG_SETS = {
     "none": "",
     "no_xnnpack": "--xla_cpu_use_xnnpack=false",
@@ -67,7 +72,8 @@ FLAG_SETS = {
 }
 
 
-def _variants(stride, pad):
+def _variants(stride, pad, kernel):
+    import jax.numpy as jnp  # noqa: PLC0415
     from jax import lax  # noqa: PLC0415
 
     from experiments import conv_dot_kernel_grad  # noqa: PLC0415  (benchmarks/: this script's folder)
@@ -96,11 +102,26 @@ def _variants(stride, pad):
         taps = shifted_slices(z, kh, kw, (1, 1), ((kh // 2,) * 2, (kw // 2,) * 2))
         return sum(t[..., i * o:(i + 1) * o] for i, t in enumerate(taps))
 
-    return {"lax": conv_lax, "nchw": conv_nchw, "zcol": conv_zcol,
+    def conv_s2d(x, w):  # space-to-depth: stride s > 1 as a stride-1 conv over s x s blocks
+        k, _, c, o = w.shape
+        b, h, wd, _ = x.shape
+        s, kb = stride, -(-w.shape[0] // stride)
+        hb, wb = -(-(h + 2 * pad) // s), -(-(wd + 2 * pad) // s)
+        x = jnp.pad(x, ((0, 0), (pad, hb * s - h - pad), (pad, wb * s - wd - pad), (0, 0)))
+        x = x.reshape(b, hb, s, wb, s, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hb, wb, s * s * c)
+        w = jnp.pad(w, ((0, kb * s - k), (0, kb * s - k), (0, 0), (0, 0)))
+        w = w.reshape(kb, s, kb, s, c, o).transpose(0, 2, 1, 3, 4, 5).reshape(kb, kb, s * s * c, o)
+        ho, wo = (h + 2 * pad - k) // s + 1, (wd + 2 * pad - k) // s + 1
+        return lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))[:, :ho, :wo]
+
+    fns = {"lax": conv_lax, "nchw": conv_nchw, "s2d": conv_s2d,
             "im2col": lambda x, w: conv_im2col(x, w, strides, pads),
             "patches": conv_patches,
             "lax_wim2col": lambda x, w: conv_dot_kernel_grad(x, w, strides, pads, taps=False),
             "lax_wtaps": lambda x, w: conv_dot_kernel_grad(x, w, strides, pads, taps=True)}
+    if stride == 1 and 2 * pad + 1 == kernel:   # zcol's only case
+        fns["zcol"] = conv_zcol
+    return fns
 
 
 def _time(f, args, reps, min_s=0.3):
@@ -125,11 +146,14 @@ def worker(cases, variants, reps) -> list[dict]:
         rng = np.random.default_rng(0)
         x = jax.numpy.asarray(rng.standard_normal(xs, dtype=np.float32))
         w = jax.numpy.asarray(rng.standard_normal(ks, dtype=np.float32) * 0.1)
-        fns = _variants(stride, pad)
+        fns = _variants(stride, pad, ks[0])
         ref = fns["lax"](x, w)
         g = jax.numpy.asarray(rng.standard_normal(ref.shape, dtype=np.float32))
         macs = int(np.prod(ref.shape)) * ks[0] * ks[1] * ks[2]
         for v in variants:
+            if v not in fns:
+                print(f"  {name:14s} {v:8s} (not defined for this case)", flush=True)
+                continue
             f = fns[v]
             err = float(jax.numpy.max(jax.numpy.abs(f(x, w) - ref)) / (jax.numpy.max(jax.numpy.abs(ref)) + 1e-12))
             fwd = jax.jit(f)
