@@ -72,7 +72,7 @@ FLAG_SETS = {
 }
 
 
-def _variants(stride, pad, kernel):
+def _variants(stride, pad, kernel_hw):
     import jax.numpy as jnp  # noqa: PLC0415
     from jax import lax  # noqa: PLC0415
 
@@ -105,7 +105,7 @@ def _variants(stride, pad, kernel):
     def conv_s2d(x, w):  # space-to-depth: stride s > 1 as a stride-1 conv over s x s blocks
         k, _, c, o = w.shape
         b, h, wd, _ = x.shape
-        s, kb = stride, -(-w.shape[0] // stride)
+        s, kb = stride, -(-k // stride)
         hb, wb = -(-(h + 2 * pad) // s), -(-(wd + 2 * pad) // s)
         x = jnp.pad(x, ((0, 0), (pad, hb * s - h - pad), (pad, wb * s - wd - pad), (0, 0)))
         x = x.reshape(b, hb, s, wb, s, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hb, wb, s * s * c)
@@ -119,7 +119,7 @@ def _variants(stride, pad, kernel):
             "patches": conv_patches,
             "lax_wim2col": lambda x, w: conv_dot_kernel_grad(x, w, strides, pads, taps=False),
             "lax_wtaps": lambda x, w: conv_dot_kernel_grad(x, w, strides, pads, taps=True)}
-    if stride == 1 and 2 * pad + 1 == kernel:   # zcol's only case
+    if stride == 1 and all(2 * pad + 1 == n for n in kernel_hw):   # zcol's only case
         fns["zcol"] = conv_zcol
     return fns
 
@@ -146,7 +146,7 @@ def worker(cases, variants, reps) -> list[dict]:
         rng = np.random.default_rng(0)
         x = jax.numpy.asarray(rng.standard_normal(xs, dtype=np.float32))
         w = jax.numpy.asarray(rng.standard_normal(ks, dtype=np.float32) * 0.1)
-        fns = _variants(stride, pad, ks[0])
+        fns = _variants(stride, pad, ks[:2])
         ref = fns["lax"](x, w)
         g = jax.numpy.asarray(rng.standard_normal(ref.shape, dtype=np.float32))
         macs = int(np.prod(ref.shape)) * ks[0] * ks[1] * ks[2]
