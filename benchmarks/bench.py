@@ -38,7 +38,6 @@ import re
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +48,8 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from train import host_memory  # noqa: E402  (light: no jax)
+from bench_report import load_torch_rows, print_ours, print_torch, combine_rounds, derive, markdown  # noqa: E402
+from bench_runs import LAST_RUN, loadavg, retrying, run_child, tail, probe  # noqa: E402
 RESULTS = HERE / "results"
 DEFAULT_MODELS = "lenet5,alexnet,vgg11_bn,resnet18,densenet121,mobilenet_v2,shufflenet_v2_x1_0"
 TORCH_SCRIPT = ROOT.parent / "shared" / "torch_baseline" / "bench.py"
@@ -56,13 +57,6 @@ TORCH_SCRIPT = ROOT.parent / "shared" / "torch_baseline" / "bench.py"
 TORCHVISION = re.compile(r"^(alexnet|vgg\d+(_bn)?|resnet(18|34|50|101|152)|resnext\d+_\d+x\d+d|wide_resnet\d+_2|"
                          r"densenet\d+|mobilenet_v2|mobilenet_v3_(large|small)|shufflenet_v2_x\d_\d|googlenet|"
                          r"inception_v3|squeezenet1_[01]|mnasnet\d_\d+|efficientnet_(b\d|v2_[sml]))$")
-
-
-def _loadavg():
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 # =============================================================================== worker side
@@ -202,62 +196,6 @@ def worker_matmul(a) -> dict:
 
 # =============================================================================== orchestration
 
-def _cpu_times() -> tuple[float, float] | None:
-    """(busy, steal) CPU seconds of the whole machine so far, all cores (/proc/stat): busy = user + nice +
-    system + irq + softirq (no idle, iowait or steal); steal = time the hypervisor gave to other guests."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-        hz = os.sysconf("SC_CLK_TCK")
-        user, nice, system, idle, iowait, irq, softirq, steal = v
-        return (user + nice + system + irq + softirq) / hz, steal / hz
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-LAST_RUN: dict = {}
-
-
-def _run(cmd: list[str], env: dict, timeout: float, log: Path) -> tuple[int, float, float]:
-    """Run ``cmd`` to completion; returns (exit code, peak RSS MiB of that child, wall seconds).
-    Interference figures of the run, in CPUs (CPU-seconds per wall second), in ``LAST_RUN``:
-    ``other_cpu``, work of OTHER processes of this machine (busy time minus the child's own CPU
-    time), and ``steal``, CPU time the hypervisor gave to other virtual machines (on a shared host
-    this, not the load average, shows the other jobs; the load average is ~2 while the benchmark
-    itself uses both cores)."""
-    c0 = _cpu_times()
-    t = time.perf_counter()
-    with open(log, "w") as f:
-        p = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=str(ROOT))
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
-            if pid:
-                p.returncode = os.waitstatus_to_exitcode(status)
-                break
-            if time.monotonic() > deadline:
-                p.kill()
-                _, status, usage = os.wait4(p.pid, 0)
-                p.returncode = -9
-                break
-            time.sleep(0.05)
-    wall = time.perf_counter() - t
-    c1 = _cpu_times()
-    LAST_RUN.clear()
-    LAST_RUN["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
-    if c0 and c1 and wall > 0:
-        LAST_RUN["other_cpu"] = round(max(0.0, c1[0] - c0[0] - LAST_RUN["cpu_s"]) / wall, 2)
-        LAST_RUN["steal"] = round((c1[1] - c0[1]) / wall, 2)
-    return p.returncode, usage.ru_maxrss / 1024, wall
-
-
-def _tail(log: Path, n: int = 15) -> str:
-    try:
-        return "\n".join(log.read_text().splitlines()[-n:])
-    except OSError:
-        return ""
-
-
 def _worker_cmd(a, kind: str, out: Path, model: str | None = None) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", kind, "--_result", str(out),
            "--batch", str(a.batch), "--res", str(a.res), "--classes", str(a.classes), "--steps", str(a.steps),
@@ -285,12 +223,12 @@ def _env(a) -> dict:
 
 def run_matmul(a, tmp: Path) -> dict | None:
     out = tmp / "matmul.json"
-    rc, rss, wall = _run(_worker_cmd(a, "matmul", out), _env(a), a.timeout, tmp / "matmul.log")
+    rc, rss, wall = run_child(_worker_cmd(a, "matmul", out), _env(a), a.timeout, tmp / "matmul.log")
     if rc != 0:
-        print(f"matmul worker failed (rc {rc}):\n{_tail(tmp / 'matmul.log')}", file=sys.stderr)
+        print(f"matmul worker failed (rc {rc}):\n{tail(tmp / 'matmul.log')}", file=sys.stderr)
         return None
     r = json.loads(out.read_text())
-    r.update(loadavg=_loadavg(), other_cpu=LAST_RUN.get("other_cpu"), steal=LAST_RUN.get("steal"))
+    r.update(loadavg=loadavg(), other_cpu=LAST_RUN.get("other_cpu"), steal=LAST_RUN.get("steal"))
     print(f"dense matmul {r['n']}^2 {r['dtype']}: {r['gflops_median']:.1f} GFLOP/s median, "
           f"{r['gflops_best']:.1f} best (load {r['loadavg']}, other CPU {r['other_cpu']}, steal {r['steal']})", flush=True)
     return r
@@ -298,29 +236,29 @@ def run_matmul(a, tmp: Path) -> dict | None:
 
 def run_ours(a, model: str, tmp: Path) -> dict:
     out, log = tmp / f"{model}.json", tmp / f"{model}.log"
-    load0 = _loadavg()
+    load0 = loadavg()
     cache = tmp / f"compile_cache_{model}"   # fresh: the first step is a cold compile, whatever ran before
     shutil.rmtree(cache, ignore_errors=True)
     # started as a training run starts (train/host_memory.py: huge pages for XLA's buffers)
     env = host_memory.environment({**_env(a), "ZOO_COMPILE_CACHE": str(cache) if a.warm else "off"})
-    rc, rss, wall = _run(_worker_cmd(a, "model", out, model), env, a.timeout, log)
+    rc, rss, wall = run_child(_worker_cmd(a, "model", out, model), env, a.timeout, log)
     if rc == 3:  # Skip
-        return {"model": model, "batch": a.batch, "res": a.res, "skipped": _tail(log, 1)}
+        return {"model": model, "batch": a.batch, "res": a.res, "skipped": tail(log, 1)}
     if rc != 0 or not out.exists():
-        print(f"{model}: worker failed (rc {rc}):\n{_tail(log)}", file=sys.stderr, flush=True)
-        return {"model": model, "batch": a.batch, "res": a.res, "error": f"rc {rc}: {_tail(log, 3)}"}
+        print(f"{model}: worker failed (rc {rc}):\n{tail(log)}", file=sys.stderr, flush=True)
+        return {"model": model, "batch": a.batch, "res": a.res, "error": f"rc {rc}: {tail(log, 3)}"}
     r = json.loads(out.read_text())
     r.update(child_peak_rss_mib=round(rss, 1), worker_wall_s=round(wall, 1), loadavg_before=load0,
-             loadavg_after=_loadavg(), worker_cpu_s=LAST_RUN.get("cpu_s"), other_cpu=LAST_RUN.get("other_cpu"),
+             loadavg_after=loadavg(), worker_cpu_s=LAST_RUN.get("cpu_s"), other_cpu=LAST_RUN.get("other_cpu"),
              steal=LAST_RUN.get("steal"))
     if a.warm:  # the same worker again on the cache the first one filled: the first step of a re-run
         short = argparse.Namespace(**{**vars(a), "steps": 2, "warmup": 0, "xla_cost": False})
-        rc, _, _ = _run(_worker_cmd(short, "model", out, model), env, a.timeout, tmp / f"{model}_warm.log")
+        rc, _, _ = run_child(_worker_cmd(short, "model", out, model), env, a.timeout, tmp / f"{model}_warm.log")
         if rc == 0:
             w = json.loads(out.read_text())
             r.update(first_train_warm_s=w["first_train_s"], first_eval_warm_s=w["first_eval_s"],
                      train_compile_warm=w["train_compile"], train_img_s_warm=w["train_img_s"],
-                     cache_files=len(list(cache.glob("*-cache"))), loadavg_warm=_loadavg())
+                     cache_files=len(list(cache.glob("*-cache"))), loadavg_warm=loadavg())
     shutil.rmtree(cache, ignore_errors=True)
     return r
 
@@ -332,238 +270,17 @@ def run_torch(a, model: str, tmp: Path) -> dict | None:
            "--classes", str(a.classes), "--steps", str(a.steps), "--warmup", str(a.warmup), "--out", str(out)]
     if a.torch_channels_last:
         cmd.append("--channels-last")
-    load0 = _loadavg()
+    load0 = loadavg()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
-    rc, rss, wall = _run(cmd, env, a.timeout, log)
+    rc, rss, wall = run_child(cmd, env, a.timeout, log)
     if rc != 0 or not out.exists():
-        print(f"torch {model}: failed (rc {rc}):\n{_tail(log)}", file=sys.stderr, flush=True)
+        print(f"torch {model}: failed (rc {rc}):\n{tail(log)}", file=sys.stderr, flush=True)
         return None
     r = json.loads(out.read_text())[0]
     r.update(peak_rss_mib=round(rss, 1), worker_wall_s=round(wall, 1), loadavg_before=load0,
-             loadavg_after=_loadavg(), worker_cpu_s=LAST_RUN.get("cpu_s"), other_cpu=LAST_RUN.get("other_cpu"),
+             loadavg_after=loadavg(), worker_cpu_s=LAST_RUN.get("cpu_s"), other_cpu=LAST_RUN.get("other_cpu"),
              steal=LAST_RUN.get("steal"), command=shlex.join(cmd))
     return r
-
-
-def disturbance(r: dict | None) -> float | None:
-    """CPUs taken from the benchmark by others during its run: other processes + hypervisor steal."""
-    if not r or r.get("other_cpu") is None:
-        return None
-    return round(r["other_cpu"] + (r.get("steal") or 0.0), 2)
-
-
-def probe(seconds: float = 3.0) -> float | None:
-    """CPUs taken by others while this machine is kept busy: two spinning processes for ``seconds``,
-    then (other processes' busy time + hypervisor steal) / wall. An idle guest accrues no steal, so
-    the host's other jobs only show while something runs."""
-    c0, t0 = _cpu_times(), time.perf_counter()
-    spin = f"import time\nt = time.time() + {seconds}\nwhile time.time() < t: pass"
-    procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(os.cpu_count() or 1)]
-    own = 0.0
-    for p in procs:
-        _, _, usage = os.wait4(p.pid, 0)
-        own += usage.ru_utime + usage.ru_stime
-    c1, wall = _cpu_times(), time.perf_counter() - t0
-    if not c0 or not c1:
-        return None
-    return round((max(0.0, c1[0] - c0[0] - own) + c1[1] - c0[1]) / wall, 2)
-
-
-def _quiet_wait(a) -> None:
-    """Wait (at most ``--wait`` s) until :func:`probe` finds others taking <= ``--max-other-cpu`` CPUs."""
-    deadline = time.monotonic() + a.wait
-    while time.monotonic() < deadline:
-        d = probe()
-        if d is None or d <= a.max_other_cpu:
-            return
-        time.sleep(20)
-
-
-def _retrying(a, fn, label: str):
-    """``fn()`` -> row; while others took more than ``--max-other-cpu`` CPUs during the run
-    (:func:`disturbance`), wait for a quiet machine (``--wait`` s at most) and run again,
-    ``--retries`` times at most; keeps the least disturbed row (every attempt's figures are kept
-    under ``attempts``)."""
-    rows = [fn()]
-    while disturbance(rows[-1]) is not None and disturbance(rows[-1]) > a.max_other_cpu and len(rows) <= a.retries:
-        print(f"  ({label}: others took {disturbance(rows[-1])} CPUs during the run; waiting for a quiet "
-              f"machine and running it again)", flush=True)
-        _quiet_wait(a)
-        rows.append(fn())
-    ok = [r for r in rows if disturbance(r) is not None]
-    best = min(ok, key=disturbance) if ok else rows[-1]
-    if best and len(rows) > 1:
-        best["attempts"] = [{k: r.get(k) for k in ("train_img_s", "eval_img_s", "other_cpu", "steal", "loadavg_after")}
-                            for r in rows if r]
-    return best
-
-
-def derive(rows: list[dict], peak_gflops: float | None) -> None:
-    """GFLOP/s and utilisation from MACs and throughput (in place; torch rows use our MAC count)."""
-    for r in rows:
-        if "macs" not in r:
-            continue
-        for kind, mult in (("train", 6.0), ("eval", 2.0)):
-            if r.get(f"{kind}_img_s") is None:
-                continue
-            g = mult * r["macs"] * r[f"{kind}_img_s"] / 1e9
-            r[f"{kind}_gflops"] = g
-            r[f"{kind}_util"] = g / peak_gflops if peak_gflops else None
-
-
-def combine_rounds(rounds: list[tuple[dict, dict | None]]) -> tuple[dict, dict | None]:
-    """``--rounds``: one (ours, torch) pair of rows per round, run back to back -> the first round's
-    rows (first step, compile and memory figures: every round's worker starts cold) with throughput
-    replaced by the median over rounds, and ``train_ratio`` / ``eval_ratio`` = the median of the
-    rounds' own ratios (ours / torch of the same round: this machine's speed drifts by 20-30% over
-    minutes, on both sides alike). Each round's figures are kept under ``rounds``."""
-    first_torch = next((t for _, t in rounds if t), None)
-    ours, torch = dict(rounds[0][0]), (dict(first_torch) if first_torch else None)
-    done = [(o, t) for o, t in rounds if "train_img_s" in o]
-    if len(rounds) < 2 or not done:
-        return ours, torch
-    keys = ("train_img_s", "train_img_s_mean", "eval_img_s", "eval_img_s_mean")
-    ours["rounds"] = [{k: o[k] for k in keys} for o, _ in done]
-    for k in keys:
-        ours[k] = statistics.median(o[k] for o, _ in done)
-    paired = [i for i, (_, t) in enumerate(done) if t]
-    if torch is not None and paired:
-        for kind in ("train", "eval"):
-            for i in paired:
-                ours["rounds"][i][f"{kind}_ratio"] = ratio(*done[i], kind)
-            ours[f"{kind}_ratio"] = statistics.median(ours["rounds"][i][f"{kind}_ratio"] for i in paired)
-        torch["rounds"] = [{k: done[i][1][k] for k in ("train_img_s", "eval_img_s")} for i in paired]
-        for k in ("train_img_s", "eval_img_s"):
-            torch[k] = statistics.median(x[k] for x in torch["rounds"])
-    return ours, torch
-
-
-def ratio(r: dict, t: dict, kind: str) -> float:
-    """ours / PyTorch for ``kind`` (train, eval): the median of the rounds' ratios with ``--rounds``."""
-    return r.get(f"{kind}_ratio", r[f"{kind}_img_s_mean"] / t[f"{kind}_img_s"])
-
-
-def _spread(r: dict, kind: str) -> str:
-    q = [x[f"{kind}_ratio"] for x in r.get("rounds", []) if f"{kind}_ratio" in x]
-    return f" ({min(q):.2f}-{max(q):.2f})" if len(q) > 1 else ""
-
-
-# =============================================================================== report
-
-def _f(x, nd=1, pct=False):
-    if x is None:
-        return "-"
-    if pct:
-        return f"{100 * x:.1f}%"
-    return f"{x:,.{nd}f}"
-
-
-def _shape(r):
-    h, w, c = r["input_shape"]
-    return f"{h}x{w}x{c}"
-
-
-def markdown(result: dict) -> str:
-    s = result["settings"]
-    lines = [f"### batch {s['batch']}, {s['res']}x{s['res']}, {s['classes']} classes, {s['precision']}, "
-             f"{s['parallelism']} on {result['machine']['devices']}", "",
-             f"jax {result['machine']['jax']}; median of {s['steps']} timed steps after {s['warmup']} warm-up; "
-             f"dense matmul ({s['matmul_size']}^2, {s['precision']}): "
-             f"{_f(result['matmul_peak_gflops'])} GFLOP/s; load average {result['loadavg_start']} at start, "
-             f"{result['loadavg_end']} at end; others took {result.get('probe_start')} / {result.get('probe_end')} CPUs "
-             f"at start / end (probe)" + (f"; XLA_FLAGS `{s['xla_flags']}`" if s["xla_flags"] else "")
-             + (f"; experiment `{s['experiment']}`" if s.get("experiment") else ""), "",
-             "| model | input | params M | MMACs/img | train img/s | eval img/s | 1st train step s (compile s) "
-             "| 1st eval s | peak RSS MiB | train GFLOP/s | train % mm | eval GFLOP/s | eval % mm | others' CPUs |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in result["ours"]:
-        if "skipped" in r or "error" in r:
-            lines.append(f"| {r['model']} | - | {r.get('skipped') or r.get('error')} |" + " |" * 12)
-            continue
-        dev = f" (device {_f(r['device_peak_mib'], 0)})" if r.get("device_peak_mib") else ""
-        lines.append(
-            f"| {r['model']} | {_shape(r)} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:,.1f} | "
-            f"{_f(r['train_img_s'])} | {_f(r['eval_img_s'])} | {_f(r['first_train_s'], 2)} "
-            f"({_f(r['train_compile']['compile_s'], 2)}) | {_f(r['first_eval_s'], 2)} | "
-            f"{_f(r['peak_rss_mib'], 0)}{dev} | {_f(r['train_gflops'])} | {_f(r['train_util'], pct=True)} | "
-            f"{_f(r['eval_gflops'])} | {_f(r['eval_util'], pct=True)} | {_f(disturbance(r), 2)} |")
-    warm = [r for r in result["ours"] if "first_train_warm_s" in r]
-    if warm:
-        lines += ["", "First step (trace + compile + one step), fresh persistent compilation cache, then the same "
-                      "worker again on it (a re-run):", "",
-                  "| model | 1st train s cold (XLA compile) | 1st train s warm (XLA compile) | cold / warm "
-                  "| 1st eval s cold / warm | cache files | train img/s cold / warm run |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
-        for r in warm:
-            lines.append(
-                f"| {r['model']} | {_f(r['first_train_s'], 2)} ({_f(r['train_compile']['compile_s'], 2)}) | "
-                f"{_f(r['first_train_warm_s'], 2)} ({_f(r['train_compile_warm']['compile_s'], 2)}) | "
-                f"{r['first_train_s'] / r['first_train_warm_s']:.1f}x | {_f(r['first_eval_s'], 2)} / "
-                f"{_f(r['first_eval_warm_s'], 2)} | {r['cache_files']} | {_f(r['train_img_s'])} / "
-                f"{_f(r['train_img_s_warm'])} |")
-    if result.get("torch"):
-        rounds = result["settings"].get("rounds", 1)
-        lines += ["", f"Ours / PyTorch ({result['torch_framework']}), same batch and input, throughput = "
-                      "steps x batch / total timed time on both sides (the PyTorch script's formula)"
-                      + (f"; {rounds} rounds of ours then PyTorch per model: img/s the median over rounds, "
-                         "ratio the median of the rounds' ratios (lowest-highest)" if rounds > 1 else "") + ":", "",
-                  "| model | train ours | train torch | **train ratio** | eval ours | eval torch | **eval ratio** "
-                  "| 1st step ours / torch s | peak RSS ours / torch MiB | torch train % mm | others' CPUs ours / torch |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in result["ours"]:
-            t = result["torch"].get(r["model"])
-            if t is None or "train_img_s_mean" not in r:
-                continue
-            lines.append(
-                f"| {r['model']} | {_f(r['train_img_s_mean'])} | {_f(t['train_img_s'])} | "
-                f"**{ratio(r, t, 'train'):.2f}x**{_spread(r, 'train')} | {_f(r['eval_img_s_mean'])} | "
-                f"{_f(t['eval_img_s'])} | **{ratio(r, t, 'eval'):.2f}x**{_spread(r, 'eval')} | "
-                f"{_f(r['first_train_s'], 2)} / {_f(t.get('first_step_s'), 2)} | {_f(r['peak_rss_mib'], 0)} / "
-                f"{_f(t.get('peak_rss_mib'), 0)} | {_f(t.get('train_util'), pct=True)} | "
-                f"{_f(disturbance(r), 2)} / {_f(disturbance(t), 2)} |")
-    if result.get("vs"):
-        lines += ["", f"This run / `{result['vs_path']}` (median img/s):", "",
-                  "| model | train this | train that | ratio | eval this | eval that | ratio | 1st step this / that s |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in result["ours"]:
-            v = result["vs"].get(r["model"])
-            if v is None or "train_img_s" not in r or "train_img_s" not in v:
-                continue
-            lines.append(f"| {r['model']} | {_f(r['train_img_s'])} | {_f(v['train_img_s'])} | "
-                         f"{r['train_img_s'] / v['train_img_s']:.2f}x | {_f(r['eval_img_s'])} | {_f(v['eval_img_s'])} | "
-                         f"{r['eval_img_s'] / v['eval_img_s']:.2f}x | {_f(r['first_train_s'], 2)} / "
-                         f"{_f(v['first_train_s'], 2)} |")
-    if result.get("input_pipeline"):
-        lines += ["", "Input pipeline (benchmarks/input_pipeline.py, batch 128):", "",
-                  "| case | shape | augment | examples/s | examples/CPU-s | target |", "|---|---|---|---:|---:|---:|"]
-        for r in result["input_pipeline"]["results"]:
-            lines.append(f"| {r['case']} | {'x'.join(map(str, r['image_shape']))} | {r['augment']} | "
-                         f"{_f(r['examples_per_s'], 0)} | {_f(r['examples_per_cpu_s'], 0)} | {r['target'] or '-'} |")
-    return "\n".join(lines) + "\n"
-
-
-def _load_torch(path: str, a) -> dict:
-    rows = json.loads(Path(path).read_text())
-    if isinstance(rows, dict):  # a JSON of this script: reuse its PyTorch figures
-        rows = list(rows.get("torch", {}).values())
-    return {r["model"]: r for r in rows if r.get("batch") == a.batch and r.get("res") == a.res}
-
-
-def _print_ours(name: str, r: dict) -> None:
-    if "train_img_s" in r:
-        print(f"{name:20s} {_shape(r):12s} train {r['train_img_s']:9.1f} img/s  eval {r['eval_img_s']:9.1f} "
-              f"img/s  first step {r['first_train_s']:6.2f}s  RSS {r['peak_rss_mib']:7.0f} MiB  "
-              f"load {r['loadavg_after']} others {disturbance(r)} CPUs", flush=True)
-    else:
-        print(f"{name:20s} {r.get('skipped') or r.get('error')}", flush=True)
-
-
-def _print_torch(name: str, r: dict, t: dict | None) -> None:
-    if t:
-        print(f"{'  torch ' + name:20s} {'':12s} train {t['train_img_s']:9.1f} img/s  eval "
-              f"{t['eval_img_s']:9.1f} img/s  first step {t['first_step_s']:6.2f}s  RSS "
-              f"{t['peak_rss_mib']:7.0f} MiB  ratio train {ratio(r, t, 'train'):.2f}x "
-              f"eval {ratio(r, t, 'eval'):.2f}x others {disturbance(t)} CPUs", flush=True)
 
 
 def main(argv=None) -> int:
@@ -637,23 +354,23 @@ def main(argv=None) -> int:
               "settings": {k: getattr(a, k) for k in ("batch", "res", "classes", "steps", "warmup", "precision",
                                                        "parallelism", "xla_flags", "experiment", "matmul_size", "warm",
                                                        "rounds")},
-              "loadavg_start": _loadavg(), "ours": [], "torch": {}}
+              "loadavg_start": loadavg(), "ours": [], "torch": {}}
     result["probe_start"] = probe()
     print(f"load average {result['loadavg_start']}, others take {result['probe_start']} CPUs (probe); "
           f"{len(models)} model(s), batch {a.batch}, {a.res}x{a.res}", flush=True)
-    torch_rows = _load_torch(a.torch_json, a) if a.torch_json else {}
+    torch_rows = load_torch_rows(a.torch_json, a) if a.torch_json else {}
     with tempfile.TemporaryDirectory(prefix="bench_") as tmp:
         tmp = Path(tmp)
         mm = [run_matmul(a, tmp)]
         for name in models:
             rounds = []
             for _ in range(a.rounds if a.run_torch else 1):
-                r = _retrying(a, lambda: run_ours(a, name, tmp), name)
-                _print_ours(name, r)
+                r = retrying(a, lambda: run_ours(a, name, tmp), name)
+                print_ours(name, r)
                 t = None
                 if a.run_torch and "train_img_s" in r and TORCHVISION.match(name) and r["note"] == "":
-                    t = _retrying(a, lambda: run_torch(a, name, tmp), "torch " + name)
-                    _print_torch(name, r, t)
+                    t = retrying(a, lambda: run_torch(a, name, tmp), "torch " + name)
+                    print_torch(name, r, t)
                 rounds.append((r, t))
                 if t is None:  # nothing to pair with: one round is all there is to measure
                     break
@@ -664,9 +381,9 @@ def main(argv=None) -> int:
         mm.append(run_matmul(a, tmp))
         if a.input_pipeline:
             ip_out = RESULTS / "input_pipeline.json"
-            rc, _, _ = _run([sys.executable, str(HERE / "input_pipeline.py"), "--out", str(ip_out)], _env(a),
+            rc, _, _ = run_child([sys.executable, str(HERE / "input_pipeline.py"), "--out", str(ip_out)], _env(a),
                             a.timeout, tmp / "ip.log")
-            print(_tail(tmp / "ip.log", 12))
+            print(tail(tmp / "ip.log", 12))
             if rc == 0:
                 result["input_pipeline"] = json.loads(ip_out.read_text())
     mm = [m for m in mm if m]
@@ -684,7 +401,7 @@ def main(argv=None) -> int:
         vs = json.loads(Path(a.vs_json).read_text())
         result["vs_path"] = a.vs_json
         result["vs"] = {r["model"]: r for r in vs["ours"]}
-    result["loadavg_end"] = _loadavg()
+    result["loadavg_end"] = loadavg()
     result["probe_end"] = probe()
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(result, indent=1) + "\n")

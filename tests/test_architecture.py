@@ -1,5 +1,5 @@
-"""The shape of the code base: modules of one concern (under 450 lines), no import cycles in zoo/ or
-train/ (imports inside functions included), and a light ``import zoo`` (no plotting library)."""
+"""The shape of the code base: modules of one concern (under 450 lines, benchmarks/ included), no import
+cycles in zoo/ or train/ (imports inside functions included), and a light ``import zoo`` (no plotting library)."""
 import ast
 import subprocess
 import sys
@@ -24,6 +24,8 @@ def _modules() -> dict[str, Path]:
 
 
 MODULES = _modules()
+# the line limit also holds for the benchmark scripts (benchmarks/ is not a package: by file)
+SIZED = {**MODULES, **{f"benchmarks/{p.name}": p for p in sorted((ROOT / "benchmarks").glob("*.py"))}}
 
 
 def _resolve(name: str) -> str | None:
@@ -108,10 +110,10 @@ def test_no_import_cycles():
     assert not cycles, "import cycles (imports inside functions count): " + "; ".join(" <-> ".join(c) for c in cycles)
 
 
-@pytest.mark.parametrize("module", sorted(MODULES))
+@pytest.mark.parametrize("module", sorted(SIZED))
 def test_module_is_of_one_concern(module):
-    n = len(MODULES[module].read_text().splitlines())
-    assert n <= MAX_LINES, f"{MODULES[module].relative_to(ROOT)} has {n} lines (at most {MAX_LINES})"
+    n = len(SIZED[module].read_text().splitlines())
+    assert n <= MAX_LINES, f"{SIZED[module].relative_to(ROOT)} has {n} lines (at most {MAX_LINES})"
 
 
 @pytest.mark.integration  # a fresh interpreter (subprocess)

@@ -1,4 +1,4 @@
-"""benchmarks/bench.py --rounds: how rounds of ours-then-PyTorch become one row and one ratio."""
+"""benchmarks/bench.py: its command line."""
 import pytest
 
 from helpers import benchmarks_module
@@ -8,34 +8,6 @@ from helpers import benchmarks_module
 def bench():
     with benchmarks_module("bench") as module:
         yield module
-
-
-def _ours(train, eval_, first):
-    return {"model": "m", "train_img_s": train, "train_img_s_mean": train, "eval_img_s": eval_,
-            "eval_img_s_mean": eval_, "first_train_s": first}
-
-
-def test_rounds_give_the_median_of_each_rounds_ratio_and_keep_the_first_rounds_first_step(bench):
-    """The machine slows down in round 2 on both sides: each round's ratio is 0.9x / 1.2x, 0.5x / 1.0x,
-    1.0x / 1.1x; the reported ratio is the median of those (0.9x, 1.1x), not ratio of medians."""
-    rounds = [(_ours(45.0, 120.0, 11.0), {"train_img_s": 50.0, "eval_img_s": 100.0}),
-              (_ours(20.0, 80.0, 14.0), {"train_img_s": 40.0, "eval_img_s": 80.0}),
-              (_ours(60.0, 132.0, 12.0), {"train_img_s": 60.0, "eval_img_s": 120.0})]
-    ours, torch = bench.combine_rounds(rounds)
-    assert ours["train_ratio"] == pytest.approx(0.9) and ours["eval_ratio"] == pytest.approx(1.1)
-    assert ours["train_img_s"] == 45.0 and torch["train_img_s"] == 50.0 and torch["eval_img_s"] == 100.0
-    assert ours["first_train_s"] == 11.0  # the first round's cold first step
-    assert [x["train_ratio"] for x in ours["rounds"]] == pytest.approx([0.9, 0.5, 1.0])
-    assert bench.ratio(ours, torch, "train") == pytest.approx(0.9)
-    assert bench._spread(ours, "train") == " (0.50-1.00)"
-    assert "rounds" not in rounds[0][0]  # the rounds' own rows are left as they were
-
-
-def test_one_round_is_the_ratio_of_its_rows(bench):
-    rows = [(_ours(45.0, 120.0, 11.0), {"train_img_s": 50.0, "eval_img_s": 100.0})]
-    ours, torch = bench.combine_rounds(rows)
-    assert "train_ratio" not in ours and bench.ratio(ours, torch, "eval") == pytest.approx(1.2)
-    assert bench._spread(ours, "eval") == ""
 
 
 def test_rounds_below_one_is_one_error_line(bench, capsys):
