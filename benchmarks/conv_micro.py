@@ -27,12 +27,17 @@ Variants of one conv ``y = conv(x, w)`` (NHWC input, HWIO kernel, explicit symme
 * ``s2d``      : space-to-depth: a stride-s convolution as a stride-1 convolution over s x s blocks of the input
                  (s*s*C channels, kernel ceil(k/s)); for first layers with 3 channels (2026-12-01: mixed,
                  benchmarks/README.md "Round 14")
+* ``wino2``, ``wino4``: 3x3, stride 1, padding 1 only: Winograd F(2x2, 3x3) / F(4x4, 3x3) (Lavin & Gray,
+                 "Fast Algorithms for Convolutional Neural Networks", CVPR 2016): input tiles transformed by
+                 shifted strided slices and sums, one batched matmul per tile position, output transform
+                 (2026-12-01: forward 3.3-4.6x slower than ``lax`` at 56x56; benchmarks/README.md "Round 15")
 
 Each flag set runs in its own process (XLA_FLAGS must be set before jax is imported).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -58,7 +63,18 @@ CASES = {
     "dn_b1_3x3_224": ((16, 56, 56, 128), (3, 3, 128, 32), 1, 1, "DenseNet-121 block1 conv2 at 224 (56x56), batch 16"),
     "dn_b3_3x3_224": ((16, 14, 14, 128), (3, 3, 128, 32), 1, 1, "DenseNet-121 block3 conv2 at 224 (14x14), batch 16"),
 }
-VARIANTS = ("lax", "nchw", "im2col", "patches", "lax_wim2col", "lax_wtaps", "zcol", "s2d")
+VARIANTS = ("lax", "nchw", "im2col", "patches", "lax_wim2col", "lax_wtaps", "zcol", "s2d", "wino2", "wino4")
+# Winograd F(m, 3) matrices (B^T, G, A^T) for m = 2 and 4, Lavin & Gray (2016), section 4
+WINOGRAD = {
+    2: ([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+        [[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]],
+        [[1, 1, 1, 0], [0, 1, -1, -1]]),
+    4: ([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0],
+         [0, 4, 0, -5, 0, 1]],
+        [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+         [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
+        [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]),
+}
 FLAG_SETS = {
     "none": "",
     "no_xnnpack": "--xla_cpu_use_xnnpack=false",
@@ -114,6 +130,30 @@ def _variants(stride, pad, kernel_hw):
         ho, wo = (h + 2 * pad - k) // s + 1, (wd + 2 * pad - k) // s + 1
         return lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))[:, :ho, :wo]
 
+    def _combine(coefs, parts):   # sum of c * part over the non-zero coefficients: one fused loop
+        terms = [p if c == 1 else -p if c == -1 else p * c for c, p in zip(coefs, parts) if c]
+        return functools.reduce(lambda a, b: a + b, terms)
+
+    def conv_winograd(x, w, m):  # 3x3, stride 1, padding 1 only
+        bt, g, at = WINOGRAD[m]
+        g = jnp.asarray(g, x.dtype)                                               # (n, 3)
+        n, (b, h, wd, c), o = m + 2, x.shape, w.shape[-1]
+        th, tw = -(-h // m), -(-wd // m)                                         # output tiles
+        xp = jnp.pad(x, ((0, 0), (1, th * m + 1 - h), (1, tw * m + 1 - wd), (0, 0)))
+        rows = [lax.slice_in_dim(xp, a, a + (th - 1) * m + 1, m, axis=1) for a in range(n)]   # (B, th, W', C)
+        v = []
+        for r in (_combine(bt[p], rows) for p in range(n)):             # B^T d, then (B^T d) B
+            cols = [lax.slice_in_dim(r, q, q + (tw - 1) * m + 1, m, axis=2) for q in range(n)]  # (B, th, tw, C)
+            v += [_combine(bt[q], cols) for q in range(n)]
+        v = jnp.stack(v).reshape(n * n, b * th * tw, c)                          # (n*n, tiles, C)
+        u = jnp.einsum("pa,qb,abco->pqco", g, g, w).reshape(n * n, c, o)         # G w G^T: (n*n, C, O)
+        z = lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,)))).reshape(n, n, b, th, tw, o)
+        ys = []
+        for i in range(m):                                                        # A^T z A
+            t = [_combine(at[i], [z[p, q] for p in range(n)]) for q in range(n)]
+            ys.append(jnp.stack([_combine(at[j], t) for j in range(m)], axis=3))    # (B, th, tw, m, O)
+        return jnp.stack(ys, axis=2).reshape(b, th * m, tw * m, o)[:, :h, :wd]
+
     fns = {"lax": conv_lax, "nchw": conv_nchw, "s2d": conv_s2d,
             "im2col": lambda x, w: conv_im2col(x, w, strides, pads),
             "patches": conv_patches,
@@ -121,6 +161,9 @@ def _variants(stride, pad, kernel_hw):
             "lax_wtaps": lambda x, w: conv_dot_kernel_grad(x, w, strides, pads, taps=True)}
     if stride == 1 and all(2 * pad + 1 == n for n in kernel_hw):   # zcol's only case
         fns["zcol"] = conv_zcol
+    if stride == 1 and pad == 1 and tuple(kernel_hw) == (3, 3):              # Winograd F(m, 3)'s only case
+        fns["wino2"] = lambda x, w: conv_winograd(x, w, 2)
+        fns["wino4"] = lambda x, w: conv_winograd(x, w, 4)
     return fns
 
 
