@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zoo.batchnorm import BatchNorm
 from zoo.convs import CONV_IMPLS, MAX_POOLS
 from zoo.dropout import dropout
 
@@ -120,8 +121,8 @@ class Ops:
 
     def norm(self, x: Array, *, name: str | None = None, kind: str | None | object = dataclasses.MISSING,
              scale_init: Callable = nn.initializers.ones) -> Array:
-        """The norm factory: BatchNorm (default), GroupNorm, layer norm (GroupNorm with one group,
-        per-channel affine) or instance norm, all over NHWC with per-channel scale and bias.
+        """The norm factory: BatchNorm (default; :mod:`zoo.batchnorm`), GroupNorm, layer norm (GroupNorm
+        with one group, per-channel affine) or instance norm, all over NHWC with per-channel scale and bias.
         ``kind`` overrides the model-wide choice for one layer (None: identity)."""
         kind = self.norm_kind if kind is dataclasses.MISSING else kind
         check_choice("norm", kind, (*NORMS, None))
@@ -130,7 +131,7 @@ class Ops:
         if kind is None:
             return x
         if kind == "batch":
-            return nn.BatchNorm(use_running_average=not self.train, momentum=self.bn_momentum,
+            return BatchNorm(use_running_average=not self.train, momentum=self.bn_momentum,
                                 epsilon=self.bn_epsilon, axis_name=self.axis_name, **common)(x)
         if kind == "group":
             return nn.GroupNorm(num_groups=group_count(self.norm_groups, c), epsilon=self.bn_epsilon, **common)(x)

@@ -1,0 +1,88 @@
+"""zoo.batchnorm.BatchNorm: flax's BatchNorm with the running variance PyTorch documents for
+``BatchNorm2d`` ("the value stored in the moving average ... is calculated via the unbiased
+estimator, equivalent to torch.var(input, unbiased=True)") and Ioffe & Szegedy 2015 (Algorithm 2:
+``m / (m - 1) * E[sigma_B^2]``). The reference is numpy's ``var(ddof=1)`` in float64."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from zoo.batchnorm import BatchNorm, bessel
+
+MOMENTUM = 0.9
+
+
+def _x(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape) * rng.uniform(0.5, 3.0, shape[-1]) + rng.uniform(-2, 2, shape[-1])).astype(np.float32)
+
+
+def _train(module, x, variables):
+    return jax.jit(lambda v, x: module.apply(v, x, use_running_average=False, mutable=["batch_stats"]))(variables, x)
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 6, 3), (64, 1, 1, 8), (2, 1, 1, 4)])
+def test_running_variance_is_pytorchs_unbiased_one_and_the_rest_is_flaxs(shape):
+    x = _x(shape)
+    ours, flax_bn = BatchNorm(momentum=MOMENTUM), nn.BatchNorm(momentum=MOMENTUM)
+    v = ours.init(jax.random.key(0), x, use_running_average=True)
+    assert jax.tree_util.tree_map(jnp.shape, v) == jax.tree_util.tree_map(
+        jnp.shape, flax_bn.init(jax.random.key(0), x, use_running_average=True))
+    y, new = _train(ours, x, v)
+    y_flax, new_flax = _train(flax_bn, x, v)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(y_flax))      # batch normalised with the biased variance
+    np.testing.assert_array_equal(new["batch_stats"]["mean"], new_flax["batch_stats"]["mean"])
+    x64 = x.astype(np.float64).reshape(-1, shape[-1])
+    expected = MOMENTUM * 1.0 + (1 - MOMENTUM) * x64.var(axis=0, ddof=1)
+    np.testing.assert_allclose(new["batch_stats"]["var"], expected, rtol=2e-6)
+    biased = MOMENTUM * 1.0 + (1 - MOMENTUM) * x64.var(axis=0, ddof=0)
+    np.testing.assert_allclose(new_flax["batch_stats"]["var"], biased, rtol=2e-6)  # what flax keeps instead
+
+
+def test_evaluation_uses_the_running_statistics_as_flax_does():
+    x = _x((3, 4, 4, 5))
+    v = BatchNorm().init(jax.random.key(0), x, use_running_average=True)
+    v = jax.tree_util.tree_map(lambda a: a + 0.5, v)
+    y = BatchNorm().apply(v, x, use_running_average=True)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(nn.BatchNorm().apply(v, x, use_running_average=True)))
+
+
+def test_initialising_in_training_mode_leaves_the_statistics_at_zero_and_one():
+    x = _x((2, 3, 3, 4))
+    v = BatchNorm(use_running_average=False).init(jax.random.key(0), x)
+    np.testing.assert_array_equal(v["batch_stats"]["mean"], np.zeros(4))
+    np.testing.assert_array_equal(v["batch_stats"]["var"], np.ones(4))
+
+
+def test_one_value_per_channel_keeps_the_biased_estimate():
+    """m = 1 has no unbiased estimate (PyTorch refuses to train on it): the factor is 1, as in flax."""
+    assert bessel(jnp.zeros((1, 1, 1, 3)), (0, 1, 2)) == 1.0
+    assert bessel(jnp.zeros((2, 1, 1, 3)), (0, 1, 2)) == 2.0
+    assert bessel(jnp.zeros((4, 5, 6, 3)), (0, 1, 2)) == pytest.approx(120 / 119)
+
+
+def test_a_mask_counts_only_the_values_it_keeps():
+    x = _x((4, 3, 3, 2))
+    mask = np.zeros((4, 3, 3, 1), bool)
+    mask[:3] = True                                                         # the last image left out
+    v = BatchNorm(momentum=MOMENTUM).init(jax.random.key(0), x, use_running_average=True)
+    _, new = BatchNorm(momentum=MOMENTUM).apply(v, x, use_running_average=False, mask=mask, mutable=["batch_stats"])
+    kept = x[:3].astype(np.float64).reshape(-1, 2)
+    np.testing.assert_allclose(new["batch_stats"]["var"], MOMENTUM + (1 - MOMENTUM) * kept.var(axis=0, ddof=1), rtol=2e-6)
+
+
+def test_under_a_named_axis_m_counts_every_device():
+    """``axis_name`` statistics: m is the count over all devices of the axis (here the one device of a
+    shard_map; tests/train/test_parallel.py compares whole states on 1, 2, 4 and 8 devices)."""
+    x = _x((6, 2, 2, 3))
+    bn = BatchNorm(momentum=MOMENTUM, axis_name="data")
+    v = BatchNorm(momentum=MOMENTUM).init(jax.random.key(0), x, use_running_average=True)
+    mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+    step = jax.jit(jax.shard_map(lambda v, x: bn.apply(v, x, use_running_average=False, mutable=["batch_stats"])[1],
+                                 mesh=mesh, in_specs=(P(), P("data")), out_specs=P()))
+    new = step(v, x)
+    x64 = x.astype(np.float64).reshape(-1, 3)
+    np.testing.assert_allclose(new["batch_stats"]["var"], MOMENTUM + (1 - MOMENTUM) * x64.var(axis=0, ddof=1), rtol=2e-6)
