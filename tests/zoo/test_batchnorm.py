@@ -10,6 +10,7 @@ import pytest
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from helpers import FIXTURES
 from zoo.batchnorm import BatchNorm, bessel
 
 MOMENTUM = 0.9
@@ -86,3 +87,16 @@ def test_under_a_named_axis_m_counts_every_device():
     new = step(v, x)
     x64 = x.astype(np.float64).reshape(-1, 3)
     np.testing.assert_allclose(new["batch_stats"]["var"], MOMENTUM + (1 - MOMENTUM) * x64.var(axis=0, ddof=1), rtol=2e-6)
+
+
+def test_two_training_steps_keep_what_pytorchs_batchnorm2d_keeps():
+    """tests/fixtures/parity/batchnorm_train.npz: PyTorch's own running statistics and output."""
+    ref = np.load(FIXTURES / "parity" / "batchnorm_train.npz")
+    x = ref["x"].transpose(0, 2, 3, 1)                                       # NCHW -> NHWC
+    bn = BatchNorm(momentum=1 - 0.1)                                          # PyTorch's momentum 0.1
+    v = bn.init(jax.random.key(0), x, use_running_average=True)
+    _, new = bn.apply(v, x, use_running_average=False, mutable=["batch_stats"])
+    y2, new = bn.apply({**v, **new}, x[:2], use_running_average=False, mutable=["batch_stats"])
+    np.testing.assert_allclose(new["batch_stats"]["var"], ref["running_var"], rtol=1e-6)
+    np.testing.assert_allclose(new["batch_stats"]["mean"], ref["running_mean"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(y2).transpose(0, 3, 1, 2), ref["y2"], atol=2e-6)
