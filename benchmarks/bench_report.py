@@ -1,6 +1,6 @@
 """``bench.py``'s rows and report: GFLOP/s and utilisation, rounds combined into one row and one
-ratio, the Markdown tables and the lines printed while a run goes on. Pure functions of the rows
-(no jax, no processes).
+ratio, the Markdown tables and the lines printed while a run goes on; PyTorch rows read from a file.
+No jax and no processes here.
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ def disturbance(r: dict | None) -> float | None:
     if not r or r.get("other_cpu") is None:
         return None
     return round(r["other_cpu"] + (r.get("steal") or 0.0), 2)
-
 
 
 def derive(rows: list[dict], peak_gflops: float | None) -> None:

@@ -22,7 +22,6 @@ def loadavg():
         return None
 
 
-
 def _cpu_times() -> tuple[float, float] | None:
     """(busy, steal) CPU seconds of the whole machine so far, all cores (/proc/stat): busy = user + nice +
     system + irq + softirq (no idle, iowait or steal); steal = time the hypervisor gave to other guests."""
