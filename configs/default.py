@@ -32,6 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.augment = "auto"        # 'auto' (by dataset family) | 'none' | 'mnist' | 'cifar' | 'imagenet'
     c.data.num_workers = 0         # grain worker processes (0: in the main process)
     c.data.prefetch = 2            # batches buffered ahead
+    c.data.interpolation = "bilinear"  # resizing filter of training crops and evaluation: 'bilinear' | 'bicubic' (PIL's antialiased filters; torchvision's --interpolation)
     c.data.train_resize = "antialiased"  # training crops under augment 'imagenet': 'antialiased' (PIL, torchvision's RandomResizedCrop) | 'fast' (OpenCV, no antialiasing, as big_vision / the Flax ImageNet example; needs the jpeg extra)
     c.data.on_corrupt = "skip"     # folder datasets: 'skip' (counted, reported) | 'error'
     c.data.empty_classes = "skip"  # folder datasets, a class folder without images: 'skip' (warned) | 'error' | 'keep' (a class with no examples)

@@ -66,10 +66,10 @@ def test_fast_resize_on_gray_images():
     np.testing.assert_allclose(out, scale_and_translate(img, (48, 40), BOXES[1]), atol=1.0)
 
 
-def _pipe(train_resize, *, train=True):
+def _pipe(train_resize, *, train=True, interpolation="bilinear"):
     c = default.get_config().data
     c.name, c.augment, c.synthetic_num_examples, c.prefetch = "synthetic", "imagenet", 64, 0
-    c.train_resize = train_resize
+    c.train_resize, c.interpolation = train_resize, interpolation
     return data.load(c, split="train", train=train, batch_size=16, image_shape=(40, 40, 3), seed=3,
                      process_index=0, process_count=1)
 
@@ -117,3 +117,32 @@ def test_preprocessing_stored_before_train_resize_existed_reads_as_antialiased()
                                        std=[0.25] * 3, eval_resize="center_crop", augment="imagenet")
     old = {k: v for k, v in pp.items() if k != "train_resize"}
     assert pp["train_resize"] == "antialiased" and transforms.complete(old) == pp
+
+
+def test_data_interpolation_is_the_filter_of_training_crops_and_evaluation(tmp_path):
+    """torchvision's reference scripts' --interpolation: one filter for RandomResizedCrop and Resize."""
+    bilinear, bicubic = _pipe("antialiased"), _pipe("antialiased", interpolation="bicubic")
+    assert bicubic.preprocessing["interpolation"] == "bicubic" and bilinear.preprocessing["interpolation"] == "bilinear"
+    a, b = next(iter(bilinear)), next(iter(bicubic))
+    np.testing.assert_array_equal(a["label"], b["label"])             # same examples, crops and flips
+    assert not np.array_equal(a["image"], b["image"])
+    for k, cls in enumerate(("a", "b")):                               # evaluation: centre crops of a folder
+        (tmp_path / "test" / cls).mkdir(parents=True)
+        Image.fromarray(smooth_image(90 + 10 * k, 120)).save(tmp_path / "test" / cls / "0.png")
+
+    def centre_crops(interpolation):
+        c = default.get_config().data
+        c.name, c.prefetch, c.interpolation = f"folder:{tmp_path}", 0, interpolation
+        return next(iter(data.load(c, split="test", train=False, batch_size=2, image_shape=(40, 40, 3),
+                                   process_index=0, process_count=1)))["image"]
+    assert not np.array_equal(centre_crops("bilinear"), centre_crops("bicubic"))
+
+
+@pytest.mark.parametrize("field, value, allowed", [("interpolation", "nearest", "'bilinear', 'bicubic'"),
+                                                    ("train_resize", "sharp", "'antialiased', 'fast'")])
+def test_a_bad_data_field_is_one_error_naming_it(field, value, allowed):
+    c = default.get_config().data
+    c.name = "synthetic"
+    setattr(c, field, value)
+    with pytest.raises(ValueError, match=f"^data.{field}='{value}': allowed values are {allowed}$"):
+        data.load(c, split="train", train=True, batch_size=8, image_shape=(40, 40, 3), process_index=0, process_count=1)

@@ -255,11 +255,14 @@ def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape
         empty_classes=d["empty_classes"],
         synthetic_num_examples=int(d["synthetic_num_examples"]),
         synthetic_num_classes=int(d["synthetic_num_classes"]), cache=bool(d["cache"]))
+    for key, allowed in (("interpolation", transforms.INTERPOLATIONS), ("train_resize", transforms.TRAIN_RESIZE)):
+        if d[key] not in allowed:
+            raise ValueError(f"data.{key}={d[key]!r}: allowed values are {', '.join(map(repr, allowed))}")
     augment = d["augment"]
     if augment == "auto":
         augment = {"mnist": "none", "cifar": "cifar", "imagenet": "imagenet"}.get(source.family, "none")
     fields = dict(mean=source.mean, std=source.std, eval_resize=source.eval_resize, crop_fraction=crop_fraction,
-                  train_resize=d["train_resize"])
+                  interpolation=d["interpolation"], train_resize=d["train_resize"])
     unknown = sorted(set(preprocessing or {}) - {"mean", "std", "eval_resize", "crop_fraction", "interpolation"})
     if unknown:
         raise ValueError(f"preprocessing: unknown field(s) {unknown}; allowed: mean, std, eval_resize, crop_fraction, "
