@@ -6,8 +6,8 @@ E_B[sigma_B^2]``, the unbiased estimate over mini-batches of ``m`` values. PyTor
 (whose weights the zoo converts) does the same with a moving average: a batch is normalised with its
 biased variance (``torch.var(x, unbiased=False)``), the running variance is updated with the
 unbiased one (``torch.var(x, unbiased=True)``). ``flax.linen.BatchNorm`` updates it with the biased
-variance, so its running variance ran ``(m - 1) / m`` below PyTorch's in training (1.6% for a
-batch of 64 on a 1x1 map).
+variance, so in training its running variance moved towards ``(m - 1) / m`` times PyTorch's (1.6%
+lower for a batch of 64 on a 1x1 map).
 
 :class:`BatchNorm` is ``flax.linen.BatchNorm`` (same fields, parameters ``scale`` / ``bias``,
 statistics ``mean`` / ``var``, same normalised outputs) with that one difference: ``m`` is every
