@@ -30,7 +30,7 @@ Variants of one conv ``y = conv(x, w)`` (NHWC input, HWIO kernel, explicit symme
 * ``wino2``, ``wino4``: 3x3, stride 1, padding 1 only: Winograd F(2x2, 3x3) / F(4x4, 3x3) (Lavin & Gray,
                  "Fast Algorithms for Convolutional Neural Networks", CVPR 2016): input tiles transformed by
                  shifted strided slices and sums, one batched matmul per tile position, output transform
-                 (2026-12-01: forward 3.3-4.6x slower than ``lax`` at 56x56; benchmarks/README.md "Round 15")
+                 (2026-12-01: forward 3.4-4.7x slower than ``lax`` at 56x56; benchmarks/README.md "Round 15")
 
 Each flag set runs in its own process (XLA_FLAGS must be set before jax is imported).
 """

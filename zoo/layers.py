@@ -132,7 +132,7 @@ class Ops:
             return x
         if kind == "batch":
             return BatchNorm(use_running_average=not self.train, momentum=self.bn_momentum,
-                                epsilon=self.bn_epsilon, axis_name=self.axis_name, **common)(x)
+                             epsilon=self.bn_epsilon, axis_name=self.axis_name, **common)(x)
         if kind == "group":
             return nn.GroupNorm(num_groups=group_count(self.norm_groups, c), epsilon=self.bn_epsilon, **common)(x)
         if kind == "layer":

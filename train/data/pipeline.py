@@ -249,15 +249,15 @@ def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape
     h, w, c = (int(v) for v in image_shape)
     d = _data_fields(data_cfg)
     name = d["name"]
+    for key, allowed in (("interpolation", transforms.INTERPOLATIONS), ("train_resize", transforms.TRAIN_RESIZE)):
+        if d[key] not in allowed:
+            raise ValueError(f"data.{key}={d[key]!r}: allowed values are {', '.join(map(repr, allowed))}")
     source = sources.open_source(
         name, split, image_shape=(h, w, c), data_dir=d["data_dir"], manual_dir=d["manual_dir"],
         train_split=d["train_split"], holdout_fraction=float(d["holdout_fraction"]), on_corrupt=d["on_corrupt"],
         empty_classes=d["empty_classes"],
         synthetic_num_examples=int(d["synthetic_num_examples"]),
         synthetic_num_classes=int(d["synthetic_num_classes"]), cache=bool(d["cache"]))
-    for key, allowed in (("interpolation", transforms.INTERPOLATIONS), ("train_resize", transforms.TRAIN_RESIZE)):
-        if d[key] not in allowed:
-            raise ValueError(f"data.{key}={d[key]!r}: allowed values are {', '.join(map(repr, allowed))}")
     augment = d["augment"]
     if augment == "auto":
         augment = {"mnist": "none", "cifar": "cifar", "imagenet": "imagenet"}.get(source.family, "none")
