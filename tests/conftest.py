@@ -9,6 +9,7 @@ The persistent compilation cache is off for the tests and the processes they sta
 (``ZOO_COMPILE_CACHE=off``): tests never write into the user's cache directory, and never read a
 program another run compiled; the tests of the cache set it themselves."""
 import os
+import socket
 
 import pytest
 
@@ -53,3 +54,12 @@ def offline_weight_cache(tmp_path_factory):
         mp.setenv("ZOO_CACHE", str(root / "cache"))
         mp.setenv("ZOO_WEIGHTS_MIRROR", str(root / "no-mirror"))
         yield root
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any socket connection in the test fails (AssertionError): offline code paths stay offline."""
+    def refuse(*a, **k):
+        raise AssertionError("network access attempted")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)

@@ -1,6 +1,7 @@
 """Test helpers: run a worker script in a fresh interpreter with N simulated CPU devices; random
-variables; traced models; quick configs; torch-format weight files written without torch; a local
-HTTP server; the inner loop's sample of a parametrized test."""
+variables; traced models; quick configs; schedule values; data pipelines and encoded images;
+torch-format weight files written without torch; a local HTTP server; the inner loop's sample of a
+parametrized test."""
 import contextlib
 import functools
 import importlib
@@ -202,6 +203,50 @@ def traced(name: str):
     return trace(zoo.create(name), zoo.model_info(name).input_shape)
 
 
+def lr_at(schedule, step) -> float:
+    """An optax schedule's value at ``step``, given as the int32 step count the train state holds."""
+    import jax.numpy as jnp
+
+    return float(schedule(jnp.asarray(step, jnp.int32)))
+
+
+def data_cfg(**fields):
+    """The default config's ``data`` block with ``fields`` set, prefetch off (synchronous: simpler to
+    reason about in tests; the prefetch threads are tested on their own)."""
+    from configs import default
+
+    c = default.get_config().data
+    c.prefetch = 0
+    for k, v in fields.items():
+        setattr(c, k, v)
+    return c
+
+
+def load_data(c, split="train", train=True, batch_size=32, image_shape=(28, 28, 1), seed=0, pi=0, pc=1, **kw):
+    """``train.data.load`` with the tests' defaults; ``pi`` / ``pc`` are the process index and count."""
+    from train import data
+
+    return data.load(c, split=split, train=train, batch_size=batch_size, image_shape=image_shape, seed=seed,
+                     process_index=pi, process_count=pc, **kw)
+
+
+def take(pipe_or_it, n) -> list:
+    """The first ``n`` batches of a pipeline (a fresh iterator) or of an iterator."""
+    it = iter(pipe_or_it)
+    return [next(it) for _ in range(n)]
+
+
+def png_bytes(arr, fmt="PNG") -> bytes:
+    """``arr`` (uint8 (H, W) or (H, W, C)) encoded by PIL in ``fmt``."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
 def quick(**overrides):
     """The quickstart config (LeNet-5 on the offline mnist5k digits) shortened to 4 epochs, with
     dotted overrides: ``quick(**{"data.name": "synthetic", "num_train_steps": 5})``."""
@@ -351,64 +396,3 @@ def inner_loop_sample(names, fast=INNER_LOOP_MODELS) -> list:
         return n if isinstance(n, tuple) else (n,)
 
     return [n if n in fast else pytest.param(*values(n), marks=pytest.mark.integration) for n in names]
-
-
-# ----------------------------------------------------------------------------- search groups
-
-def search_members(base, values_list):
-    """``train.search.group.Member`` s: trial i has ``values_list[i]`` (``{config path: value}``) set on ``base``."""
-    from train.search.group import Member
-
-    out = []
-    for i, values in enumerate(values_list):
-        c = base.copy_and_resolve_references()
-        c.unlock()
-        c.update_from_flattened_dict(values)
-        out.append(Member(i, values, c))
-    return out
-
-
-def random_batches(shape, n, batch=16, seed=0):
-    """``n`` global batches of normal images ``(batch, *shape)`` and labels of 10 classes."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    return [{"image": rng.standard_normal((batch, *shape)).astype(np.float32),
-             "label": rng.integers(0, 10, batch).astype(np.int32), "mask": np.ones(batch, np.float32)}
-            for _ in range(n)]
-
-
-def search_run(config, shape, inject=(), plan=None):
-    """``train.setup.make`` of ``config`` without data: 2 steps per epoch, 6 in all (LeNet's 10 classes)."""
-    from train import parallel, setup
-
-    plan = plan or parallel.make_plan("shard_map", 1)
-    return setup.make(config, plan=plan, model_kwargs=setup.model_kwargs(config, 10), input_shape=shape,
-                      steps_per_epoch=2, total_steps=6, inject=inject)
-
-
-def trained_alone(config, shape, batches, plan=None):
-    """The host state of ``config`` trained alone on ``batches`` by the project's compiled step (fit's)."""
-    from train import parallel
-
-    run = search_run(config, shape, plan=plan)
-    state, fn = parallel.replicate(run.fresh_state(), run.plan), run.compile_train()
-    for b in batches:
-        state, _ = fn(state, parallel.put_batch(b, run.plan))
-    return parallel.unreplicate(state, run.plan)
-
-
-def trained_side_by_side(members, shape, batches, chunk=None, plan=None):
-    """``(group, host states, host metrics)``: ``members`` trained as one search group on ``batches``
-    (leading trial axis on states and metrics)."""
-    from train import parallel
-    from train.search import group
-
-    fields = group.vmapped(members)
-    g = group.Group(search_run(members[0].config, shape, group.injected(fields), plan), members, fields, chunk)
-    plan = g.run.plan
-    states, values = parallel.put_trials(g.initial_state(), plan), parallel.put_trials(g.values(), plan)
-    fn, _ = g.compile(states, values, parallel.put_batch(batches[0], plan))
-    for b in batches:
-        states, metrics = fn(states, parallel.put_batch(b, plan), values)
-    return g, parallel.get_trials(states, plan), parallel.get_trials(metrics, plan)

@@ -4,7 +4,8 @@ ends, from the same initial state on the same batches."""
 import numpy as np
 import pytest
 
-from helpers import quick, search_members, trained_alone, trained_side_by_side, random_batches
+from helpers import quick
+from search_helpers import random_batches, search_members, trained_alone, trained_side_by_side
 
 
 def _config(**overrides):

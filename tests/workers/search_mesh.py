@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from helpers import quick, random_batches, search_members, trained_alone, trained_side_by_side  # noqa: E402
+from helpers import quick  # noqa: E402
+from search_helpers import random_batches, search_members, trained_alone, trained_side_by_side  # noqa: E402
 from train import parallel  # noqa: E402
 
 assert jax.device_count() == 4, jax.devices()
