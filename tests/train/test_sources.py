@@ -1,8 +1,9 @@
-"""train.data.sources, what a user sees when opening a dataset: TFDS datasets read offline (TFDS's mock
-data, and a dataset prepared as ArrayRecord on disk, read without TensorFlow), the error for an
-unprepared dataset, class folders with corrupt or truncated files; a class folder without images is
-skipped with a warning by default (``data.empty_classes``), or stops the run, or stays a class; an
-unprepared TFDS dataset is one clear error without TFDS's warnings about folders that do not exist."""
+"""train.data.sources, what a user sees when opening a dataset. TFDS: TFDS's mock data and a dataset
+prepared as ArrayRecord on disk, both read offline and without TensorFlow; an unprepared dataset is
+one clear error (with the command that prepares it), without TFDS's warnings about folders that do
+not exist. Class folders: a corrupt file is left out and counted, a truncated one masked (or either
+stops the run); a class folder without images is skipped with a warning by default
+(``data.empty_classes``), or stops the run, or stays a class."""
 import logging
 
 import numpy as np
