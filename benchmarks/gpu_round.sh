@@ -10,9 +10,11 @@
 #                                            # (Python 3.12), PyTorch's script -> .dev/, .dev/ ignored
 #   run(command="bash benchmarks/gpu_round.sh", carry=[".dev"], timeout_s=600)   # on the device
 #
-# Environment: MODELS (default: one per benchmarked family), BATCH (256), DEADLINE (540),
+# Environment: MODELS (default: one per benchmarked family; empty: none), BATCH (256), DEADLINE (540),
 # TORCH=0 (ours only), COMPILE=0 (no torch.compile run), PYTHON (python3), WHEELS (.dev/whl; a
-# folder without wheels installs nothing: how the script is tried on a CPU).
+# folder without wheels installs nothing: how the script is tried on a CPU); AB_MODELS and AB_FLAGS:
+# those models again, ours only, with AB_FLAGS added to XLA_FLAGS (an A/B of a compile lever, e.g.
+# AB_FLAGS=--xla_gpu_autotune_level=0 for the first step's autotuning).
 set -u
 cd "$(dirname "$0")/.."
 DEV=.dev
@@ -52,13 +54,21 @@ timeout 60 $PY -m train.evaluate --workdir $RES/qs 2>&1 | tail -3
 
 TORCH_ARGS=(--run-torch --torch-python $PY --torch-script $DEV/bench_gpu.py --torch-channels-last)
 [ "${TORCH:-1}" = 0 ] && TORCH_ARGS=()
-for m in ${MODELS:-resnet50 mobilenet_v2 densenet121 shufflenet_v2_x1_0 resnet18 vgg16 efficientnet_b0}; do
+for m in ${MODELS-resnet50 mobilenet_v2 densenet121 shufflenet_v2_x1_0 resnet18 vgg16 efficientnet_b0}; do
   [ "$(left)" -gt 60 ] || { echo "== $m skipped: deadline"; continue; }
   echo "== $m ($(left) s left)"
   timeout $(( $(left) - 5 )) $PY benchmarks/bench.py --models $m --batch ${BATCH:-256} --res 224 --classes 1000 \
     --steps 20 --warmup 3 --precision bfloat16 --max-other-cpu 1000 --retries 0 --matmul-size 8192 \
     "${TORCH_ARGS[@]}" --out-json $RES/$m.json --out-md $RES/$m.md --timeout 240 2>&1 | grep -vE "^\|---" | tail -8
   keep $RES/$m.json "bench $m"
+done
+for m in ${AB_MODELS:-}; do   # ours again with AB_FLAGS (XLA_FLAGS), e.g. the first step's autotuning
+  [ "$(left)" -gt 60 ] || { echo "== $m with $AB_FLAGS skipped: deadline"; continue; }
+  echo "== $m with $AB_FLAGS ($(left) s left)"
+  timeout $(( $(left) - 5 )) $PY benchmarks/bench.py --models $m --batch ${BATCH:-256} --res 224 --classes 1000 \
+    --steps 20 --warmup 3 --precision bfloat16 --max-other-cpu 1000 --retries 0 --no-xla-cost \
+    --xla-flags="$AB_FLAGS" --out-json $RES/ab_$m.json --out-md $RES/ab_$m.md --timeout 240 2>&1 | tail -3
+  keep $RES/ab_$m.json "bench $m $AB_FLAGS"
 done
 if [ "${TORCH:-1}" != 0 ] && [ "${COMPILE:-1}" != 0 ] && [ "$(left)" -gt 90 ]; then
   echo "== torch.compile resnet50 ($(left) s left)"
