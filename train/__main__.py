@@ -52,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
             interrupts.uninstall()
 
     args, config, status = overrides.read_command_line(_parser(), argv, stop, on_args=multihost)
+    alone = [] if status is not None or args.multihost else [
+        f"--{n}" for n in ("coordinator_address", "num_processes", "process_id") if getattr(args, n) is not None]
+    if alone:
+        from zoo import cli  # noqa: PLC0415
+
+        status = cli.fail(f"{', '.join(alone)} need(s) --multihost (without it this process trains alone)")
     return status if status is not None else interrupts.finish(_train(config, args))
 
 

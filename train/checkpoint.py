@@ -183,7 +183,11 @@ class Checkpointer:
         if which == "best":
             best = self.best_step()
             return ([best] if best is not None else []) + [s for s in reversed(steps) if s != best]
-        s = int(which)
+        try:
+            s = int(which)
+        except (TypeError, ValueError):
+            raise ValueError(f"checkpoint={which!r}: allowed values are 'best', 'latest' or a step number "
+                             f"(available: {steps})") from None
         if s not in steps:
             raise ValueError(f"checkpoint={which!r}: not in {self.directory} (available: {steps}, 'best', 'latest')")
         return [s]

@@ -164,12 +164,13 @@ def parse(text: str, current: Any, field_type: type, what: str) -> Any:
             return int(t)
         if field_type is float:
             return float(t)
-        if field_type in (tuple, list):
-            value = _literal(t if t.startswith(("(", "[")) else f"({t},)" if t else "()")
+        if field_type in (tuple, list):   # Python literals: numbers, or quoted strings
+            value = ast.literal_eval(t if t.startswith(("(", "[")) else f"({t},)" if t else "()")
             return field_type(value if isinstance(value, (tuple, list)) else (value,))
     except (ValueError, SyntaxError):
         kind = {bool: "true or false", int: "an integer", float: "a number",
-                tuple: "a comma-separated list"}.get(field_type, field_type.__name__)
+                tuple: "a comma-separated list of numbers (or quoted strings)",
+                list: "a comma-separated list of numbers (or quoted strings)"}.get(field_type, field_type.__name__)
         raise ValueError(f"{what}={text!r}: expected {kind}") from None
     return text
 

@@ -97,11 +97,11 @@ def _trial_plan(plan: Plan, trial_devices: int) -> Plan:
     return dataclasses.replace(plan, trial_devices=trial_devices)
 
 
-def check_batch(global_batch: int, plan: Plan) -> None:
+def check_batch(global_batch: int, plan: Plan, field: str = "global batch size") -> None:
+    """ValueError naming ``field`` unless ``global_batch`` is a positive multiple of the data devices."""
     n = plan.data_devices
-    if global_batch % n:
-        raise ValueError(f"global batch size {global_batch} is not divisible by the device count "
-                         f"{n}; choose a multiple of {n}")
+    if global_batch <= 0 or global_batch % n:
+        raise ValueError(f"{field}={global_batch}: must be a positive multiple of the device count {n}")
 
 
 # ----------------------------------------------------------------------------- placement

@@ -71,7 +71,10 @@ def make_schedule(schedule_cfg, *, peak_lr: float, steps_per_epoch: float, total
                f"is less than one update ({steps_per_epoch} updates per epoch)")
         main = optax.exponential_decay(peak, transition_steps=period, decay_rate=rate, staircase=True)
     elif name == "multistep":
-        milestones, rate = tuple(float(m) for m in schedule_cfg.milestones), float(schedule_cfg.decay_rate)
+        milestones, rate = tuple(schedule_cfg.milestones), float(schedule_cfg.decay_rate)
+        check(all(isinstance(m, (int, float)) and not isinstance(m, bool) for m in milestones),
+              "schedule.milestones", milestones, "epochs must be numbers, e.g. (30, 60)")
+        milestones = tuple(float(m) for m in milestones)
         check(rate > 0, "schedule.decay_rate", rate, "must be > 0")
         check(all(m > 0 for m in milestones), "schedule.milestones", milestones, "epochs must be > 0")
         bounds = [updates(m) for m in milestones]

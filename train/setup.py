@@ -145,9 +145,11 @@ def build(config, *, workdir: str | Path | None = None, inject: tuple[str, ...] 
     (``checkpoint.WorkdirMismatchError``); nothing is written here. A search group's run
     (``train.search``) keeps the optimizer fields ``inject`` in the optimizer state and may put
     ``trial_devices`` on a trial axis (``train.optim.make_optimizer``, ``train.parallel.make_plan``)."""
+    if config.num_train_steps <= 0 and not config.num_epochs > 0:
+        raise ValueError(f"num_epochs={config.num_epochs!r}: must be > 0 (or set num_train_steps > 0)")
     plan = parallel.make_plan(config.parallelism, config.num_devices, trial_devices)
-    parallel.check_batch(config.batch_size, plan)
-    parallel.check_batch(config.eval_batch_size, plan)
+    parallel.check_batch(config.batch_size, plan, "batch_size")
+    parallel.check_batch(config.eval_batch_size, plan, "eval_batch_size")
     train_pipe = data.from_config(config, train=True)
     eval_pipe = data.from_config(config, train=False)
     kwargs = model_kwargs(config, train_pipe.num_classes)

@@ -115,8 +115,10 @@ def main(argv=None) -> int:
     e.add_argument("workdir")
     e.add_argument("dst")
     e.add_argument("--checkpoint", default="best", help="'best', 'latest' or a step number")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing dst")
     args = p.parse_args(argv)
     try:
+        cli.keep_existing(args.dst, "dst", args.overwrite)
         sd = export_torchvision(args.workdir, args.dst, checkpoint_step=args.checkpoint)
     except (ValueError, OSError) as err:
         return cli.fail(err)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 USAGE_ERROR = 2
 
@@ -36,3 +37,10 @@ def fail(error: BaseException | str, *, status: int = USAGE_ERROR) -> int:
     """Print ``error: <error>`` on stderr; returns ``status``, for the command to exit with."""
     print(f"error: {error}", file=sys.stderr, flush=True)
     return status
+
+
+def keep_existing(path, argument: str, overwrite: bool) -> None:
+    """FileExistsError unless ``path`` is new or ``overwrite`` (``--overwrite``) was given: a command
+    never replaces a user's file silently. ``argument`` names the path's argument (``--out``, ``dst``)."""
+    if not overwrite and Path(path).expanduser().exists():
+        raise FileExistsError(f"{path} exists; choose another {argument} or pass --overwrite to replace it")

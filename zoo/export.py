@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 FORMATS = ("onnx", "stablehlo")
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")   # jax.export's platform names
 EXTRA_HINT = 'ONNX export needs the "export" extra: pip install -e ".[export]" (jax2onnx>=0.13,<0.14, onnxruntime)'
 RTOL = 1e-4
 
@@ -163,9 +164,21 @@ def check_onnx(data: bytes, model, variables, input_shape, *, batch: int = 2) ->
 
 # ----------------------------------------------------------------------------- files and command line
 
+def _platforms(text: str | None) -> tuple[str, ...] | None:
+    """``--platforms``: comma-separated names of ``PLATFORMS`` (None: the current backend)."""
+    if text is None:
+        return None
+    names = tuple(n.strip().lower() for n in text.split(","))
+    if not all(n in PLATFORMS for n in names):
+        raise ValueError(f"--platforms={text}: allowed values are {', '.join(PLATFORMS)}, comma-separated "
+                         "(NVIDIA GPUs are 'cuda', AMD GPUs 'rocm')")
+    return names
+
+
 def _write(path: Path, data: bytes, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; choose another --out or pass --overwrite to replace it")
+    from zoo import cli  # noqa: PLC0415
+
+    cli.keep_existing(path, "--out", overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
@@ -197,14 +210,19 @@ def main(argv=None) -> int:
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", required=True, help="the file to write (and OUT.json beside it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--platforms", default=None, help="stablehlo: comma-separated (cpu,cuda,tpu; default: this one)")
+    p.add_argument("--platforms", default=None, help="stablehlo: comma-separated (cpu,cuda,rocm,tpu; default: this one)")
     args = p.parse_args(argv)
+    if args.platforms is not None and args.format != "stablehlo":
+        return cli.fail(f"--platforms={args.platforms}: only --format stablehlo takes platforms")
+    try:
+        _platforms(args.platforms)
+    except ValueError as e:
+        return cli.fail(e)
     out = Path(args.out).expanduser()
     sidecar = out.with_name(out.name + ".json")
     try:
         for path in (out, sidecar):
-            if path.exists() and not args.overwrite:
-                raise FileExistsError(f"{path} exists; choose another --out or pass --overwrite to replace it")
+            cli.keep_existing(path, "--out", args.overwrite)
         b = bundle.from_args(args, conv_impl="lax")
         h, w = b.preprocessing["image_size"]
         shape = (h, w, b.preprocessing["channels"])
@@ -214,7 +232,7 @@ def main(argv=None) -> int:
             checked = ("onnxruntime not installed: not checked" if rel is None
                        else f"onnxruntime: max rel. diff {rel:.2g}")
         else:
-            platforms = tuple(args.platforms.split(",")) if args.platforms else None
+            platforms = _platforms(args.platforms)
             data = stablehlo(b.model, b.variables, shape, platforms=platforms)
             checked = f"platforms {', '.join(jax.export.deserialize(data).platforms)}"
         _write(out, data, args.overwrite)

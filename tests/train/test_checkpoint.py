@@ -158,6 +158,8 @@ def test_best_latest_and_numbered_checkpoints(trained_lenet):
         assert ckpt.candidates(str(steps[0])) == [steps[0]]
         with pytest.raises(ValueError, match=rf"checkpoint='7': not in .*available: {re.escape(str(steps))}"):
             ckpt.candidates("7")
+        with pytest.raises(ValueError, match=r"^checkpoint='bestt': allowed values are 'best', 'latest' or a step number"):
+            ckpt.candidates("bestt")
         raw, meta, s = ckpt.read("latest")
         assert s == steps[-1] == 248 and meta["step"] == 248 and meta["metrics"]["val_top1"] == r.eval["top1"]
         assert set(raw) >= {"step", "params", "opt_state", "rng"} and int(raw["step"]) == 248

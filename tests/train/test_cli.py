@@ -83,6 +83,16 @@ def test_cli_unknown_config_field_is_one_line_with_the_closest_names(tmp_path):
     assert not tmp_path.exists() or not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.integration
+def test_multihost_options_without_multihost_are_refused(tmp_path):
+    p = subprocess.run(_train_cmd(tmp_path, "--num_processes", "2", "--process_id", "0"), env=child_env(1),
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.splitlines() == ["error: --num_processes, --process_id need(s) --multihost (without it this "
+                                     "process trains alone)"]
+    assert not tmp_path.exists() or not (tmp_path / "checkpoints").exists()
+
+
 def _quiet(out: str) -> None:
     for bad in ("Traceback", "Exception ignored", "Fatal Python error", "Segmentation fault", "KeyboardInterrupt"):
         assert bad not in out, out

@@ -30,6 +30,8 @@ def test_values_are_parsed_as_the_fields_types_and_the_config_is_locked():
     ("optimizer=3", r"^config field 'optimizer' is a group: set its fields, optimizer\.\w+, "),
     ("batch_size=abc", r"^--config\.batch_size='abc': expected an integer$"),
     ("checkpoint.async_save=maybe", r"^--config\.checkpoint\.async_save='maybe': expected true or false$"),
+    ("schedule.milestones=abc", r"^--config\.schedule\.milestones='abc': expected a comma-separated list of numbers"),
+    ("schedule.milestones=30,6O", r"^--config\.schedule\.milestones='30,6O': expected a comma-separated list"),
 ])
 def test_a_bad_override_is_one_line_naming_it(field, message):
     with pytest.raises(ValueError, match=message) as e:

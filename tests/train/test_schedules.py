@@ -99,6 +99,7 @@ def test_cosine_with_warmup_ends_at_total_steps():
     (dict(name="foo"), "schedule.name='foo'"),
     (dict(name="step", step_epochs=0.0), "schedule.step_epochs"),
     (dict(name="multistep", milestones=(5, 3)), "schedule.milestones"),
+    (dict(name="multistep", milestones=(30, "60")), "schedule.milestones"),
     (dict(name="exponential", decay_epochs=-1.0), "schedule.decay_epochs"),
     (dict(name="cosine", warmup_epochs=20.0), "schedule.warmup_epochs"),
     (dict(name="constant", warmup_epochs=-1.0), "schedule.warmup_epochs"),

@@ -38,6 +38,7 @@ def _rows(workdir):
      "error: --space 'optimizer.learning_rate=loguniform(0, 1e-1)': loguniform needs bounds > 0 (a log scale), got 0"),
     (["--method=grid", "--space=optimizer.learning_rate=loggrid(1e-4, 1e-2, 3)", "--trials=2"],
      "error: --trials 2: the grid has 3 points (3); give --trials 3 (or fewer grid values)"),
+    (["--pruner=hyperband", LR, "--trials=2"], "error: --pruner=hyperband needs --prune (without it no trial is pruned)"),
 ])
 def test_bad_input_is_one_error_line(tmp_path, args, message):
     r = _run(tmp_path / "w", *args)

@@ -70,6 +70,20 @@ def test_model_kwargs_cannot_choose_what_the_setup_chooses():
         setup.create_model("lenet5", {}, "fp8")
 
 
+@pytest.mark.parametrize("overrides, message", [
+    ({"num_epochs": 0.0}, r"^num_epochs=0\.0: must be > 0 \(or set num_train_steps > 0\)$"),
+    ({"num_epochs": -3.0}, r"^num_epochs=-3\.0: must be > 0"),
+    ({"eval_batch_size": 0}, r"^eval_batch_size=0: must be a positive multiple of the device count 1$"),
+    ({"batch_size": -8}, r"^batch_size=-8: must be a positive multiple of the device count 1$"),
+])
+def test_run_lengths_and_batch_sizes_are_checked_first_by_their_field_names(overrides, message, monkeypatch):
+    from train import data
+
+    monkeypatch.setattr(data, "from_config", lambda *a, **k: pytest.fail("a pipeline was opened"))
+    with pytest.raises(ValueError, match=message):
+        setup.build(quick(**overrides))
+
+
 def _resnet20(**overrides):
     return quick(model="resnet20", num_train_steps=2, batch_size=8, eval_batch_size=8,
                  **{"data.name": "synthetic", "data.synthetic_num_examples": 16, "schedule.warmup_epochs": 0.0,

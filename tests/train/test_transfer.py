@@ -177,3 +177,13 @@ def test_export_trained_weights_for_torchvision(finetuned, tmp_path):
     _, variables = train.restore(workdir, checkpoint_step="latest")
     assert np.array_equal(sd["layer4.1.conv2.weight"],
                           np.asarray(variables["params"]["layer4_1"]["conv2"]["kernel"]).transpose(3, 2, 0, 1))
+
+
+def test_export_never_replaces_a_file_without_overwrite(tmp_path, capsys):
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(b"the user's own file")
+    # refused before the workdir is read (there is none here)
+    assert transfer.main(["export", str(tmp_path / "no-run"), str(mine)]) == 2
+    assert capsys.readouterr().err == f"error: {mine} exists; choose another dst or pass --overwrite to replace it\n"
+    assert mine.read_bytes() == b"the user's own file"
+

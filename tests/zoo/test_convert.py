@@ -15,7 +15,7 @@ from safetensors.numpy import save_file
 
 import zoo
 from fixtures.parity.recipe import FIXTURES, parity_input, parse_shapes, recipe_state_dict
-from helpers import inner_loop_sample, write_pth
+from helpers import inner_loop_sample, snapshot, write_pth
 from zoo import convert
 from zoo.auxiliary import AUX_COLLECTION
 from zoo.convert.__main__ import main as convert_main
@@ -238,6 +238,18 @@ def test_cli_check_and_pth2safetensors(small_file, small_sd, tmp_path, monkeypat
     out = convert.load_state_dict(tmp_path / "w.safetensors")
     assert set(out) == set(small_sd)
     assert_same_state_dict({k: out[k] for k in small_sd}, small_sd)
+    # an existing destination is never replaced without --overwrite (checked before reading the source)
+    (tmp_path / "mine.safetensors").write_bytes(b"the user's own file")
+    before = snapshot(tmp_path)
+    assert convert_main(["pth2safetensors", SMALL, str(tmp_path / "w.pth"), str(tmp_path / "mine.safetensors")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'mine.safetensors'} exists; choose another dst or "
+                                               "pass --overwrite to replace it")
+    assert snapshot(tmp_path) == before
+    assert convert_main(["pth2safetensors", SMALL, str(tmp_path / "w.pth"), str(tmp_path / "mine.safetensors"),
+                         "--overwrite"]) == 0
+    out = convert.load_state_dict(tmp_path / "mine.safetensors")
+    assert_same_state_dict({k: out[k] for k in small_sd}, small_sd)
+    assert not list(tmp_path.glob(".*.part"))   # written beside, then moved over the old file
 
 
 def test_head_of_another_input_width_is_not_replaced(small_sd, tmp_path):

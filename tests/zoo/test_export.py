@@ -107,3 +107,17 @@ def test_stablehlo_of_a_torchvision_network_reloads_with_identical_logits():
     got = np.asarray(reloaded.call(x))
     np.testing.assert_array_equal(got, np.asarray(jax.jit(export.logits_fn(model, variables))(x)))
     assert np.abs(got - d["logits"]).max() <= 1e-4 * np.abs(d["logits"]).max()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "stablehlo", "--platforms", "cpu,gpu"],
+     "--platforms=cpu,gpu: allowed values are cpu, cuda, rocm, tpu, comma-separated (NVIDIA GPUs are 'cuda', AMD GPUs 'rocm')"),
+    (["--format", "stablehlo", "--platforms", "foo"], "--platforms=foo: allowed values are cpu, cuda, rocm, tpu"),
+    (["--format", "onnx", "--platforms", "cpu"], "--platforms=cpu: only --format stablehlo takes platforms"),
+])
+def test_bad_platforms_are_one_error_line_before_anything_is_read(tmp_path, capsys, args, message):
+    out = tmp_path / "model.stablehlo"
+    assert export.main(["--workdir", str(tmp_path / "no-such-run"), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {message}")
+    assert not any(tmp_path.iterdir())

@@ -43,7 +43,7 @@ def _parser():
     p.add_argument("--parallel-trials", type=int, default=None, metavar="K",
                    help="at most K trials side by side in one compiled step (default: all that can share one)")
     p.add_argument("--prune", action="store_true", help="stop poor trials at evaluations (Optuna's --pruner)")
-    p.add_argument("--pruner", default="halving", choices=study.PRUNERS,
+    p.add_argument("--pruner", default=None, choices=study.PRUNERS,
                    help="with --prune: successive halving or Hyperband (default: halving)")
     p.add_argument("--study", default="search", help="the Optuna study's name (default: search)")
     p.add_argument("--storage", default=None, metavar="URL",
@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         return status
     stop = interrupts.install()  # first, before jax is imported: see train/interrupts.py
     args, config, status = overrides.read_command_line(_parser(), argv, stop)
+    if status is None and args.pruner is not None and not args.prune:
+        from zoo import cli  # noqa: PLC0415
+
+        status = cli.fail(f"--pruner={args.pruner} needs --prune (without it no trial is pruned)")
     return status if status is not None else interrupts.finish(_search(config, args))
 
 
@@ -78,7 +82,7 @@ def _search(config, args) -> int:
     limit = None if args.memory_limit_gb is None else int(args.memory_limit_gb * 2 ** 30)
     try:
         r = session.search(config, args.space, args.workdir, method=args.method, trials=args.trials,
-                           parallel_trials=args.parallel_trials, prune=args.pruner if args.prune else None,
+                           parallel_trials=args.parallel_trials, prune=(args.pruner or "halving") if args.prune else None,
                            study=args.study, storage=args.storage, seed=args.seed, memory_limit=limit)
     except interrupts.Interrupted as e:
         print(e, file=sys.stderr, flush=True)

@@ -24,12 +24,15 @@ def main(argv=None) -> int:
     a.add_argument("model")
     a.add_argument("src")
     a.add_argument("dst")
+    a.add_argument("--overwrite", action="store_true", help="replace an existing dst")
     c = sub.add_parser("check", help="check that a weight file converts to a zoo model")
     c.add_argument("model")
     c.add_argument("src")
     args = p.parse_args(argv)
     use_compile_cache()
     try:
+        if args.cmd == "pth2safetensors":
+            cli.keep_existing(args.dst, "dst", args.overwrite)
         sd = load_state_dict(args.src)
         variables = from_torchvision(args.model, sd)
         n = sum(int(np.size(v)) for v in jax.tree.leaves(variables.get("params", {})))

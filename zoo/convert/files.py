@@ -4,6 +4,7 @@ of ``zoo.weights.pth``, without PyTorch; ``save_torchvision`` writes our variabl
 state_dict in safetensors. Nothing here ever executes code from a file."""
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import Any, Mapping
@@ -80,5 +81,10 @@ def save_torchvision(name: str, variables: Mapping[str, Any], path, *, model=Non
     if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
         raise ValueError(f"{path}: weights are written as safetensors; use a .safetensors file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(path), metadata={"format": "pt", "model": name})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")   # a file it replaces stays whole until the end
+    try:
+        save_file(sd, str(tmp), metadata={"format": "pt", "model": name})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return sd
