@@ -168,7 +168,9 @@ def main(argv=None) -> int:
     ap = cli.parser("python -m train.evaluate", COMMAND, epilog=(
         "examples:\n  python -m train.evaluate --workdir runs/lenet5\n"
         "  python -m train.evaluate --workdir runs/lenet5 --checkpoint latest --split train\n\n"
-        "the checkpoint carries its config: no config file is needed. Library: train.evaluate(workdir)."))
+        "the checkpoint carries its config: no config file is needed. Library: train.evaluate(workdir).\n\n"
+        "published weights on a labelled set instead of a run:\n"
+        "  python -m train.evaluate --pretrained MODEL[:TAG] --config.data.name=...   (--pretrained X --help)"))
     ap.add_argument("--workdir", required=True, help="the run's directory (checkpoints inside)")
     ap.add_argument("--checkpoint", default="best", help="'best' (default), 'latest' or a step number")
     ap.add_argument("--split", default=None, help="split to evaluate (default: the run's eval split)")
