@@ -38,11 +38,20 @@ def load(spec: str) -> ml_collections.ConfigDict:
         raise FileNotFoundError(f"--config {spec}: no such file (configs are in configs/, e.g. configs/lenet5_mnist5k.py)")
     module_spec = importlib.util.spec_from_file_location(f"_config_{file.stem}", file)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001  (the user's file: one line naming it)
+        raise ValueError(f"--config {spec}: {type(e).__name__}: {e}") from e
     get_config = getattr(module, "get_config", None)
     if get_config is None:
         raise ValueError(f"--config {spec}: {file} defines no get_config()")
-    return get_config(arg) if arg or inspect.signature(get_config).parameters else get_config()
+    takes_arg = bool(inspect.signature(get_config).parameters)
+    if arg and not takes_arg:
+        raise ValueError(f"--config {spec}: the get_config() of {file} takes no argument (drop ':{arg}')")
+    try:
+        return get_config(arg) if takes_arg else get_config()
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"--config {spec}: get_config() raised {type(e).__name__}: {e}") from e
 
 
 def split(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:

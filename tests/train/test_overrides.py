@@ -45,6 +45,14 @@ def test_a_missing_config_file_is_named(tmp_path):
     (tmp_path / "c.py").write_text("x = 1\n")
     with pytest.raises(ValueError, match="defines no get_config"):
         overrides.load(str(tmp_path / "c.py"))
+    (tmp_path / "syntax.py").write_text("def get_config(:\n")
+    with pytest.raises(ValueError, match=r"^--config .*syntax\.py: SyntaxError: "):
+        overrides.load(str(tmp_path / "syntax.py"))
+    (tmp_path / "raises.py").write_text("def get_config():\n    return {}['model']\n")
+    with pytest.raises(ValueError, match=r"^--config .*raises\.py: get_config\(\) raised KeyError: 'model'$"):
+        overrides.load(str(tmp_path / "raises.py"))
+    with pytest.raises(ValueError, match=r"^--config .*lenet5_mnist5k\.py:foo: the get_config\(\) of .* takes no argument"):
+        overrides.load(QUICKSTART + ":foo")
 
 
 def test_help_describes_fields_with_their_defaults_and_the_comments_of_default_py():
