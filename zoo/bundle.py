@@ -93,13 +93,15 @@ def add_arguments(p: argparse.ArgumentParser, *, model_required: bool = False) -
     src.add_argument("--weights", help="a weight tag of the model (default: DEFAULT, torchvision's default)")
     src.add_argument("--file", help="a torchvision weight file (.pth or .safetensors)")
     src.add_argument("--workdir", help="a training run of this project (its best checkpoint)")
-    p.add_argument("--checkpoint", default="best", help="with --workdir: 'best' (default), 'latest' or a step")
+    p.add_argument("--checkpoint", default=None, help="with --workdir: 'best' (default), 'latest' or a step")
     p.add_argument("--cache_dir", default=None, help="weight cache (default $ZOO_CACHE or ~/.cache/cnn-zoo)")
 
 
 def from_args(args: argparse.Namespace, *, conv_impl: str = "lax") -> Bundle:
     use_compile_cache()   # the commands that build a bundle (predict, export) compile with the persistent cache
+    if args.checkpoint is not None and args.workdir is None:
+        raise ValueError(f"--checkpoint={args.checkpoint}: only a --workdir has checkpoints")
     if args.model is not None:
         registry.model_info(args.model)  # an unknown name: the closest names, before anything loads
-    return load(args.model, weights=args.weights, file=args.file, workdir=args.workdir, checkpoint=args.checkpoint,
-                conv_impl=conv_impl, cache_dir=args.cache_dir)
+    return load(args.model, weights=args.weights, file=args.file, workdir=args.workdir,
+                checkpoint=args.checkpoint or "best", conv_impl=conv_impl, cache_dir=args.cache_dir)

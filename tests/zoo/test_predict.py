@@ -98,5 +98,7 @@ def test_bad_input_gets_one_clear_line(published, tmp_path, capsys):
     assert "unknown model name 'resnet19'; closest: resnet18" in capsys.readouterr().err
     assert main(["--model", SMALL, "--weights", "TEST", "--topk", "0", str(root / "photo.png")]) == 2
     assert "topk=0: a positive number" in capsys.readouterr().err
+    assert main(["--model", SMALL, "--weights", "TEST", "--checkpoint", "latest", str(root / "photo.png")]) == 2
+    assert capsys.readouterr().err == "error: --checkpoint=latest: only a --workdir has checkpoints\n"
     with pytest.raises(SystemExit):  # argparse: --weights and --file exclude each other
         main(["--model", SMALL, "--weights", "TEST", "--file", "x.pth", str(root / "photo.png")])
