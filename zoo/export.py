@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from zoo.files import written_atomically
 
 FORMATS = ("onnx", "stablehlo")
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")   # jax.export's platform names
@@ -179,16 +179,8 @@ def _write(path: Path, data: bytes, overwrite: bool) -> None:
     from zoo import cli  # noqa: PLC0415
 
     cli.keep_existing(path, "--out", overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with written_atomically(path) as tmp:
+        Path(tmp).write_bytes(data)
 
 
 def describe(b, fmt: str, input_shape) -> dict:
@@ -215,7 +207,7 @@ def main(argv=None) -> int:
     if args.platforms is not None and args.format != "stablehlo":
         return cli.fail(f"--platforms={args.platforms}: only --format stablehlo takes platforms")
     try:
-        _platforms(args.platforms)
+        platforms = _platforms(args.platforms)
     except ValueError as e:
         return cli.fail(e)
     out = Path(args.out).expanduser()
@@ -232,7 +224,6 @@ def main(argv=None) -> int:
             checked = ("onnxruntime not installed: not checked" if rel is None
                        else f"onnxruntime: max rel. diff {rel:.2g}")
         else:
-            platforms = _platforms(args.platforms)
             data = stablehlo(b.model, b.variables, shape, platforms=platforms)
             checked = f"platforms {', '.join(jax.export.deserialize(data).platforms)}"
         _write(out, data, args.overwrite)

@@ -4,7 +4,6 @@ of ``zoo.weights.pth``, without PyTorch; ``save_torchvision`` writes our variabl
 state_dict in safetensors. Nothing here ever executes code from a file."""
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 from typing import Any, Mapping
@@ -12,6 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from zoo.convert.layout import as_numpy, to_torchvision
+from zoo.files import written_atomically
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -80,11 +80,6 @@ def save_torchvision(name: str, variables: Mapping[str, Any], path, *, model=Non
     path = Path(path).expanduser()
     if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
         raise ValueError(f"{path}: weights are written as safetensors; use a .safetensors file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")   # a file it replaces stays whole until the end
-    try:
-        save_file(sd, str(tmp), metadata={"format": "pt", "model": name})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with written_atomically(path) as tmp:   # a file it replaces stays whole until the new one is
+        save_file(sd, tmp, metadata={"format": "pt", "model": name})
     return sd

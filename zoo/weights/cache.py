@@ -9,13 +9,12 @@ conversion that cannot be read, or whose metadata does not match the entry, is c
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from flax import traverse_util
 
+from zoo.files import written_atomically
 from zoo.weights.catalogue import WeightEntry
 from zoo.weights.download import cache_root
 
@@ -55,15 +54,7 @@ def write(entry: WeightEntry, variables: dict, cache_dir=None) -> Path:
     from safetensors.numpy import save_file  # noqa: PLC0415
 
     path = converted_path(entry, cache_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
     flat = {"/".join(k): np.ascontiguousarray(np.asarray(v)) for k, v in traverse_util.flatten_dict(variables).items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
+    with written_atomically(path) as tmp:
         save_file(flat, tmp, metadata=_metadata(entry))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

@@ -1,0 +1,25 @@
+"""zoo.files.written_atomically: the destination is replaced only by a complete file (mode 0644), and a
+failed write leaves the old file whole and no temporary file behind."""
+import pytest
+
+from zoo.files import written_atomically
+
+
+def test_a_complete_write_replaces_the_file_readable_by_others(tmp_path):
+    path = tmp_path / "sub" / "w.bin"
+    with written_atomically(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+    assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in path.parent.iterdir()] == ["w.bin"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_behind(tmp_path):
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"the user's file")
+    with pytest.raises(OSError, match="disk full"):
+        with written_atomically(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"half")
+            raise OSError("disk full")
+    assert path.read_bytes() == b"the user's file" and [p.name for p in tmp_path.iterdir()] == ["w.bin"]
