@@ -43,17 +43,21 @@ WHAT = ("filters", "features", "saliency", "gradcam", "occlusion", "classmodel",
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Any image file PIL reads as uint8 ``(h, w)``, ``(h, w, 3)`` or ``(h, w, 4)``."""
+    """Any image file PIL reads as uint8 ``(h, w)``, ``(h, w, 3)`` or ``(h, w, 4)``; one ValueError line
+    naming ``--image`` otherwise."""
     from PIL import Image  # noqa: PLC0415
 
-    with Image.open(path) as im:
-        if im.mode in ("LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            im = im.convert("RGBA")
-        elif im.mode in ("1", "I", "I;16", "F"):
-            im = im.convert("L")
-        elif im.mode not in ("L", "RGB", "RGBA"):
-            im = im.convert("RGB")
-        return np.asarray(im, np.uint8).copy()
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+            elif im.mode in ("1", "I", "I;16", "F"):
+                im = im.convert("L")
+            elif im.mode not in ("L", "RGB", "RGBA"):
+                im = im.convert("RGB")
+            return np.asarray(im, np.uint8).copy()
+    except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"--image {path}: not a readable image ({getattr(e, 'strerror', None) or e})") from None
 
 
 def _safe(name: str) -> str:
@@ -97,6 +101,7 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
     """The command as a function: returns ``{what: [written paths]}``."""
     from train import data, evaluation  # noqa: PLC0415
     from zoo import inspect as zi  # noqa: PLC0415
+    from zoo.features import features  # noqa: PLC0415
 
     what = list(what or WHAT)
     unknown = [w for w in what if w not in WHAT]
@@ -106,7 +111,6 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
     pp = meta["preprocessing"]
     shape = (*pp["image_size"], pp["channels"])
     out = Path(out) if out else Path(workdir) / "inspect"
-    out.mkdir(parents=True, exist_ok=True)
 
     dataset = None
     if image is not None:
@@ -129,6 +133,15 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
              f"explaining class {cname} (p={probs[0, c]:.3f})")
     shown = zi.to_display(x[0], pp)
     taps = zi.spatial_taps(model, shape)
+    if layers and {"features", "gradcam"} & set(what):
+        try:  # one forward pass: a typo is refused before any picture is written
+            outputs = features(model, variables, x, layers)
+        except ValueError as e:
+            raise ValueError(f"--layer: {str(e).removeprefix('layers: ')}") from None
+        flat = [n for n, v in outputs.items() if np.ndim(v) != 4]
+        if flat and "features" in what:
+            raise ValueError(f"--layer: {flat[0]!r} is not a spatial feature map (its output has shape "
+                             f"{np.shape(outputs[flat[0]])}), which features draws")
     written: dict[str, list[Path]] = {}
 
     def wrote(kind, path):
@@ -138,6 +151,7 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
     def skip(kind, why):
         print_fn(f"{kind}: skipped ({why})")
 
+    out.mkdir(parents=True, exist_ok=True)  # after every check: a refused command leaves no folder
     for w in what:
         if w == "filters":
             try:
@@ -161,10 +175,13 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
             wrote(w, zi.plot_attribution(shown, s, out / f"{stem}_saliency_{_safe(cname)}.png",
                                          title=f"saliency |dS_c/dI| of {explained}"))
         elif w == "gradcam":
+            # module paths and non-spatial taps serve features only: Grad-CAM names what it leaves out
             chosen = [n for n in (layers or []) if n in taps] or ([zi.default_cam_layer(model, shape)] if taps else [])
-            if layers and not [n for n in layers if n in taps]:
-                print_fn(f"gradcam: --layer {','.join(layers)} has no spatial tap (taps: {', '.join(taps)}); "
-                         f"using {chosen[0] if chosen else 'none'}")
+            left_out = [n for n in (layers or []) if n not in taps]
+            if left_out:
+                instead = "skipped" if set(chosen) <= set(layers) else f"using {chosen[0]}"
+                print_fn(f"gradcam: --layer {','.join(left_out)}: not a spatial feature tap (taps: {', '.join(taps)}); "
+                         f"{instead}")
             if not chosen:
                 skip(w, "no spatial feature tap")
             for layer in chosen:

@@ -23,6 +23,25 @@ class WorkdirBusyError(RuntimeError):
 class WorkdirUnwritableError(OSError):
     """The workdir cannot be created or written."""
 
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno N]"
+        return str(self.strerror)
+
+
+def unwritable(workdir: Path, e: OSError) -> WorkdirUnwritableError:
+    """The one-line error for a workdir that cannot be made or written (``e``: what the OS said)."""
+    if workdir.exists() and not workdir.is_dir():
+        return WorkdirUnwritableError(e.errno, f"cannot write in the workdir {workdir}: it is a file, not a folder; "
+                                               f"choose another --workdir")
+    return WorkdirUnwritableError(e.errno, f"cannot write in the workdir {workdir}: {e.strerror or e}")
+
+
+def make_workdir(workdir: Path) -> None:
+    """``mkdir -p workdir``; :class:`WorkdirUnwritableError` (one line) when it cannot be made."""
+    try:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise unwritable(Path(workdir), e) from None
+
 
 _held: dict[Path, list] = {}   # lock path -> [fd, depth, created the workdir, thread]: held by this process
 
@@ -72,12 +91,11 @@ class WorkdirLock:
 
     def __enter__(self) -> WorkdirLock:
         created = not self.workdir.exists()
+        make_workdir(self.workdir)
         try:
-            self.workdir.mkdir(parents=True, exist_ok=True)
             acquired = self._acquire()
         except OSError as e:
-            raise WorkdirUnwritableError(e.errno, f"cannot write in the workdir {self.workdir}: "
-                                                f"{e.strerror or e}") from None
+            raise unwritable(self.workdir, e) from None
         if not acquired:
             try:
                 holder = self.path.read_text().strip() or "unknown process"

@@ -131,6 +131,8 @@ def _start(run: setup.Run, ckpt: checkpoint.Checkpointer) -> _Loop:
         log.info("resumed from step %d of %s", start, ckpt.directory)
         best_top1, best_step = meta.get("best_top1", -1.0), meta.get("best_step")
     else:
+        if run.config.transfer.init_from:
+            transfer.check_source(run.config.transfer.init_from, run.info.name)  # before the compile, not after
         log.info("compiling the initial state...")
         t = time.perf_counter()
         state, start, best_top1, best_step = run.fresh_state(), 0, -1.0, None

@@ -100,26 +100,47 @@ def model_kwargs(config, num_classes: int) -> dict:
         raise ValueError(f"model_kwargs.{chosen[0]}: chosen by the training setup from the precision and the "
                          f"devices, not a model_kwargs field (allowed: the model's constructor arguments except "
                          f"{', '.join(EXECUTION_ARGS)})")
-    if "num_classes" in kw and int(kw["num_classes"]) != num_classes:
-        raise ValueError(f"model_kwargs.num_classes={kw['num_classes']} but dataset {config.data.name!r} "
-                         f"has {num_classes} classes")
+    if "num_classes" in kw and (isinstance(kw["num_classes"], bool) or not isinstance(kw["num_classes"], int)
+                                or kw["num_classes"] != num_classes):
+        raise ValueError(f"model_kwargs.num_classes={kw['num_classes']!r} but dataset {config.data.name!r} "
+                         f"has {num_classes} classes (leave it out: the dataset sets it)")
     kw["num_classes"] = num_classes
     return {**_published_overrides(config), **kw}
+
+
+PRETRAINED = "pretrained:"
+
+
+def published_entry(init_from: str, model_name: str):
+    """The catalogue entry (``zoo.weights.catalogue.WeightEntry``) that ``transfer.init_from=
+    'pretrained:MODEL[:TAG]'`` names for a ``model_name`` run; None when ``init_from`` is a path.
+    A spec that names no entry, or another architecture's, is one ValueError line naming the field."""
+    if not str(init_from).startswith(PRETRAINED):
+        return None
+    from zoo.weights import catalogue  # noqa: PLC0415
+
+    try:
+        name, tag = catalogue.parse_spec(str(init_from)[len(PRETRAINED):])
+    except ValueError:
+        raise ValueError(f"transfer.init_from={init_from!r}: pretrained:MODEL or pretrained:MODEL:TAG (e.g. "
+                         f"pretrained:resnet50:IMAGENET1K_V2), or a weight file or workdir") from None
+    if name != model_name:
+        raise ValueError(f"transfer.init_from={init_from!r} but config.model is {model_name!r}: weights of one "
+                         f"architecture do not fit another; use pretrained:{model_name}")
+    try:
+        return catalogue.entry(name, tag)
+    except ValueError as e:
+        raise ValueError(f"transfer.init_from={init_from!r}: {e}") from None
 
 
 def _published_overrides(config) -> dict:
     """Options published weights need (googlenet / inception_v3: ``transform_input=True``, as torchvision
     sets when its weights are loaded) when ``transfer.init_from`` is ``'pretrained:MODEL[:TAG]'``."""
-    init_from = str(config.get("transfer", {}).get("init_from") or "")
-    if not init_from.startswith("pretrained:"):
+    entry = published_entry(config.get("transfer", {}).get("init_from") or "", config.model)
+    if entry is None:
         return {}
-    from zoo.weights import catalogue  # noqa: PLC0415
-
-    name, tag = catalogue.parse_spec(init_from[len("pretrained:"):])
-    if name != config.model:
-        return {}  # refused with its reason by train.transfer
-    options = zoo.model_info(name).options()
-    return {k: v for k, v in catalogue.entry(name, tag).model_overrides if k in options}
+    options = zoo.model_info(config.model).options()
+    return {k: v for k, v in entry.model_overrides if k in options}
 
 
 def create_model(name: str, kwargs: dict, precision: str = "float32", plan: parallel.Plan | None = None, *,

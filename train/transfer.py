@@ -37,11 +37,17 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from train import evaluation
+from train import evaluation, setup
 from zoo import convert
 
 log = logging.getLogger("train")
-PRETRAINED = "pretrained:"
+
+
+def check_source(init_from: str, model_name: str) -> None:
+    """Refuse an ``init_from`` that names no catalogue entry or no existing path, before anything
+    compiles (``train.fit`` calls it for a fresh run; a resumed run never reads it)."""
+    if setup.published_entry(init_from, model_name) is None and not Path(str(init_from)).expanduser().exists():
+        raise FileNotFoundError(f"transfer.init_from={init_from!r}: no such weight file or workdir")
 
 
 def load_source(init_from: str, model_name: str, model) -> tuple[dict, str]:
@@ -50,8 +56,12 @@ def load_source(init_from: str, model_name: str, model) -> tuple[dict, str]:
     Published weights and weight files are converted with ``zoo.convert`` for the model they were
     made for (their own class count: :func:`init_state` keeps the fresh classifier where it
     differs); a workdir is read once with ``train.load``."""
-    if str(init_from).startswith(PRETRAINED):
-        return _published(str(init_from), model_name)
+    check_source(init_from, model_name)
+    entry = setup.published_entry(init_from, model_name)
+    if entry is not None:
+        from zoo.pretrained import published_variables  # noqa: PLC0415
+
+        return published_variables(entry), f"published weights {model_name} {entry.tag}"  # init_state: THE head rule
     path = Path(str(init_from)).expanduser()
     if path.is_dir():
         _, variables, meta, _ = evaluation.load(path)
@@ -60,23 +70,9 @@ def load_source(init_from: str, model_name: str, model) -> tuple[dict, str]:
             log.warning("transfer.init_from: %s holds a %s, training a %s: copying the leaves whose paths and "
                         "shapes match", path, source_model, model_name)
         return dict(variables), f"checkpoint of {source_model} in {path}"
-    if path.is_file():
-        sd = convert.load_state_dict(path)
-        source = convert.model_for_state_dict(model_name, sd, model)  # the file's class count
-        return convert.from_torchvision(model_name, sd, model=source), f"weight file {path}"
-    raise FileNotFoundError(f"transfer.init_from={init_from!r}: no such weight file or workdir")
-
-
-def _published(init_from: str, model_name: str) -> tuple[dict, str]:
-    from zoo.pretrained import published_variables  # noqa: PLC0415
-    from zoo.weights import catalogue  # noqa: PLC0415
-
-    name, tag = catalogue.parse_spec(init_from[len(PRETRAINED):])
-    if name != model_name:
-        raise ValueError(f"transfer.init_from={init_from!r} but config.model is {model_name!r}: weights of one "
-                         f"architecture do not fit another; use pretrained:{model_name}")
-    entry = catalogue.entry(name, tag)
-    return published_variables(entry), f"published weights {name} {entry.tag}"  # init_state: THE head rule
+    sd = convert.load_state_dict(path)
+    source = convert.model_for_state_dict(model_name, sd, model)  # the file's class count
+    return convert.from_torchvision(model_name, sd, model=source), f"weight file {path}"
 
 
 def init_state(state, config, model, info):

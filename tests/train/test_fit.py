@@ -64,11 +64,13 @@ def test_a_run_says_what_it_is_and_what_it_compiles(tmp_path, capsys, caplog):
 
 @pytest.mark.parametrize("overrides, error", [({"data.image_size": 32}, "input size 32x32"),
                                               ({"transfer.init_from": "missing.safetensors"}, "no such weight file")])
-def test_a_run_that_fails_before_saving_leaves_nothing(tmp_path, overrides, error):
+def test_a_run_that_fails_before_saving_leaves_nothing(tmp_path, caplog, overrides, error):
     workdir = tmp_path / "w"
-    with pytest.raises((ValueError, FileNotFoundError), match=error):
+    with caplog.at_level(logging.INFO, logger="train"), pytest.raises((ValueError, FileNotFoundError), match=error):
         train.fit(quick(**overrides), workdir)
     assert not workdir.exists()  # no checkpoints/ folder, no lock file: the run made the folder, wrote nothing
+    if "transfer.init_from" in overrides:  # refused before it compiled anything
+        assert "compiling the initial state..." not in caplog.messages
 
 
 def test_rerunning_a_finished_run_changes_nothing(trained_lenet, tmp_path):

@@ -51,3 +51,38 @@ def test_attribution_titles_state_the_prediction_and_the_explained_class(trained
     assert sorted(titles) == ["Grad-CAM", "occlusion:", "saliency"]
     for title in titles.values():
         assert f"class {c} (p={probs[0, c]:.3f})" in title and f"predicted {p} (p={probs[0, p]:.3f})" in title
+
+
+@pytest.mark.integration
+def test_layer_names_are_checked_and_gradcam_says_what_it_leaves_out(trained_lenet5, tmp_path, capsys):
+    """A typo in ``--layer``, or an ``--image`` that cannot be read, is one error line naming the option,
+    before any folder or picture is written (a typo once failed after the other pictures, for features,
+    or fell back silently, for Grad-CAM); a module path or a non-spatial tap serves features, and
+    Grad-CAM names it as left out, where it once dropped it silently."""
+    workdir, out = str(trained_lenet5["workdir"]), tmp_path / "pictures"
+    assert command.main(["--workdir", workdir, "--index", "0", "--what", "saliency,features,gradcam", "--layer",
+                         "c3,s44", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --layer: 's44' is neither a feature tap (c1, s2, c3, s4, c5, "
+                                               "f6, pre_logits) nor a module path of LeNet5")
+    assert not out.exists()
+    for image, said in [(tmp_path / "nope.png", "No such file or directory"), (tmp_path, "Is a directory")]:
+        assert command.main(["--workdir", workdir, "--image", str(image), "--out", str(out)]) == 2
+        assert capsys.readouterr().err == f"error: --image {image}: not a readable image ({said})\n"
+    assert command.main(["--workdir", workdir, "--index", "0", "--what", "gradcam,features", "--layer", "c5",
+                         "--out", str(out)]) == 2
+    assert capsys.readouterr().err == ("error: --layer: 'c5' is not a spatial feature map (its output has shape "
+                                       "(1, 120)), which features draws\n")
+    assert not out.exists()
+    assert command.main(["--workdir", workdir, "--index", "0", "--what", "features,gradcam", "--layer",
+                         "c3,conv2", "--out", str(out)]) == 0
+    assert "gradcam: --layer conv2: not a spatial feature tap (taps: c1, s2, c3, s4); skipped" in \
+        capsys.readouterr().out
+    names = sorted(p.name for p in out.glob("*.png"))  # the class in Grad-CAM's name is the predicted one
+    assert names[:2] == ["test0_features_c3.png", "test0_features_conv2.png"] and len(names) == 3
+    assert names[2].startswith("test0_gradcam_c3_")
+    assert command.main(["--workdir", workdir, "--index", "0", "--what", "gradcam", "--layer", "c5,f6",
+                         "--out", str(tmp_path / "default")]) == 0
+    assert "gradcam: --layer c5,f6: not a spatial feature tap (taps: c1, s2, c3, s4); using s4" in \
+        capsys.readouterr().out
+    assert [p.name.startswith("test0_gradcam_s4_") for p in (tmp_path / "default").glob("*.png")] == [True]

@@ -61,6 +61,11 @@ def test_another_thread_is_refused_and_the_holder_may_reenter(tmp_path):
 
 def test_an_unwritable_workdir_is_one_clear_error(tmp_path):
     (tmp_path / "file").write_text("")
-    with pytest.raises(lock.WorkdirUnwritableError, match=r"cannot write in the workdir .*file/w"):
+    with pytest.raises(lock.WorkdirUnwritableError, match=r"^cannot write in the workdir .*file/w: Not a directory$"):
         with lock.WorkdirLock(tmp_path / "file" / "w"):
             pass
+    with pytest.raises(lock.WorkdirUnwritableError, match=r"^cannot write in the workdir .*file: it is a file, not a "
+                                                          r"folder; choose another --workdir$"):
+        with lock.WorkdirLock(tmp_path / "file"):
+            pass
+    assert (tmp_path / "file").read_text() == ""

@@ -46,6 +46,36 @@ def test_another_search_is_refused_and_nothing_changes(tmp_path):
                      study.identity("random", _space(), quick(**{"optimizer.learning_rate": 0.5})))
 
 
+@pytest.mark.parametrize("url, said", [
+    ("mysql://127.0.0.1/db", "Failed to import DB access module"),       # no driver installed here
+    ("foo://bar", "Can't load plugin: sqlalchemy.dialects:foo"),         # a scheme SQLAlchemy does not know
+    ("sqlite:///{tmp}/no/such/folder/s.db", r"\(sqlite3.OperationalError\) unable to open database file"),
+    ("{tmp}/no/such/folder/s.journal", "No such file or directory"),
+    ("{tmp}", "Is a directory"),
+])
+def test_a_storage_that_cannot_be_opened_is_one_line_naming_the_argument(tmp_path, url, said):
+    """Once Optuna's or SQLAlchemy's message alone (or, for an unknown scheme, a traceback's last line)."""
+    from train.search import study
+
+    url = url.format(tmp=tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=rf"^--storage {url}: {said}.* \(default WORKDIR/study.db; allowed: "
+                                         r"sqlite:///PATH, postgresql://\.\.\. or mysql://\.\.\. with its driver "
+                                         r"installed, or a journal file's path\)$") as e:
+        study.make_storage(url)
+    assert "\n" not in str(e.value) and snapshot(tmp_path) == before
+
+
+def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
+    from train.search import session
+
+    (tmp_path / "w").write_text("mine")
+    with pytest.raises(OSError, match=r"^cannot write in the workdir .*/w: it is a file, not a folder; choose another "
+                                      r"--workdir$"):
+        session.search(quick(), SPACE, tmp_path / "w", trials=1)
+    assert (tmp_path / "w").read_text() == "mine"
+
+
 def test_the_study_runs_exactly_its_number_of_trials(tmp_path):
     a, b = _trials(tmp_path, 5), _trials(tmp_path, 5)   # two processes on one study
     got = a.ask(3) + b.ask(3) + a.ask(3)

@@ -66,6 +66,10 @@ def test_model_kwargs_cannot_choose_what_the_setup_chooses():
             setup.model_kwargs(quick(**{f"model_kwargs.{field}": "lax"}), 10)
     with pytest.raises(ValueError, match=r"model_kwargs.num_classes=3 but dataset 'mnist5k' has 10 classes"):
         setup.model_kwargs(quick(**{"model_kwargs.num_classes": 3}), 10)
+    for wrong in ("abc", 10.0, True):  # once int()'s message, which named no field
+        with pytest.raises(ValueError, match=rf"^model_kwargs.num_classes={wrong!r} but dataset 'mnist5k'"):
+            setup.model_kwargs(quick(**{"model_kwargs.num_classes": wrong}), 10)
+    assert setup.model_kwargs(quick(**{"model_kwargs.num_classes": 10}), 10)["num_classes"] == 10
     with pytest.raises(ValueError, match=r"precision='fp8': allowed values are \('float32', 'bfloat16', 'float16'\)"):
         setup.create_model("lenet5", {}, "fp8")
 

@@ -149,8 +149,27 @@ def test_init_from_published_weights_needs_the_configs_model(published, image_fo
     assert description == "published weights resnet18 TEST" and loaded["params"]["fc"]["kernel"].shape == (512, 1000)
     with pytest.raises(ValueError, match="config.model is 'resnet34': weights of one architecture do not fit another"):
         transfer.load_source(published, "resnet34", zoo.create("resnet34"))
-    with pytest.raises(ValueError, match="weights='V9': resnet18 has IMAGENET1K_V1, TEST or 'DEFAULT'"):
+    with pytest.raises(ValueError, match=r"^transfer\.init_from='pretrained:resnet18:V9': weights='V9': resnet18 "
+                                         r"has IMAGENET1K_V1, TEST or 'DEFAULT'$"):
         transfer.load_source("pretrained:resnet18:V9", "resnet18", model)
+
+
+@pytest.mark.parametrize("init_from, model, message", [
+    ("pretrained:lenet5", "lenet5", r"^transfer\.init_from='pretrained:lenet5': no weights are catalogued for "
+                                    r"'lenet5'; models with weights: alexnet, "),
+    ("pretrained:resnet18:A:B", "resnet18", r"^transfer\.init_from='pretrained:resnet18:A:B': pretrained:MODEL or "
+                                            r"pretrained:MODEL:TAG \(e\.g\. pretrained:resnet50:IMAGENET1K_V2\)"),
+    ("pretrained:", "resnet18", r"^transfer\.init_from='pretrained:': pretrained:MODEL or"),
+    ("pretrained:resnet34", "resnet18", r"^transfer\.init_from='pretrained:resnet34' but config\.model is 'resnet18'"),
+    ("no/such/file.safetensors", "resnet18", r"^transfer\.init_from='no/such/file\.safetensors': no such weight "
+                                             r"file or workdir$"),
+])
+def test_a_bad_init_from_is_one_line_naming_the_field(init_from, model, message):
+    """Checked before the run compiles anything (train.fit calls check_source first): each one line
+    naming ``transfer.init_from``, where the catalogue's messages alone named no field."""
+    with pytest.raises((ValueError, FileNotFoundError), match=message) as e:
+        transfer.check_source(init_from, model)
+    assert "\n" not in str(e.value)
 
 
 def test_init_from_a_bad_weight_file_is_refused(tmp_path, image_folder, weight_file):

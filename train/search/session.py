@@ -23,7 +23,7 @@ from pathlib import Path
 
 import ml_collections
 
-from train import interrupts
+from train import interrupts, lock
 from train.search import group as group_mod
 from train.search import report, runner, space as space_mod, study as study_mod
 
@@ -76,7 +76,7 @@ def search(config: ml_collections.ConfigDict, space, workdir: str | Path, *, met
     evaluations = math.ceil(config.num_epochs / config.eval_every_epochs) if config.num_train_steps <= 0 else None
     pruner = study_mod.make_pruner("halving" if prune is True else (prune or None), evaluations)
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    lock.make_workdir(workdir)
     url = study_mod.storage_url(storage, workdir)
     opened = study_mod.open_study(url, study, study_mod.identity(method, parsed, config), pruner=pruner)
     handed = study_mod.Trials(opened, parsed, method, config.seed if seed is None else seed, total)

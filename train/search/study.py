@@ -56,12 +56,19 @@ def storage_url(storage: str | None, workdir: Path) -> str:
 
 
 def make_storage(url: str):
-    """An Optuna storage: a database URL (``sqlite:///...``, ``postgresql://...``) or a journal file path."""
-    if "://" in url:
-        kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    from optuna.storages.journal import JournalFileBackend  # noqa: PLC0415
-    return optuna.storages.JournalStorage(JournalFileBackend(str(url)))
+    """An Optuna storage: a database URL (``sqlite:///...``, ``postgresql://...``) or a journal file path.
+    One ValueError line naming ``--storage`` when it cannot be opened (a missing driver, a URL scheme
+    SQLAlchemy does not know, a folder that does not exist)."""
+    try:
+        if "://" in url:
+            kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        from optuna.storages.journal import JournalFileBackend  # noqa: PLC0415
+        return optuna.storages.JournalStorage(JournalFileBackend(str(url)))
+    except Exception as e:  # noqa: BLE001  (ImportError, OSError or SQLAlchemy's own: one line whichever)
+        said = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"--storage {url}: {said} (default WORKDIR/study.db; allowed: sqlite:///PATH, "
+                         f"postgresql://... or mysql://... with its driver installed, or a journal file's path)") from None
 
 
 def identity(method: str, space, config) -> dict:
