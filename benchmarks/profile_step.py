@@ -334,10 +334,10 @@ def main(argv=None) -> int:
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     print(f"step wall (median of {a.steps}, under the profiler): {step_ms:.1f} ms = {a.batch / step_ms * 1e3:.1f} img/s; "
           f"sum of op times {total:.1f} ms; compile {compile_s:.1f}s; load {os.getloadavg()[0]:.2f}")
-    print(f"\nby category (ms/step, % of op time):")
+    print("\nby category (ms/step, % of op time):")
     for cat, ms in by_cat.most_common():
         print(f"  {cat:22s} {ms:9.2f}  {100 * ms / total:5.1f}%")
-    print(f"\nby layer (top 15):")
+    print("\nby layer (top 15):")
     for lay, ms in by_layer.most_common(15):
         print(f"  {lay[:60]:60s} {ms:9.2f}  {100 * ms / total:5.1f}%")
     print(f"\ntop {a.top} ops:")

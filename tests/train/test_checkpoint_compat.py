@@ -3,7 +3,6 @@ README.json for the command) still restores, evaluates and resumes: parameter na
 structure and the checkpoint layout are a promise to users."""
 import json
 import shutil
-from pathlib import Path
 
 import ml_collections
 import numpy as np

@@ -1,8 +1,6 @@
 """train.data.decode: folder images to pixels. JPEGs through simplejpeg give PIL's pixels at full size;
 decoded at a reduced size for a crop, the resized crop stays within a JPEG decoder's tolerance of the
 full-size path, and the crop itself is the one the full-size path draws for the same seed."""
-import io
-
 import numpy as np
 import pytest
 from PIL import Image

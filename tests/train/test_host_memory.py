@@ -2,7 +2,6 @@
 per 2 MiB huge page instead of per 4 KiB page (the kernel's page-fault counter, ``getrusage``, is the
 reference); the command lines restart themselves once with it; the switch and its errors."""
 import json
-import os
 import subprocess
 import sys
 

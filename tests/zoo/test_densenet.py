@@ -51,7 +51,7 @@ def test_densenet_taps():
 def test_densenet_names_are_torchvision():
     v = abstract_variables("densenet121")
     params, stats = flat(v["params"]), flat(v["batch_stats"])
-    for key, shape in [("features_conv0/kernel", (7, 7, 3, 64)), ("features_norm0/scale", (64,)),
+    for name, shape in [("features_conv0/kernel", (7, 7, 3, 64)), ("features_norm0/scale", (64,)),
                        ("features_denseblock1/denselayer1/norm1/scale", (64,)),
                        ("features_denseblock1/denselayer1/conv1/kernel", (1, 1, 64, 128)),
                        ("features_denseblock1/denselayer1/conv2/kernel", (3, 3, 128, 32)),
@@ -59,7 +59,7 @@ def test_densenet_names_are_torchvision():
                        ("features_transition1/conv/kernel", (1, 1, 256, 128)),
                        ("features_denseblock4/denselayer16/conv2/kernel", (3, 3, 128, 32)),
                        ("features_norm5/bias", (1024,)), ("classifier/kernel", (1024, 1000))]:
-        assert params[key].shape == shape, key
+        assert params[name].shape == shape, name
     assert "features_transition3/norm/mean" in stats
     # torchvision's state_dict (without num_batches_tracked) holds 606 tensors.
     assert len(params) + len(stats) == 606

@@ -112,26 +112,26 @@ def test_tensor_count_matches_torchvision_state_dict(name, tensors):
 
 def test_mobilenet_v2_names_are_torchvision():
     params = flat(abstract_variables("mobilenet_v2")["params"])
-    for key, shape in [("features_0_0/kernel", (3, 3, 3, 32)), ("features_0_1/scale", (32,)),
+    for name, shape in [("features_0_0/kernel", (3, 3, 3, 32)), ("features_0_1/scale", (32,)),
                        ("features_1/conv_0_0/kernel", (3, 3, 1, 32)),  # t = 1: no expansion
                        ("features_1/conv_1/kernel", (1, 1, 32, 16)), ("features_1/conv_2/scale", (16,)),
                        ("features_2/conv_0_0/kernel", (1, 1, 16, 96)), ("features_2/conv_1_0/kernel", (3, 3, 1, 96)),
                        ("features_2/conv_2/kernel", (1, 1, 96, 24)), ("features_2/conv_3/bias", (24,)),
                        ("features_18_0/kernel", (1, 1, 320, 1280)), ("classifier_1/kernel", (1280, 1000))]:
-        assert params[key].shape == shape, key
+        assert params[name].shape == shape, name
 
 
 def test_mobilenet_v3_names_and_se_width():
     params = flat(abstract_variables("mobilenet_v3_large")["params"])
     # features_4: 24 -> expand 72, 5x5 dw, SE squeeze make_divisible(72 // 4, 8) = 24, project 40.
-    for key, shape in [("features_4/block_0_0/kernel", (1, 1, 24, 72)), ("features_4/block_1_0/kernel", (5, 5, 1, 72)),
+    for name, shape in [("features_4/block_0_0/kernel", (1, 1, 24, 72)), ("features_4/block_1_0/kernel", (5, 5, 1, 72)),
                        ("features_4/block_2/fc1/kernel", (1, 1, 72, 24)), ("features_4/block_2/fc1/bias", (24,)),
                        ("features_4/block_2/fc2/kernel", (1, 1, 24, 72)), ("features_4/block_2/fc2/bias", (72,)),
                        ("features_4/block_3_0/kernel", (1, 1, 72, 40)), ("features_4/block_3_1/scale", (40,)),
                        ("features_1/block_0_0/kernel", (3, 3, 1, 16)),  # no expansion: block_0 is the dw conv
                        ("features_16_0/kernel", (1, 1, 160, 960)),
                        ("classifier_0/kernel", (960, 1280)), ("classifier_3/kernel", (1280, 1000))]:
-        assert params[key].shape == shape, key
+        assert params[name].shape == shape, name
     assert make_divisible(72 // 4, 8) == 24 and make_divisible(960 // 4, 8) == 240
     small = flat(abstract_variables("mobilenet_v3_small")["params"])
     assert small["features_1/block_1/fc1/kernel"].shape == (1, 1, 16, 8)  # make_divisible(16 // 4, 8)
