@@ -80,9 +80,11 @@ def load(workdir: str | Path, checkpoint_step: str | int = "best", *, use_ema: b
     unreadable checkpoint is reported and the next candidate read. ``use_ema``: use the parameter
     EMA when the run kept one (default: yes, as its evaluation did).
     """
+    if use_ema is not None and not isinstance(use_ema, bool):  # "no" would have counted as yes
+        raise ValueError(f"use_ema={use_ema!r}: must be True, False or None (the run's choice)")
     raw, meta, s = _read(workdir, checkpoint_step)
     model = setup.create_model(meta["model"], meta["model_kwargs"], meta.get("precision", "float32"))
-    return Loaded(model, step.eval_variables(raw, use_ema=use_ema is None or bool(use_ema)), meta, s)
+    return Loaded(model, step.eval_variables(raw, use_ema=use_ema is None or use_ema), meta, s)
 
 
 def _read(workdir, checkpoint_step) -> tuple[dict, dict, int]:

@@ -94,10 +94,11 @@ def init_state(state, config, model, info):
     return new
 
 
-def export_torchvision(workdir, path, *, checkpoint_step: str | int = "best") -> dict:
-    """Write a workdir's trained weights as a torchvision state_dict (safetensors); returns it."""
+def export_torchvision(workdir, path, *, checkpoint_step: str | int = "best", overwrite: bool = False) -> dict:
+    """Write a workdir's trained weights as a torchvision state_dict (safetensors); returns it. An
+    existing file is kept (FileExistsError) unless ``overwrite=True``."""
     model, variables, meta, _ = evaluation.load(workdir, checkpoint_step)
-    return convert.save_torchvision(meta["model"], variables, path, model=model)
+    return convert.save_torchvision(meta["model"], variables, path, model=model, overwrite=overwrite)
 
 
 def main(argv=None) -> int:
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         cli.keep_existing(args.dst, "dst", args.overwrite)
-        sd = export_torchvision(args.workdir, args.dst, checkpoint_step=args.checkpoint)
+        sd = export_torchvision(args.workdir, args.dst, checkpoint_step=args.checkpoint, overwrite=args.overwrite)
     except (ValueError, OSError) as err:
         return cli.fail(err)
     print(f"{args.dst}: {len(sd)} tensors (torchvision names and layouts)")

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from zoo.checks import check_rate
 from zoo.heads import pooled_dense
-from zoo.layers import (InputSpec, Ops, ZooModel, check_rate, flatten_nchw, local_response_norm, tap,
-                        torch_default_kernel)
+from zoo.layers import InputSpec, Ops, ZooModel, flatten_nchw, local_response_norm, tap, torch_default_kernel
 from zoo.registry import Family, register
 
 PAPER_V1 = ("Krizhevsky, Sutskever & Hinton, ImageNet Classification with Deep Convolutional Neural Networks, "

@@ -24,7 +24,8 @@ from typing import Callable
 import flax.linen as nn
 import jax
 
-from zoo.layers import Array, Ops, adaptive_avg_pool, check_choice
+from zoo.checks import check_choice
+from zoo.layers import Array, Ops, adaptive_avg_pool
 
 PARTS = ("expand", "depthwise", "project")
 

@@ -33,7 +33,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoo.layers import Ops, avg_pool, check_choice
+from zoo.checks import check_choice
+from zoo.layers import Ops, avg_pool
 
 Array = jax.Array
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from zoo.checks import check_model_input
+
 log = logging.getLogger("zoo")
 
 
@@ -63,7 +65,7 @@ def init(model, input_shape, *, rng: int | jax.Array = 0, batch: int = 1) -> dic
     """``model.init`` for one input shape ``(H, W, C)``, compiled once as a whole (fast on CPU, where
     an eager ``model.init`` compiles every op separately). Returns ``{'params', ['batch_stats']}``."""
     key = jax.random.PRNGKey(rng) if isinstance(rng, int) else rng
-    x = jnp.zeros((batch, *input_shape), jnp.float32)
+    x = jnp.zeros((batch, *check_model_input(model, input_shape)), jnp.float32)
     return compile_once(lambda k: model.init(k, x, train=False), key, drawn=_model_variables)(key)
 
 

@@ -36,8 +36,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from zoo.layers import (InputSpec, Ops, ZooModel, avg_pool, check_positive_int, check_positive_ints, check_rate,
-                        global_avg_pool, kaiming_normal_fan_in, tap)
+from zoo.checks import check_bool, check_positive_int, check_positive_ints, check_rate
+from zoo.layers import InputSpec, Ops, ZooModel, avg_pool, global_avg_pool, kaiming_normal_fan_in, tap
 from zoo.registry import Family, register
 
 PAPER = "Huang et al., Densely Connected Convolutional Networks, CVPR 2017 (arXiv:1608.06993); torchvision DenseNet-BC"
@@ -136,8 +136,7 @@ class DenseNet(ZooModel):
         check_positive_int("num_init_features", self.num_init_features)
         check_positive_int("bn_size", self.bn_size)
         check_rate("dropout", self.dropout)
-        if not isinstance(self.remat, bool):
-            raise ValueError(f"remat={self.remat!r}: must be True or False")
+        check_bool("remat", self.remat)
 
     def input_spec(self):
         # total stride: 4 (stem) * 2 per transition

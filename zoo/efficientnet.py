@@ -33,8 +33,8 @@ import flax.linen as nn
 import jax
 
 from zoo.blocks import InvertedResidual
-from zoo.layers import (InputSpec, Ops, ZooModel, check_choice, check_positive, check_rate, global_avg_pool,
-                        make_divisible, tap)
+from zoo.checks import check_choice, check_positive, check_rate
+from zoo.layers import InputSpec, Ops, ZooModel, global_avg_pool, make_divisible, tap
 from zoo.registry import Family, register
 
 PAPER = ("Tan & Le, EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks, ICML 2019 "

@@ -21,16 +21,23 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.checks import check_model_input
+
+
+def _mutable(train: bool, collection: str) -> list[str]:
+    """The collections ``apply`` writes: ``collection``, and in training mode BatchNorm's statistics too."""
+    return [collection, "batch_stats"] if train else [collection]
+
 
 def _tap_values(model: nn.Module, variables, x, train: bool = False) -> dict:
-    _, state = model.apply(variables, x, train=train, mutable=["features"])
+    _, state = model.apply(variables, x, train=train, mutable=_mutable(train, "features"))
     return dict(state.get("features", {}))
 
 
 def feature_names(model: nn.Module, input_shape) -> dict[str, tuple]:
     """Tap names of ``model`` with their shapes for one image of ``input_shape`` ``(H, W, C)``, in the
     order the forward pass taps them (traced with ``jax.eval_shape``: nothing is computed)."""
-    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    x = jax.ShapeDtypeStruct((1, *check_model_input(model, input_shape)), jnp.float32)
     order: list[str] = []
 
     def run(x):
@@ -45,7 +52,9 @@ def feature_names(model: nn.Module, input_shape) -> dict[str, tuple]:
 
 def features(model: nn.Module, variables, x, layers: Sequence[str] | None = None, *, train: bool = False) -> dict:
     """Feature maps of ``x`` (``(B, H, W, C)``) by name: tap names or module paths.
-    ``layers=None``: every tap. Unknown names: ValueError listing the taps."""
+    ``layers=None``: every tap; one name (a str) is a list of one. Unknown names: ValueError listing the taps."""
+    if isinstance(layers, str):
+        layers = [layers]
     taps = _tap_values(model, variables, x, train)
     if layers is None:
         return taps
@@ -53,7 +62,7 @@ def features(model: nn.Module, variables, x, layers: Sequence[str] | None = None
     out = {n: taps[n] for n in layers if n in taps}
     if wanted:
         paths = {tuple(n.split("/")) for n in wanted}
-        _, state = model.apply(variables, x, train=train, mutable=["intermediates"],
+        _, state = model.apply(variables, x, train=train, mutable=_mutable(train, "intermediates"),
                                capture_intermediates=lambda mdl, method: method == "__call__" and mdl.path in paths)
         captured = state.get("intermediates", {})
         for n in wanted:

@@ -40,8 +40,8 @@ import jax.numpy as jnp
 
 from zoo.auxiliary import aux_output, runs_aux
 from zoo.branches import Concat, Conv, MultiBranch, Pool, basic_conv
-from zoo.layers import (InputSpec, Ops, ZooModel, adaptive_avg_pool, check_rate, flatten_nchw, global_avg_pool,
-                        tap)
+from zoo.checks import check_bool, check_rate
+from zoo.layers import InputSpec, Ops, ZooModel, adaptive_avg_pool, flatten_nchw, global_avg_pool, tap
 from zoo.registry import Family, register
 
 PAPER = "Szegedy et al., Going Deeper with Convolutions, CVPR 2015 (arXiv:1409.4842); torchvision GoogLeNet (BN)"
@@ -90,8 +90,7 @@ def check_aux_and_transform(model: ZooModel) -> None:
     """The options GoogLeNet and Inception v3 share: ``aux_logits`` and ``transform_input`` are bools, and
     ``transform_input`` re-normalises three ImageNet channels. One ValueError line naming the argument."""
     for arg in ("aux_logits", "transform_input"):
-        if not isinstance(getattr(model, arg), bool):
-            raise ValueError(f"{arg}={getattr(model, arg)!r}: must be True or False")
+        check_bool(arg, getattr(model, arg))
     if model.transform_input and model.in_channels != 3:
         raise ValueError(f"transform_input=True re-normalises ImageNet RGB input: needs in_channels=3, "
                          f"got {model.in_channels}")

@@ -37,10 +37,11 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
+from zoo.checks import check_rate
 from zoo.auxiliary import aux_output, runs_aux
 from zoo.branches import Concat, Conv, MultiBranch, Pool, basic_conv, run
 from zoo.googlenet import check_aux_and_transform, transform_input
-from zoo.layers import InputSpec, Ops, ZooModel, avg_pool, check_rate, global_avg_pool, tap
+from zoo.layers import InputSpec, Ops, ZooModel, avg_pool, global_avg_pool, tap
 from zoo.registry import Family, register
 
 PAPER = ("Szegedy et al., Rethinking the Inception Architecture for Computer Vision, CVPR 2016 "

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.batchnorm import BatchNorm
+from zoo.checks import is_number, check_choice, check_float_dtype, check_groups, check_positive, check_positive_int
 from zoo.convs import CONV_IMPLS, MAX_POOLS
 from zoo.dropout import dropout
 
@@ -313,11 +314,15 @@ class ZooModel(nn.Module):
         check_positive_int("num_classes", self.num_classes)
         check_positive_int("in_channels", self.in_channels)
         check_choice("norm", self.norm, (*NORMS, None))
-        if not isinstance(self.bn_momentum, jax.Array) and not 0.0 <= self.bn_momentum < 1.0:
+        check_float_dtype("dtype", self.dtype)
+        check_float_dtype("param_dtype", self.param_dtype)
+        if not isinstance(self.bn_momentum, jax.Array) and (not is_number(self.bn_momentum)
+                                                            or not 0.0 <= self.bn_momentum < 1.0):
             raise ValueError(f"bn_momentum={self.bn_momentum!r}: allowed range is [0, 1) "
                              "(Flax convention: 1 - PyTorch momentum)")
-        if not self.bn_epsilon > 0.0:
-            raise ValueError(f"bn_epsilon={self.bn_epsilon!r}: must be > 0")
+        check_positive("bn_epsilon", self.bn_epsilon)
+        if self.axis_name is not None and not isinstance(self.axis_name, (str, tuple)):
+            raise ValueError(f"axis_name={self.axis_name!r}: the name of a mapped axis (a str) or None")
         check_choice("conv_impl", self.conv_impl, CONV_IMPLS)
         self.check_options()
         super().__post_init__()
@@ -340,17 +345,28 @@ class ZooModel(nn.Module):
     def __call__(self, x: Array, train: bool = False) -> Array:
         """Logits ``(B, num_classes)`` of ``x: (B, H, W, C)``, checked against :meth:`input_spec` and cast to
         ``dtype``; :meth:`forward` runs with the layer factory of this mode (``train``: batch statistics, dropout)."""
-        return self.forward(self.check_input(x), self.ops(train))
+        if not isinstance(train, (bool, np.bool_)):
+            raise ValueError(f"train={train!r}: must be True or False")
+        return self.forward(self.check_input(x), self.ops(bool(train)))
 
     def forward(self, x: Array, ops: Ops) -> Array:
         """The family's network, ``x: (B, H, W, C)`` -> logits (layers from ``ops``, taps via :func:`tap`)."""
         raise NotImplementedError
 
     def check_input(self, x: Array) -> Array:
-        """Raise ValueError with the expected shape when ``x`` does not fit; cast to ``dtype``."""
+        """Raise ValueError with the expected shape when ``x`` does not fit; cast to ``dtype``. Integer
+        images are refused: the models take float images normalised as in training, as torchvision's do."""
+        if not hasattr(x, "ndim"):
+            x = jnp.asarray(x)
         spec, problem = self.input_spec(), None
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise ValueError(f"{type(self).__name__}: input of dtype {x.dtype}; the models take float images "
+                             f"normalised as in training (e.g. train.data.preprocess_eval, or "
+                             f"zoo.weights transforms for published weights)")
         if x.ndim != 4:
             problem = "input must be NHWC of rank 4"
+        elif x.shape[0] < 1:
+            problem = "empty batch"
         elif x.shape[-1] != spec.channels:
             problem = f"input has {x.shape[-1]} channels"
         elif spec.exact_size and x.shape[1:3] != (spec.exact_size, spec.exact_size):
@@ -362,41 +378,6 @@ class ZooModel(nn.Module):
             raise ValueError(f"{type(self).__name__}: {problem}, expected (B, H, W, {spec.channels}) with H, W "
                              f"{size}; got shape {tuple(x.shape)}")
         return jnp.asarray(x, self.dtype)
-
-
-def check_positive_int(arg: str, value) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{arg}={value!r}: must be an integer >= 1")
-
-
-def check_positive(arg: str, value) -> None:
-    if not isinstance(value, (int, float, np.number)) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{arg}={value!r}: must be a number > 0")
-
-
-def check_rate(arg: str, value) -> None:
-    traced = isinstance(value, jax.Array)  # a search group's per-trial rates (zoo/dropout.py): checked before tracing
-    if not traced and (not isinstance(value, (int, float, np.number)) or not 0.0 <= value < 1.0):
-        raise ValueError(f"{arg}={value!r}: must be a probability in [0, 1)")
-
-
-def check_choice(arg: str, value, allowed) -> None:
-    """``value`` must be one of ``allowed``; True / False are not taken for 1 / 0."""
-    if value not in allowed or (isinstance(value, bool) and not any(a is value for a in allowed)):
-        raise ValueError(f"{arg}={value!r}: allowed values are {tuple(allowed)}")
-
-
-def check_positive_ints(arg: str, values, length: int | None = None) -> None:
-    """``values`` must be a tuple or list of integers >= 1: ``length`` of them, or at least one."""
-    ok = isinstance(values, (tuple, list)) and (len(values) == length if length else len(values) > 0)
-    if not ok or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in values):
-        raise ValueError(f"{arg}={values!r}: must list {length or 'one or more'} integers >= 1")
-
-
-def check_groups(groups: int, in_channels: int, out_channels: int, where: str = "") -> None:
-    if in_channels % groups or out_channels % groups:
-        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
-                         f"out_channels={out_channels}{where}")
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:

@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.layers import (InputSpec, Ops, ZooModel, avg_pool, check_choice, flatten_nchw, tap,
-                        torch_default_kernel)
+from zoo.checks import check_choice
+from zoo.layers import InputSpec, Ops, ZooModel, avg_pool, flatten_nchw, tap, torch_default_kernel
 from zoo.registry import Family, register
 
 PAPER = ("LeCun, Bottou, Bengio & Haffner, Gradient-based learning applied to document recognition, "

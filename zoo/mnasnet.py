@@ -25,7 +25,8 @@ from __future__ import annotations
 import flax.linen as nn
 
 from zoo.blocks import PARTS, InvertedResidual
-from zoo.layers import InputSpec, Ops, ZooModel, check_choice, check_rate, global_avg_pool, make_divisible, tap
+from zoo.checks import check_choice, check_rate
+from zoo.layers import InputSpec, Ops, ZooModel, global_avg_pool, make_divisible, tap
 from zoo.registry import Family, register
 
 PAPER = ("Tan et al., MnasNet: Platform-Aware Neural Architecture Search for Mobile, CVPR 2019 (arXiv:1807.11626); "

@@ -46,8 +46,8 @@ from __future__ import annotations
 import flax.linen as nn
 
 from zoo.blocks import InvertedResidual
-from zoo.layers import (InputSpec, Ops, ZooModel, check_choice, check_positive, check_positive_int, check_rate,
-                        global_avg_pool, hard_sigmoid, hard_swish, make_divisible, tap)
+from zoo.checks import check_choice, check_positive, check_positive_int, check_rate
+from zoo.layers import InputSpec, Ops, ZooModel, global_avg_pool, hard_sigmoid, hard_swish, make_divisible, tap
 from zoo.registry import Family, register
 
 PAPER_V1 = ("Howard et al., MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications, "

@@ -18,8 +18,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 
-from zoo.layers import (InputSpec, Ops, ZooModel, check_choice, check_positive_int,
-                        check_positive_ints, global_avg_pool, tap)
+from zoo.checks import check_bool, check_choice, check_positive_int, check_positive_ints
+from zoo.layers import InputSpec, Ops, ZooModel, global_avg_pool, tap
 from zoo.registry import Family, register
 
 PAPER = "He et al., Deep Residual Learning for Image Recognition, CVPR 2016 (arXiv:1512.03385); torchvision v1.5"
@@ -101,6 +101,7 @@ class ResNet(ZooModel):
         check_positive_ints("layers", self.layers, 4)  # blocks per stage
         check_positive_int("groups", self.groups)
         check_positive_int("width_per_group", self.width_per_group)
+        check_bool("small_input", self.small_input)
 
     def input_spec(self):
         return InputSpec(self.in_channels, min_size=8 if self.small_input else 32)

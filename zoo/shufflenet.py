@@ -49,8 +49,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoo.layers import (InputSpec, Ops, ZooModel, avg_pool, check_choice, check_positive_ints,
-                        global_avg_pool, tap, torch_default_kernel)
+from zoo.checks import check_choice, check_positive_ints
+from zoo.layers import InputSpec, Ops, ZooModel, avg_pool, global_avg_pool, tap, torch_default_kernel
 from zoo.registry import Family, register
 
 PAPER_V1 = ("Zhang et al., ShuffleNet: An Extremely Efficient Convolutional Neural Network for Mobile Devices, "

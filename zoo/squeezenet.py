@@ -30,7 +30,8 @@ from __future__ import annotations
 import flax.linen as nn
 
 from zoo.branches import Concat, Conv, run
-from zoo.layers import InputSpec, Ops, ZooModel, check_choice, check_rate, global_avg_pool, tap
+from zoo.checks import check_choice, check_rate
+from zoo.layers import InputSpec, Ops, ZooModel, global_avg_pool, tap
 from zoo.registry import Family, register
 
 PAPER = ("Iandola et al., SqueezeNet: AlexNet-level accuracy with 50x fewer parameters and <0.5MB model size, "

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from zoo.checks import check_model_input
 
 
 @dataclasses.dataclass
@@ -34,6 +37,9 @@ def _num(tree) -> int:
 
 def param_count(variables_or_params) -> int:
     """Trainable parameters: the ``params`` collection (BN running statistics excluded)."""
+    if not isinstance(variables_or_params, Mapping):
+        raise ValueError(f"variables: a model's variables or params (a dict), got {type(variables_or_params).__name__}"
+                         f"; for a model, zoo.param_count(zoo.init(model, input_shape))")
     tree = variables_or_params.get("params", variables_or_params) if isinstance(variables_or_params, dict) else variables_or_params
     return _num(tree)
 
@@ -41,7 +47,7 @@ def param_count(variables_or_params) -> int:
 def abstract_variables(model: nn.Module, input_shape, batch: int = 1):
     """Variables of ``model`` as ShapeDtypeStructs, traced with ``jax.eval_shape`` (no compile).
     ``input_shape`` is ``(H, W, C)`` of one image."""
-    x = jax.ShapeDtypeStruct((batch, *input_shape), jnp.float32)
+    x = jax.ShapeDtypeStruct((batch, *check_model_input(model, input_shape)), jnp.float32)
     return jax.eval_shape(lambda k, x: model.init(k, x, train=False), jax.random.key(0), x)
 
 
@@ -53,6 +59,7 @@ def layer_table(model: nn.Module, input_shape, batch: int = 1) -> list[LayerRow]
 
 def trace(model: nn.Module, input_shape, batch: int = 1) -> tuple[list[LayerRow], dict]:
     """``(layer rows, abstract variables)`` from one ``jax.eval_shape`` of ``model.init``."""
+    input_shape = check_model_input(model, input_shape)
     rows: list[LayerRow] = []
 
     def interceptor(next_fun, args, kwargs, context):

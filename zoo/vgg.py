@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from zoo.checks import check_choice, check_rate
 from zoo.heads import pooled_dense
-from zoo.layers import InputSpec, Ops, ZooModel, check_choice, check_rate, kaiming_normal_fan_out, tap
+from zoo.layers import InputSpec, Ops, ZooModel, kaiming_normal_fan_out, tap
 from zoo.registry import Family, register
 
 PAPER = ("Simonyan & Zisserman, Very Deep Convolutional Networks for Large-Scale Image Recognition, ICLR 2015 "

@@ -39,6 +39,13 @@ def test_restore_gives_a_model_research_code_can_apply(trained_lenet):
     assert meta["config"]["optimizer"]["name"] == "adam"
 
 
+@pytest.mark.parametrize("use_ema", ["no", 0, "False"])
+def test_use_ema_takes_true_false_or_none_only(tmp_path, use_ema):
+    """``bool("no")`` once counted as yes: the run's EMA was used when the caller asked for none."""
+    with pytest.raises(ValueError, match=rf"^use_ema={use_ema!r}: must be True, False or None \(the run's choice\)$"):
+        train.restore(tmp_path, use_ema=use_ema)
+
+
 def test_load_reads_the_checkpoint_once(trained_lenet, monkeypatch):
     workdir, r = trained_lenet
     reads = []

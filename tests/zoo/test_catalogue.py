@@ -112,6 +112,16 @@ def test_a_model_without_published_weights_defaults_to_its_first_user_entry(user
     (dict(url="https://x/y.pth", sha256="abc"), "sha256='abc'"),
     (dict(url="https://x/y.pth", sha256="a" * 64, acc=1), r"unknown field\(s\) acc; allowed: categories"),
     (dict(url="https://x/y.pth", sha256="a" * 64, interpolation="nearest"), "interpolation='nearest': allowed"),
+    # once accepted: a negative class count, a zero crop, two means for three stds
+    (dict(url="https://x/y.pth", sha256="a" * 64, categories=-3), r"categories=-3: the class count \(0: no usable"),
+    (dict(url="https://x/y.pth", sha256="a" * 64, categories="10"), r"categories='10': the class count"),
+    (dict(url="https://x/y.pth", sha256="a" * 64, crop_size=0), r"crop_size=0: must be an integer >= 1 \(pixels\)"),
+    (dict(url="https://x/y.pth", sha256="a" * 64, resize_size=2.5), r"resize_size=2\.5: must be an integer >= 1"),
+    (dict(url="https://x/y.pth", sha256="a" * 64, mean=(0.5, 0.5)),
+     r"mean=\(0\.5, 0\.5\) and std=\(0\.229, 0\.224, 0\.225\): one number per input channel each"),
+    (dict(url="https://x/y.pth", sha256="a" * 64, std=(0.2, 0.2, 0.0)), r"std=\(0\.2, 0\.2, 0\.0\): one number per "
+                                                                        r"input channel \(> 0\)$"),
+    (dict(url="https://x/y.pth", sha256="a" * 64, mean=0.5), r"mean=0\.5: one number per input channel$"),
 ])
 def test_register_weights_refuses_bad_entries(user_entries, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -130,6 +130,20 @@ def test_safetensors_file_round_trip(small_sd, small_file):
     sd = convert.load_state_dict(small_file)
     assert set(sd) == set(small_sd)
     assert_same_state_dict({k: sd[k] for k in small_sd}, small_sd)
+
+
+def test_save_torchvision_keeps_an_existing_file_unless_told(small_sd, tmp_path):
+    """From Python as from the command line (``--overwrite``): a user's file is never replaced silently."""
+    path = tmp_path / "mine.safetensors"
+    path.write_bytes(b"the user's own file")
+    variables = convert.from_torchvision(SMALL, small_sd)
+    with pytest.raises(FileExistsError, match=r"mine\.safetensors exists; nothing was written \(overwrite=True "
+                                              r"replaces it\)$"):
+        convert.save_torchvision(SMALL, variables, path)
+    assert path.read_bytes() == b"the user's own file"
+    convert.save_torchvision(SMALL, variables, path, overwrite=True)
+    sd = convert.load_state_dict(path)
+    assert_same_state_dict({k: sd[k] for k in small_sd}, small_sd)
     assert sd["conv1.1.num_batches_tracked"].dtype == np.int64 and sd["conv1.1.num_batches_tracked"].shape == ()
 
 

@@ -96,25 +96,6 @@ def test_flatten_is_pytorchs_channel_major_order():
                                   x_nchw.reshape(2, -1))
 
 
-@pytest.mark.parametrize("values, length", [((1, 2, 0, 3), 4), ((1, 2, 3), 4), ((), None), (5, None), ((1, True), None),
-                                            ([2.0], None)])
-def test_positive_ints_check_names_the_argument(values, length):
-    with pytest.raises(ValueError, match=r"^layers=.*: must list (4|one or more) integers >= 1$"):
-        layers.check_positive_ints("layers", values, length)
-
-
-def test_positive_ints_check_passes_good_values():
-    layers.check_positive_ints("layers", (3, 4, 6, 3), 4)
-    layers.check_positive_ints("block_config", [6, np.int64(12)])
-
-
-def test_choice_check_does_not_take_a_bool_for_a_number():
-    with pytest.raises(ValueError, match=r"groups=True: allowed values are \(1, 2, 3\)"):
-        layers.check_choice("groups", True, (1, 2, 3))
-    layers.check_choice("groups", 1, (1, 2, 3))
-    layers.check_choice("remat", True, (True, False))
-
-
 def test_a_familys_forward_is_the_body_of_call():
     """ZooModel.__call__ runs ``forward`` unwrapped: no Flax method call of its own (interceptors,
     capture_intermediates) and no name scope in the traced program (analyses name pools by scope)."""

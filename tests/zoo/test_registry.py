@@ -236,6 +236,13 @@ def test_unknown_name_lists_closest():
     (dict(norm="batchnorm"), "norm.*allowed"),
     (dict(not_an_option=1), "not_an_option.*allowed"),
     (dict(groups=0), "groups"),
+    # once accepted, then failing later in numpy or Flax without the argument's name (or silently, small_input)
+    (dict(dtype="fp16"), r"^dtype='fp16': must be a floating dtype"),
+    (dict(param_dtype="int8"), r"^param_dtype='int8': must be a floating dtype"),
+    (dict(bn_epsilon="1e-5"), r"^bn_epsilon='1e-5': must be a number > 0$"),
+    (dict(bn_momentum="0.9"), r"^bn_momentum='0.9': allowed range is \[0, 1\)"),
+    (dict(axis_name=5), r"^axis_name=5: the name of a mapped axis \(a str\) or None$"),
+    (dict(small_input="no"), r"^small_input='no': must be True or False$"),
 ])
 def test_bad_override(override, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -283,6 +290,23 @@ def test_bad_input_gives_expected_shape(shape, pattern):
     m = zoo.create("resnet18")
     with pytest.raises(ValueError, match=pattern + r".*expected \(B, H, W, 3\)"):
         jax.eval_shape(lambda: m.init(jax.random.key(0), jnp.zeros(shape)))
+
+
+def test_integer_images_empty_batches_and_a_train_flag_that_is_not_a_bool_are_refused():
+    """uint8 pixels once ran unnormalised (logits of +-80, silently); torchvision's convolutions refuse
+    them too. An empty batch was a ZeroDivisionError, ``train="False"`` Flax's immutable-collection error."""
+    m = zoo.create("lenet5")
+    v = abstract_variables("lenet5", (28, 28, 1))
+    for dtype in (jnp.uint8, jnp.int32, jnp.bool_):
+        with pytest.raises(ValueError, match=rf"^LeNet5: input of dtype {jnp.dtype(dtype)}; the models take float "
+                                             r"images normalised as in training"):
+            jax.eval_shape(lambda x: m.apply(v, x), jax.ShapeDtypeStruct((1, 28, 28, 1), dtype))
+    with pytest.raises(ValueError, match=r"^LeNet5: empty batch, expected \(B, H, W, 1\)"):
+        jax.eval_shape(lambda x: m.apply(v, x), jax.ShapeDtypeStruct((0, 28, 28, 1), jnp.float32))
+    for train in ("False", 0, None):
+        with pytest.raises(ValueError, match=rf"^train={train!r}: must be True or False"):
+            jax.eval_shape(lambda x: m.apply(v, x, train=train), jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32))
+    assert m.apply(jax.tree.map(jnp.zeros_like, v), [[[[0.5]] * 28] * 28]).shape == (1, 10)  # a nested list is an array
 
 
 def test_list_models_pattern():

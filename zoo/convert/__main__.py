@@ -37,7 +37,7 @@ def main(argv=None) -> int:
         variables = from_torchvision(args.model, sd)
         n = sum(int(np.size(v)) for v in jax.tree.leaves(variables.get("params", {})))
         if args.cmd == "pth2safetensors":
-            save_torchvision(args.model, variables, args.dst)
+            save_torchvision(args.model, variables, args.dst, overwrite=args.overwrite)
             print(f"{args.dst}: {args.model}, {n:,} parameters (torchvision names and layouts)")
         else:
             print(f"{args.src}: converts to {args.model} ({n:,} parameters)")

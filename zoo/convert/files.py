@@ -71,15 +71,19 @@ def load_state_dict(path) -> dict[str, np.ndarray]:
                      f"{', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}")
 
 
-def save_torchvision(name: str, variables: Mapping[str, Any], path, *, model=None) -> dict[str, np.ndarray]:
+def save_torchvision(name: str, variables: Mapping[str, Any], path, *, model=None,
+                     overwrite: bool = False) -> dict[str, np.ndarray]:
     """Write ``to_torchvision(name, variables)`` as a safetensors file (torch:
-    ``safetensors.torch.load_file(path)`` then ``load_state_dict``); returns the state_dict."""
+    ``safetensors.torch.load_file(path)`` then ``load_state_dict``); returns the state_dict. An existing
+    file is kept (FileExistsError) unless ``overwrite=True``, which replaces it whole."""
     from safetensors.numpy import save_file  # noqa: PLC0415
 
-    sd = to_torchvision(name, variables, model=model)
     path = Path(path).expanduser()
     if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
         raise ValueError(f"{path}: weights are written as safetensors; use a .safetensors file name")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; nothing was written (overwrite=True replaces it)")
+    sd = to_torchvision(name, variables, model=model)
     with written_atomically(path) as tmp:   # a file it replaces stays whole until the new one is
         save_file(sd, tmp, metadata={"format": "pt", "model": name})
     return sd

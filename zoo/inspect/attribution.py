@@ -15,15 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.features import feature_gradients, feature_names
-from zoo.inspect.inputs import as_batch
-
-
-def _classes(class_index, batch: int) -> jax.Array:
-    """int32 ``(B,)`` with -1 for "the predicted class"."""
-    if class_index is None:
-        return jnp.full((batch,), -1, jnp.int32)
-    c = np.broadcast_to(np.asarray(class_index, np.int64), (batch,))
-    return jnp.asarray(c, jnp.int32)
+from zoo.checks import check_positive_int
+from zoo.inspect.inputs import as_batch, check_class, class_indices
 
 
 def _pick(logits: jax.Array, classes: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -74,7 +67,7 @@ def saliency(model, variables, x, class_index=None) -> np.ndarray:
     """Image-specific class saliency (Simonyan, Vedaldi & Zisserman 2014): ``max_c |dS_c / dI|`` over
     the colour channels, ``(B, H, W)``, non-negative. ``class_index``: int or (B,) ints (default: predicted)."""
     x = as_batch(x)
-    grads, _ = _input_gradient(model, variables, x, _classes(class_index, x.shape[0]))
+    grads, _ = _input_gradient(model, variables, x, class_indices(class_index, x.shape[0], model.num_classes))
     return np.asarray(jnp.abs(grads).max(axis=-1))
 
 
@@ -95,8 +88,12 @@ def grad_cam(model, variables, x, class_index=None, layer: str | None = None, *,
     ``ReLU(sum_k alpha_k^c A^k)`` at tap ``layer`` (default :func:`default_cam_layer`), bilinearly
     upsampled to the input size: ``(B, H, W)`` (``upsample=False``: the layer's ``(B, h, w)``), >= 0."""
     x = as_batch(x)
-    layer = layer or default_cam_layer(model, x.shape[1:])
-    up, cam = _grad_cam(model, variables, x, layer, _classes(class_index, x.shape[0]))
+    if layer is None:
+        layer = default_cam_layer(model, x.shape[1:])
+    elif not isinstance(layer, str) or layer not in (taps := spatial_taps(model, x.shape[1:])):
+        raise ValueError(f"layer={layer!r}: Grad-CAM needs a spatial feature tap of {type(model).__name__} "
+                         f"(at least 2x2 for this input): {', '.join(taps) if isinstance(layer, str) else 'a str'}")
+    up, cam = _grad_cam(model, variables, x, layer, class_indices(class_index, x.shape[0], model.num_classes))
     return np.asarray(up if upsample else cam)
 
 
@@ -151,12 +148,18 @@ def occlusion(model, variables, x, class_index=None, *, patch: int | None = None
     if x.shape[0] != 1:
         raise ValueError(f"occlusion takes one image, got a batch of {x.shape[0]}")
     h, w = x.shape[1:3]
-    patch = int(patch or max(1, round(min(h, w) / 7)))
-    stride = int(stride or max(1, patch // 2))
+    patch = max(1, round(min(h, w) / 7)) if patch is None else patch
+    check_positive_int("patch", patch)
+    stride = max(1, patch // 2) if stride is None else stride
+    check_positive_int("stride", stride)
+    check_positive_int("batch_size", batch_size)
     if not 1 <= patch <= min(h, w):
         raise ValueError(f"patch={patch}: must be between 1 and the image side {min(h, w)}")
+    if not isinstance(fill, (int, float, np.number)) or isinstance(fill, bool):
+        raise ValueError(f"fill={fill!r}: a number (the value of the patch in normalised pixels; 0 is the mean)")
+    c = None if class_index is None else check_class(class_index, model.num_classes)
     _, probs = predict(model, variables, x)
-    c = int(np.argmax(probs[0])) if class_index is None else int(class_index)
+    c = int(np.argmax(probs[0])) if c is None else c
     rows, cols = _positions(h, patch, stride), _positions(w, patch, stride)
     corners = np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)
     p = _occluded_probabilities(model, variables, x[0], jnp.int32(c), jnp.asarray(corners), jnp.float32(fill),
@@ -204,7 +207,12 @@ def class_model(model, variables, class_index: int, *, input_shape=None, steps: 
     has every pre-activation, hence every ReLU gradient, exactly 0 at the zero image: start it from
     small noise instead.)"""
     shape = tuple(input_shape) if input_shape is not None else model.example_input_shape()
-    image0 = jnp.zeros(shape, jnp.float32) if init is None else jnp.asarray(init, jnp.float32).reshape(shape)
+    class_index = check_class(class_index, model.num_classes)
+    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"steps={steps!r}: must be an integer >= 0")
+    if init is not None and np.shape(init) != shape:
+        raise ValueError(f"init: a starting image of shape {shape} (input_shape), got {np.shape(init)}")
+    image0 = jnp.zeros(shape, jnp.float32) if init is None else jnp.asarray(init, jnp.float32)
     img, scores = _ascend(model, variables, jnp.int32(class_index), jnp.float32(learning_rate), jnp.float32(l2),
                           image0, int(steps), bool(normalize))
     return np.asarray(img), np.asarray(scores)

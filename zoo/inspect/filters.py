@@ -6,10 +6,11 @@ from typing import Any
 
 import numpy as np
 
+from zoo.checks import check_positive_int
 from zoo.features import features
 from zoo.inspect.inputs import as_batch
 from zoo.layers import conv2d
-from zoo.summary import layer_table
+from zoo.summary import abstract_variables, layer_table
 
 
 def first_layer_filters(model, variables, input_shape=None) -> np.ndarray:
@@ -19,15 +20,27 @@ def first_layer_filters(model, variables, input_shape=None) -> np.ndarray:
     rows = [r for r in layer_table(model, shape) if r.kind == "Conv"]
     if not rows:
         raise ValueError(f"{type(model).__name__} has no convolution layer")
-    node = variables["params"]
-    for part in rows[0].path.split("/"):
-        node = node[part]
-    return np.moveaxis(np.asarray(node["kernel"], np.float32), -1, 0)
+    path = f"params/{rows[0].path}/kernel"
+    expected, kernel = _at(abstract_variables(model, shape), path), _at(variables, path)
+    if kernel is None or np.shape(kernel) != expected.shape:
+        raise ValueError(f"variables: {type(model).__name__} keeps its first convolution's {expected.shape} kernel at "
+                         f"{path}; these variables have {np.shape(kernel) if kernel is not None else 'none'} there "
+                         f"(another model's variables?)")
+    return np.moveaxis(np.asarray(kernel, np.float32), -1, 0)
+
+
+def _at(tree, path: str):
+    """The leaf at ``path`` ('params/conv1/kernel') of a nested dict, or None."""
+    for part in path.split("/"):
+        tree = tree.get(part) if hasattr(tree, "get") else None
+    return tree
 
 
 def feature_maps(model, variables, x, layer: str) -> np.ndarray:
     """Feature maps ``(B, h, w, C)`` of the tap or module path ``layer`` for images ``x``
     (through :func:`zoo.features`). ValueError when the layer's output is not a spatial map."""
+    if not isinstance(layer, str):
+        raise ValueError(f"layer={layer!r}: one tap name or module path (a str); zoo.features takes several")
     out = np.asarray(features(model, variables, as_batch(x), [layer])[layer])
     if out.ndim != 4:
         raise ValueError(f"layer {layer!r} is not a spatial feature map: its output has shape {out.shape}")
@@ -58,7 +71,16 @@ def apply_filter(image, kernel: str | Any, *, stride: int = 1, padding: int = 0)
         if kernel not in FIXED_FILTERS:
             raise ValueError(f"kernel={kernel!r}: allowed names are {tuple(FIXED_FILTERS)} (or pass an array)")
         kernel = FIXED_FILTERS[kernel]
+    kernel = np.asarray(kernel, np.float32)
+    if kernel.ndim != 2 or min(kernel.shape) < 1:
+        raise ValueError(f"kernel: a 2-D array (kh, kw) or a name of FIXED_FILTERS, got shape {kernel.shape}")
+    check_positive_int("stride", stride)
+    if not isinstance(padding, (int, np.integer)) or isinstance(padding, bool) or padding < 0:
+        raise ValueError(f"padding={padding!r}: must be an integer >= 0")
     image = np.asarray(image, np.float32)
+    if image.ndim in (2, 3) and min(image.shape[:2]) + 2 * padding < max(kernel.shape):
+        raise ValueError(f"image: {image.shape[0]}x{image.shape[1]} (padded by {padding}) is smaller than the "
+                         f"{kernel.shape[0]}x{kernel.shape[1]} kernel")
     if image.ndim == 2:
         return conv2d(image, kernel, stride, padding)
     if image.ndim == 3:

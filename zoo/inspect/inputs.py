@@ -1,15 +1,43 @@
-"""The image argument every analysis takes: one image ``(H, W, C)`` or a batch ``(B, H, W, C)``."""
+"""The arguments every analysis takes: one image ``(H, W, C)`` or a batch ``(B, H, W, C)``, and class
+indices. Each check raises one ValueError line naming the argument and what is allowed."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
-def as_batch(x) -> jax.Array:
-    """``(H, W, C)`` or ``(B, H, W, C)`` -> float32 ``(B, H, W, C)``; ValueError for any other rank."""
-    x = jnp.asarray(x, jnp.float32)
+def as_batch(x, arg: str = "x") -> jax.Array:
+    """``(H, W, C)`` or ``(B, H, W, C)`` float images -> float32 ``(B, H, W, C)``. Integer images are
+    refused (the analyses, like the models, take images normalised as in training), as are empty batches."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"{arg}: images of dtype {x.dtype}; the analyses take float images normalised as in "
+                         f"training (train.data.preprocess_eval)")
+    x = x.astype(jnp.float32)
     if x.ndim == 3:
         x = x[None]
-    if x.ndim != 4:
-        raise ValueError(f"x must be one image (H, W, C) or a batch (B, H, W, C), got shape {tuple(x.shape)}")
+    if x.ndim != 4 or x.shape[0] < 1:
+        raise ValueError(f"{arg} must be one image (H, W, C) or a batch (B, H, W, C), got shape {tuple(x.shape)}")
     return x
+
+
+def check_class(value, num_classes: int, arg: str = "class_index") -> int:
+    """One class index: an integer in ``[0, num_classes)``."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 0 <= value < num_classes:
+        raise ValueError(f"{arg}={value!r}: must be an integer in [0, {num_classes})")
+    return int(value)
+
+
+def class_indices(value, batch: int, num_classes: int) -> jax.Array:
+    """int32 ``(B,)`` of ``class_index``: None (-1 for each image: its predicted class), one index for
+    every image, or one per image."""
+    if value is None:
+        return jnp.full((batch,), -1, jnp.int32)
+    values = np.asarray(value)
+    if values.ndim == 0:
+        return jnp.full((batch,), check_class(value.item() if isinstance(value, np.ndarray) else value,
+                                              num_classes), jnp.int32)
+    if values.shape != (batch,):
+        raise ValueError(f"class_index: one index or {batch} of them (one per image), got shape {values.shape}")
+    return jnp.asarray([check_class(v, num_classes) for v in values.tolist()], jnp.int32)

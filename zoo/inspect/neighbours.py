@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zoo.checks import check_positive_int
 from zoo.features import features
 from zoo.inspect.inputs import as_batch
 
@@ -20,7 +21,8 @@ def _embed(model, variables, x, layer):
 def embed(model, variables, images, *, layer: str = "pre_logits", batch_size: int = 256) -> np.ndarray:
     """Features ``(N, D)`` (flattened) of ``images`` ``(N, H, W, C)`` at ``layer`` (default the
     penultimate vector ``pre_logits``), in batches of ``batch_size`` (the last one padded)."""
-    images = np.asarray(images, np.float32)
+    check_positive_int("batch_size", batch_size)
+    images = np.asarray(as_batch(images, "images"))
     out = []
     for i in range(0, len(images), batch_size):
         chunk = images[i:i + batch_size]
@@ -34,10 +36,13 @@ def embed(model, variables, images, *, layer: str = "pre_logits", batch_size: in
 def nearest_neighbours(query, database, k: int = 5, metric: str = "euclidean") -> tuple[np.ndarray, np.ndarray]:
     """``(indices (Q, k), distances (Q, k))`` of the ``k`` rows of ``database`` ``(N, D)`` nearest each
     row of ``query`` ``(Q, D)`` (or ``(D,)``), nearest first. ``metric``: 'euclidean' (L2) or 'cosine'
-    (1 - cosine similarity)."""
+    (1 - cosine similarity); fewer than ``k`` when ``database`` has fewer rows."""
+    check_positive_int("k", k)
     q = np.atleast_2d(np.asarray(query, np.float64))
     db = np.asarray(database, np.float64).reshape(len(database), -1)
     q = q.reshape(len(q), -1)
+    if db.shape[0] < 1 or q.shape[1] != db.shape[1]:
+        raise ValueError(f"database: rows of {q.shape[1]} values like the query's, got shape {db.shape}")
     if metric == "euclidean":
         d = np.sqrt(np.maximum((q * q).sum(1)[:, None] - 2 * q @ db.T + (db * db).sum(1)[None], 0.0))
     elif metric == "cosine":
@@ -46,7 +51,7 @@ def nearest_neighbours(query, database, k: int = 5, metric: str = "euclidean") -
         d = 1.0 - qn @ dn.T
     else:
         raise ValueError(f"metric={metric!r}: allowed values are ('euclidean', 'cosine')")
-    k = min(int(k), db.shape[0])
+    k = min(k, db.shape[0])
     idx = np.argsort(d, axis=1, kind="stable")[:, :k]
     return idx, np.take_along_axis(d, idx, 1)
 
@@ -58,10 +63,16 @@ def neighbours(model, variables, query, images, k: int = 5, *, layer: str = "pre
     layer) and, for comparison, in pixel space (normalised pixels); both with ``metric`` (default
     'euclidean', as the AlexNet paper). ``embeddings``: precomputed :func:`embed` of ``images``.
     Returns ``{'feature': (indices (k,), distances (k,)), 'pixel': (indices, distances)}``."""
-    q = as_batch(query)
+    q = as_batch(query, "query")
     if q.shape[0] != 1:
         raise ValueError(f"neighbours takes one query image, got a batch of {q.shape[0]}")
+    images = np.asarray(as_batch(images, "images"))
+    if images.shape[1:] != q.shape[1:]:
+        raise ValueError(f"images: a batch (N, H, W, C) of the query's size {q.shape[1:]}, got shape {images.shape}")
     db = embed(model, variables, images, layer=layer) if embeddings is None else np.asarray(embeddings)
+    if len(db) != len(images):
+        raise ValueError(f"embeddings: one row per image of images ({len(images)}), got {len(db)} (zi.embed(model, "
+                         f"variables, images, layer={layer!r}))")
     qf = embed(model, variables, q, layer=layer)
     fi, fd = nearest_neighbours(qf, db, k, metric)
     pi, pd = nearest_neighbours(np.asarray(q).reshape(1, -1), np.asarray(images).reshape(len(images), -1), k, metric)

@@ -199,9 +199,25 @@ def register(model: str, tag: str, *, url: str, sha256: str, **meta: Any) -> Wei
     fields: dict[str, Any] = {k: v for k, v in meta.items() if k not in ("categories", "model_overrides")}
     categories = meta.get("categories", 1000)
     names = None
+    if isinstance(categories, bool) or (isinstance(categories, int) and categories < 0) or \
+            isinstance(categories, (str, float)):
+        raise ValueError(f"register_weights: categories={categories!r}: the class count (0: no usable classifier) or "
+                         f"the class names")
     if not isinstance(categories, int):
         names = tuple(str(c) for c in categories)
         categories = len(names)
+    for k in ("crop_size", "resize_size"):
+        if k in fields and (not isinstance(fields[k], int) or isinstance(fields[k], bool) or fields[k] < 1):
+            raise ValueError(f"register_weights: {k}={fields[k]!r}: must be an integer >= 1 (pixels)")
+    mean, std = fields.get("mean", IMAGENET_MEAN), fields.get("std", IMAGENET_STD)
+    for k, v in (("mean", mean), ("std", std)):
+        numbers = isinstance(v, (tuple, list)) and all(isinstance(c, (int, float)) and not isinstance(c, bool)
+                                                      for c in v)
+        if not numbers or not v or (k == "std" and min(v) <= 0):
+            raise ValueError(f"register_weights: {k}={v!r}: one number per input channel{' (> 0)' if k == 'std' else ''}")
+    if len(mean) != len(std):
+        raise ValueError(f"register_weights: mean={mean!r} and std={std!r}: one number per input channel each "
+                         f"(ImageNet's, the default: 3)")
     if fields.get("interpolation", "bilinear") not in INTERPOLATIONS:
         raise ValueError(f"register_weights: interpolation={fields['interpolation']!r}: allowed {INTERPOLATIONS}")
     for k in ("mean", "std", "min_size"):
