@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.batchnorm import BatchNorm
-from zoo.checks import is_number, check_choice, check_float_dtype, check_groups, check_positive, check_positive_int
+from zoo.checks import check_choice, check_float_dtype, check_groups, check_positive, check_positive_int, is_number
 from zoo.convs import CONV_IMPLS, MAX_POOLS
 from zoo.dropout import dropout
 

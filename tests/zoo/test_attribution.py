@@ -48,7 +48,7 @@ def test_saliency_and_grad_cam_are_input_sized_finite_non_negative_and_on_the_di
     # explicit classes; the layer's own resolution; a single image; Grad-CAM needs a spatial tap
     assert zi.grad_cam(model, variables, x[:2], class_index=[3, 4], upsample=False).shape == (2, 5, 5)
     assert zi.saliency(model, variables, x[0], class_index=trained_lenet5["labels"][0]).shape == (1, 28, 28)
-    with pytest.raises(ValueError, match="feature taps"):
+    with pytest.raises(ValueError, match=r"^layer=.conv2.: Grad-CAM needs a spatial feature tap of LeNet5"):
         zi.grad_cam(model, variables, x[:1], layer="conv2")
 
 

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.features import feature_gradients, feature_names
 from zoo.checks import check_positive_int
+from zoo.features import feature_gradients, feature_names
 from zoo.inspect.inputs import as_batch, check_class, class_indices
 
 
