@@ -65,6 +65,7 @@ def test_a_bad_argument_is_one_line_naming_it(call, message):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.integration
 def test_the_good_forms_still_work():
     """One index for every image, one per image, numpy integers; features takes one name as a str."""
     assert zi.saliency(LENET, V, X, class_index=np.int64(3)).shape == (2, 28, 28)
