@@ -179,6 +179,11 @@ def test_classes_txt_must_name_every_label(tmp_path):
     make_dataset(tmp_path, classes=4)
     (tmp_path / "classes.txt").write_text("a\nb\nc\n")
     assert "classes.txt names 3 classes but the labels go up to 3" in _error(tmp_path)
+    # a blank line inside once shifted every later name by one label, silently; trailing ones are fine
+    (tmp_path / "classes.txt").write_text("a\n\nb\nc\nd\n")
+    assert "classes.txt: line 2 is blank; one class name per line, in label order (label 0 first)" in _error(tmp_path)
+    (tmp_path / "classes.txt").write_text("a\nb\nc\nd\n\n\n")
+    assert idx.class_names(idx.layout(tmp_path)) == ("a", "b", "c", "d")
 
 
 # ------------------------------------------------------------------------------------------------ real data

@@ -196,7 +196,13 @@ def class_names(lay: Layout) -> tuple[str, ...]:
     listed = lay.folder / "classes.txt"
     mapping = lay.folder / f"{lay.prefix}mapping.txt"
     if listed.is_file():
-        names = tuple(line.strip() for line in listed.read_text().splitlines() if line.strip())
+        lines = [line.strip() for line in listed.read_text().splitlines()]
+        while lines and not lines[-1]:
+            lines.pop()
+        if "" in lines:  # dropping it would shift every later label's name by one
+            raise ValueError(f"{listed}: line {lines.index('') + 1} is blank; one class name per line, in label "
+                             f"order (label 0 first)")
+        names = tuple(lines)
         if top >= len(names):
             raise ValueError(f"{listed} names {len(names)} classes but the labels go up to {top}")
         return names

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from train import logs
-from train.data import decode, idx
+from train.data import decode, folders, idx
 from train.data.transforms import GRAY_WEIGHTS
 
 log = logging.getLogger("train.data")
@@ -57,8 +57,6 @@ FOLDER_SPLIT_SEED = 0       # fixed: a folder's held-out part does not depend on
 SYNTHETIC_SEED = 1234
 CACHE_MAX_BYTES = 2 << 30   # cache=True: TFDS fixed-size splits up to this size (decoded) go to memory
 CACHE_CHUNK = 512
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
-                              ".pgm", ".pbm"})
 
 
 @dataclasses.dataclass
@@ -198,47 +196,6 @@ class FolderSource(Source):
         return (images, self.labels[indices], ok) + (() if region is None else (boxes,))
 
 
-def _check_image(path: str) -> str | None:
-    """None if the file looks like a readable image (header + PIL verify), else the reason."""
-    from PIL import Image  # noqa: PLC0415
-
-    try:
-        if os.path.getsize(path) == 0:
-            return "empty file"
-        with Image.open(path) as im:
-            im.verify()
-        return None
-    except Exception as e:  # noqa: BLE001
-        return f"{type(e).__name__}: {e}"
-
-
-def _class_dirs(root: Path) -> list[str]:
-    return sorted(d.name for d in os.scandir(root) if d.is_dir() and not d.name.startswith("."))
-
-
-def _image_files(folder: Path):
-    """Image files under ``folder``, sorted, depth first: a generator (``next()`` tells if there is one)."""
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        yield from (os.path.join(dirpath, f) for f in sorted(filenames)
-                    if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
-
-
-def _drop_empty_classes(name: str, root: Path, classes: list[str], empty_classes: str, report: bool) -> list[str]:
-    """``classes`` minus those whose folder under ``root`` has no image, as ``empty_classes`` says."""
-    if empty_classes not in ("skip", "error", "keep"):
-        raise ValueError(f"data.empty_classes={empty_classes!r}: allowed values are 'skip', 'error', 'keep'")
-    empty = [c for c in classes if next(_image_files(root / c), None) is None]
-    listing = ", ".join(str(root / c) for c in empty[:10]) + (" ..." if len(empty) > 10 else "")
-    if empty and empty_classes == "error":
-        raise ValueError(f"{name}: class folder(s) without images: {listing} (data.empty_classes='skip' leaves them "
-                         f"out, 'keep' keeps them as classes without examples)")
-    if empty and empty_classes == "skip" and report:
-        log.warning("%s: skipping %d class folder(s) without images: %s (data.empty_classes='skip'; 'keep' keeps them "
-                    "as classes, 'error' stops)", name, len(empty), listing)
-    return classes if empty_classes == "keep" else [c for c in classes if c not in empty]
-
-
 def _open_folder(path: str, split: str, *, train_split: str, holdout_fraction: float,
                  on_corrupt: str, empty_classes: str = "skip") -> FolderSource:
     if on_corrupt not in ("skip", "error"):
@@ -249,19 +206,21 @@ def _open_folder(path: str, split: str, *, train_split: str, holdout_fraction: f
         raise FileNotFoundError(f"{name}: {root} is not a directory")
     if (root / split).is_dir():
         class_root = root / split
-        canonical = root / train_split if (root / train_split).is_dir() else class_root
-        classes = _class_dirs(canonical)
-        extra = sorted(set(_class_dirs(class_root)) - set(classes))
+        canonical = listed = root / train_split if (root / train_split).is_dir() else class_root
+        classes = folders.class_dirs(canonical)
+        extra = sorted(set(folders.class_dirs(class_root)) - set(classes))
         if extra:
             raise ValueError(f"{name}: split {split!r} has classes not in {canonical}: {extra[:10]}")
-        classes = _drop_empty_classes(name, canonical, classes, empty_classes, report=class_root == canonical)
-        per_class = [list(_image_files(class_root / c)) for c in classes]
+        classes = folders.drop_empty_classes(name, canonical, classes, empty_classes, report=class_root == canonical)
+        per_class = [list(folders.image_files(class_root / c)) for c in classes]
     else:
         if (root / train_split).is_dir():
             raise FileNotFoundError(f"{name}: no folder {root / split} for split {split!r} "
                                     f"(found {root / train_split}); set data.eval_split to an existing split folder")
-        classes = _drop_empty_classes(name, root, _class_dirs(root), empty_classes, report=split == train_split)
-        per_class = [list(_image_files(root / c)) for c in classes]
+        listed = root
+        classes = folders.drop_empty_classes(name, root, folders.class_dirs(root), empty_classes,
+                                             report=split == train_split)
+        per_class = [list(folders.image_files(root / c)) for c in classes]
         if not 0.0 <= holdout_fraction < 1.0:
             raise ValueError(f"data.holdout_fraction must be in [0, 1), got {holdout_fraction}")
         rng = np.random.default_rng(FOLDER_SPLIT_SEED)
@@ -279,10 +238,11 @@ def _open_folder(path: str, split: str, *, train_split: str, holdout_fraction: f
             kept.append([files[i] for i in sorted(sel)])
         per_class = kept
     if not classes:
-        raise ValueError(f"{name}: no class subfolders in {root}")
+        raise ValueError(f"{name}: no class subfolders in {listed}")
+    folders.check_classes(name, listed, classes, train_split=train_split)
     files = [(f, c) for c, fs in enumerate(per_class) for f in fs]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        reasons = list(pool.map(_check_image, [f for f, _ in files]))
+        reasons = list(pool.map(folders.check_image, [f for f, _ in files]))
     bad = tuple((f, r) for (f, _), r in zip(files, reasons) if r is not None)
     if bad:
         listing = "; ".join(f"{f} ({r})" for f, r in bad[:5]) + (" ..." if len(bad) > 5 else "")

@@ -1,0 +1,69 @@
+"""train.data.folders: a class-folder dataset is refused, with one line naming what to change, where a
+run would otherwise learn the wrong thing without a word: split folders taken for classes
+(``Train/ Test/``), one class (``folder:`` one level too high), only a test split; a symlink loop
+inside a class no longer pulls the other classes' images into it. 16-bit grey PNGs are scaled to 8 bits
+instead of read all white (train.data.decode)."""
+import logging
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from train import data
+from train.data import decode
+
+
+def _classes(root, names, per_class=3, size=16):
+    rng = np.random.default_rng(0)
+    for name in names:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def _load(root, split="train", **fields):
+    return data.load({"name": f"folder:{root}", "holdout_fraction": 0.25, **fields}, split=split,
+                     train=False, batch_size=2, image_shape=(16, 16, 3))
+
+
+@pytest.mark.parametrize("layout, message", [
+    (["Train", "Test"], r"class folders \['Test', 'Train'\] in .* look like splits, not classes; set "
+                        r"data\.train_split and data\.eval_split to the split folders' names \(train_split is now "
+                        r"'train'\), or point folder: at one split's class folders$"),
+    (["training", "validation"], r"class folders \['training', 'validation'\] in .* look like splits"),
+    (["test"], r"class folders \['test'\] in .* look like splits"),   # only a test split: once one class 'test'
+    (["flowers"], r"one class folder \(flowers\) in .*; a classifier needs two or more \(is .*flowers the "
+                  r"dataset's folder\?\)$"),
+])
+def test_folders_a_run_would_learn_the_wrong_thing_from_are_refused(tmp_path, layout, message):
+    """Each once trained without a word: on which split an image came from, or on one class (loss 0)."""
+    root = _classes(tmp_path / "d", layout)
+    with pytest.raises(ValueError, match=r"^folder:.*: " + message):
+        _load(root)
+
+
+def test_a_symlink_loop_in_a_class_does_not_pull_in_the_other_classes(tmp_path, caplog):
+    root = _classes(tmp_path / "d", ["a", "b"])
+    os.symlink("..", root / "a" / "loop")              # a/loop -> the dataset's root
+    os.symlink(root / "a", root / "a" / "self")        # a/self -> a
+    (root / "shared").mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / "shared" / "x.png")
+    os.symlink(root / "shared", root / "b" / "more")   # a symlinked folder elsewhere is followed
+    with caplog.at_level(logging.WARNING, logger="train.data"):
+        pipe = _load(root, holdout_fraction=0.0)
+    counts = np.bincount(pipe.source.labels, minlength=3)
+    assert pipe.class_names == ("a", "b", "shared") and list(counts) == [3, 4, 1]
+    assert sum("not following" in r.getMessage() for r in caplog.records) >= 2
+
+
+def test_16_bit_grey_pngs_are_scaled_to_8_bits_and_float_pixels_refused(tmp_path):
+    levels = np.arange(0, 65536, 257, dtype=np.uint16)[:256].reshape(16, 16)  # 0, 257, ... 65535
+    Image.fromarray(levels).save(tmp_path / "g16.png")
+    img, _ = decode.read_rgb(tmp_path / "g16.png")
+    assert img.dtype == np.uint8 and img.shape == (16, 16, 3)
+    np.testing.assert_array_equal(img[..., 0], np.arange(256).reshape(16, 16))  # PIL's convert: 0, then 255s
+    Image.fromarray(levels.astype(np.float32) / 65535).save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match=r"^float pixels \(PIL mode F\) state no 8-bit scale"):
+        decode.read_rgb(tmp_path / "f.tif")
