@@ -176,10 +176,11 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
                                          title=f"saliency |dS_c/dI| of {explained}"))
         elif w == "gradcam":
             # module paths and non-spatial taps serve features only: Grad-CAM names what it leaves out
-            chosen = [n for n in (layers or []) if n in taps] or ([zi.default_cam_layer(model, shape)] if taps else [])
+            named = [n for n in (layers or []) if n in taps]
+            chosen = named or ([zi.default_cam_layer(model, shape)] if taps else [])
             left_out = [n for n in (layers or []) if n not in taps]
             if left_out:
-                instead = "skipped" if set(chosen) <= set(layers) else f"using {chosen[0]}"
+                instead = "skipped" if named or not chosen else f"using {chosen[0]}"
                 print_fn(f"gradcam: --layer {','.join(left_out)}: not a spatial feature tap (taps: {', '.join(taps)}); "
                          f"{instead}")
             if not chosen:

@@ -43,11 +43,14 @@ from zoo import convert
 log = logging.getLogger("train")
 
 
-def check_source(init_from: str, model_name: str) -> None:
+def check_source(init_from: str, model_name: str):
     """Refuse an ``init_from`` that names no catalogue entry or no existing path, before anything
-    compiles (``train.fit`` calls it for a fresh run; a resumed run never reads it)."""
-    if setup.published_entry(init_from, model_name) is None and not Path(str(init_from)).expanduser().exists():
+    compiles (``train.fit`` calls it for a fresh run; a resumed run never reads it). Returns the
+    catalogue entry of ``'pretrained:...'``, None for a path."""
+    entry = setup.published_entry(init_from, model_name)
+    if entry is None and not Path(str(init_from)).expanduser().exists():
         raise FileNotFoundError(f"transfer.init_from={init_from!r}: no such weight file or workdir")
+    return entry
 
 
 def load_source(init_from: str, model_name: str, model) -> tuple[dict, str]:
@@ -56,8 +59,7 @@ def load_source(init_from: str, model_name: str, model) -> tuple[dict, str]:
     Published weights and weight files are converted with ``zoo.convert`` for the model they were
     made for (their own class count: :func:`init_state` keeps the fresh classifier where it
     differs); a workdir is read once with ``train.load``."""
-    check_source(init_from, model_name)
-    entry = setup.published_entry(init_from, model_name)
+    entry = check_source(init_from, model_name)
     if entry is not None:
         from zoo.pretrained import published_variables  # noqa: PLC0415
 

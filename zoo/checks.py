@@ -12,6 +12,11 @@ def check_positive_int(arg: str, value) -> None:
         raise ValueError(f"{arg}={value!r}: must be an integer >= 1")
 
 
+def check_nonnegative_int(arg: str, value) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{arg}={value!r}: must be an integer >= 0")
+
+
 def is_number(value) -> bool:
     return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.checks import check_positive_int
+from zoo.checks import check_nonnegative_int, check_positive_int, is_number
 from zoo.features import feature_gradients, feature_names
 from zoo.inspect.inputs import as_batch, check_class, class_indices
 
@@ -155,7 +155,7 @@ def occlusion(model, variables, x, class_index=None, *, patch: int | None = None
     check_positive_int("batch_size", batch_size)
     if not 1 <= patch <= min(h, w):
         raise ValueError(f"patch={patch}: must be between 1 and the image side {min(h, w)}")
-    if not isinstance(fill, (int, float, np.number)) or isinstance(fill, bool):
+    if not is_number(fill):
         raise ValueError(f"fill={fill!r}: a number (the value of the patch in normalised pixels; 0 is the mean)")
     c = None if class_index is None else check_class(class_index, model.num_classes)
     _, probs = predict(model, variables, x)
@@ -208,8 +208,7 @@ def class_model(model, variables, class_index: int, *, input_shape=None, steps: 
     small noise instead.)"""
     shape = tuple(input_shape) if input_shape is not None else model.example_input_shape()
     class_index = check_class(class_index, model.num_classes)
-    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"steps={steps!r}: must be an integer >= 0")
+    check_nonnegative_int("steps", steps)
     if init is not None and np.shape(init) != shape:
         raise ValueError(f"init: a starting image of shape {shape} (input_shape), got {np.shape(init)}")
     image0 = jnp.zeros(shape, jnp.float32) if init is None else jnp.asarray(init, jnp.float32)

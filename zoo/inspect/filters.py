@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.checks import check_positive_int
+from zoo.checks import check_nonnegative_int, check_positive_int
 from zoo.features import features
 from zoo.inspect.inputs import as_batch
 from zoo.layers import conv2d
@@ -75,8 +75,7 @@ def apply_filter(image, kernel: str | Any, *, stride: int = 1, padding: int = 0)
     if kernel.ndim != 2 or min(kernel.shape) < 1:
         raise ValueError(f"kernel: a 2-D array (kh, kw) or a name of FIXED_FILTERS, got shape {kernel.shape}")
     check_positive_int("stride", stride)
-    if not isinstance(padding, (int, np.integer)) or isinstance(padding, bool) or padding < 0:
-        raise ValueError(f"padding={padding!r}: must be an integer >= 0")
+    check_nonnegative_int("padding", padding)
     image = np.asarray(image, np.float32)
     if image.ndim in (2, 3) and min(image.shape[:2]) + 2 * padding < max(kernel.shape):
         raise ValueError(f"image: {image.shape[0]}x{image.shape[1]} (padded by {padding}) is smaller than the "

@@ -10,11 +10,18 @@ import numpy as np
 def as_batch(x, arg: str = "x") -> jax.Array:
     """``(H, W, C)`` or ``(B, H, W, C)`` float images -> float32 ``(B, H, W, C)``. Integer images are
     refused (the analyses, like the models, take images normalised as in training), as are empty batches."""
-    x = jnp.asarray(x)
+    return _batch(jnp.asarray(x), arg).astype(jnp.float32)
+
+
+def host_batch(x, arg: str = "images") -> np.ndarray:
+    """:func:`as_batch` kept in host memory (numpy), for image sets read in chunks (``zi.embed``)."""
+    return _batch(np.asarray(x), arg).astype(np.float32, copy=False)
+
+
+def _batch(x, arg: str):
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"{arg}: images of dtype {x.dtype}; the analyses take float images normalised as in "
                          f"training (train.data.preprocess_eval)")
-    x = x.astype(jnp.float32)
     if x.ndim == 3:
         x = x[None]
     if x.ndim != 4 or x.shape[0] < 1:

@@ -10,7 +10,7 @@ import numpy as np
 
 from zoo.checks import check_positive_int
 from zoo.features import features
-from zoo.inspect.inputs import as_batch
+from zoo.inspect.inputs import as_batch, host_batch
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _embed(model, variables, x, layer):
@@ -22,7 +22,7 @@ def embed(model, variables, images, *, layer: str = "pre_logits", batch_size: in
     """Features ``(N, D)`` (flattened) of ``images`` ``(N, H, W, C)`` at ``layer`` (default the
     penultimate vector ``pre_logits``), in batches of ``batch_size`` (the last one padded)."""
     check_positive_int("batch_size", batch_size)
-    images = np.asarray(as_batch(images, "images"))
+    images = host_batch(images, "images")
     out = []
     for i in range(0, len(images), batch_size):
         chunk = images[i:i + batch_size]
@@ -66,7 +66,7 @@ def neighbours(model, variables, query, images, k: int = 5, *, layer: str = "pre
     q = as_batch(query, "query")
     if q.shape[0] != 1:
         raise ValueError(f"neighbours takes one query image, got a batch of {q.shape[0]}")
-    images = np.asarray(as_batch(images, "images"))
+    images = host_batch(images, "images")
     if images.shape[1:] != q.shape[1:]:
         raise ValueError(f"images: a batch (N, H, W, C) of the query's size {q.shape[1:]}, got shape {images.shape}")
     db = embed(model, variables, images, layer=layer) if embeddings is None else np.asarray(embeddings)
