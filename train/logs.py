@@ -55,7 +55,10 @@ def _from_orbax(record: logging.LogRecord) -> bool:
     if "/orbax/" in record.pathname.replace("\\", "/"):
         return True
     message = record.getMessage().replace("\\", "/")
-    return record.name == "asyncio" and ("/orbax/" in message or TMP_SUFFIX in message)
+    return record.name == "asyncio" and ("/orbax/" in message or TMP_SUFFIX in message or TENSORSTORE in message)
+
+
+TENSORSTORE = "tensorstore_spec="  # in every tensorstore error: only checkpoints read and write through it
 
 
 class _ConsoleFilter(logging.Filter):
@@ -173,14 +176,25 @@ def quiet(logger: str, *prefixes: str):
 _previous_unraisablehook = None
 
 
+class _OrbaxAsyncioToDetails(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _from_orbax(record):
+            return True
+        logging.getLogger(DETAILS).info("%s", record.getMessage())  # INFO: the log file's level, not stderr's
+        return False
+
+
 def ignore_closed_loop_callbacks() -> None:
     """Route ``RuntimeError('Event loop is closed')`` raised in callbacks (tensorstore's, after a read
     that failed) to the log at DEBUG level; every other unraisable exception is reported as before.
-    Installed once, on the first failed checkpoint read."""
+    Likewise asyncio's "exception was never retrieved" for orbax's other reads after one failed (logged
+    when they are collected, so only in some runs): to the log file, also when no command set up the
+    console (``train.load`` from Python). Installed once, by the first Checkpointer."""
     global _previous_unraisablehook
     if _previous_unraisablehook is not None:
         return
     _previous_unraisablehook = sys.unraisablehook
+    logging.getLogger("asyncio").addFilter(_OrbaxAsyncioToDetails())
 
     def hook(unraisable):
         e = unraisable.exc_value

@@ -112,3 +112,22 @@ def test_tensorstore_futures_never_retrieved_in_a_checkpoint_folder_go_to_the_lo
     assert "Future exception was never retrieved" in command_logging.read_text()
     _unretrieved_future_error("RESOURCE_EXHAUSTED: Error writing local file \"/tmp/mine/data.bin\"")  # not a checkpoint
     assert capsys.readouterr().err.startswith("error: Future exception was never retrieved")
+
+
+def test_tensorstore_reads_never_retrieved_stay_off_the_console_without_a_command(caplog):
+    """What CI printed once after a truncated checkpoint was read from Python (train.load, no command's
+    logging; tests/train/test_checkpoint.py): asyncio's report of orbax's other reads, collected after
+    the first one failed, naming only the checkpoint folder and tensorstore's spec. Installed with the
+    first Checkpointer; anyone else's unretrieved exception still reaches stderr."""
+    from train import logs
+
+    logs.ignore_closed_loop_callbacks()
+    with caplog.at_level(logging.DEBUG):  # the asyncio logger's own filter decides, before any handler
+        _unretrieved_future_error('OUT_OF_RANGE: Error opening "zarr" driver: Error reading "params.conv1.bias/'
+                                  '.zarray" in OCDBT database at local file "/tmp/w/checkpoints/248/state/" '
+                                  '[tensorstore_spec=\'{}\']')
+        assert [r.name for r in caplog.records if r.name == logs.DETAILS or r.levelno >= logging.WARNING] == \
+            [logs.DETAILS]
+        caplog.clear()
+        _unretrieved_future_error("OUT_OF_RANGE: Error reading local file \"/tmp/mine/data.bin\"")  # not a checkpoint
+        assert [r.name for r in caplog.records if r.levelno >= logging.WARNING] == ["asyncio"]
