@@ -1,10 +1,12 @@
 """train.data.folders: a class-folder dataset is refused, with one line naming what to change, where a
 run would otherwise learn the wrong thing without a word: split folders taken for classes
 (``Train/ Test/``), one class (``folder:`` one level too high), only a test split; a symlink loop
-inside a class no longer pulls the other classes' images into it. 16-bit grey PNGs are scaled to 8 bits
+inside a class no longer pulls the other classes' images into it (each link reported once); an empty
+``folder:`` / ``idx:`` path is refused, and a class without one readable image is named. 16-bit grey PNGs are scaled to 8 bits
 instead of read all white (train.data.decode)."""
 import logging
 import os
+import re
 
 import numpy as np
 import pytest
@@ -55,7 +57,32 @@ def test_a_symlink_loop_in_a_class_does_not_pull_in_the_other_classes(tmp_path, 
         pipe = _load(root, holdout_fraction=0.0)
     counts = np.bincount(pipe.source.labels, minlength=3)
     assert pipe.class_names == ("a", "b", "shared") and list(counts) == [3, 4, 1]
-    assert sum("not following" in r.getMessage() for r in caplog.records) >= 2
+    reported = sorted(r.getMessage().split(" not following ")[1].split(" ")[0] for r in caplog.records
+                      if "not following" in r.getMessage())
+    assert reported == [str(root / "a" / "loop"), str(root / "a" / "self")]   # once each, not per listing
+
+
+@pytest.mark.parametrize("name", ["folder:", "idx:", "folder:  "])
+def test_an_empty_path_is_refused_not_the_current_folder(name):
+    with pytest.raises(ValueError, match=rf"^data\.dataset='{name}': give the path after '{name.strip()}', e\.g\. "):
+        data.load({"name": name}, split="train", train=False, batch_size=2, image_shape=(16, 16, 3))
+
+
+@pytest.mark.parametrize("empty_classes", ["skip", "error"])
+def test_a_class_without_one_readable_image_is_named(tmp_path, caplog, empty_classes):
+    """It used to stay a class without examples, without a word (the empty-class check lists files only)."""
+    root = _classes(tmp_path / "d", ["a", "b", "c"], per_class=2)
+    for f in (root / "b").iterdir():
+        f.write_bytes(b"not an image")
+    message = r"class\(es\) with no readable image in split 'train': b"
+    if empty_classes == "error":
+        with pytest.raises(ValueError, match=r"^folder:.*: " + message + r" \(data\.empty_classes='error'\)$"):
+            _load(root, holdout_fraction=0.0, empty_classes="error")
+        return
+    with caplog.at_level(logging.WARNING, logger="train.data"):
+        pipe = _load(root, holdout_fraction=0.0)
+    assert pipe.class_names == ("a", "b", "c") and list(np.bincount(pipe.source.labels, minlength=3)) == [2, 0, 2]
+    assert any(re.search(message, r.getMessage()) for r in caplog.records)
 
 
 def test_16_bit_grey_pngs_are_scaled_to_8_bits_and_float_pixels_refused(tmp_path):

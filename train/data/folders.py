@@ -31,6 +31,9 @@ def class_dirs(root: Path) -> list[str]:
     return sorted(d.name for d in os.scandir(root) if d.is_dir() and not d.name.startswith("."))
 
 
+_REPORTED_LINKS: set[str] = set()   # links not followed, reported once per process
+
+
 def image_files(folder: Path):
     """Image files under ``folder``, sorted, depth first: a generator (``next()`` tells if there is one).
     Symlinked folders are followed, except one that leads back to ``folder``, to one of its parents
@@ -41,6 +44,9 @@ def image_files(folder: Path):
     def follow(dirpath: str, d: str) -> bool:
         real = os.path.realpath(os.path.join(dirpath, d))
         if real in seen or real in parents:
+            if os.path.join(dirpath, d) in _REPORTED_LINKS:   # listed twice: the empty-class probe, then the listing
+                return False
+            _REPORTED_LINKS.add(os.path.join(dirpath, d))
             log.warning("%s: not following %s (it leads to %s, already listed or a parent)", folder,
                         os.path.join(dirpath, d), real)
             return False
@@ -66,6 +72,22 @@ def drop_empty_classes(name: str, root: Path, classes: list[str], empty_classes:
         log.warning("%s: skipping %d class folder(s) without images: %s (data.empty_classes='skip'; 'keep' keeps them "
                     "as classes, 'error' stops)", name, len(empty), listing)
     return classes if empty_classes == "keep" else [c for c in classes if c not in empty]
+
+
+def check_unreadable_classes(name: str, split: str, classes: list[str], listed: set[int], readable: set[int],
+                             empty_classes: str) -> None:
+    """Classes with image files in ``split`` but none readable: a class the run would never see. An error
+    with ``data.empty_classes='error'``, else one warning (the class keeps its index: both splits must
+    agree on the labels)."""
+    lost = [classes[c] for c in sorted(listed - readable)]
+    if not lost:
+        return
+    listing = ", ".join(lost[:10]) + (" ..." if len(lost) > 10 else "")
+    if empty_classes == "error":
+        raise ValueError(f"{name}: class(es) with no readable image in split {split!r}: {listing} "
+                         f"(data.empty_classes='error')")
+    log.warning("%s: class(es) with no readable image in split %r: %s; the run has no examples of them there",
+                name, split, listing)
 
 
 SPLIT_LIKE = ("train", "training", "test", "testing", "val", "valid", "validation", "eval", "evaluation", "dev")

@@ -253,6 +253,8 @@ def _open_folder(path: str, split: str, *, train_split: str, holdout_fraction: f
     good = [(f, c) for (f, c), r in zip(files, reasons) if r is None]
     if not good:
         raise ValueError(f"{name}: no readable images for split {split!r} under {root}")
+    folders.check_unreadable_classes(name, split, classes, {c for _, c in files}, {c for _, c in good},
+                                     empty_classes)
     paths = tuple(f for f, _ in good)
     labels = np.array([c for _, c in good], np.int32)
     return FolderSource(name, split, len(paths), tuple(classes), (None, None, 3), "imagenet", IMAGENET_MEAN,
@@ -400,6 +402,10 @@ def open_source(name: str, split: str, *, image_shape: Sequence[int], data_dir: 
         return _open_mnist5k(split)
     if name == "synthetic":
         return _open_synthetic(split, image_shape, synthetic_num_classes, synthetic_num_examples)
+    for prefix in ("idx:", "folder:"):
+        if name.startswith(prefix) and not name[len(prefix):].strip():
+            raise ValueError(f"data.dataset={name!r}: give the path after {prefix!r}, e.g. "
+                             f"{prefix}/data/{'fashion-mnist' if prefix == 'idx:' else 'imagenette2'}")
     if name.startswith("idx:"):
         return _open_idx(name, split)
     if name.startswith("folder:"):
