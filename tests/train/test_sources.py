@@ -193,16 +193,19 @@ def test_folder_source_with_corrupt_file(tmp_path):
         load(cfg(name=f"folder:{tmp_path}", on_corrupt="error"), batch_size=4, image_shape=(32, 32, 3))
 
 
-def test_folder_decode_failure_is_masked_or_raises(tmp_path):
+def test_folder_decode_failure_is_masked_or_raises(tmp_path, caplog):
     _make_folder(tmp_path / "train", corrupt=False, truncated=True)
     _make_folder(tmp_path / "test", corrupt=False)
     c = cfg(name=f"folder:{tmp_path}")
     pipe = load(c, split="train", train=False, batch_size=16, image_shape=(16, 16, 3))
     assert pipe.num_examples == 16  # split folders are used as they are: no holdout
-    b = next(iter(pipe))
+    with caplog.at_level(logging.WARNING, logger="train.data"):
+        b, again = next(iter(pipe)), next(iter(pipe))   # two epochs
     bad = [i for i, p in enumerate(pipe.source.paths) if p.endswith("truncated.jpg")]
-    assert b["mask"].sum() == 15 and b["mask"][bad[0]] == 0 and (b["image"][bad[0]] == 0).all()
+    for batch in (b, again):
+        assert batch["mask"].sum() == 15 and batch["mask"][bad[0]] == 0 and (batch["image"][bad[0]] == 0).all()
     assert pipe.source.decode_failures == 1
+    assert [r.getMessage().count("truncated.jpg") for r in caplog.records if "skipping" in r.getMessage()] == [1]
     c.on_corrupt = "error"
     with pytest.raises(ValueError, match="cannot read image .*truncated.jpg"):
         next(iter(load(c, split="train", train=False, batch_size=16, image_shape=(16, 16, 3))))

@@ -169,11 +169,11 @@ class FolderSource(Source):
     paths: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     labels: np.ndarray = dataclasses.field(default=None, repr=False)
     on_corrupt: str = "skip"
-    failed: list = dataclasses.field(default_factory=list)   # paths that failed to decode in this process
+    failed: set = dataclasses.field(default_factory=set)   # paths that failed to decode in this process
 
     @property
     def decode_failures(self) -> int:
-        """Images that passed the header check but failed to decode (masked out) in this process."""
+        """Distinct images that passed the header check but failed to decode (masked out) in this process."""
         return len(self.failed)
 
     def read(self, indices, region=None, out_size=None):
@@ -187,9 +187,10 @@ class FolderSource(Source):
                 if self.on_corrupt == "error":
                     raise ValueError(f"folder dataset: cannot read image {path}: {e!r} "
                                      f"(set data.on_corrupt='skip' to skip such files)") from e
-                self.failed.append(path)  # list.append: atomic across grain's reader threads
-                log.warning("folder dataset: skipping unreadable image %s (%r); %d so far in this process", path, e,
-                            self.decode_failures)
+                if path not in self.failed:   # once per file, not once per epoch
+                    self.failed.add(path)  # set.add: atomic across grain's reader threads
+                    log.warning("folder dataset: skipping unreadable image %s (%r), masked in every epoch; %d such "
+                                "file(s) so far in this process", path, e, self.decode_failures)
                 img, box, ok[k] = np.zeros((1, 1, 3), np.uint8), None, False
             images.append(img)
             boxes.append(box)
