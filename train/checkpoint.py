@@ -218,9 +218,20 @@ class Checkpointer:
 
     def _first_readable(self, candidates: list[int], read, *, explicit: bool) -> tuple[int, Any]:
         """``(step, read(step))`` of the first candidate that reads. ``explicit`` (one step the caller
-        asked for): its error is raised as it is."""
+        asked for): its error is raised, as one CorruptCheckpointError line when the checkpoint is damaged
+        (it is not set aside: the caller named it)."""
         if explicit:
-            return candidates[0], read(candidates[0])
+            try:
+                return candidates[0], read(candidates[0])
+            except CorruptCheckpointError:
+                raise
+            except Exception as e:
+                if not _is_damage(e):
+                    raise
+                raise CorruptCheckpointError(
+                    f"checkpoint {candidates[0]} in {self.directory} cannot be read ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0][:200] if str(e) else ''}); name another step, or 'best' / 'latest' "
+                    f"(which pass over damaged checkpoints)") from e
         for found in self._readable(candidates, read):
             return found
         raise NoCheckpointError(f"no readable checkpoint in {self.directory} (tried {candidates})")
@@ -231,7 +242,7 @@ class Checkpointer:
 
     def best_step(self) -> int | None:
         best, best_val = None, -1.0
-        for step, meta in self._readable(self.steps(), self.meta, warn=False):
+        for step, meta in self._readable(self.steps(), self.meta):   # an unreadable meta: warned, set aside
             val = meta.get("metrics", {}).get("val_top1")
             if val is not None and val > best_val:
                 best, best_val = step, val

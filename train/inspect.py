@@ -33,6 +33,7 @@ The library behind it is ``zoo.inspect``.
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -47,16 +48,22 @@ def load_image(path: str | Path) -> np.ndarray:
     naming ``--image`` otherwise."""
     from PIL import Image  # noqa: PLC0415
 
+    from train.data.decode import grey_or_rgb  # noqa: PLC0415
+
+    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):   # a FIFO: open() blocks
+        raise ValueError(f"--image {path}: not a regular file")
     try:
         with Image.open(path) as im:
             if im.mode in ("LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA")
-            elif im.mode in ("1", "I", "I;16", "F"):
+            elif im.mode.startswith("I") or im.mode == "F":   # 16-bit grey scaled to 8 bits; float refused
+                return grey_or_rgb(im)
+            elif im.mode == "1":
                 im = im.convert("L")
             elif im.mode not in ("L", "RGB", "RGBA"):
                 im = im.convert("RGB")
             return np.asarray(im, np.uint8).copy()
-    except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
         raise ValueError(f"--image {path}: not a readable image ({getattr(e, 'strerror', None) or e})") from None
 
 

@@ -160,14 +160,19 @@ def create_model(name: str, kwargs: dict, precision: str = "float32", plan: para
 
 # ----------------------------------------------------------------------------- training runs
 
+def check_length(config) -> None:
+    """A run's length: ``num_epochs`` > 0 unless ``num_train_steps`` is set (ValueError naming the field)."""
+    if config.num_train_steps <= 0 and not config.num_epochs > 0:
+        raise ValueError(f"num_epochs={config.num_epochs!r}: must be > 0 (or set num_train_steps > 0)")
+
+
 def build(config, *, workdir: str | Path | None = None, inject: tuple[str, ...] = (), trial_devices: int = 1) -> Run:
     """The run of ``config`` (``fit``): plan, both pipelines, model, optimizer, step config. With
     ``workdir``: a workdir holding checkpoints of another model or class count is refused
     (``checkpoint.WorkdirMismatchError``); nothing is written here. A search group's run
     (``train.search``) keeps the optimizer fields ``inject`` in the optimizer state and may put
     ``trial_devices`` on a trial axis (``train.optim.make_optimizer``, ``train.parallel.make_plan``)."""
-    if config.num_train_steps <= 0 and not config.num_epochs > 0:
-        raise ValueError(f"num_epochs={config.num_epochs!r}: must be > 0 (or set num_train_steps > 0)")
+    check_length(config)
     plan = parallel.make_plan(config.parallelism, config.num_devices, trial_devices)
     parallel.check_batch(config.batch_size, plan, "batch_size")
     parallel.check_batch(config.eval_batch_size, plan, "eval_batch_size")
@@ -240,7 +245,25 @@ def checkpoint_pipeline(meta: dict, *, split: str | None = None, batch_size: int
     if pipe.preprocessing != data.transforms.complete(pp):
         raise ValueError(f"the eval preprocessing rebuilt from the checkpoint differs from the stored one:\n"
                          f"{pipe.preprocessing}\nvs\n{pp}")
+    check_classes(meta, pipe)
     return pipe
+
+
+def check_classes(meta: dict, pipe: data.Pipeline) -> None:
+    """The dataset's classes are the ones the checkpoint was trained on, in its order: a class folder added,
+    removed or renamed since would score labels against the wrong outputs. One ValueError line."""
+    trained = meta.get("class_names")
+    num_classes = int(meta.get("num_classes") or meta["model_kwargs"]["num_classes"])
+    now = list(pipe.class_names)
+    if (trained is not None and now != list(trained)) or pipe.num_classes != num_classes:
+        was = f"{list(trained)[:10]}" if trained is not None else f"{num_classes} classes"
+        gone = sorted(set(trained or ()) - set(now))
+        new = sorted(set(now) - set(trained or ()))
+        diff = "; ".join(x for x in (f"not there now: {gone[:10]}" if gone else "",
+                                     f"new: {new[:10]}" if new else "") if x) or "another order"
+        raise ValueError(f"data.name={meta['config']['data']['name']!r} now has classes {now[:10]} "
+                         f"({pipe.num_classes}); the checkpoint was trained on {was} ({diff}); its scores would be "
+                         f"of the wrong classes")
 
 
 def for_checkpoint(meta: dict, *, split: str | None = None) -> Run:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -40,8 +41,9 @@ RTOL = 1e-4
 
 
 def logits_fn(model, variables) -> Callable:
-    """``x: (B, H, W, C) -> logits`` in eval mode, the variables closed over (exported as constants)."""
-    return lambda x: model.apply(variables, x, train=False)
+    """``x: (B, H, W, C) -> logits`` float32 in eval mode (a bfloat16 run's too, as ``zoo.predict`` and the
+    eval step give them), the variables closed over (exported as constants)."""
+    return lambda x: model.apply(variables, x, train=False).astype(jnp.float32)
 
 
 def _spec(input_shape) -> jax.ShapeDtypeStruct:
@@ -128,6 +130,9 @@ def onnx(model, variables, input_shape) -> bytes:
         from jax2onnx import to_onnx  # noqa: PLC0415
     except ImportError as e:
         raise ImportError(EXTRA_HINT) from e
+    if jnp.dtype(getattr(model, "dtype", jnp.float32)) != jnp.float32:
+        raise ValueError(f"--format onnx: the model computes in {jnp.dtype(model.dtype).name}, which the ONNX "
+                         f"converter does not take; export it as --format stablehlo, or from a float32 run")
     spec = _spec(input_shape)
     closed = jax.make_jaxpr(logits_fn(model, variables))(spec)
     # jax2onnx 0.13 reports plugins it cannot import under jax 0.10 (dm_pix) and onnx_ir shapes it skips
@@ -175,12 +180,31 @@ def _platforms(text: str | None) -> tuple[str, ...] | None:
     return names
 
 
-def _write(path: Path, data: bytes, overwrite: bool) -> None:
+def _check_out(out: str) -> Path:
+    """``--out`` names a file: not empty, not a folder (existing, or written with a trailing ``/``)."""
+    path = Path(out).expanduser()
+    if not out.strip() or out.endswith(("/", os.sep)) or path.is_dir():
+        raise ValueError(f"--out={out!r}: the file to write is needed (a path such as model.onnx, not a folder)")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out={out!r}: {parent} is a file, not a folder")
+            break
+    return path
+
+
+def _write_pair(out: Path, data: bytes, sidecar: Path, description: bytes, overwrite: bool) -> None:
+    """The artifact and its JSON, both written in full before either replaces a file: a failed write
+    (a full disk) leaves the earlier pair as it was."""
     from zoo import cli  # noqa: PLC0415
 
-    cli.keep_existing(path, "--out", overwrite)
-    with written_atomically(path) as tmp:
-        Path(tmp).write_bytes(data)
+    for path in (out, sidecar):
+        cli.keep_existing(path, "--out", overwrite)
+        if path.is_dir():
+            raise ValueError(f"--out: {path} is a folder")
+    with written_atomically(out) as tmp_out, written_atomically(sidecar) as tmp_json:
+        Path(tmp_out).write_bytes(data)
+        Path(tmp_json).write_bytes(description)
 
 
 def describe(b, fmt: str, input_shape) -> dict:
@@ -210,7 +234,10 @@ def main(argv=None) -> int:
         platforms = _platforms(args.platforms)
     except ValueError as e:
         return cli.fail(e)
-    out = Path(args.out).expanduser()
+    try:
+        out = _check_out(args.out)
+    except ValueError as e:
+        return cli.fail(e)
     sidecar = out.with_name(out.name + ".json")
     try:
         for path in (out, sidecar):
@@ -226,8 +253,7 @@ def main(argv=None) -> int:
         else:
             data = stablehlo(b.model, b.variables, shape, platforms=platforms)
             checked = f"platforms {', '.join(jax.export.deserialize(data).platforms)}"
-        _write(out, data, args.overwrite)
-        _write(sidecar, json.dumps(describe(b, args.format, shape), indent=1).encode(), args.overwrite)
+        _write_pair(out, data, sidecar, json.dumps(describe(b, args.format, shape), indent=1).encode(), args.overwrite)
     except (ValueError, ImportError, FileNotFoundError, OSError) as e:
         return cli.fail(e)
     print(f"{out}: {b.description} as {args.format}, input (batch, {h}, {w}, {shape[2]}) float32 NHWC, "

@@ -11,6 +11,7 @@ interpolation, or the run's evaluation preprocessing), then softmax over the log
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,13 +28,15 @@ def read_image(path) -> np.ndarray:
     """uint8 ``(h, w)`` or ``(h, w, 3)`` pixels of an image file; ValueError naming the file otherwise."""
     from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
 
+    from train.data.decode import grey_or_rgb  # noqa: PLC0415  (the training loader's decoding: 16-bit scaled)
+
+    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):   # a FIFO: open() blocks
+        raise ValueError(f"{path}: not a regular file")
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode not in ("L", "RGB"):
-                im = im.convert("RGB")
-            return np.asarray(im)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+            return grey_or_rgb(im)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"{path}: not a readable image ({e})") from e
 
 

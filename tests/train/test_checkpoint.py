@@ -231,3 +231,21 @@ def test_reading_a_truncated_checkpoint_prints_one_warning_and_no_traceback(corr
     assert p.returncode == 0 and p.stdout.strip() == str(steps[-2]), p.stderr
     lines = p.stderr.splitlines()
     assert len(lines) == 1 and f"checkpoint {steps[-1]} in " in lines[0] and "falling back" in lines[0], p.stderr
+
+
+def test_a_damaged_checkpoint_named_by_step_is_one_error_and_best_warns_of_an_unreadable_meta(corruptible, caplog):
+    """Once orbax's KeyError traceback for an explicit step; and 'best' passed over a checkpoint whose
+    meta was gone (the best and newest one) without a word, and used an older one."""
+    steps = _steps(corruptible)
+    shutil.rmtree(corruptible / "checkpoints" / str(steps[-1]) / "state")
+    with pytest.raises(checkpoint.CorruptCheckpointError,
+                       match=rf"^checkpoint {steps[-1]} in .* cannot be read \(KeyError: .*\); name another step, "
+                             r"or 'best' / 'latest' \(which pass over damaged checkpoints\)$"):
+        train.load(corruptible, steps[-1])
+    assert (corruptible / "checkpoints" / str(steps[-1])).is_dir()   # named by the user: not set aside
+    shutil.rmtree(corruptible / "checkpoints" / str(steps[-1]) / "meta")
+    with caplog.at_level(logging.WARNING):
+        loaded = train.load(corruptible, "best")
+    assert loaded.step in steps[:-1]
+    assert any(f"checkpoint {steps[-1]} in" in r.message and "cannot be restored" in r.message for r in caplog.records)
+    assert (_corrupt_dir(corruptible) / str(steps[-1])).is_dir()

@@ -66,7 +66,7 @@ def test_a_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
                          stderr=subprocess.DEVNULL, text=True)
     try:
         for line in p.stdout:   # the first group's result line, then SIGKILL
-            if line.startswith("trials 0, 1: complete"):
+            if line.startswith("trials 0: complete") and ", 1: complete" in line:
                 break
         else:
             raise AssertionError("the first group never finished")

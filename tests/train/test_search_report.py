@@ -59,6 +59,19 @@ def test_ranking_puts_the_best_first(tmp_path):
                                 "val_loss", "status"]
     assert [line.split()[1] for line in lines[1:]] == ["1", "0", "2"]
     assert lines[1].split()[4] == "0.9700"
+    assert [line.split()[0] for line in lines[1:]] == ["1", "2", "-"]   # a pruned trial is listed, not ranked
+
+
+def test_ties_go_to_the_lowest_trial_number_and_pruned_trials_never_rank_above_complete_ones():
+    """The search once checkpointed the last of two tied trials and reported the first: no best link."""
+    from train.search import report
+
+    table = report.rows([_trial(0, 1e-3, 1e-4, 0.75), _trial(1, 2e-3, 1e-4, 0.74), _trial(2, 3e-3, 1e-4, 0.75),
+                         _trial(3, 1e-4, 1e-4, 0.90, "PRUNED", 62)], _space())
+    assert report.best_row(table)["trial"] == 0
+    assert max([(0.75, 2), (0.75, 0), (0.74, 1)], key=lambda d: report.best_key(*d)) == (0.75, 0)
+    lines = report.ranking(table, _space()).splitlines()[1:]
+    assert [(line.split()[0], line.split()[1]) for line in lines] == [("1", "0"), ("2", "2"), ("3", "1"), ("-", "3")]
 
 
 def test_best_link_points_at_the_trial_and_leaves_a_users_best_alone(tmp_path):
@@ -66,14 +79,17 @@ def test_best_link_points_at_the_trial_and_leaves_a_users_best_alone(tmp_path):
 
     (tmp_path / "trials" / "3" / "checkpoints").mkdir(parents=True)
     (tmp_path / "trials" / "5" / "checkpoints").mkdir(parents=True)
-    assert report.link_best(tmp_path, 3) == tmp_path / "best"
+    assert report.link_best(tmp_path, 3) is None        # linked: nothing to say
     assert (tmp_path / "best").resolve() == (tmp_path / "trials" / "3").resolve()
     report.link_best(tmp_path, 5)
     assert (tmp_path / "best").resolve() == (tmp_path / "trials" / "5").resolve()
-    assert report.link_best(tmp_path, 4) is None        # no checkpoint there
+    assert report.link_best(tmp_path, 4).startswith(f"no checkpoint in {tmp_path / 'trials' / '4'} ")
+    assert (tmp_path / "best").resolve() == (tmp_path / "trials" / "5").resolve()
     (tmp_path / "best").unlink()
     (tmp_path / "best").mkdir()
-    assert report.link_best(tmp_path, 3) is None and (tmp_path / "best").is_dir()
+    assert report.link_best(tmp_path, 3) == (f"{tmp_path / 'best'} is not the search's link (left alone); the "
+                                             f"checkpoint is in {tmp_path / 'trials' / '3'}")
+    assert (tmp_path / "best").is_dir()
 
 
 def test_the_other_layout_of_nine_trials():

@@ -113,3 +113,30 @@ def test_trial_count():
         trial_count("random", s, None)
     with pytest.raises(ValueError, match="--method 'bayes': allowed grid, random, tpe"):
         trial_count("bayes", s, 4)
+
+
+@pytest.mark.parametrize("entries, message", [
+    (["optimizer.learning_rate=uniform(0, inf)"], r"^--space 'optimizer\.learning_rate=uniform\(0, inf\)': uniform "
+                                                  r"needs finite bounds, got 0 and inf$"),
+    (["optimizer.learning_rate=choice(1, 1.0)"], r"^--space 'optimizer\.learning_rate=choice\(1, 1\.0\)': choice has "
+                                                 r"a value twice \(as floats: \(1\.0, 1\.0\)\)$"),
+])
+def test_entries_a_trial_would_fail_on_are_refused_up_front(entries, message):
+    """Once they passed, and the first trial failed after the study had stored this search's identity
+    (so the corrected command was refused as another search), or two trials ran the same value."""
+    from train.search import space
+
+    with pytest.raises(space.SpaceError, match=message):
+        space.parse(entries, quick(), "random")
+
+
+def test_a_config_that_fails_whatever_the_value_is_blamed_on_the_config():
+    """A warmup longer than the run was reported as the first searched value's fault."""
+    from train.search import space
+
+    config = quick(num_epochs=0.05, **{"schedule.warmup_epochs": 1.0})
+    with pytest.raises(ValueError, match=r"^--config: schedule\.warmup_epochs=1\.0: warmup") as e:
+        space.parse(["optimizer.learning_rate=loguniform(1e-4, 1e-1)"], config, "random")
+    assert not isinstance(e.value, space.SpaceError)
+    with pytest.raises(ValueError, match=r"^--config: num_epochs=0\.0: must be > 0"):
+        space.parse(["optimizer.learning_rate=loguniform(1e-4, 1e-1)"], quick(num_epochs=0.0), "random")

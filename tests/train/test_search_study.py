@@ -177,3 +177,79 @@ def test_pruners_are_optunas_with_given_resources():
     assert isinstance(hyperband, optuna.pruners.HyperbandPruner) and hyperband._max_resource == 4
     with pytest.raises(ValueError, match="--pruner 'median': allowed halving, hyperband"):
         study.make_pruner("median", 4)
+
+
+def test_another_study_in_a_workdir_with_trial_folders_is_refused_before_anything_is_written(tmp_path):
+    """Trial folders are numbered per study: a second study (``--study other``, as the mismatch error
+    suggests) once reused trials/0.., appending to their metrics and linking ``best`` to the first
+    study's checkpoint. An emptied study.db once started the search over in the same folders."""
+    from train.search import session, study
+
+    _trials(tmp_path, 2, name="search").ask(1)
+    study.claim_trials(tmp_path, "search", None)
+    (tmp_path / "trials" / "0").mkdir()
+    before = snapshot(tmp_path)
+    with pytest.raises(study.StudyMismatchError, match=r"^.*/trials holds the trials of study 'search'; trial "
+                                                       r"folders are numbered per study, so study 'other' would "
+                                                       r"reuse them; nothing was changed\. Use another --workdir$"):
+        session.search(quick(), SPACE, tmp_path, trials=1, study="other")
+    with pytest.raises(study.StudyMismatchError, match="holds the trials of study 'search'"):
+        session.search(quick(), SPACE, tmp_path, trials=1, storage=f"sqlite:///{tmp_path}/elsewhere.db")
+    assert snapshot(tmp_path) == before
+    (tmp_path / "study.db").write_bytes(b"")   # emptied (a full disk, a failed copy)
+    with pytest.raises(study.StudyMismatchError, match=r"^study 'search' in sqlite:///.*/study\.db has no trials, "
+                                                       r"but .*/trials holds its trial folders \(was its database "
+                                                       r"emptied or replaced\?\); nothing was changed"):
+        session.search(quick(), SPACE, tmp_path, trials=1)
+    assert (tmp_path / "study.db").read_bytes() == b""
+    # trial folders of a version without trials/.study, and no study: refused the same way
+    (tmp_path / "study.db").unlink()
+    (tmp_path / "trials" / ".study").unlink()
+    with pytest.raises(study.StudyMismatchError, match="has no trials, but .* holds its trial folders"):
+        session.search(quick(), SPACE, tmp_path, trials=1)
+
+
+def test_the_same_space_in_another_order_is_the_same_search(tmp_path):
+    from train.search import study
+
+    _trials(tmp_path, 2).ask(1)
+    study.open_study(study.storage_url(None, tmp_path), "s", study.identity("random", _space(SPACE[::-1]), quick()))
+
+
+def test_an_sqlite_file_given_as_a_path_says_how_to_name_it(tmp_path):
+    from train.search import study
+
+    _trials(tmp_path, 2)
+    with pytest.raises(ValueError, match=rf"^--storage {tmp_path}/study\.db: an SQLite database, not a journal "
+                                         rf"file; give it as sqlite:///{tmp_path}/study\.db$"):
+        study.make_storage(str(tmp_path / "study.db"))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"memory_limit": 0}, r"^memory_limit=0: bytes a device may use for a group, an integer > 0$"),
+    ({"study": " "}, r"^--study ' ': give a name \(default 'search'\)$"),
+])
+def test_search_arguments_are_checked_before_the_study_is_opened(tmp_path, kwargs, message):
+    from train.search import session
+
+    with pytest.raises(ValueError, match=message):
+        session.search(quick(), SPACE, tmp_path / "w", trials=1, **kwargs)
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_search_where_no_trial_completed_says_so(tmp_path, capsys):
+    import optuna
+    from optuna.trial import TrialState
+
+    from train.search import session
+
+    handed = _trials(tmp_path, 2, name="search")
+    s = _space()
+    for lr, state in [(1e-2, TrialState.FAIL), (1e-3, TrialState.PRUNED)]:
+        handed.study.add_trial(optuna.trial.create_trial(
+            params={"optimizer.learning_rate": lr, "optimizer.weight_decay": 0.0}, distributions=s.distributions(),
+            state=state, user_attrs={"val_top1": 0.1, "val_loss": 2.3, "steps": 7, "seconds": 1.0}))
+    r = session.finish(handed, s, tmp_path, "random", "url", "search", None, plots=False)
+    out = capsys.readouterr().out
+    assert r.best is None and "no trial completed (1 failed, 1 pruned): no best trial to link" in out
+    assert [line.split()[0] for line in out.splitlines()[1:3]] == ["-", "-"]   # listed, not ranked

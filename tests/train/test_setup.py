@@ -178,3 +178,33 @@ def test_a_second_process_reads_the_compiled_train_step_from_the_cache(tmp_path)
     assert second["loss"] == first["loss"]
     off = run_worker("compile_cache", "off")
     assert off["cache_dir"] is None and off["hits"] == off["misses"] == 0
+
+
+def test_a_dataset_whose_classes_changed_since_training_is_refused(tmp_path):
+    """train.evaluate once scored a folder run after a class folder was added (4 labels, 3 outputs) or
+    renamed (labels in another order), without a word: per-class scores of the wrong classes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ["daisy", "rose", "tulip"]:
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    cfg = {"name": f"folder:{tmp_path}", "holdout_fraction": 0.25, "eval_split": "test", "train_split": "train"}
+    pipe = data.load(cfg, split="test", train=False, batch_size=2, image_shape=(16, 16, 3))
+    meta = {"class_names": ["daisy", "rose", "tulip"], "num_classes": 3, "model_kwargs": {"num_classes": 3},
+            "config": {"data": cfg}}
+    setup.check_classes(meta, pipe)   # unchanged: fine
+    (tmp_path / "tulip").rename(tmp_path / "aster")
+    renamed = data.load(cfg, split="test", train=False, batch_size=2, image_shape=(16, 16, 3))
+    with pytest.raises(ValueError, match=r"^data\.name='folder:.*' now has classes \['aster', 'daisy', 'rose'\] \(3\); "
+                                         r"the checkpoint was trained on \['daisy', 'rose', 'tulip'\] \(not there now: "
+                                         r"\['tulip'\]; new: \['aster'\]\); its scores would be of the wrong classes$"):
+        setup.check_classes(meta, renamed)
+    (tmp_path / "aster").rename(tmp_path / "tulip")
+    (tmp_path / "zinnia").mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "zinnia" / "0.png")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "zinnia" / "1.png")
+    added = data.load(cfg, split="test", train=False, batch_size=2, image_shape=(16, 16, 3))
+    with pytest.raises(ValueError, match=r"\(4\); the checkpoint was trained on .* \(new: \['zinnia'\]\)"):
+        setup.check_classes(meta, added)

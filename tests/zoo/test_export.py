@@ -121,3 +121,31 @@ def test_bad_platforms_are_one_error_line_before_anything_is_read(tmp_path, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {message}")
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("out, message", [
+    ("", "--out='': the file to write is needed (a path such as model.onnx, not a folder)"),   # was a traceback
+    ("{tmp}/newdir/", "--out='{tmp}/newdir/': the file to write is needed"),   # once a file named newdir
+    ("{tmp}", "--out='{tmp}': the file to write is needed"),
+    ("{tmp}/afile/x.stablehlo", "--out='{tmp}/afile/x.stablehlo': {tmp}/afile is a file, not a folder"),
+])
+def test_an_out_that_is_no_file_path_is_one_error_line_before_anything_is_read(tmp_path, capsys, out, message):
+    (tmp_path / "afile").write_text("mine")
+    before = snapshot(tmp_path)
+    args = ["--workdir", str(tmp_path / "no-such-run"), "--format", "stablehlo", "--out", out.format(tmp=tmp_path)]
+    assert export.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {message.format(tmp=tmp_path)}")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_bfloat16_model_exports_float32_logits_and_onnx_refuses_it_in_one_line():
+    """A bfloat16 run's StableHLO returned bfloat16 logits without a word, and ONNX failed with
+    jax2onnx's TypeError traceback."""
+    model = zoo.create("lenet5", dtype="bfloat16")
+    variables = zoo.init(model, (28, 28, 1), rng=3)
+    reloaded = jax.export.deserialize(export.stablehlo(model, variables, (28, 28, 1)))
+    assert reloaded.out_avals[0].dtype == np.float32
+    with pytest.raises(ValueError, match=r"^--format onnx: the model computes in bfloat16, which the ONNX converter "
+                                         r"does not take; export it as --format stablehlo, or from a float32 run$"):
+        export.onnx(model, variables, (28, 28, 1))

@@ -102,3 +102,30 @@ def test_bad_input_gets_one_clear_line(published, tmp_path, capsys):
     assert capsys.readouterr().err == "error: --checkpoint=latest: only a --workdir has checkpoints\n"
     with pytest.raises(SystemExit):  # argparse: --weights and --file exclude each other
         main(["--model", SMALL, "--weights", "TEST", "--file", "x.pth", str(root / "photo.png")])
+
+
+def test_images_are_read_as_the_training_loader_reads_them(tmp_path):
+    """zoo.predict once read a 16-bit grey PNG all white (PIL's convert('RGB')) and a float TIFF all
+    black, where training and evaluation scale the first and refuse the second; and a FIFO named as an
+    image blocked for ever. train.inspect's --image reader the same."""
+    import os
+
+    from train.data import decode
+    from train.inspect import load_image
+    from zoo.predict import read_image
+
+    levels = np.arange(0, 65536, 257, dtype=np.uint16)[:256].reshape(16, 16)
+    Image.fromarray(levels).save(tmp_path / "g16.png")
+    for read in (read_image, load_image):
+        np.testing.assert_array_equal(read(tmp_path / "g16.png"), np.arange(256, dtype=np.uint8).reshape(16, 16))
+    np.testing.assert_array_equal(read_image(tmp_path / "g16.png")[..., None].repeat(3, -1),
+                                  decode.read_rgb(tmp_path / "g16.png")[0])
+    Image.fromarray(levels.astype(np.float32)).save(tmp_path / "f.tif")
+    os.mkfifo(tmp_path / "fifo.png")
+    for name, said in [("f.tif", r"float pixels \(PIL mode F\) state no 8-bit scale"), ("fifo.png", "not a regular file")]:
+        with pytest.raises(ValueError, match=rf"^{tmp_path / name}: .*{said}"):
+            read_image(tmp_path / name)
+        with pytest.raises(ValueError, match=rf"^--image {tmp_path / name}: .*{said}"):
+            load_image(tmp_path / name)
+    from train.data import folders
+    assert folders.check_image(str(tmp_path / "fifo.png")) == "not a regular file"

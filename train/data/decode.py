@@ -67,16 +67,22 @@ def read_rgb(path: str | Path, region: Callable[[int, int], Box | None] | None =
     return img, region(img.shape[0], img.shape[1]) if region is not None else None
 
 
-def _rgb(im) -> np.ndarray:
-    """uint8 ``(h, w, 3)`` of a PIL image. 16-bit grey levels (PIL mode I;16, or I) are scaled to 8 bits:
-    PIL's ``convert('RGB')`` saturates them, every pixel above 255 white. Float pixels (mode F) state no
-    scale, so they are refused (ValueError) rather than guessed."""
+def grey_or_rgb(im) -> np.ndarray:
+    """uint8 ``(h, w)`` of a grey PIL image, else ``(h, w, 3)`` (what ``zoo.predict`` reads). 16-bit grey
+    levels (PIL mode I;16, or I) are scaled to 8 bits: PIL's ``convert('RGB')`` saturates them, every
+    pixel above 255 white. Float pixels (mode F) state no scale, so they are refused (ValueError) rather
+    than guessed."""
     if im.mode.startswith("I;16") or im.mode == "I":
-        grey = np.clip(np.round(np.asarray(im, np.float64) / 257.0), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=-1)
+        return np.clip(np.round(np.asarray(im, np.float64) / 257.0), 0, 255).astype(np.uint8)
     if im.mode == "F":
         raise ValueError("float pixels (PIL mode F) state no 8-bit scale; save the image with 8 or 16 bits")
-    return np.asarray(im.convert("RGB"))
+    return np.asarray(im if im.mode in ("L", "RGB") else im.convert("RGB"))
+
+
+def _rgb(im) -> np.ndarray:
+    """uint8 ``(h, w, 3)`` of a PIL image (``grey_or_rgb``, grey repeated)."""
+    px = grey_or_rgb(im)
+    return np.repeat(px[..., None], 3, axis=-1) if px.ndim == 2 else px
 
 
 def _scaled(box: Box | None, sy: float, sx: float) -> Box | None:

@@ -18,6 +18,8 @@ def check_image(path: str) -> str | None:
     from PIL import Image  # noqa: PLC0415
 
     try:
+        if not os.path.isfile(path):   # a FIFO would block open() for ever
+            return "not a regular file"
         if os.path.getsize(path) == 0:
             return "empty file"
         with Image.open(path) as im:

@@ -79,6 +79,8 @@ def _search(config, args) -> int:
 
     logs.for_command(None, verbose=args.verbose)  # the console; each trial's metrics go to its own directory
     optuna.logging.set_verbosity(optuna.logging.DEBUG if args.verbose else optuna.logging.WARNING)
+    if args.memory_limit_gb is not None and not args.memory_limit_gb > 0:
+        return cli.fail(f"--memory-limit-gb {args.memory_limit_gb:g}: must be > 0 (GiB a device may use for a group)")
     limit = None if args.memory_limit_gb is None else int(args.memory_limit_gb * 2 ** 30)
     try:
         r = session.search(config, args.space, args.workdir, method=args.method, trials=args.trials,

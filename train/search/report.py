@@ -57,36 +57,48 @@ def write_csv(table: list[dict], space, path: Path) -> Path:
     return _atomic(path, write)
 
 
+def best_key(val_top1: float, number: int) -> tuple:
+    """The order of complete trials: validation top-1, ties to the lowest trial number (the ``best`` row,
+    the ranking, and the trial a group checkpoints all use it)."""
+    return (val_top1, -number)
+
+
 def best_row(table: list[dict]) -> dict | None:
     done = [r for r in table if r["status"] == "complete" and r["val_top1"] is not None]
-    return max(done, key=lambda r: (r["val_top1"], -r["trial"])) if done else None
+    return max(done, key=lambda r: best_key(r["val_top1"], r["trial"])) if done else None
 
 
-def link_best(workdir: Path, number: int) -> Path | None:
-    """``WORKDIR/best`` -> ``trials/<number>`` (replaced atomically; a ``best`` that is not our link is left alone)."""
+def link_best(workdir: Path, number: int) -> str | None:
+    """``WORKDIR/best`` -> ``trials/<number>`` (replaced atomically; a ``best`` that is not our link is left
+    alone). None when linked, else why not."""
     target, link = Path("trials") / str(number), Path(workdir) / "best"
     if not (Path(workdir) / target / "checkpoints").is_dir():
-        return None
+        return f"no checkpoint in {Path(workdir) / target} (it is written by the process that trains the trial)"
     if link.exists() and not link.is_symlink():
-        return None
+        return f"{link} is not the search's link (left alone); the checkpoint is in {Path(workdir) / target}"
     tmp = link.with_name(f".best.{os.getpid()}")
     if tmp.is_symlink():
         tmp.unlink()
     tmp.symlink_to(target, target_is_directory=True)
     os.replace(tmp, link)
-    return link
+    return None
 
 
 def ranking(table: list[dict], space, top: int = 10) -> str:
-    """The printed ranking: the best ``top`` trials by validation top-1."""
-    done = sorted((r for r in table if r["val_top1"] is not None), key=lambda r: (-r["val_top1"], r["trial"]))
+    """The printed ranking: the best ``top`` complete trials by validation top-1 (``best_key``), then the
+    pruned and failed ones that reported a top-1, unranked (``-``)."""
+    complete = sorted((r for r in table if r["status"] == "complete" and r["val_top1"] is not None),
+                      key=lambda r: best_key(r["val_top1"], r["trial"]), reverse=True)
+    others = sorted((r for r in table if r["status"] != "complete" and r["val_top1"] is not None),
+                    key=lambda r: best_key(r["val_top1"], r["trial"]), reverse=True)
+    done = complete[:top] + others[:max(0, top - len(complete))]
     cols = ["rank", "trial", *space.paths, "val_top1", "val_loss", "status"]
 
     def cell(r, k, i):
-        v = i + 1 if k == "rank" else r.get(k)
+        v = (i + 1 if r["status"] == "complete" else "-") if k == "rank" else r.get(k)
         return f"{v:.4g}" if isinstance(v, float) and k not in ("val_top1", "val_loss") else (
             f"{v:.4f}" if isinstance(v, float) else str(v))
-    body = [[cell(r, k, i) for k in cols] for i, r in enumerate(done[:top])]
+    body = [[cell(r, k, i) for k in cols] for i, r in enumerate(done)]
     widths = [max(len(c), *(len(b[j]) for b in body)) if body else len(c) for j, c in enumerate(cols)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(b, widths)) for b in body]

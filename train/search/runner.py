@@ -22,7 +22,7 @@ import numpy as np
 from optuna.trial import TrialState
 
 from train import checkpoint, parallel, reporting, step
-from train.search import group as group_mod
+from train.search import group as group_mod, report
 from train.search.study import Trials
 
 log = logging.getLogger("train")
@@ -179,11 +179,12 @@ def _checkpoint_best(live: _Live, outcomes: dict, trials: Trials, workdir: Path,
             if outcomes[m.number].status == "complete"]
     if not done:
         return
-    top1, i = max(done)
-    others = [t.value for t in trials.all() if t.state == TrialState.COMPLETE and t.value is not None]
-    if others and max(others) > top1:
-        return
+    top1, i = max(done, key=lambda d: report.best_key(d[0], g.members[d[1]].number))
     m = g.members[i]
+    others = [report.best_key(t.value, t.number) for t in trials.all()
+              if t.state == TrialState.COMPLETE and t.value is not None and t.number != m.number]
+    if others and max(others) > report.best_key(top1, m.number):
+        return
     run = dataclasses.replace(g.run, config=m.config, model_kwargs=group_mod.trial_kwargs(g.run, m))
     state = g.single_state(parallel.get_trials(live.states, g.run.plan), i)
     steps = g.run.total_steps

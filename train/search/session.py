@@ -73,19 +73,30 @@ def search(config: ml_collections.ConfigDict, space, workdir: str | Path, *, met
     total = trial_count(method, parsed, trials)
     if parallel_trials is not None and (not isinstance(parallel_trials, int) or parallel_trials < 1):
         raise ValueError(f"--parallel-trials {parallel_trials!r}: must be an integer >= 1")
+    if memory_limit is not None and not (isinstance(memory_limit, int) and memory_limit > 0):
+        raise ValueError(f"memory_limit={memory_limit!r}: bytes a device may use for a group, an integer > 0")
+    if not isinstance(study, str) or not study.strip():
+        raise ValueError(f"--study {study!r}: give a name (default 'search')")
     evaluations = math.ceil(config.num_epochs / config.eval_every_epochs) if config.num_train_steps <= 0 else None
     pruner = study_mod.make_pruner("halving" if prune is True else (prune or None), evaluations)
     workdir = Path(workdir)
     lock.make_workdir(workdir)
+    must_exist = study_mod.check_trials_owner(workdir, study, storage)
     url = study_mod.storage_url(storage, workdir)
-    opened = study_mod.open_study(url, study, study_mod.identity(method, parsed, config), pruner=pruner)
+    opened = study_mod.open_study(url, study, study_mod.identity(method, parsed, config), pruner=pruner,
+                                  must_exist=must_exist, workdir=workdir)
+    study_mod.claim_trials(workdir, study, storage)
     handed = study_mod.Trials(opened, parsed, method, config.seed if seed is None else seed, total)
     handed.reclaim()
     chunk = chunk if chunk is not None else default_chunk()
     interrupted = None
     with interrupts.stop_signals() as stop, handed.heartbeat():
         while not interrupted:
-            asked = handed.ask(parallel_trials or total)
+            try:
+                asked = handed.ask(parallel_trials or total)
+            except BaseException:
+                handed.give_back()
+                raise
             if not asked:
                 break
             members = [group_mod.Member(t.number, values, parsed.apply(config, values)) for t, values in asked]
@@ -102,8 +113,9 @@ def search(config: ml_collections.ConfigDict, space, workdir: str | Path, *, met
                     handed.give_back()
                     raise
                 _write_table(handed, parsed, workdir)
-                print(f"trials {numbers}: " + ", ".join(f"{o.status} (val top-1 {o.val.get('top1', float('nan')):.4f})"
-                                                         for o in outcomes.values()), flush=True)
+                print("trials " + ", ".join(f"{m.number}: {outcomes[m.number].status} (val top-1 "
+                                            f"{outcomes[m.number].val.get('top1', float('nan')):.4f})"
+                                            for m in members_g), flush=True)
             if interrupted:
                 handed.give_back()
     return finish(handed, parsed, workdir, method, url, study, interrupted, plots)
@@ -125,15 +137,20 @@ def finish(handed: study_mod.Trials, parsed, workdir: Path, method: str, url: st
     """trials.csv, figures, the ``best`` link and the printed ranking."""
     table = _write_table(handed, parsed, workdir)
     best = report.best_row(table)
-    best_dir = None
-    if best is not None and report.link_best(workdir, best["trial"]) is not None:
-        best_dir = workdir / "trials" / str(best["trial"])
+    best_dir, unlinked = None, None
+    if best is not None:
+        unlinked = report.link_best(workdir, best["trial"])
+        best_dir = workdir / "trials" / str(best["trial"]) if unlinked is None else None
     figs = report.figures(workdir, table, handed.all(), parsed, method) if plots and table else []
     print(report.ranking(table, parsed), flush=True)
     if best is not None:
         where = f"{best_dir} (python -m train.evaluate --workdir {workdir / 'best'})" if best_dir else \
-            "(its checkpoint is in the workdir of the process that ran it)"
+            f"not linked as {workdir / 'best'}: {unlinked}"
         print(f"best: trial {best['trial']}, val top-1 {best['val_top1']:.4f}: {where}", flush=True)
+    elif table and not interrupted:
+        counts = ", ".join(f"{sum(r['status'] == s for r in table)} {s}" for s in ("failed", "pruned")
+                           if any(r["status"] == s for r in table))
+        print(f"no trial completed ({counts}): no best trial to link", flush=True)
     if interrupted:
         print(f"interrupted by {interrupted}: unfinished trials go back to the study; run the same command "
               f"again to resume", flush=True)

@@ -129,9 +129,9 @@ def parse(entries, config: ml_collections.ConfigDict, method: str = "random") ->
     try:
         check_config(space.apply(config, first))
     except (ValueError, TypeError) as e:
-        if len(space.params) == 1:
-            raise SpaceError(f"--space {space.params[0].text!r}: the value {first[space.paths[0]]!r} is not "
-                             f"allowed: {e}") from None
+        p = space.params[0]
+        if len(space.params) == 1 and _allows_another(config, space, p):
+            raise SpaceError(f"--space {p.text!r}: the value {first[p.path]!r} is not allowed: {e}") from None
         raise ValueError(f"--config: {e}") from None
     for p in space.params:
         for value in p.extremes()[1:]:
@@ -140,6 +140,18 @@ def parse(entries, config: ml_collections.ConfigDict, method: str = "random") ->
             except (ValueError, TypeError) as e:
                 raise SpaceError(f"--space {p.text!r}: the value {value!r} is not allowed: {e}") from None
     return space
+
+
+def _allows_another(config, space: Space, p: Param) -> bool:
+    """True when the config alone, or with another of ``p``'s extremes, passes ``check_config``: the space's
+    entry is to blame, not the config (a warmup longer than the run fails with every value)."""
+    for candidate in (config, *(space.apply(config, {p.path: v}) for v in p.extremes()[1:])):
+        try:
+            check_config(candidate)
+            return True
+        except (ValueError, TypeError):
+            pass
+    return False
 
 
 def _parse_one(text: str) -> Param:
@@ -167,6 +179,7 @@ def _parse_one(text: str) -> Param:
     else:
         need(len(args) == 2 and numbers, "takes two numbers: (low, high)")
     low, high = args[0], args[1]
+    need(math.isfinite(low) and math.isfinite(high), f"needs finite bounds, got {low!r} and {high!r}")
     need(low < high, f"needs low < high, got {low!r} and {high!r}")
     if kind in ("loguniform", "loggrid"):
         need(low > 0, f"needs bounds > 0 (a log scale), got {low!r}")
@@ -234,7 +247,10 @@ def _typed(p: Param, config) -> Param:
     if kind is int and p.kind in ("uniform", "loguniform", "grid", "loggrid"):
         raise SpaceError(f"--space {p.text!r}: {p.path} is an integer field; use int(a, b) or choice(...)")
     if p.kind == "choice":
-        return dataclasses.replace(p, args=tuple(_cast(v, kind, p) for v in p.args))
+        values = tuple(_cast(v, kind, p) for v in p.args)
+        if len(set(map(repr, values))) != len(values):   # choice(1, 1.0) of a float field: 1.0 twice
+            raise SpaceError(f"--space {p.text!r}: choice has a value twice (as {kind.__name__}s: {values})")
+        return dataclasses.replace(p, args=values)
     return p
 
 
@@ -262,6 +278,7 @@ def check_config(config) -> None:
     import zoo  # noqa: PLC0415
     from train import optim, setup, step  # noqa: PLC0415
 
+    setup.check_length(config)
     steps = max(1, int(math.ceil(config.num_epochs * 100))) if config.num_train_steps <= 0 else config.num_train_steps
     optim.make_optimizer(config, steps_per_epoch=100, total_steps=steps)
     step.StepConfig(loss=config.loss, label_smoothing=config.label_smoothing, ema_decay=config.optimizer.ema_decay)

@@ -15,6 +15,10 @@ this module adds:
 * **Samples are a function of the trial number**: each trial is sampled by a sampler seeded with
   ``(seed, trial number)`` (GridSampler: grid point = trial number), so neither a second process nor
   a resumed search repeats a configuration.
+* **One study per workdir's trial folders**: trial folders are ``WORKDIR/trials/<trial number>`` and
+  numbers restart in each study, so ``trials/.study`` names the study (and a ``--storage`` other than
+  the default) they belong to. Another study there, or this study missing from its database (emptied
+  or replaced), is refused before anything is written (:func:`check_trials_owner`).
 * **Resume**: each trial records its owner (host, pid) and a heartbeat. A RUNNING trial whose
   process is gone (same host: the pid is dead; elsewhere: no heartbeat for ``GRACE_S``) is voided
   and its parameters enqueued again, so a killed search re-runs exactly its unfinished trials;
@@ -59,6 +63,11 @@ def make_storage(url: str):
     """An Optuna storage: a database URL (``sqlite:///...``, ``postgresql://...``) or a journal file path.
     One ValueError line naming ``--storage`` when it cannot be opened (a missing driver, a URL scheme
     SQLAlchemy does not know, a folder that does not exist)."""
+    if "://" not in url and Path(url).is_file():
+        with open(url, "rb") as f:
+            if f.read(16) == b"SQLite format 3\0":
+                raise ValueError(f"--storage {url}: an SQLite database, not a journal file; give it as "
+                                 f"sqlite:///{Path(url).absolute()}")
     try:
         if "://" in url:
             kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
@@ -99,18 +108,78 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def open_study(url: str, name: str, ident: dict, *, pruner=None) -> optuna.Study:
-    """Load the study ``name`` (or create it) and check it is this search; nothing is written when it is not."""
+def _same(old: dict, new: dict) -> bool:
+    """Identities equal up to the order of the space's entries (``--space a --space b`` is ``b``, ``a``)."""
+    return {**old, "space": sorted(old.get("space", []))} == {**new, "space": sorted(new["space"])}
+
+
+# ----------------------------------------------------------------------------- the trial folders' study
+
+OWNER_FILE = Path("trials") / ".study"
+
+
+def trials_owner(workdir: Path) -> dict | None:
+    """What ``WORKDIR/trials/.study`` records: ``{"study": name, "storage": URL or None (the default)}``."""
+    try:
+        return json.loads((Path(workdir) / OWNER_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{Path(workdir) / OWNER_FILE}: unreadable ({e}); it names the study whose trials are in "
+                         f"{Path(workdir) / 'trials'}") from None
+
+
+def _trial_folders(workdir: Path) -> int:
+    folder = Path(workdir) / "trials"
+    return sum(p.name.isdigit() for p in folder.iterdir()) if folder.is_dir() else 0
+
+
+def check_trials_owner(workdir: Path, name: str, storage: str | None) -> bool:
+    """Refuse a workdir whose trial folders belong to another study (StudyMismatchError, nothing written).
+    True when the study must already exist (its trials are there), so ``open_study`` must not create it."""
+    owner, folders = trials_owner(workdir), _trial_folders(workdir)
+    if owner is not None and (owner.get("study"), owner.get("storage")) != (name, storage):
+        where = f" in {owner['storage']}" if owner.get("storage") else ""
+        raise StudyMismatchError(
+            f"{Path(workdir) / 'trials'} holds the trials of study {owner.get('study')!r}{where}; trial folders are "
+            f"numbered per study, so study {name!r} would reuse them; nothing was changed. Use another --workdir")
+    return owner is not None or folders > 0
+
+
+def claim_trials(workdir: Path, name: str, storage: str | None) -> None:
+    """Record the study that the trial folders belong to (once)."""
+    if trials_owner(workdir) is None:
+        from zoo.files import written_atomically  # noqa: PLC0415
+
+        with written_atomically(Path(workdir) / OWNER_FILE) as tmp:
+            Path(tmp).write_text(json.dumps({"study": name, "storage": storage}) + "\n")
+
+
+def open_study(url: str, name: str, ident: dict, *, pruner=None, must_exist: bool = False,
+               workdir: Path | None = None) -> optuna.Study:
+    """Load the study ``name`` (or create it) and check it is this search; nothing is written when it is not.
+    ``must_exist``: ``workdir``'s trial folders are this study's, so a missing study (or one without trials
+    beside trial folders of an older version) is a database emptied or replaced: refused."""
+    lost = StudyMismatchError(
+        f"study {name!r} in {url} has no trials, but {Path(workdir or '.') / 'trials'} holds its trial folders (was "
+        f"its database emptied or replaced?); nothing was changed. Restore the database, or use another --workdir")
+    sqlite_file = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+    if must_exist and sqlite_file is not None and not (sqlite_file.is_file() and sqlite_file.stat().st_size):
+        raise lost   # deleted or emptied: refused before SQLite writes a new schema into it
     storage = make_storage(url)
     try:
         study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
     except KeyError:
+        if must_exist:
+            raise lost from None
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", pruner=pruner,
                                     load_if_exists=True)
+    if must_exist and workdir is not None and trials_owner(workdir) is None and not study.get_trials(deepcopy=False):
+        raise lost
     old = study.user_attrs.get(IDENTITY)
     if old is None:
         study.set_user_attr(IDENTITY, ident)
-    elif old != ident:
+    elif not _same(old, ident):
         raise StudyMismatchError(f"study {name!r} in {url} holds another search ({_difference(old, ident)}); "
                                  f"nothing was changed. Use another --workdir or --study")
     return study
