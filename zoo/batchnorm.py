@@ -22,16 +22,21 @@ from flax.linen import module
 from flax.linen.normalization import _canonicalize_axes, _compute_stats, _normalize  # flax's own steps
 
 
+def value_count(x: jax.Array, reduction_axes, axis_name=None, axis_index_groups=None):
+    """The values per channel that the statistics of ``x`` reduce over, on all devices of ``axis_name``
+    (a Python int: shapes and axis sizes are static)."""
+    m = 1
+    for a in reduction_axes:
+        m *= x.shape[a]
+    return m if axis_name is None else jax.lax.psum(m, axis_name, axis_index_groups=axis_index_groups)
+
+
 def bessel(x: jax.Array, reduction_axes, axis_name=None, axis_index_groups=None, mask=None):
     """``m / (m - 1)`` for the ``m`` values per channel that the statistics of ``x`` reduce over (all
     devices of ``axis_name``); 1 where ``m <= 1`` (no unbiased estimate: the biased one is kept).
     A Python float when ``m`` is static (no mask), else an array of the per-channel shape."""
     if mask is None:
-        m = 1
-        for a in reduction_axes:
-            m *= x.shape[a]
-        if axis_name is not None:
-            m = jax.lax.psum(m, axis_name, axis_index_groups=axis_index_groups)
+        m = value_count(x, reduction_axes, axis_name, axis_index_groups)
         if isinstance(m, int):
             return m / (m - 1) if m > 1 else 1.0
     else:
@@ -65,6 +70,13 @@ class BatchNorm(nn.BatchNorm):
                 mean, var = jnp.asarray(mean, self.param_dtype), jnp.asarray(var, self.param_dtype)
         else:
             axis_name = self.axis_name if not self.is_initializing() else None
+            m = value_count(x, reduction_axes, axis_name, self.axis_index_groups) if mask is None else None
+            if isinstance(m, int) and m == 1 and not self.is_initializing():
+                # torchvision: "Expected more than 1 value per channel when training"; here the output
+                # would be the bias alone (the image ignored) and the running variance decay towards 0
+                raise ValueError(f"BatchNorm {'/'.join(map(str, self.path))} in training needs more than 1 value per channel, got "
+                                 f"x: {tuple(x.shape)}; train with a batch of 2 or "
+                                 f"more, or use train=False")
             mean, var = _compute_stats(x, reduction_axes, dtype=self.dtype, axis_name=axis_name,
                                        axis_index_groups=self.axis_index_groups,
                                        use_fast_variance=self.use_fast_variance, mask=mask,

@@ -175,5 +175,8 @@ def create(name: str, **overrides: Any) -> ZooModel:
         fixed = re.search(r"multiple values for keyword argument '(\w+)'", str(e))
         if not fixed:
             raise
-        raise ValueError(f"{name} fixes {fixed.group(1)}={getattr(info.builder(), fixed.group(1))!r}; build "
+        field, value = fixed.group(1), getattr(info.builder(), fixed.group(1))
+        if overrides[field] == value and type(overrides[field]) is type(value):   # its own value: nothing to change
+            return info.builder(**{k: v for k, v in overrides.items() if k != field})
+        raise ValueError(f"{name} fixes {field}={value!r}; build "
                          f"{info.cls.__module__}.{info.cls.__name__} directly for other values") from None

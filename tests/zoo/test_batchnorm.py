@@ -100,3 +100,25 @@ def test_two_training_steps_keep_what_pytorchs_batchnorm2d_keeps():
     np.testing.assert_allclose(new["batch_stats"]["var"], ref["running_var"], rtol=1e-6)
     np.testing.assert_allclose(new["batch_stats"]["mean"], ref["running_mean"], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(np.asarray(y2).transpose(0, 3, 1, 2), ref["y2"], atol=2e-6)
+
+
+def test_training_on_one_value_per_channel_is_refused_as_torchvision_refuses_it():
+    """A batch of 1 reaching a 1x1 map: the statistics of one value make the output the bias alone
+    (ResNet-18's logits were the same for every image, the input gradient 0) and the running variance
+    decay towards 0. torchvision: "Expected more than 1 value per channel when training"."""
+    import zoo
+
+    model = zoo.create("resnet18", num_classes=10)
+    variables = zoo.init(model, (32, 32, 3))
+    with pytest.raises(ValueError, match=r"^BatchNorm layer4_0/bn1 in training needs more than 1 value per channel, "
+                                         r"got x: \(1, 1, 1, 512\); train with a batch of 2 or more, or use "
+                                         r"train=False"):
+        model.apply(variables, jnp.ones((1, 32, 32, 3)), train=True, mutable=["batch_stats"])
+    two, _ = model.apply(variables, jax.random.normal(jax.random.key(0), (2, 32, 32, 3)), train=True,
+                         mutable=["batch_stats"])
+    assert not np.allclose(two[0], two[1])
+    assert model.apply(variables, jnp.ones((1, 32, 32, 3)), train=False).shape == (1, 10)   # eval: fine
+    bn = BatchNorm(use_running_average=False)
+    v = bn.init(jax.random.key(0), jnp.ones((1, 4)))   # initialising with one value is fine
+    with pytest.raises(ValueError, match=r"got x: \(1, 4\)"):
+        bn.apply(v, jnp.ones((1, 4)), mutable=["batch_stats"])

@@ -269,6 +269,14 @@ def test_a_variant_names_the_fields_it_fixes(name, override, pattern):
         zoo.create(name, **override)
 
 
+def test_a_fixed_field_given_its_own_value_is_accepted():
+    """A generic MNIST config passing in_channels=1 to lenet5 was refused ("fixes in_channels=1")."""
+    assert zoo.create("lenet5", in_channels=1).in_channels == 1
+    assert zoo.create("shufflenet_v1_g3", groups=3).groups == 3
+    with pytest.raises(ValueError, match=r"lenet5 fixes in_channels=1"):
+        zoo.create("lenet5", in_channels=3)
+
+
 def test_groups_not_dividing_channels_is_named():
     import flax.linen as nn
 
