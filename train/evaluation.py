@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from train import checkpoint, data, logs, parallel, setup, step
+from zoo.files import written_atomically
 
 log = logging.getLogger("train")
 
@@ -126,8 +127,8 @@ def evaluate(workdir: str | Path, *, checkpoint_step: str | int = "best", split:
     if jax.process_index() == 0:
         out = Path(output_dir) if output_dir else Path(workdir) / "eval"
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / f"eval_step{s}_{pipe.split}.json", "w") as f:
-            json.dump(report, f, indent=1)
+        with written_atomically(out / f"eval_step{s}_{pipe.split}.json") as tmp:   # never half a report
+            Path(tmp).write_text(json.dumps(report, indent=1))
         if plot:
             report["confusion_png"] = str(plot_confusion(ev["confusion"], names, out / f"confusion_step{s}_{pipe.split}.png",
                                                          title=f"{meta['model']} step {s}: top-1 {ev['top1']:.4f}"))

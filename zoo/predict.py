@@ -75,6 +75,8 @@ def main(argv=None) -> int:
         results = top_classes(b, images, args.topk)
     except (ValueError, FileNotFoundError, OSError) as e:
         return cli.fail(e)
+    if args.topk > len(b.class_names):
+        print(f"note: --topk {args.topk}: the model has {len(b.class_names)} classes; all are shown", file=sys.stderr)
     if args.json:
         print(json.dumps({"model": b.description, "predictions": [{"image": str(path), "top": r} for path, r in
                                                                   zip(args.images, results)]}, indent=1))

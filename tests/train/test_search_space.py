@@ -1,5 +1,7 @@
 """The search space: distributions parsed from ``--space 'path=dist'``, typed by the config field,
 checked at every value they can give; every bad entry is one error line naming it."""
+import logging
+
 import numpy as np
 import pytest
 
@@ -100,12 +102,16 @@ def test_a_config_invalid_whatever_the_values_is_a_config_error():
     assert not isinstance(e.value, SpaceError)
 
 
-def test_trial_count():
-    """A grid runs its size; --trials smaller than the grid is an error; random and TPE need --trials."""
+def test_trial_count(caplog):
+    """A grid runs its size (a larger --trials is said, once silently ignored); --trials smaller than the
+    grid is an error; random and TPE need --trials."""
     from train.search.session import trial_count
 
     s = parse("optimizer.learning_rate=loggrid(1e-4, 1e-2, 3)", "optimizer.name=choice(sgd, adam)", method="grid")
-    assert trial_count("grid", s, None) == 6 == trial_count("grid", s, 8)
+    with caplog.at_level(logging.WARNING, logger="train"):
+        assert trial_count("grid", s, None) == 6 == trial_count("grid", s, 8)
+    assert [r.getMessage() for r in caplog.records] == ["--trials 8: the grid has 6 points, so the search runs 6 "
+                                                        "trials"]
     with pytest.raises(ValueError, match=r"--trials 4: the grid has 6 points \(3 x 2\); give --trials 6"):
         trial_count("grid", s, 4)
     assert trial_count("random", s, 4) == 4

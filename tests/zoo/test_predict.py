@@ -84,6 +84,10 @@ def test_a_training_run_names_its_own_classes(trained_lenet5, tmp_path, capsys):
     assert sum(t == int(y) for t, y in zip(top1, labels)) >= 5  # a trained LeNet-5 reads the digits
     b = bundle.load(workdir=trained_lenet5["workdir"])
     assert b.class_names == tuple(train.load(trained_lenet5["workdir"]).meta["class_names"])
+    ema = (train.load(trained_lenet5["workdir"]).meta["config"]["optimizer"]["ema_decay"] or 0) > 0
+    assert b.description.endswith(", parameter EMA)") == ema   # the weights used are named
+    assert main(["--workdir", str(trained_lenet5["workdir"]), "--topk", "12", paths[0]]) == 0
+    assert capsys.readouterr().err == "note: --topk 12: the model has 10 classes; all are shown\n"
     with pytest.raises(ValueError, match="model='resnet18' but .* holds a lenet5"):
         bundle.load("resnet18", workdir=trained_lenet5["workdir"])
 
@@ -129,3 +133,16 @@ def test_images_are_read_as_the_training_loader_reads_them(tmp_path):
             load_image(tmp_path / name)
     from train.data import folders
     assert folders.check_image(str(tmp_path / "fifo.png")) == "not a regular file"
+
+
+def test_a_run_that_kept_a_parameter_ema_is_described_as_such(monkeypatch):
+    """predict and export use the EMA, as evaluate does; their description (and the export's .json) says so."""
+    from train import evaluation
+
+    model = zoo.create("lenet5")
+    meta = {"model": "lenet5", "preprocessing": {}, "class_names": [str(i) for i in range(10)],
+            "config": {"optimizer": {"ema_decay": 0.999}}}
+    monkeypatch.setattr(evaluation, "load", lambda workdir, checkpoint: evaluation.Loaded(model, {}, meta, 40))
+    assert bundle.load(workdir="runs/x").description == "runs/x (lenet5, step 40, parameter EMA)"
+    meta["config"]["optimizer"]["ema_decay"] = 0.0
+    assert bundle.load(workdir="runs/x").description == "runs/x (lenet5, step 40)"

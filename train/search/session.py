@@ -57,6 +57,8 @@ def trial_count(method: str, space: space_mod.Space, trials: int | None) -> int:
         shape = " x ".join(str(len(p.values)) for p in space.params)
         raise ValueError(f"--trials {trials}: the grid has {size} points ({shape}); give --trials {size} "
                          f"(or fewer grid values)")
+    if trials is not None and trials > size:
+        log.warning("--trials %d: the grid has %d points, so the search runs %d trials", trials, size, size)
     return size
 
 
