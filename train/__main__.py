@@ -106,10 +106,10 @@ def _fit(config, args, log_file) -> int:
         return cli.fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{details}", status=1)
     if jax.process_index() == 0:
         if r.interrupted:
-            print(f"interrupted by {r.interrupted} at step {r.step}; checkpoint saved in {args.workdir}")
+            logs.say(f"interrupted by {r.interrupted} at step {r.step}; checkpoint saved in {args.workdir}")
         else:
             ev = r.eval
-            print(f"done: step {r.step} (epoch {r.epoch:.2f}) in {r.seconds:.1f}s | val top-1 {ev.get('top1', float('nan')):.4f}"
+            logs.say(f"done: step {r.step} (epoch {r.epoch:.2f}) in {r.seconds:.1f}s | val top-1 {ev.get('top1', float('nan')):.4f}"
                   f" top-5 {ev.get('top5', float('nan')):.4f} | best top-1 {r.best_top1:.4f} at step {r.best_step}"
                   f" | checkpoints in {args.workdir}/checkpoints")
     return 0

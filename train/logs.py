@@ -2,7 +2,9 @@
 
 The command lines call :func:`for_command` once: the console then shows the project's own messages
 (loggers ``train*`` and ``zoo*``, INFO and up) and other libraries' warnings, one line each, never a
-traceback; ``WORKDIR/train.log`` (training) gets everything, tracebacks included, with timestamps.
+traceback; ``WORKDIR/train.log`` (training) gets everything, tracebacks included, with timestamps, and a copy
+of what the console got as plain text (progress lines, at most one per 10 s behind a progress bar;
+the run's summaries; :func:`say`).
 orbax-checkpoint's own reports (every save at INFO, a failed save as several tracebacks from its
 threads, and asyncio's "Task/Future exception was never retrieved" for its other writes) go to the log
 file only: ``train.checkpoint`` reports what a user can act on.
@@ -31,6 +33,23 @@ _FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 DETAILS = "train.details"   # the log file only: tracebacks behind a one-line error
+TRANSCRIPT = "train.transcript"   # the log file only: what the console got as plain text (progress, summaries)
+
+
+def to_log_file(text: str) -> None:
+    """Copy a line that was printed (a progress line, an epoch summary, the final ``done:``) to the log file
+    of :func:`for_command` (nowhere else: the transcript logger does not propagate, so a library user's
+    logging at INFO does not show the line twice)."""
+    logging.getLogger(TRANSCRIPT).info(text)
+
+
+logging.getLogger(TRANSCRIPT).propagate = False
+
+
+def say(text: str) -> None:
+    """Print ``text`` on stdout and copy it to the log file."""
+    print(text, flush=True)
+    to_log_file(text)
 
 
 def _own(record: logging.LogRecord) -> bool:
@@ -69,7 +88,7 @@ class _ConsoleFilter(logging.Filter):
         self.level = level
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name == DETAILS:
+        if record.name in (DETAILS, TRANSCRIPT):
             return False
         if _own(record):
             return record.levelno >= self.level
@@ -103,6 +122,8 @@ def for_command(workdir: str | Path | None = None, *, verbose: bool = False) -> 
     """Set up logging for a command-line run (see the module docstring); returns the log file
     (None without ``workdir`` or when it cannot be written: then the console is all there is)."""
     root = logging.getLogger()
+    for h in list(logging.getLogger(TRANSCRIPT).handlers):   # ours from before
+        logging.getLogger(TRANSCRIPT).removeHandler(h)
     for h in list(root.handlers):  # ours from before, and the console handler absl's first message adds
         if getattr(h, "_zoo_handler", False) or (type(h) is logging.StreamHandler
                                                  and h.stream in (sys.stderr, sys.__stderr__)):
@@ -130,6 +151,7 @@ def for_command(workdir: str | Path | None = None, *, verbose: bool = False) -> 
     handler.setFormatter(logging.Formatter(_FILE_FORMAT))
     handler._zoo_handler = True
     root.addHandler(handler)
+    logging.getLogger(TRANSCRIPT).addHandler(handler)
     return path
 
 
@@ -139,6 +161,7 @@ def close_log_file() -> None:
     for h in list(root.handlers):
         if getattr(h, "_zoo_handler", False) and isinstance(h, logging.FileHandler):
             root.removeHandler(h)
+            logging.getLogger(TRANSCRIPT).removeHandler(h)
             h.close()
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from train import logs
+
 
 def mean_metrics(pending: list[dict]) -> dict:
     """Average step metrics (``train.step.train_step``'s) over steps, weighted by real examples;
@@ -96,7 +98,7 @@ class Progress:
             from tqdm import tqdm  # noqa: PLC0415
             self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
         self.t0, self.s0 = time.perf_counter(), initial
-        self.t_shown = self.t0
+        self.t_shown = self.t_logged = self.t0
         self.every_s = self.TERMINAL_EVERY_S if self.bar is not None else self.PLAIN_EVERY_S
 
     def due(self) -> bool:
@@ -112,17 +114,22 @@ class Progress:
         eta = elapsed / max(step - self.s0, 1) * (self.total - step)
         fields = dict(epoch=f"{epoch:.2f}", loss=f"{metrics['loss']:.4f}", acc=f"{metrics['top1']:.4f}",
                       img_s=f"{images_per_s:.0f}")
+        line = (f"step {step}/{self.total} " + " ".join(f"{k} {v}" for k, v in fields.items())
+                + f" lr {metrics['learning_rate']:.3g} eta {eta:.0f}s")
         if self.bar is not None:
             self.bar.n = step
             self.bar.set_postfix(fields, refresh=True)
         else:
-            print(f"step {step}/{self.total} " + " ".join(f"{k} {v}" for k, v in fields.items())
-                  + f" lr {metrics['learning_rate']:.3g} eta {eta:.0f}s", flush=True)
+            print(line, flush=True)
+        if self.bar is None or self.t_shown - self.t_logged >= self.PLAIN_EVERY_S:   # the bar: every 10 s
+            self.t_logged = self.t_shown
+            logs.to_log_file(line)
 
     def message(self, text: str) -> None:
         if not self.enabled:
             return
         (self.bar.write if self.bar is not None else functools.partial(print, flush=True))(text)
+        logs.to_log_file(text)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -131,3 +131,40 @@ def test_tensorstore_reads_never_retrieved_stay_off_the_console_without_a_comman
         caplog.clear()
         _unretrieved_future_error("OUT_OF_RANGE: Error reading local file \"/tmp/mine/data.bin\"")  # not a checkpoint
         assert [r.name for r in caplog.records if r.levelno >= logging.WARNING] == ["asyncio"]
+
+
+def test_what_the_console_gets_as_plain_text_is_in_the_log_file_too(command_logging, capsys):
+    """README: "every message also goes to train.log"; the progress lines, the run's messages (compiling
+    the step, a signal's checkpoint) and the final ``done:`` line were printed only."""
+    from train import reporting
+
+    progress = reporting.Progress(total=40, initial=0, steps_per_epoch=10, enabled=True)
+    progress.update(5, {"loss": 2.3, "top1": 0.1, "learning_rate": 0.01}, 1000.0)
+    progress.message("compiling the train step...")
+    logs.say("done: step 40")
+    out = capsys.readouterr()
+    assert out.out.splitlines()[-2:] == ["compiling the train step...", "done: step 40"] and out.err == ""
+    text = command_logging.read_text()
+    for line in ("INFO train.transcript: step 5/40 epoch 0.50 loss 2.3000", "INFO train.transcript: compiling the "
+                 "train step...", "INFO train.transcript: done: step 40"):
+        assert line in text
+
+
+def test_the_transcript_stays_out_of_a_library_users_logging(capsys, monkeypatch):
+    """A library user's handler on the root logger at INFO would show every printed line twice."""
+    seen = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", logging.INFO)
+    handler = Collect(logging.INFO)
+    root.addHandler(handler)
+    try:
+        logs.say("done: step 1")
+        logging.getLogger("train").info("a message of ours")
+    finally:
+        root.removeHandler(handler)
+    assert capsys.readouterr().out == "done: step 1\n" and seen == ["a message of ours"]

@@ -59,7 +59,7 @@ def test_a_wrong_hash_is_refused_and_nothing_is_kept(tmp_path, server, expected)
     url = f"{server.url}/{NAME}"
     with pytest.raises(download.HashMismatchError) as e:
         download.fetch(entry(url, sha256=expected), cache_dir=tmp_path, progress=False)
-    assert str(e.value) == f"sha256 mismatch for {url}: expected {expected}, got {SHA}; the file was deleted"
+    assert str(e.value) == f"sha256 mismatch for {url}: expected {expected}, got {SHA}; nothing was kept in the cache"
     assert leftovers(tmp_path) == []
 
 
@@ -140,6 +140,10 @@ def test_the_mirror_replaces_torchvisions_location(tmp_path, server, monkeypatch
     missing = entry(catalogue.TORCHVISION_BASE + "other-00000000.pth", sha256="00000000")
     with pytest.raises(download.DownloadError, match=f"other-00000000.pth is not in the mirror directory {mirror}"):
         download.fetch(missing, cache_dir=tmp_path / "c", progress=False)
+    (mirror / NAME).write_bytes(BODY[:-1] + b"!")   # a damaged mirror copy: refused, and left where it is
+    with pytest.raises(download.HashMismatchError, match="; nothing was kept in the cache$"):
+        download.fetch(tv, cache_dir=tmp_path / "d", progress=False)
+    assert (mirror / NAME).read_bytes() == BODY[:-1] + b"!" and not any((tmp_path / "d").rglob("*.pth"))
 
 
 def test_the_cache_location(tmp_path, monkeypatch):

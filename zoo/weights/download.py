@@ -154,8 +154,8 @@ def _transfer(stream: BinaryIO, total: int | None, where: str, entry: WeightEntr
             raise DownloadError(f"download of {where} is truncated: {n:,} of {total:,} bytes; nothing was kept")
         digest = h.hexdigest()
         if not matches(digest, entry.sha256):
-            raise HashMismatchError(f"sha256 mismatch for {where}: expected {entry.sha256}, got {digest}; the file "
-                                    f"was deleted")
+            raise HashMismatchError(f"sha256 mismatch for {where}: expected {entry.sha256}, got {digest}; nothing "
+                                    f"was kept in the cache")   # (a mirror's file is left as it is)
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep a shared cache from other users
         os.replace(tmp, final)
     except BaseException:
