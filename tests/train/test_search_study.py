@@ -196,6 +196,9 @@ def test_another_study_in_a_workdir_with_trial_folders_is_refused_before_anythin
     with pytest.raises(study.StudyMismatchError, match="holds the trials of study 'search'"):
         session.search(quick(), SPACE, tmp_path, trials=1, storage=f"sqlite:///{tmp_path}/elsewhere.db")
     assert snapshot(tmp_path) == before
+    # the default storage spelled out is the default: past the check, refused only as another search
+    with pytest.raises(study.StudyMismatchError, match=r"^study 'search' in .* holds another search"):
+        session.search(quick(), SPACE[:1], tmp_path, trials=1, storage=f"sqlite:///{tmp_path.absolute()}/study.db")
     (tmp_path / "study.db").write_bytes(b"")   # emptied (a full disk, a failed copy)
     with pytest.raises(study.StudyMismatchError, match=r"^study 'search' in sqlite:///.*/study\.db has no trials, "
                                                        r"but .*/trials holds its trial folders \(was its database "

@@ -83,11 +83,12 @@ def search(config: ml_collections.ConfigDict, space, workdir: str | Path, *, met
     pruner = study_mod.make_pruner("halving" if prune is True else (prune or None), evaluations)
     workdir = Path(workdir)
     lock.make_workdir(workdir)
-    must_exist = study_mod.check_trials_owner(workdir, study, storage)
     url = study_mod.storage_url(storage, workdir)
+    given = None if url == study_mod.storage_url(None, workdir) else url   # the default, however spelled
+    must_exist = study_mod.check_trials_owner(workdir, study, given)
     opened = study_mod.open_study(url, study, study_mod.identity(method, parsed, config), pruner=pruner,
                                   must_exist=must_exist, workdir=workdir)
-    study_mod.claim_trials(workdir, study, storage)
+    study_mod.claim_trials(workdir, study, given)
     handed = study_mod.Trials(opened, parsed, method, config.seed if seed is None else seed, total)
     handed.reclaim()
     chunk = chunk if chunk is not None else default_chunk()
