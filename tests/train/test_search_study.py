@@ -1,6 +1,7 @@
 """The study: its identity, a fixed number of trials handed out across processes, samples that are a
 function of the trial number, and the trials of dead processes given back. Optuna's own storage
 (SQLite in tmp_path); no training."""
+import os
 import socket
 import subprocess
 import sys
@@ -199,6 +200,8 @@ def test_another_study_in_a_workdir_with_trial_folders_is_refused_before_anythin
     # the default storage spelled out is the default: past the check, refused only as another search
     with pytest.raises(study.StudyMismatchError, match=r"^study 'search' in .* holds another search"):
         session.search(quick(), SPACE[:1], tmp_path, trials=1, storage=f"sqlite:///{tmp_path.absolute()}/study.db")
+    assert study.is_default_storage(f"sqlite:///{os.path.relpath(tmp_path)}/study.db", tmp_path)
+    assert not study.is_default_storage(f"sqlite:///{tmp_path}/other.db", tmp_path)
     (tmp_path / "study.db").write_bytes(b"")   # emptied (a full disk, a failed copy)
     with pytest.raises(study.StudyMismatchError, match=r"^study 'search' in sqlite:///.*/study\.db has no trials, "
                                                        r"but .*/trials holds its trial folders \(was its database "

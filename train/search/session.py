@@ -84,7 +84,7 @@ def search(config: ml_collections.ConfigDict, space, workdir: str | Path, *, met
     workdir = Path(workdir)
     lock.make_workdir(workdir)
     url = study_mod.storage_url(storage, workdir)
-    given = None if url == study_mod.storage_url(None, workdir) else url   # the default, however spelled
+    given = None if study_mod.is_default_storage(url, workdir) else url   # the default, however spelled
     must_exist = study_mod.check_trials_owner(workdir, study, given)
     opened = study_mod.open_study(url, study, study_mod.identity(method, parsed, config), pruner=pruner,
                                   must_exist=must_exist, workdir=workdir)

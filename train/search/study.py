@@ -59,6 +59,12 @@ def storage_url(storage: str | None, workdir: Path) -> str:
     return storage or f"sqlite:///{Path(workdir).absolute() / 'study.db'}"
 
 
+def is_default_storage(url: str, workdir: Path) -> bool:
+    """``url`` names WORKDIR/study.db (absolute or relative to the current folder)."""
+    return url.startswith("sqlite:///") and (os.path.abspath(url[len("sqlite:///"):])
+                                             == os.path.abspath(Path(workdir) / "study.db"))
+
+
 def make_storage(url: str):
     """An Optuna storage: a database URL (``sqlite:///...``, ``postgresql://...``) or a journal file path.
     One ValueError line naming ``--storage`` when it cannot be opened (a missing driver, a URL scheme
