@@ -209,7 +209,7 @@ class Checkpointer:
                 value = read(s)
             except Exception as e:  # noqa: BLE001  (an unreadable checkpoint must not stop us)
                 if warn:
-                    cause = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                    cause = _cause(e)
                     where = self._set_aside(s) if _is_damage(e) else None
                     log.warning("checkpoint %d in %s cannot be restored (%s); %sfalling back to the previous one", s,
                                 self.directory, cause, f"moved to {where} (kept, not deleted); " if where else "")
@@ -229,9 +229,8 @@ class Checkpointer:
                 if not _is_damage(e):
                     raise
                 raise CorruptCheckpointError(
-                    f"checkpoint {candidates[0]} in {self.directory} cannot be read ({type(e).__name__}: "
-                    f"{str(e).splitlines()[0][:200] if str(e) else ''}); name another step, or 'best' / 'latest' "
-                    f"(which pass over damaged checkpoints)") from e
+                    f"checkpoint {candidates[0]} in {self.directory} cannot be read ({_cause(e)}); name another "
+                    f"step, or 'best' / 'latest' (which pass over damaged checkpoints)") from e
         for found in self._readable(candidates, read):
             return found
         raise NoCheckpointError(f"no readable checkpoint in {self.directory} (tried {candidates})")
@@ -367,6 +366,11 @@ def _read_only_mount(path: Path) -> bool:
         return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except OSError:
         return False
+
+
+def _cause(e: Exception) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
 
 
 def _is_damage(e: Exception) -> bool:

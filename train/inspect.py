@@ -33,7 +33,6 @@ The library behind it is ``zoo.inspect``.
 """
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
@@ -48,9 +47,9 @@ def load_image(path: str | Path) -> np.ndarray:
     naming ``--image`` otherwise."""
     from PIL import Image  # noqa: PLC0415
 
-    from train.data.decode import grey_or_rgb  # noqa: PLC0415
+    from train.data.decode import blocks_on_open, grey_or_rgb  # noqa: PLC0415
 
-    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):   # a FIFO: open() blocks
+    if blocks_on_open(path):
         raise ValueError(f"--image {path}: not a regular file")
     try:
         with Image.open(path) as im:

@@ -74,9 +74,9 @@ class BatchNorm(nn.BatchNorm):
             if isinstance(m, int) and m == 1 and not self.is_initializing():
                 # torchvision: "Expected more than 1 value per channel when training"; here the output
                 # would be the bias alone (the image ignored) and the running variance decay towards 0
-                raise ValueError(f"BatchNorm {'/'.join(map(str, self.path))} in training needs more than 1 value per channel, got "
-                                 f"x: {tuple(x.shape)}; train with a batch of 2 or "
-                                 f"more, or use train=False")
+                raise ValueError(f"BatchNorm {'/'.join(map(str, self.path))} in training needs more than 1 value "
+                                 f"per channel, got x: {tuple(x.shape)}; train with a batch of 2 or more, or use "
+                                 f"train=False")
             mean, var = _compute_stats(x, reduction_axes, dtype=self.dtype, axis_name=axis_name,
                                        axis_index_groups=self.axis_index_groups,
                                        use_fast_variance=self.use_fast_variance, mask=mask,

@@ -11,7 +11,6 @@ interpolation, or the run's evaluation preprocessing), then softmax over the log
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -28,9 +27,9 @@ def read_image(path) -> np.ndarray:
     """uint8 ``(h, w)`` or ``(h, w, 3)`` pixels of an image file; ValueError naming the file otherwise."""
     from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
 
-    from train.data.decode import grey_or_rgb  # noqa: PLC0415  (the training loader's decoding: 16-bit scaled)
+    from train.data.decode import blocks_on_open, grey_or_rgb  # noqa: PLC0415  (the training loader's decoding: 16-bit scaled)
 
-    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):   # a FIFO: open() blocks
+    if blocks_on_open(path):
         raise ValueError(f"{path}: not a regular file")
     try:
         with Image.open(path) as im:

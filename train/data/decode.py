@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -65,6 +66,12 @@ def read_rgb(path: str | Path, region: Callable[[int, int], Box | None] | None =
     with Image.open(io.BytesIO(data)) as im:
         img = _rgb(im)
     return img, region(img.shape[0], img.shape[1]) if region is not None else None
+
+
+def blocks_on_open(path) -> bool:
+    """Whether ``path`` exists but is neither a file nor a folder (a FIFO, a device): ``open()`` would wait
+    for ever, so readers refuse it as "not a regular file"."""
+    return os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path))
 
 
 def grey_or_rgb(im) -> np.ndarray:

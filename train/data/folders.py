@@ -7,6 +7,8 @@ import logging
 import os
 from pathlib import Path
 
+from train.data import decode
+
 log = logging.getLogger("train.data")
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
@@ -18,7 +20,7 @@ def check_image(path: str) -> str | None:
     from PIL import Image  # noqa: PLC0415
 
     try:
-        if not os.path.isfile(path):   # a FIFO would block open() for ever
+        if decode.blocks_on_open(path):
             return "not a regular file"
         if os.path.getsize(path) == 0:
             return "empty file"

@@ -87,11 +87,8 @@ def link_best(workdir: Path, number: int) -> str | None:
 def ranking(table: list[dict], space, top: int = 10) -> str:
     """The printed ranking: the best ``top`` complete trials by validation top-1 (``best_key``), then the
     pruned and failed ones that reported a top-1, unranked (``-``)."""
-    complete = sorted((r for r in table if r["status"] == "complete" and r["val_top1"] is not None),
-                      key=lambda r: best_key(r["val_top1"], r["trial"]), reverse=True)
-    others = sorted((r for r in table if r["status"] != "complete" and r["val_top1"] is not None),
-                    key=lambda r: best_key(r["val_top1"], r["trial"]), reverse=True)
-    done = complete[:top] + others[:max(0, top - len(complete))]
+    done = sorted((r for r in table if r["val_top1"] is not None), reverse=True,
+                  key=lambda r: (r["status"] == "complete", best_key(r["val_top1"], r["trial"])))[:top]
     cols = ["rank", "trial", *space.paths, "val_top1", "val_loss", "status"]
 
     def cell(r, k, i):

@@ -59,10 +59,14 @@ def storage_url(storage: str | None, workdir: Path) -> str:
     return storage or f"sqlite:///{Path(workdir).absolute() / 'study.db'}"
 
 
+def _sqlite_file(url: str) -> str | None:
+    """The database file of an ``sqlite:///PATH`` URL, absolute (None for other storages)."""
+    return os.path.abspath(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+
+
 def is_default_storage(url: str, workdir: Path) -> bool:
     """``url`` names WORKDIR/study.db (absolute or relative to the current folder)."""
-    return url.startswith("sqlite:///") and (os.path.abspath(url[len("sqlite:///"):])
-                                             == os.path.abspath(Path(workdir) / "study.db"))
+    return _sqlite_file(url) == os.path.abspath(Path(workdir) / "study.db")
 
 
 def make_storage(url: str):
@@ -140,16 +144,18 @@ def _trial_folders(workdir: Path) -> int:
     return sum(p.name.isdigit() for p in folder.iterdir()) if folder.is_dir() else 0
 
 
-def check_trials_owner(workdir: Path, name: str, storage: str | None) -> bool:
+def check_trials_owner(workdir: Path, name: str, storage: str | None) -> str | None:
     """Refuse a workdir whose trial folders belong to another study (StudyMismatchError, nothing written).
-    True when the study must already exist (its trials are there), so ``open_study`` must not create it."""
-    owner, folders = trials_owner(workdir), _trial_folders(workdir)
+    What ``open_study`` must then find (``must_exist``): None, a new study may be created; 'study',
+    ``trials/.study`` names it, so it must exist; 'trials', trial folders of a version without
+    ``trials/.study``, so it must exist and hold trials."""
+    owner = trials_owner(workdir)
     if owner is not None and (owner.get("study"), owner.get("storage")) != (name, storage):
         where = f" in {owner['storage']}" if owner.get("storage") else ""
         raise StudyMismatchError(
             f"{Path(workdir) / 'trials'} holds the trials of study {owner.get('study')!r}{where}; trial folders are "
             f"numbered per study, so study {name!r} would reuse them; nothing was changed. Use another --workdir")
-    return owner is not None or folders > 0
+    return "study" if owner is not None else "trials" if _trial_folders(workdir) else None
 
 
 def claim_trials(workdir: Path, name: str, storage: str | None) -> None:
@@ -161,16 +167,16 @@ def claim_trials(workdir: Path, name: str, storage: str | None) -> None:
             Path(tmp).write_text(json.dumps({"study": name, "storage": storage}) + "\n")
 
 
-def open_study(url: str, name: str, ident: dict, *, pruner=None, must_exist: bool = False,
+def open_study(url: str, name: str, ident: dict, *, pruner=None, must_exist: str | None = None,
                workdir: Path | None = None) -> optuna.Study:
     """Load the study ``name`` (or create it) and check it is this search; nothing is written when it is not.
-    ``must_exist``: ``workdir``'s trial folders are this study's, so a missing study (or one without trials
-    beside trial folders of an older version) is a database emptied or replaced: refused."""
+    ``must_exist`` (:func:`check_trials_owner`): ``workdir``'s trial folders are this study's, so a missing
+    study (for 'trials': or one without trials) is a database emptied or replaced: refused."""
     lost = StudyMismatchError(
         f"study {name!r} in {url} has no trials, but {Path(workdir or '.') / 'trials'} holds its trial folders (was "
         f"its database emptied or replaced?); nothing was changed. Restore the database, or use another --workdir")
-    sqlite_file = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
-    if must_exist and sqlite_file is not None and not (sqlite_file.is_file() and sqlite_file.stat().st_size):
+    sqlite_file = _sqlite_file(url)
+    if must_exist and sqlite_file is not None and not (os.path.isfile(sqlite_file) and os.path.getsize(sqlite_file)):
         raise lost   # deleted or emptied: refused before SQLite writes a new schema into it
     storage = make_storage(url)
     try:
@@ -180,7 +186,7 @@ def open_study(url: str, name: str, ident: dict, *, pruner=None, must_exist: boo
             raise lost from None
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", pruner=pruner,
                                     load_if_exists=True)
-    if must_exist and workdir is not None and trials_owner(workdir) is None and not study.get_trials(deepcopy=False):
+    if must_exist == "trials" and not study.get_trials(deepcopy=False):
         raise lost
     old = study.user_attrs.get(IDENTITY)
     if old is None:
