@@ -345,9 +345,10 @@ def write_pth(path, state_dict: dict, *, legacy: bool = False) -> Path:
 
 
 @contextlib.contextmanager
-def file_server(files: dict, *, truncated=(), barrier=None):
+def file_server(files: dict, *, truncated=(), barrier=None, types=None):
     """An HTTP server on 127.0.0.1 (standard library, in a thread) serving ``files`` (``{name: bytes}``)
-    at ``server.url + '/' + name``; names in ``truncated`` announce their full length and send half;
+    at ``server.url + '/' + name``, with ``types[name]`` as its Content-Type when given; names in
+    ``truncated`` announce their full length and send half;
     with a ``threading.Barrier``, each request waits at it before sending (overlapping downloads).
     ``server.requests`` lists the names asked for."""
     import http.server
@@ -365,6 +366,8 @@ def file_server(files: dict, *, truncated=(), barrier=None):
                 barrier.wait()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
+            if types and name in types:
+                self.send_header("Content-Type", types[name])
             self.end_headers()
             self.wfile.write(body[: len(body) // 2] if name in truncated else body)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -32,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.files import written_atomically
+from zoo.files import check_file_name, written_atomically
 
 FORMATS = ("onnx", "stablehlo")
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")   # jax.export's platform names
@@ -180,19 +179,6 @@ def _platforms(text: str | None) -> tuple[str, ...] | None:
     return names
 
 
-def _check_out(out: str) -> Path:
-    """``--out`` names a file: not empty, not a folder (existing, or written with a trailing ``/``)."""
-    path = Path(out).expanduser()
-    if not out.strip() or out.endswith(("/", os.sep)) or path.is_dir():
-        raise ValueError(f"--out={out!r}: the file to write is needed (a path such as model.onnx, not a folder)")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"--out={out!r}: {parent} is a file, not a folder")
-            break
-    return path
-
-
 def _write_pair(out: Path, data: bytes, sidecar: Path, description: bytes, overwrite: bool) -> None:
     """The artifact and its JSON, both written in full before either replaces a file: a failed write
     (a full disk) leaves the earlier pair as it was."""
@@ -235,7 +221,7 @@ def main(argv=None) -> int:
     except ValueError as e:
         return cli.fail(e)
     try:
-        out = _check_out(args.out)
+        out = check_file_name(args.out, "--out", "model.onnx")
     except ValueError as e:
         return cli.fail(e)
     sidecar = out.with_name(out.name + ".json")

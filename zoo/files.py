@@ -1,12 +1,17 @@
 """Files written so that nobody ever sees half of one: the content goes to a temporary file beside the
 destination, which replaces the destination (``os.replace``: atomic) only once it is complete. A
-destination that existed stays whole until then; a failed write leaves no temporary file."""
+destination that existed stays whole until then; a failed write leaves no temporary file, and the
+temporary file of a process killed outright (SIGKILL, SIGTERM) is removed by the next writer of that
+destination once it is :data:`STALE_PART_S` old. Also: the check of a file name a user gives to write to."""
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+import time
 from pathlib import Path
+
+STALE_PART_S = 600.0   # a temporary file untouched this long belongs to a process that is gone
 
 
 @contextlib.contextmanager
@@ -14,6 +19,7 @@ def written_atomically(path: Path):
     """Yield a temporary path beside ``path`` to write; on success it becomes ``path`` (mode 0644, not
     mkstemp's 0600, so a shared cache stays readable), on any exception it is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(fd)
     try:
@@ -23,3 +29,36 @@ def written_atomically(path: Path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def part_name_prefix(path: Path) -> str:
+    """The prefix of ``path``'s temporary files (``.<name>.<random>.part`` beside it)."""
+    return f".{path.name}."
+
+
+def remove_stale_parts(path: Path, older_than_s: float = STALE_PART_S) -> int:
+    """Remove the temporary files of ``path`` (``.<name>.*.part``) not modified for ``older_than_s``:
+    those of a writer that was killed. A live writer's file is younger (a download that stalls for
+    a minute fails). Returns how many were removed; a file that cannot be removed is left."""
+    now, removed = time.time(), 0
+    for part in path.parent.glob(f"{part_name_prefix(path)}*.part"):
+        with contextlib.suppress(OSError):
+            if now - part.stat().st_mtime > older_than_s:
+                part.unlink()
+                removed += 1
+    return removed
+
+
+def check_file_name(value: str, argument: str, example: str) -> Path:
+    """``value`` (the ``argument`` a user gave) names a file to write: not empty, not a folder
+    (existing, or written with a trailing ``/``), and not below a file. ``example``: a file name that
+    would do (``model.onnx``). Raises ValueError naming ``argument``."""
+    path = Path(value).expanduser()
+    if not value.strip() or value.endswith(("/", os.sep)) or path.is_dir():
+        raise ValueError(f"{argument}={value!r}: the file to write is needed (a path such as {example}, not a folder)")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{argument}={value!r}: {parent} is a file, not a folder")
+            break
+    return path

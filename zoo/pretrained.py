@@ -64,8 +64,12 @@ def published_variables(entry, *, cache_dir=None, progress: bool = True) -> dict
     path = download.fetch(entry, cache_dir=cache_dir, progress=progress)
     sd = convert.normalise_keys(entry.model, convert.load_state_dict(path))
     variables = convert.from_torchvision(entry.model, sd, model=convert.model_for_state_dict(entry.model, sd))
-    log.info("%s %s: converted %s, cached as %s", entry.model, entry.tag, path,
-             cache.write(entry, variables, cache_dir))
+    try:
+        log.info("%s %s: converted %s, cached as %s", entry.model, entry.tag, path,
+                 cache.write(entry, variables, cache_dir))
+    except OSError as e:   # a read-only shared cache: the conversion is an optimisation, not the result
+        log.warning("%s %s: converted %s, not cached (%s): it is converted again at each load", entry.model,
+                    entry.tag, path, e)
     return variables
 
 
@@ -100,6 +104,12 @@ def load_pretrained(name: str, weights: str = "DEFAULT", *, num_classes: int | N
     if file is not None:
         if weights != "DEFAULT":
             raise ValueError(f"load_pretrained({name!r}): give weights={weights!r} or file=, not both")
+        if not str(file).strip():
+            raise ValueError(f"load_pretrained({name!r}): file={file!r}: the path of a .pth or .safetensors file")
+        if "transform_input" in info.options() and "transform_input" not in overrides:
+            log.info("%s: file= builds the model with transform_input=False, as torchvision's load_state_dict "
+                     "does; torchvision's published %s weights are used with transform_input=True (pass it, "
+                     "or load them by tag)", name, name)
         sd = convert.normalise_keys(name, convert.load_state_dict(file))
         loaded = convert.from_torchvision(name, sd, model=convert.model_for_state_dict(
             name, sd, registry.create(name, **overrides)))

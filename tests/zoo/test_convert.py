@@ -196,6 +196,17 @@ def test_bad_weight_files_list_the_offending_keys(small_sd, tmp_path):
     assert err.unexpected == [("extra.weight", (3, 4))]
     assert err.wrong_shape == [("conv1.0.weight", (24, 3, 3, 3), (24, 3, 5, 5))]
     _expect_mismatch(lambda: convert.from_torchvision(SMALL, convert.load_state_dict(path)), *fragments)
+    assert "hint" not in str(err)
+
+
+def test_a_file_that_misses_as_a_whole_says_why(small_sd):
+    """PyTorch Lightning's 'model.' on every key; the zoo's own Flax names (a converted-cache file)."""
+    lightning = {f"model.{k}": v for k, v in small_sd.items()}
+    _expect_mismatch(lambda: convert.from_torchvision(SMALL, lightning),
+                     "hint: every key of the file starts with 'model.' (a wrapper module's name); strip it")
+    flax = {"params/conv1_0/kernel": np.zeros((3, 3, 3, 24), np.float32), "batch_stats/conv1_1/mean": np.zeros(24)}
+    _expect_mismatch(lambda: convert.from_torchvision(SMALL, flax), "hint: keys such as 'params/conv1/kernel' are "
+                     "the zoo's own (Flax) layout")
 
 
 def test_weights_of_another_width_are_refused(small_file):
@@ -264,6 +275,14 @@ def test_cli_check_and_pth2safetensors(small_file, small_sd, tmp_path, monkeypat
     out = convert.load_state_dict(tmp_path / "mine.safetensors")
     assert_same_state_dict({k: out[k] for k in small_sd}, small_sd)
     assert not list(tmp_path.glob(".*.part"))   # written beside, then moved over the old file
+    # a folder (a trailing /, or below a file) is refused before anything is read or written
+    (tmp_path / "afile").write_text("")
+    before = snapshot(tmp_path)
+    for dst, why in [(f"{tmp_path / 'new.safetensors'}/", "the file to write is needed"),
+                     (str(tmp_path / "afile" / "x.safetensors"), f"{tmp_path / 'afile'} is a file, not a folder")]:
+        assert convert_main(["pth2safetensors", SMALL, str(tmp_path / "w.pth"), dst]) == 2
+        assert capsys.readouterr().err.startswith(f"error: dst={dst!r}: {why}")
+    assert snapshot(tmp_path) == before
 
 
 def test_head_of_another_input_width_is_not_replaced(small_sd, tmp_path):

@@ -59,7 +59,8 @@ def test_a_wrong_hash_is_refused_and_nothing_is_kept(tmp_path, server, expected)
     url = f"{server.url}/{NAME}"
     with pytest.raises(download.HashMismatchError) as e:
         download.fetch(entry(url, sha256=expected), cache_dir=tmp_path, progress=False)
-    assert str(e.value) == f"sha256 mismatch for {url}: expected {expected}, got {SHA}; nothing was kept in the cache"
+    assert str(e.value) == (f"sha256 mismatch for {url}: expected {expected}, got {SHA} over {len(BODY):,} bytes; "
+                            f"nothing was kept in the cache")
     assert leftovers(tmp_path) == []
 
 
@@ -97,7 +98,7 @@ def test_an_interrupted_download_leaves_nothing(tmp_path):
     final = tmp_path / "weights" / "w.pth"
     final.parent.mkdir(parents=True)
     with pytest.raises(KeyboardInterrupt):
-        download._transfer(Stream(), None, "http://127.0.0.1/w.pth", entry("http://127.0.0.1/w.pth"), final, False)
+        download._transfer(Stream(), None, None, "http://127.0.0.1/w.pth", entry("http://127.0.0.1/w.pth"), final, False)
     assert leftovers(tmp_path) == []
 
 

@@ -74,16 +74,30 @@ def test_another_class_count_gets_a_fresh_head(tmp_path, small, registered, capl
     assert_loaded(variables, sd, model=model)
 
 
-def test_a_stale_or_damaged_conversion_is_converted_again(tmp_path, small, registered, caplog):
+def _truncated(raw: bytes) -> bytes:
+    return raw[:1000]
+
+
+def _nan_inside(raw: bytes) -> bytes:
+    """Same length, still readable, tensors overwritten: only the checksum in the metadata finds it."""
+    raw = bytearray(raw)
+    start = 8 + int.from_bytes(raw[:8], "little") + 64   # past safetensors' header
+    raw[start:start + 4096] = np.full(1024, np.nan, np.float32).tobytes()
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("damage, warned", [(_truncated, "unreadable"),
+                                            (_nan_inside, "damaged (its tensors do not match their sha256)")])
+def test_a_damaged_conversion_is_converted_again(tmp_path, small, registered, caplog, damage, warned):
     sd, data, _ = small
     (tmp_path / "small.pth").write_bytes(data)
     e = registered((tmp_path / "small.pth").as_uri())
     zoo.load_pretrained(SMALL, "TEST", cache_dir=tmp_path / "c", progress=False)
     path = cache.converted_path(e, tmp_path / "c")
-    path.write_bytes(path.read_bytes()[:1000])
+    path.write_bytes(damage(path.read_bytes()))
     with caplog.at_level(logging.WARNING, logger="zoo"):
         _, variables = zoo.load_pretrained(SMALL, "TEST", cache_dir=tmp_path / "c", progress=False)
-    assert "unreadable" in caplog.text and "converting again" in caplog.text
+    assert warned in caplog.text and "converting again" in caplog.text
     assert_loaded(variables, sd)
     assert cache.read(e, tmp_path / "c") is not None  # rewritten whole
 
@@ -116,3 +130,28 @@ def test_errors_name_what_is_allowed(tmp_path):
         zoo.load_pretrained("lenet5")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         zoo.load_pretrained("resnet18", file=tmp_path / "missing.pth")
+    with pytest.raises(ValueError, match=r"file='': the path of a .pth or .safetensors file"):
+        zoo.load_pretrained("resnet18", file="")
+
+
+def test_a_cache_that_cannot_store_the_conversion_still_loads(tmp_path, small, registered, caplog):
+    """A shared cache filled by someone else, where this user cannot write: the checked weights load."""
+    sd, data, _ = small
+    (tmp_path / "small.pth").write_bytes(data)
+    registered((tmp_path / "small.pth").as_uri())
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "converted").write_text("")   # cannot be a folder (as root, permissions cannot stop us)
+    with caplog.at_level(logging.WARNING, logger="zoo"):
+        _, variables = zoo.load_pretrained(SMALL, "TEST", cache_dir=tmp_path / "c", progress=False)
+    assert "not cached" in caplog.text and "converted again at each load" in caplog.text
+    assert_loaded(variables, sd)
+
+
+def test_a_googlenet_file_says_transform_input_stays_off(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="zoo"), pytest.raises(FileNotFoundError):
+        zoo.load_pretrained("googlenet", file=tmp_path / "googlenet-1378be20.pth")
+    assert "transform_input=False" in caplog.text and "transform_input=True" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="zoo"), pytest.raises(FileNotFoundError):
+        zoo.load_pretrained("googlenet", file=tmp_path / "googlenet-1378be20.pth", transform_input=True)
+    assert "transform_input" not in caplog.text

@@ -97,6 +97,11 @@ def test_damaged_files_fail_clearly(tmp_path):
     (tmp_path / "short.pth").write_bytes(data[:-8])  # the last storage cut short
     with pytest.raises(pickle.UnpicklingError, match="truncated"):
         read_pth(tmp_path / "short.pth")
+    z = write_pth(tmp_path / "zipped.pth", sd).read_bytes()
+    (tmp_path / "cut.pth").write_bytes(z[: len(z) // 2])   # a torch.save zip without its directory
+    with pytest.raises(pickle.UnpicklingError, match=r"cut\.pth: not a readable PyTorch weight file \(BadZipFile: a "
+                                                     r"truncated or damaged zip archive"):
+        read_pth(tmp_path / "cut.pth")
     (tmp_path / "text.pth").write_bytes(b"not a weight file")
     with pytest.raises(pickle.UnpicklingError, match="not a readable PyTorch weight file"):
         read_pth(tmp_path / "text.pth")

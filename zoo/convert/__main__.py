@@ -14,6 +14,7 @@ from zoo import cli
 from zoo.compiling import use_compile_cache
 from zoo.convert.files import load_state_dict, save_torchvision
 from zoo.convert.layout import from_torchvision
+from zoo.files import check_file_name
 
 
 def main(argv=None) -> int:
@@ -32,6 +33,7 @@ def main(argv=None) -> int:
     use_compile_cache()
     try:
         if args.cmd == "pth2safetensors":
+            check_file_name(args.dst, "dst", "resnet18.safetensors")
             cli.keep_existing(args.dst, "dst", args.overwrite)
         sd = load_state_dict(args.src)
         variables = from_torchvision(args.model, sd)

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from zoo.convert.layout import as_numpy, to_torchvision
-from zoo.files import written_atomically
+from zoo.files import check_file_name, written_atomically
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -78,7 +78,7 @@ def save_torchvision(name: str, variables: Mapping[str, Any], path, *, model=Non
     file is kept (FileExistsError) unless ``overwrite=True``, which replaces it whole."""
     from safetensors.numpy import save_file  # noqa: PLC0415
 
-    path = Path(path).expanduser()
+    path = check_file_name(str(path), "path", "resnet18.safetensors")
     if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
         raise ValueError(f"{path}: weights are written as safetensors; use a .safetensors file name")
     if path.exists() and not overwrite:

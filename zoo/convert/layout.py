@@ -62,7 +62,7 @@ class WeightMismatchError(ValueError):
     ``wrong_shape`` list the offending keys (``(key, expected shape)``, ``(key, found shape)``,
     ``(key, expected, found)``). Nothing is loaded when it is raised."""
 
-    def __init__(self, what: str, missing=(), unexpected=(), wrong_shape=()):
+    def __init__(self, what: str, missing=(), unexpected=(), wrong_shape=(), hint: str | None = None):
         self.missing, self.unexpected, self.wrong_shape = list(missing), list(unexpected), list(wrong_shape)
         lines = [f"{what} (nothing was loaded):"]
 
@@ -75,6 +75,8 @@ class WeightMismatchError(ValueError):
         section("missing keys", self.missing, lambda k, e: f"{k}: expected shape {list(e)}, not in the file")
         section("unexpected keys", self.unexpected, lambda k, f: f"{k}: found shape {list(f)}, not in the model")
         section("wrong shapes", self.wrong_shape, lambda k, e, f: f"{k}: expected shape {list(e)}, found {list(f)}")
+        if hint:
+            lines.append(f"  hint: {hint}")
         super().__init__("\n".join(lines))
 
 
@@ -278,6 +280,21 @@ def model_for_state_dict(name: str, state_dict: Mapping[str, Any], model=None):
     return _with_file_heads(model, classes, any(k.startswith(prefixes) for k in sd) if prefixes else False)
 
 
+def _layout_hint(sd: Mapping[str, Any], expected: Mapping[str, Any]) -> str | None:
+    """Why a whole file misses: the zoo's own (Flax) names, or one prefix on every key (a wrapper
+    module's, as PyTorch Lightning's ``model.``) that would match once stripped."""
+    if sd and all(k.split("/")[0] in ("params", "batch_stats") for k in sd):
+        return ("keys such as 'params/conv1/kernel' are the zoo's own (Flax) layout, not a torchvision state_dict: "
+                "this file is not a torchvision weight file")
+    first = {k.split(".")[0] for k in sd}
+    if len(first) == 1 and "." in next(iter(sd)):
+        prefix = first.pop() + "."
+        if any(k[len(prefix):] in expected for k in sd):
+            return (f"every key of the file starts with {prefix!r} (a wrapper module's name); strip it: "
+                    f"{{k.removeprefix({prefix!r}): v for k, v in state_dict.items()}}")
+    return None
+
+
 def from_torchvision(name: str, state_dict: Mapping[str, Any], *, model=None) -> dict:
     """Flax variables (``{'params': ..., 'batch_stats': ...}``, numpy arrays in torchvision's order)
     from a torchvision ``state_dict`` (numpy arrays or torch tensors) of model ``name``.
@@ -299,7 +316,7 @@ def from_torchvision(name: str, state_dict: Mapping[str, Any], *, model=None) ->
              if e.collection is not None and e.key in sd and tuple(np.shape(sd[e.key])) != e.shape]
     if missing or unexpected or wrong:
         raise WeightMismatchError(f"{name}: the weights do not match the model's torchvision layout", missing,
-                                  unexpected, wrong)
+                                  unexpected, wrong, hint=_layout_hint(sd, expected))
     return traverse_util.unflatten_dict({(e.collection, *e.path): e.to_ours(sd[e.key]) for e in entries
                                          if e.collection is not None})
 

@@ -8,6 +8,7 @@ conversion that cannot be read, or whose metadata does not match the entry, is c
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -30,6 +31,16 @@ def _metadata(entry: WeightEntry) -> dict[str, str]:
     return {"format": FORMAT, "model": entry.model, "tag": entry.tag, "url": entry.url, "sha256": entry.sha256}
 
 
+def tensors_sha256(flat: dict[str, np.ndarray]) -> str:
+    """sha256 over the tensors in name order: each name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for k in sorted(flat):
+        v = np.ascontiguousarray(flat[k])
+        h.update(f"{k}|{v.dtype.str}|{v.shape}|".encode())
+        h.update(v.data)
+    return h.hexdigest()
+
+
 def read(entry: WeightEntry, cache_dir=None) -> dict | None:
     """The cached variables of ``entry`` (``{'params': ..., 'batch_stats': ...}``), or None."""
     path = converted_path(entry, cache_dir)
@@ -39,14 +50,21 @@ def read(entry: WeightEntry, cache_dir=None) -> dict | None:
 
     try:
         with safe_open(str(path), framework="numpy") as f:
-            if f.metadata() != _metadata(entry):
+            meta = dict(f.metadata() or {})
+            checksum = meta.pop("tensors_sha256", None)
+            if meta != _metadata(entry):
                 log.warning("%s: converted for another source, converting again", path)
                 return None
-            flat = {tuple(k.split("/")): f.get_tensor(k) for k in f.keys()}
+            flat = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         log.warning("%s: unreadable (%s), converting again", path, e)
         return None
-    return traverse_util.unflatten_dict(flat)
+    if checksum != tensors_sha256(flat):
+        log.warning("%s: damaged (%s), converting again", path,
+                    "no checksum: written by an older version" if checksum is None else "its tensors do not match "
+                    "their sha256")
+        return None
+    return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
 
 
 def write(entry: WeightEntry, variables: dict, cache_dir=None) -> Path:
@@ -56,5 +74,5 @@ def write(entry: WeightEntry, variables: dict, cache_dir=None) -> Path:
     path = converted_path(entry, cache_dir)
     flat = {"/".join(k): np.ascontiguousarray(np.asarray(v)) for k, v in traverse_util.flatten_dict(variables).items()}
     with written_atomically(path) as tmp:
-        save_file(flat, tmp, metadata=_metadata(entry))
+        save_file(flat, tmp, metadata={**_metadata(entry), "tensors_sha256": tensors_sha256(flat)})
     return path

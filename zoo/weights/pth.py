@@ -242,6 +242,10 @@ def read_pth(path) -> Any:
     try:
         if zipfile.is_zipfile(path):
             return _read_zip(path)
+        with open(path, "rb") as f:
+            if f.read(4) == b"PK\x03\x04":   # a zip's first entry, but no directory at its end
+                raise zipfile.BadZipFile("a truncated or damaged zip archive (torch.save's format): copy or "
+                                         "download the file again")
         return _read_legacy(path)
     except UnsafePickleError:
         raise
