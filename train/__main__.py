@@ -112,7 +112,7 @@ def _fit(config, args, log_file) -> int:
             logs.say(f"done: step {r.step} (epoch {r.epoch:.2f}) in {r.seconds:.1f}s | val top-1 {ev.get('top1', float('nan')):.4f}"
                   f" top-5 {ev.get('top5', float('nan')):.4f} | best top-1 {r.best_top1:.4f} at step {r.best_step}"
                   f" | checkpoints in {args.workdir}/checkpoints")
-    return 0
+    return interrupts.exit_status(r.interrupted) if r.interrupted else 0
 
 
 if __name__ == "__main__":

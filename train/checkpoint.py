@@ -9,7 +9,9 @@ Layout (``WORKDIR/checkpoints/<step>/``), written by an ``orbax.checkpoint.Check
   epoch, validation metrics, library versions, and a CRC-32 of every array of ``state/``
   (``checksums``). ``train.restore`` needs nothing else.
 
-Retention: the last ``keep`` checkpoints plus the best by validation top-1. Saving is asynchronous;
+Retention: the last ``keep`` checkpoints plus the best by validation top-1 (:class:`KeepBest`, which
+reads the top-1 of checkpoints of earlier processes from their ``meta/``: orbax's own ``BestN`` knows
+only the metrics of this process's saves, so a resumed run deleted its best). Saving is asynchronous;
 a checkpoint is visible only once complete (orbax commits it atomically) and a non-finite state is
 refused. A save that fails (read-only folder, full disk) raises :class:`CheckpointWriteError`, one
 line naming the folder and the cause, and leaves the committed checkpoints as they were.
@@ -25,8 +27,10 @@ The process that trains in a workdir holds its lock (``train/lock.py``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import importlib.metadata
+import json
 import logging
 import os
 import platform
@@ -136,6 +140,35 @@ class Stored(NamedTuple):
     data: dict | None  # the input iterator's state (None unless asked for)
 
 
+@dataclasses.dataclass
+class KeepBest:
+    """Orbax preservation policy: keep the checkpoint of the highest validation top-1, the first of
+    equals (as :meth:`Checkpointer.best_step`). The top-1 is the save's metrics for this process's
+    checkpoints, else read once from the checkpoint's ``meta/metadata`` JSON (a meta that does not read
+    ranks nowhere)."""
+
+    directory: Path
+    top1: dict = dataclasses.field(default_factory=dict)   # step -> val_top1 or None
+
+    def value(self, info) -> float | None:
+        if info.metrics and "val_top1" in info.metrics:
+            return float(info.metrics["val_top1"])
+        if info.step not in self.top1:
+            try:
+                meta = json.loads((self.directory / str(info.step) / "meta" / "metadata").read_text())
+                v = meta.get("metrics", {}).get("val_top1")
+                self.top1[info.step] = float(v) if v is not None else None
+            except (OSError, ValueError, AttributeError, TypeError):
+                self.top1[info.step] = None
+        return self.top1[info.step]
+
+    def should_preserve(self, checkpoints, *, context) -> list[bool]:
+        values = [self.value(c) for c in checkpoints]
+        ranked = [(v, -i) for i, v in enumerate(values) if v is not None]
+        best = -max(ranked)[1] if ranked else None
+        return [i == best for i in range(len(checkpoints))]
+
+
 class Checkpointer:
     """Save and restore train states of one workdir. ``read_only``: never writes, except to set a
     corrupt checkpoint aside when no process trains in the workdir."""
@@ -148,10 +181,7 @@ class Checkpointer:
         self.read_only = read_only
         if read_only and not self.directory.is_dir():
             raise NoCheckpointError(f"no checkpoints in {self.directory}")
-        policy = policies.AnyPreservationPolicy([
-            policies.LatestN(keep),
-            policies.BestN(get_metric_fn=lambda m: m["val_top1"], n=1, keep_checkpoints_without_metrics=False),
-        ])
+        policy = policies.AnyPreservationPolicy([policies.LatestN(keep), KeepBest(self.directory)])
         # The folder is made by the first save (a run that saved nothing leaves none); folders are
         # created synchronously, so a read-only folder fails in save() itself, not in orbax's threads
         # (which would then wait 20 minutes for each other); a writer holds the workdir lock, so

@@ -166,6 +166,7 @@ COMMAND = ("Evaluate a run's checkpoint with the preprocessing it was trained wi
 
 
 def main(argv=None) -> int:
+    from train import overrides  # noqa: PLC0415
     from zoo import cli  # noqa: PLC0415
 
     ap = cli.parser("python -m train.evaluate", COMMAND, epilog=(
@@ -181,6 +182,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     logs.for_command()
     try:
+        overrides.check_workdir(a.workdir)
         r = evaluate(a.workdir, checkpoint_step=a.checkpoint, split=a.split, output_dir=a.output_dir)
     except (checkpoint.NoCheckpointError, ValueError, OSError) as e:
         return cli.fail(e)

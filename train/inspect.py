@@ -251,12 +251,13 @@ def main(argv=None) -> int:
     ap.add_argument("--patch", type=int, default=None, help="occlusion patch side (default: image side / 7)")
     ap.add_argument("--stride", type=int, default=None, help="occlusion stride (default: patch / 2)")
     a = ap.parse_args(argv)
-    from train import checkpoint, logs  # noqa: PLC0415
+    from train import checkpoint, logs, overrides  # noqa: PLC0415
 
     logs.for_command()
     what = None if a.what == "all" else [w.strip() for w in a.what.split(",") if w.strip()]
     layers = [n.strip() for n in a.layer.split(",") if n.strip()] if a.layer else None
     try:
+        overrides.check_workdir(a.workdir)
         run(a.workdir, image=a.image, index=a.index, what=what, layers=layers, class_arg=a.class_, out=a.out,
             checkpoint_step=a.checkpoint, k=a.k, neighbours_max=a.neighbours_max, steps=a.steps, patch=a.patch,
             stride=a.stride)

@@ -34,7 +34,14 @@ class Interrupted(KeyboardInterrupt):
 
     @property
     def exit_code(self) -> int:
-        return 128 + int(signal.Signals[self.signal_name])
+        return exit_status(self.signal_name)
+
+
+def exit_status(signal_name: str) -> int:
+    """What a shell reports for a process ended by ``signal_name``: 128 + its number (SIGINT 130,
+    SIGTERM 143). A run stopped by a signal, its checkpoint saved, exits with it too: a script or a
+    scheduler tells it from a finished run (0)."""
+    return 128 + int(signal.Signals[signal_name])
 
 
 class Stop:

@@ -59,6 +59,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path) -> FitResult:
         ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
         try:
             loop = _start(run, ckpt)
+            if loop.start >= run.total_steps and (done := _already_trained(loop, run, workdir)) is not None:
+                return done
             stop.check()
             report = reporting.Reporter(workdir, total_steps=run.total_steps, start=loop.step,
                                         steps_per_epoch=run.steps_per_epoch, batch_size=config.batch_size,
@@ -140,6 +142,28 @@ def _start(run: setup.Run, ckpt: checkpoint.Checkpointer) -> _Loop:
         if run.config.transfer.init_from:
             state = transfer.init_state(state, run.config, run.model, run.info)
     return _Loop(parallel.replicate(state, run.plan), data_it, start, start, run.meta(), best_top1, best_step)
+
+
+def _already_trained(loop: _Loop, run: setup.Run, workdir: Path) -> FitResult | None:
+    """A workdir at or past the run's length: past it is refused (nothing can be untrained); at it, the
+    run is complete and its result.json is the result (nothing rewritten, nothing compiled). None: a
+    complete run without its result (killed before writing it): evaluate it again to write one."""
+    if loop.start > run.total_steps:
+        loop.data.close()
+        raise checkpoint.WorkdirMismatchError(
+            f"num_epochs / num_train_steps: {workdir} is already at step {loop.start} (epoch "
+            f"{loop.start / run.steps_per_epoch:.3g}), past the {run.total_steps:,} steps asked for; nothing was "
+            f"changed: ask for more steps to continue it, or use another --workdir")
+    try:
+        result = FitResult(**json.loads((workdir / "result.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        result = None
+    if result is None or result.step != loop.start:
+        return None
+    loop.data.close()
+    log.info("step %d: this run is complete; nothing to train (result.json kept; python -m train.evaluate "
+             "--workdir %s evaluates it again)", loop.start, workdir)
+    return result
 
 
 def _report_train(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, report: reporting.Reporter) -> None:

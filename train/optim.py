@@ -249,6 +249,7 @@ def _validate_optimizer(o) -> None:
     if o.name == "lars":
         _check(float(o.trust_coefficient) > 0, "optimizer.trust_coefficient", o.trust_coefficient, "must be > 0")
     _check(float(o.grad_clip_norm) >= 0, "optimizer.grad_clip_norm", o.grad_clip_norm, "must be >= 0 (0: off)")
+    _check(0 <= float(o.ema_decay) < 1, "optimizer.ema_decay", o.ema_decay, "must be in [0, 1) (0: off)")
     k = o.accumulate_steps
     _check(isinstance(k, int) and not isinstance(k, bool) and k >= 1, "optimizer.accumulate_steps", k,
            "must be an int >= 1")

@@ -61,8 +61,8 @@ def split(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
         a = argv[i]
         if a.startswith(_PREFIX):
             name, eq, value = a[len(_PREFIX):].partition("=")
-            if not eq:
-                if i + 1 >= len(argv):
+            if not eq:   # the value is the next token, unless that is another option (-1 is a value)
+                if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
                     raise ValueError(f"--config.{name}: no value given (--config.{name}=VALUE)")
                 value, i = argv[i + 1], i + 1
             found.append((name, value))
@@ -72,11 +72,19 @@ def split(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     return rest, found
 
 
+def check_workdir(workdir: str, argument: str = "--workdir") -> None:
+    """A command's run directory names a folder: ``--workdir ''`` (or blanks) would be the current
+    directory (``Path('')`` is ``.``), where the run's files would land unasked. One ValueError line."""
+    if not str(workdir).strip():
+        raise ValueError(f"{argument} {workdir!r}: empty; name a folder (e.g. runs/lenet5)")
+
+
 def read_command_line(parser, argv: list[str] | None, stop, *, on_args=None):
     """``(args, config, None)`` of a command taking ``--config FILE[:ARG]`` and ``--config.FIELD=VALUE``
     (``python -m train``, ``python -m train.search``), or ``(args, None, exit status)`` after one
     ``error:`` line (bad input; a config file may raise anything) or a signal (``stop``:
-    ``train.interrupts.install()``). ``on_args(args)`` runs before the config file is read."""
+    ``train.interrupts.install()``). An empty ``--workdir`` is refused (:func:`check_workdir`).
+    ``on_args(args)`` runs before the config file is read."""
     from train import interrupts  # noqa: PLC0415  (light)
     from zoo import cli  # noqa: PLC0415
 
@@ -85,6 +93,10 @@ def read_command_line(parser, argv: list[str] | None, stop, *, on_args=None):
     except ValueError as e:
         return None, None, cli.fail(e)
     args = parser.parse_args(rest)
+    try:
+        check_workdir(getattr(args, "workdir", "."))
+    except ValueError as e:
+        return args, None, cli.fail(e)
     if on_args is not None:
         on_args(args)
     try:

@@ -74,6 +74,8 @@ def make_schedule(schedule_cfg, *, peak_lr: float, steps_per_epoch: float, total
         milestones, rate = tuple(schedule_cfg.milestones), float(schedule_cfg.decay_rate)
         check(all(isinstance(m, (int, float)) and not isinstance(m, bool) for m in milestones),
               "schedule.milestones", milestones, "epochs must be numbers, e.g. (30, 60)")
+        check(len(milestones) > 0, "schedule.milestones", milestones,
+              "'multistep' needs at least one epoch, e.g. (30, 60)")
         milestones = tuple(float(m) for m in milestones)
         check(rate > 0, "schedule.decay_rate", rate, "must be > 0")
         check(all(m > 0 for m in milestones), "schedule.milestones", milestones, "epochs must be > 0")
@@ -88,7 +90,7 @@ def make_schedule(schedule_cfg, *, peak_lr: float, steps_per_epoch: float, total
         main = optax.exponential_decay(peak, transition_steps=decay_epochs * steps_per_epoch, decay_rate=rate)
     else:  # cosine / linear / poly: decay to end_lr_factor * peak at total_steps
         end = float(schedule_cfg.end_lr_factor)
-        check(end >= 0, "schedule.end_lr_factor", end, "must be >= 0")
+        check(0 <= end <= 1, "schedule.end_lr_factor", end, "must be in [0, 1] (final lr = factor * peak)")
         check(total_steps - warmup > 0, "schedule.warmup_epochs", warmup_epochs,
                f"warmup ({warmup} updates) must end before the last update ({total_steps})")
         if name == "cosine":

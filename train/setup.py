@@ -22,6 +22,7 @@ else creates models or optimizers for a run. Resolved once, here:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import json
 import logging
@@ -37,6 +38,7 @@ import optax
 import zoo
 from configs import default
 from train import checkpoint, data, optim, parallel, step
+from train.schedules import check
 
 log = logging.getLogger("train")
 
@@ -91,15 +93,43 @@ class Run:
 
 # ----------------------------------------------------------------------------- models
 
-def model_kwargs(config, num_classes: int) -> dict:
-    """Constructor arguments saved with checkpoints: ``zoo.create(config.model, **model_kwargs)``."""
-    kw = dict(config.model_kwargs.to_dict() if isinstance(config.model_kwargs, ml_collections.ConfigDict)
-              else config.model_kwargs or {})
+def _config_kwargs(config) -> dict:
+    return dict(config.model_kwargs.to_dict() if isinstance(config.model_kwargs, ml_collections.ConfigDict)
+                else config.model_kwargs or {})
+
+
+def _refuse_execution_args(kw: dict) -> None:
     chosen = [k for k in EXECUTION_ARGS if k in kw]
     if chosen:
         raise ValueError(f"model_kwargs.{chosen[0]}: chosen by the training setup from the precision and the "
                          f"devices, not a model_kwargs field (allowed: the model's constructor arguments except "
                          f"{', '.join(EXECUTION_ARGS)})")
+
+
+def check_model(config) -> None:
+    """``model`` names a model of the zoo, and ``model_kwargs`` holds only constructor options a config
+    may set: not those chosen here (:data:`EXECUTION_ARGS`); ``num_classes`` is checked against the
+    dataset by :func:`model_kwargs`. One ValueError line naming the field (zoo.create's own message
+    names neither the field nor what the training command accepts)."""
+    name, names = config.model, zoo.list_models()
+    if not isinstance(name, str) or name not in names:
+        close = difflib.get_close_matches(str(name), names, n=5, cutoff=0.5)
+        hint = f"closest: {', '.join(close)}; " if close else ""
+        raise ValueError(f"model={name!r}: not a model of the zoo; {hint}python -m zoo lists them all")
+    kw = _config_kwargs(config)
+    _refuse_execution_args(kw)
+    allowed = [o for o in zoo.model_info(name).options() if o not in (*EXECUTION_ARGS, "num_classes")]
+    unknown = sorted(set(kw) - set(allowed) - {"num_classes"})
+    if unknown:
+        fields = ", ".join(f"model_kwargs.{k}" for k in unknown)
+        raise ValueError(f"{fields}: not {'an option' if len(unknown) == 1 else 'options'} of {name}; allowed: "
+                         f"{', '.join(allowed) or 'none'} (num_classes: set by the dataset)")
+
+
+def model_kwargs(config, num_classes: int) -> dict:
+    """Constructor arguments saved with checkpoints: ``zoo.create(config.model, **model_kwargs)``."""
+    kw = _config_kwargs(config)
+    _refuse_execution_args(kw)
     if "num_classes" in kw and (isinstance(kw["num_classes"], bool) or not isinstance(kw["num_classes"], int)
                                 or kw["num_classes"] != num_classes):
         raise ValueError(f"model_kwargs.num_classes={kw['num_classes']!r} but dataset {config.data.name!r} "
@@ -166,6 +196,18 @@ def check_length(config) -> None:
         raise ValueError(f"num_epochs={config.num_epochs!r}: must be > 0 (or set num_train_steps > 0)")
 
 
+def check_intervals(config) -> None:
+    """How often a run logs, checkpoints and evaluates: ``log_every_steps`` and ``checkpoint.every_steps``
+    ints >= 1, ``eval_every_epochs`` > 0 (ValueError naming the field, before anything is compiled)."""
+    for field, value in (("checkpoint.every_steps", config.checkpoint.every_steps),
+                         ("log_every_steps", config.log_every_steps)):
+        check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, field, value,
+              "must be an int >= 1 (train steps)")
+    every = config.eval_every_epochs
+    check(isinstance(every, (int, float)) and not isinstance(every, bool) and 0 < every < math.inf,
+          "eval_every_epochs", every, "must be > 0 (epochs; 0.5: twice an epoch)")
+
+
 def build(config, *, workdir: str | Path | None = None, inject: tuple[str, ...] = (), trial_devices: int = 1) -> Run:
     """The run of ``config`` (``fit``): plan, both pipelines, model, optimizer, step config. With
     ``workdir``: a workdir holding checkpoints of another model or class count is refused
@@ -173,6 +215,8 @@ def build(config, *, workdir: str | Path | None = None, inject: tuple[str, ...] 
     (``train.search``) keeps the optimizer fields ``inject`` in the optimizer state and may put
     ``trial_devices`` on a trial axis (``train.optim.make_optimizer``, ``train.parallel.make_plan``)."""
     check_length(config)
+    check_intervals(config)
+    check_model(config)
     plan = parallel.make_plan(config.parallelism, config.num_devices, trial_devices)
     parallel.check_batch(config.batch_size, plan, "batch_size")
     parallel.check_batch(config.eval_batch_size, plan, "eval_batch_size")
@@ -180,7 +224,7 @@ def build(config, *, workdir: str | Path | None = None, inject: tuple[str, ...] 
     eval_pipe = data.from_config(config, train=False)
     kwargs = model_kwargs(config, train_pipe.num_classes)
     if workdir is not None:
-        _refuse_another_model(workdir, config.model, kwargs["num_classes"])
+        _refuse_another_model(workdir, config.model, kwargs["num_classes"], train_pipe)
     if train_pipe.skipped:
         log.warning("%d unreadable images skipped", len(train_pipe.skipped))
     steps_per_epoch = train_pipe.steps_per_epoch
@@ -219,7 +263,9 @@ def _state_args(config, input_shape) -> dict:
                 float16=config.precision == "float16")
 
 
-def _refuse_another_model(workdir, model: str, num_classes: int) -> None:
+def _refuse_another_model(workdir, model: str, num_classes: int, train_pipe: data.Pipeline) -> None:
+    """A workdir's checkpoints are of this model, class count and classes (in their order: a class
+    folder renamed since would have training go on with every label shifted)."""
     if not checkpoint.checkpoint_dir(workdir).is_dir():
         return
     ckpt = checkpoint.Checkpointer(workdir, read_only=True)
@@ -228,6 +274,10 @@ def _refuse_another_model(workdir, model: str, num_classes: int) -> None:
     finally:
         ckpt.close()
     checkpoint.check_compatible(previous, model=model, num_classes=num_classes, workdir=workdir)
+    if previous is not None:
+        check_classes(previous, train_pipe, consequence="resuming would train its outputs on other classes; nothing "
+                      "was changed: put the classes back as they were, or use another --workdir",
+                      error=checkpoint.WorkdirMismatchError)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -249,9 +299,11 @@ def checkpoint_pipeline(meta: dict, *, split: str | None = None, batch_size: int
     return pipe
 
 
-def check_classes(meta: dict, pipe: data.Pipeline) -> None:
+def check_classes(meta: dict, pipe: data.Pipeline, *, consequence: str = "its scores would be of the wrong classes",
+                  error: type[ValueError] = ValueError) -> None:
     """The dataset's classes are the ones the checkpoint was trained on, in its order: a class folder added,
-    removed or renamed since would score labels against the wrong outputs. One ValueError line."""
+    removed or renamed since would score labels against the wrong outputs. One ``error`` line ending
+    with ``consequence``."""
     trained = meta.get("class_names")
     num_classes = int(meta.get("num_classes") or meta["model_kwargs"]["num_classes"])
     now = list(pipe.class_names)
@@ -261,9 +313,8 @@ def check_classes(meta: dict, pipe: data.Pipeline) -> None:
         new = sorted(set(now) - set(trained or ()))
         diff = "; ".join(x for x in (f"not there now: {gone[:10]}" if gone else "",
                                      f"new: {new[:10]}" if new else "") if x) or "another order"
-        raise ValueError(f"data.name={meta['config']['data']['name']!r} now has classes {now[:10]} "
-                         f"({pipe.num_classes}); the checkpoint was trained on {was} ({diff}); its scores would be "
-                         f"of the wrong classes")
+        raise error(f"data.name={meta['config']['data']['name']!r} now has classes {now[:10]} "
+                    f"({pipe.num_classes}); the checkpoint was trained on {was} ({diff}); {consequence}")
 
 
 def for_checkpoint(meta: dict, *, split: str | None = None) -> Run:

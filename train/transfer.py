@@ -104,6 +104,7 @@ def export_torchvision(workdir, path, *, checkpoint_step: str | int = "best", ov
 
 
 def main(argv=None) -> int:
+    from train import overrides  # noqa: PLC0415
     from zoo import cli  # noqa: PLC0415
 
     p = cli.parser("python -m train.transfer", "Export a run's trained weights for torchvision.",
@@ -117,6 +118,7 @@ def main(argv=None) -> int:
     e.add_argument("--overwrite", action="store_true", help="replace an existing dst")
     args = p.parse_args(argv)
     try:
+        overrides.check_workdir(args.workdir, "workdir")
         cli.keep_existing(args.dst, "dst", args.overwrite)
         sd = export_torchvision(args.workdir, args.dst, checkpoint_step=args.checkpoint, overwrite=args.overwrite)
     except (ValueError, OSError) as err:

@@ -249,3 +249,27 @@ def test_a_damaged_checkpoint_named_by_step_is_one_error_and_best_warns_of_an_un
     assert loaded.step in steps[:-1]
     assert any(f"checkpoint {steps[-1]} in" in r.message and "cannot be restored" in r.message for r in caplog.records)
     assert (_corrupt_dir(corruptible) / str(steps[-1])).is_dir()
+
+
+def test_the_best_checkpoint_outlives_a_resume(tmp_path):
+    """Orbax's BestN ranked only this process's saves: a second Checkpointer (a resumed run) found no
+    metrics on disk and deleted the best, which the run's summary and 'best' still named."""
+    state = {"params": {"w": np.ones(3, np.float32)}}
+
+    def save(ckpt, step, top1=None):
+        metrics = {"val_top1": top1} if top1 is not None else None
+        ckpt.save(step, state, data_state={}, meta={"metrics": metrics or {}}, metrics=metrics)
+        ckpt.wait()
+
+    first = checkpoint.Checkpointer(tmp_path, keep=1, async_save=False)
+    for step, top1 in [(1, 0.5), (2, 0.9), (3, 0.9), (4, 0.7)]:
+        save(first, step, top1)
+    first.close()
+    assert _steps(tmp_path) == [2, 4]           # the best (the first of equals) and the latest
+    resumed = checkpoint.Checkpointer(tmp_path, keep=1, async_save=False)
+    save(resumed, 5)
+    save(resumed, 6, 0.8)
+    assert _steps(tmp_path) == [2, 6] and resumed.best_step() == 2
+    save(resumed, 7, 0.95)
+    assert _steps(tmp_path) == [7] and resumed.best_step() == 7
+    resumed.close()

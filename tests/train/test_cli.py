@@ -1,5 +1,5 @@
 """The command lines: ``python -m train`` (kill and resume bit-identical, SIGTERM/SIGINT save and exit,
-Ctrl-C during start-up and a second Ctrl-C end cleanly, a second process on a workdir is refused, a
+exit 130 / 143, Ctrl-C during start-up and a second Ctrl-C end cleanly, a second process on a workdir is refused, a
 read-only or full checkpoint folder is one error line within seconds with the committed checkpoints
 untouched, unknown config fields named) and ``python -m train.evaluate``."""
 import hashlib
@@ -65,11 +65,14 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
 @pytest.mark.integration
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
+    """The exit status is the shell's for the signal (130, 143), as the search's: it was 0, so a script or
+    a scheduler could not tell a stopped run from a finished one."""
     code, out = _run_until(_train_cmd(tmp_path), lambda l: _step_of(l) >= 15, sig)
-    assert code == 0, out
+    assert code == 128 + sig, out
     assert "checkpoint saved" in out and "Traceback" not in out
     saved = max(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert 15 <= saved < 40
+    assert out.splitlines()[-1] == f"interrupted by {sig.name} at step {saved}; checkpoint saved in {tmp_path}"
 
 
 @pytest.mark.integration
@@ -152,7 +155,7 @@ def test_a_second_process_on_the_same_workdir_is_refused(tmp_path):
                                         f"{first.pid} on ")
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=300)
-        assert first.returncode == 0
+        assert first.returncode == 128 + signal.SIGTERM   # stopped with its checkpoint saved
     finally:
         first.kill()
 
@@ -193,6 +196,28 @@ def test_a_checkpoint_folder_that_fails_is_one_error_within_seconds(tmp_path, fa
 def _hashes(folder):
     return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
             for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("args, message", [
+    (["--workdir", ""], "--workdir '': empty; name a folder (e.g. runs/lenet5)"),
+    (["--workdir", "w", "--config.batch_size", "--workdir", "w2"],
+     "--config.batch_size: no value given (--config.batch_size=VALUE)"),
+])
+def test_cli_refuses_an_empty_workdir_and_an_override_without_a_value(tmp_path, args, message):
+    """Once: ``--workdir ''`` trained into the current directory; ``--config.batch_size --workdir w2`` took
+    ``--workdir`` as the batch size. One line, nothing written (run from ``tmp_path``)."""
+    p = subprocess.run([sys.executable, "-m", "train", "--config", str(ROOT / "configs/lenet5_mnist5k.py"), *args],
+                       env=child_env(1), capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert (p.returncode, p.stdout, p.stderr) == (2, "", f"error: {message}\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_command_refuses_an_empty_workdir(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert evaluation.main(["--workdir", " "]) == 2
+    assert capsys.readouterr().err == "error: --workdir ' ': empty; name a folder (e.g. runs/lenet5)\n"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_evaluate_command_prints_the_report(trained_lenet, tmp_path, capsys):

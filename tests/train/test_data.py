@@ -246,10 +246,18 @@ def test_exact_resume_from_saved_state():
     fresh = iter(load(c, batch_size=32, image_shape=(32, 32, 3), seed=7))  # a new process, say
     fresh.set_state(state)
     assert_batches_equal([next(fresh) for _ in range(9)], expected)
-    # a state from another pipeline is refused
+    # a state from another pipeline is refused: one line naming the config fields, saved and current values
     other = iter(load(c, batch_size=64, image_shape=(32, 32, 3), seed=7))
-    with pytest.raises(ValueError, match="different pipeline.*batch_size"):
+    with pytest.raises(ValueError) as e:
         other.set_state(state)
+    assert str(e.value) == ("the checkpoint's input iterator is from a different pipeline (saved -> now): batch_size "
+                            "32 -> 64; nothing was changed. Keep the saved values, or use another --workdir to start "
+                            "a new run with these")
+    another = iter(load(cfg(name="synthetic", augment="cifar", synthetic_num_examples=256), batch_size=32,
+                        image_shape=(32, 32, 3), seed=8))
+    with pytest.raises(ValueError, match=r"\(saved -> now\): examples in data\.name 200 -> 256; seed 7 -> 8; "
+                                         r"nothing was changed\. Keep the saved values, or use another --workdir"):
+        another.set_state(state)
 
 
 def test_resume_with_prefetch_threads_and_grain_checkpoint_handler(tmp_path):

@@ -78,10 +78,25 @@ def test_rerunning_a_finished_run_changes_nothing(trained_lenet, tmp_path):
     workdir = tmp_path / "w"
     shutil.copytree(source, workdir)
     before = train.restore(workdir, checkpoint_step="latest")[1]
+    files = snapshot(workdir)
     again = train.fit(quick(), workdir)
-    assert again.step == r.step and again.eval["top1"] == r.eval["top1"]
+    assert again == r   # result.json's, as written (once its train metrics and time were overwritten)
     after = train.restore(workdir, checkpoint_step="latest")[1]
     jax.tree.map(np.testing.assert_array_equal, before, after)
+    changed = {k for k in set(files) | set(snapshot(workdir)) if files.get(k) != snapshot(workdir).get(k)}
+    assert changed <= {"train.log"}   # metrics.jsonl got no second eval row, result.json is as it was
+
+
+def test_a_run_shorter_than_its_workdir_is_refused(trained_lenet, tmp_path):
+    """Once: '16 steps ...', nothing trained, 'val top-1 nan', result.json's metrics wiped."""
+    workdir = tmp_path / "w"
+    shutil.copytree(trained_lenet[0], workdir)
+    files = snapshot(workdir)
+    with pytest.raises(checkpoint.WorkdirMismatchError, match=r"^num_epochs / num_train_steps: .* is already at step "
+                                                               r"248 \(epoch 4\), past the 124 steps asked for"):
+        train.fit(quick(num_epochs=2), workdir)
+    assert {k: v for k, v in snapshot(workdir).items() if k != "train.log"} == \
+        {k: v for k, v in files.items() if k != "train.log"}
 
 
 def test_workdir_of_another_architecture_is_refused_untouched(trained_lenet):

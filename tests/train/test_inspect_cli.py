@@ -7,6 +7,14 @@ from PIL import Image
 from train import inspect as command
 
 
+def test_an_empty_workdir_is_refused(tmp_path, capsys, monkeypatch):
+    """``Path('')`` would be the current directory: its checkpoints read, an ``inspect/`` folder written there."""
+    monkeypatch.chdir(tmp_path)
+    assert command.main(["--workdir", "", "--index", "0"]) == 2
+    assert capsys.readouterr().err == "error: --workdir '': empty; name a folder (e.g. runs/lenet5)\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.integration
 def test_the_command_writes_readable_pngs(trained_lenet5, tmp_path, capsys):
     digit = tmp_path / "digit.png"

@@ -90,6 +90,16 @@ def test_optimizer_errors_name_the_field(overrides, field):
         optim.make_optimizer(config(**overrides), steps_per_epoch=10, total_steps=100)
 
 
+@pytest.mark.parametrize("decay", [1.5, 1.0, -0.2])
+def test_ema_decay_outside_0_1_is_refused(decay):
+    """Once accepted: 1.5 made the evaluated EMA weights garbage, 1.0 froze them at the initial
+    parameters, a negative value silently meant no EMA."""
+    with pytest.raises(ValueError, match=rf"^optimizer\.ema_decay={decay}: must be in \[0, 1\) \(0: off\)$"):
+        optim.make_optimizer(config(**{"optimizer.ema_decay": decay}), steps_per_epoch=10, total_steps=100)
+    for fine in (0.0, 0.9999):
+        optim.make_optimizer(config(**{"optimizer.ema_decay": fine}), steps_per_epoch=10, total_steps=100)
+
+
 @pytest.mark.parametrize("name", optim.OPTIMIZERS)
 def test_every_optimizer_builds_and_updates(name):
     c = config(**{"optimizer.name": name, "optimizer.momentum": 0.9, "optimizer.weight_decay": 1e-4,

@@ -23,6 +23,24 @@ def test_values_are_parsed_as_the_fields_types_and_the_config_is_locked():
         c.new_field = 1
 
 
+@pytest.mark.parametrize("argv", [["--config.batch_size"], ["--config.batch_size", "--workdir", "w"],
+                                  ["--config.batch_size", "--config.seed=1"]])
+def test_an_override_without_a_value_never_takes_the_next_option_as_its_value(argv):
+    """Once ``--config.batch_size --workdir w`` set batch_size to '--workdir' and left 'w' unrecognised."""
+    with pytest.raises(ValueError, match=r"^--config\.batch_size: no value given \(--config\.batch_size=VALUE\)$"):
+        overrides.split(argv)
+    assert overrides.split(["--config.optimizer.learning_rate", "-1", "--config.seed", "-3"]) == \
+        ([], [("optimizer.learning_rate", "-1"), ("seed", "-3")])   # negative numbers are values
+
+
+@pytest.mark.parametrize("workdir", ["", "  "])
+def test_an_empty_workdir_is_refused(workdir):
+    """``Path('')`` is the current directory: once a run trained into it."""
+    with pytest.raises(ValueError, match=rf"^--workdir {workdir!r}: empty; name a folder \(e\.g\. runs/lenet5\)$"):
+        overrides.check_workdir(workdir)
+    overrides.check_workdir("runs/x")
+
+
 @pytest.mark.parametrize("field, message", [
     ("foo=1", r"^unknown config field 'foo'; closest: .+ \(every field and its default: configs/default\.py\)$"),
     ("optimizer.learnin_rate=0.1", r"^unknown config field 'optimizer\.learnin_rate'; closest: optimizer\.learning_rate"),

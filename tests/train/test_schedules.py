@@ -1,5 +1,7 @@
 """train/schedules.py: learning-rate schedules (constant, step, multistep, exponential, cosine, linear, poly),
 warmup, and errors that name the schedule field."""
+import re
+
 import pytest
 
 from configs import default
@@ -87,6 +89,12 @@ def test_poly_is_caffes_policy():
         schedules.make_schedule(sched(name="poly", power=0.0), peak_lr=PEAK, steps_per_epoch=10, total_steps=100)
 
 
+def test_an_end_lr_factor_of_one_holds_the_peak():
+    s = schedules.make_schedule(sched(name="cosine", end_lr_factor=1.0), peak_lr=PEAK, steps_per_epoch=10,
+                                total_steps=100)
+    assert [value(s, t) for t in (0, 50, 100)] == pytest.approx([PEAK] * 3)
+
+
 def test_cosine_with_warmup_ends_at_total_steps():
     s = schedules.make_schedule(sched(name="cosine", warmup_epochs=1.0), peak_lr=PEAK, steps_per_epoch=10,
                                 total_steps=110)
@@ -100,13 +108,17 @@ def test_cosine_with_warmup_ends_at_total_steps():
     (dict(name="step", step_epochs=0.0), "schedule.step_epochs"),
     (dict(name="multistep", milestones=(5, 3)), "schedule.milestones"),
     (dict(name="multistep", milestones=(30, "60")), "schedule.milestones"),
+    (dict(name="multistep", milestones=()), "schedule.milestones=(): 'multistep' needs at least one epoch"),
+    (dict(name="cosine", end_lr_factor=5.0), "schedule.end_lr_factor=5.0: must be in [0, 1]"),
+    (dict(name="linear", end_lr_factor=-0.1), "schedule.end_lr_factor=-0.1: must be in [0, 1]"),
     (dict(name="exponential", decay_epochs=-1.0), "schedule.decay_epochs"),
     (dict(name="cosine", warmup_epochs=20.0), "schedule.warmup_epochs"),
     (dict(name="constant", warmup_epochs=-1.0), "schedule.warmup_epochs"),
 ])
 def test_schedule_errors_name_the_field(fields, field):
-    with pytest.raises(ValueError, match=field.replace(".", r"\.")) as e:
+    with pytest.raises(ValueError, match="^" + re.escape(field)) as e:
         schedules.make_schedule(sched(**fields), peak_lr=PEAK, steps_per_epoch=10, total_steps=100)
+    assert len(str(e.value).splitlines()) == 1
     if fields["name"] == "foo":
         for allowed in schedules.SCHEDULES:
             assert repr(allowed) in str(e.value)

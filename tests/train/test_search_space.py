@@ -146,3 +146,5 @@ def test_a_config_that_fails_whatever_the_value_is_blamed_on_the_config():
     assert not isinstance(e.value, space.SpaceError)
     with pytest.raises(ValueError, match=r"^--config: num_epochs=0\.0: must be > 0"):
         space.parse(["optimizer.learning_rate=loguniform(1e-4, 1e-1)"], quick(num_epochs=0.0), "random")
+    with pytest.raises(ValueError, match=r"^--config: eval_every_epochs=0\.0: must be > 0"):   # the session divided by it
+        space.parse(["optimizer.learning_rate=loguniform(1e-4, 1e-1)"], quick(eval_every_epochs=0.0), "random")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import zoo
-from helpers import FIXTURES, ROOT, inner_loop_sample, quick
+from helpers import FIXTURES, ROOT, inner_loop_sample, quick, snapshot
 from train import data, optim, parallel, setup
 
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem not in ("__init__", "default"))
@@ -86,6 +86,39 @@ def test_run_lengths_and_batch_sizes_are_checked_first_by_their_field_names(over
     monkeypatch.setattr(data, "from_config", lambda *a, **k: pytest.fail("a pipeline was opened"))
     with pytest.raises(ValueError, match=message):
         setup.build(quick(**overrides))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"checkpoint.every_steps": 0}, r"^checkpoint\.every_steps=0: must be an int >= 1 \(train steps\)$"),
+    ({"checkpoint.every_steps": -1}, r"^checkpoint\.every_steps=-1: must be an int >= 1"),
+    ({"log_every_steps": 0}, r"^log_every_steps=0: must be an int >= 1 \(train steps\)$"),
+    ({"log_every_steps": -1}, r"^log_every_steps=-1: must be an int >= 1"),
+    ({"eval_every_epochs": 0.0}, r"^eval_every_epochs=0\.0: must be > 0 \(epochs; 0\.5: twice an epoch\)$"),
+    ({"eval_every_epochs": -1.0}, r"^eval_every_epochs=-1\.0: must be > 0"),
+    ({"model": "lenet6"}, r"^model='lenet6': not a model of the zoo; closest: lenet5\b.*; python -m zoo lists them all$"),
+    ({"model_kwargs.foo": 3}, r"^model_kwargs\.foo: not an option of lenet5; allowed: param_dtype, norm, bn_momentum, "
+                              r"bn_epsilon, in_channels \(num_classes: set by the dataset\)$"),
+    ({"model_kwargs.dtype": "float16"}, r"^model_kwargs\.dtype: chosen by the training setup"),
+])
+def test_intervals_and_the_model_are_checked_first_by_their_field_names(overrides, message, monkeypatch):
+    """Once: every_steps / log_every_steps 0 a ZeroDivisionError after compiling, -1 and eval_every_epochs <= 0
+    "every step"; model_kwargs.foo zoo.create's list, with options the next check refuses."""
+    from train import data
+
+    monkeypatch.setattr(data, "from_config", lambda *a, **k: pytest.fail("a pipeline was opened"))
+    with pytest.raises(ValueError, match=message) as e:
+        setup.build(quick(**overrides))
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_a_bad_interval_fails_before_anything_is_compiled_or_written(tmp_path, monkeypatch):
+    import train
+    from train import step
+
+    monkeypatch.setattr(step, "create_state", lambda *a, **k: pytest.fail("a state was made"))
+    with pytest.raises(ValueError, match=r"^checkpoint\.every_steps=0: must be an int >= 1"):
+        train.fit(quick(num_train_steps=3, **{"checkpoint.every_steps": 0}), tmp_path / "w")
+    assert not (tmp_path / "w").exists()
 
 
 def _resnet20(**overrides):
@@ -208,3 +241,30 @@ def test_a_dataset_whose_classes_changed_since_training_is_refused(tmp_path):
     added = data.load(cfg, split="test", train=False, batch_size=2, image_shape=(16, 16, 3))
     with pytest.raises(ValueError, match=r"\(4\); the checkpoint was trained on .* \(new: \['zinnia'\]\)"):
         setup.check_classes(meta, added)
+
+
+def test_resuming_after_a_class_folder_was_renamed_is_refused(tmp_path):
+    """Training once resumed with every label shifted by one (classes cat, dog, fox -> dog, fox, zebra):
+    only the model and the class count were compared."""
+    from PIL import Image
+
+    import train
+    from train import checkpoint
+
+    rng, root = np.random.default_rng(0), tmp_path / "images"
+    for name in ["cat", "dog", "fox"]:
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(root / name / f"{i}.png")
+    config = quick(**{"data.name": f"folder:{root}", "data.holdout_fraction": 0.34, "batch_size": 4,
+                      "eval_batch_size": 2, "num_train_steps": 2, "schedule.warmup_epochs": 0.0})
+    train.fit(config, tmp_path / "w")
+    (root / "cat").rename(root / "zebra")
+    files = snapshot(tmp_path / "w")
+    config.num_train_steps = 4
+    with pytest.raises(checkpoint.WorkdirMismatchError, match=r"now has classes \['dog', 'fox', 'zebra'\] \(3\); the "
+                       r"checkpoint was trained on \['cat', 'dog', 'fox'\] .*; resuming would train its outputs on "
+                       r"other classes; nothing was changed"):
+        train.fit(config, tmp_path / "w")
+    assert {k: v for k, v in snapshot(tmp_path / "w").items() if k != "train.log"} == \
+        {k: v for k, v in files.items() if k != "train.log"}

@@ -206,3 +206,11 @@ def test_export_never_replaces_a_file_without_overwrite(tmp_path, capsys):
     assert capsys.readouterr().err == f"error: {mine} exists; choose another dst or pass --overwrite to replace it\n"
     assert mine.read_bytes() == b"the user's own file"
 
+
+def test_export_refuses_an_empty_workdir(tmp_path, capsys, monkeypatch):
+    """``Path('')`` would be the current directory, read as a run."""
+    monkeypatch.chdir(tmp_path)
+    assert transfer.main(["export", " ", str(tmp_path / "out.safetensors")]) == 2
+    assert capsys.readouterr().err == "error: workdir ' ': empty; name a folder (e.g. runs/lenet5)\n"
+    assert list(tmp_path.iterdir()) == []
+

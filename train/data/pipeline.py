@@ -117,6 +117,26 @@ class _BatchLoader:
         return {"image": image, "label": label, "mask": mask}
 
 
+def _fields(train: bool) -> dict[str, str]:
+    """The config fields behind each entry of a pipeline's fingerprint (``load``'s ``fingerprint``)."""
+    return {"name": "data.name", "split": "data.train_split" if train else "data.eval_split",
+            "train": "train (pipeline kind)", "num_examples": "examples in data.name",
+            "batch_size": "batch_size" if train else "eval_batch_size", "seed": "seed", "augment": "data.augment",
+            "image_shape": "image shape (data.image_size, model_kwargs.in_channels)",
+            "num_workers": "data.num_workers"}
+
+
+def mismatch_message(saved: dict, current: dict) -> str:
+    """One line: a resumed run's config differs from the one its saved iterator state was made with,
+    each difference named by its config field, saved and current value, and what to do."""
+    fields = _fields(bool(current.get("train", True)))
+    keys = [*current, *(k for k in saved if k not in current)]
+    diff = "; ".join(f"{fields.get(k, k)} {saved.get(k)!r} -> {current.get(k)!r}" for k in keys
+                     if saved.get(k) != current.get(k))
+    return (f"the checkpoint's input iterator is from a different pipeline (saved -> now): {diff}; nothing was "
+            f"changed. Keep the saved values, or use another --workdir to start a new run with these")
+
+
 class _CheckedIterDataset(grain.IterDataset):
     """Adds the pipeline's fingerprint to the iterator state; restoring a state from another pipeline
     (other dataset, batch size, seed, ...) raises instead of silently replaying different data."""
@@ -148,8 +168,7 @@ class _CheckedIterator(grain.DatasetIterator):
         if saved is None or "iterator" not in state:
             raise ValueError("not a train.data iterator state (expected keys 'pipeline' and 'iterator')")
         if saved != self._fingerprint:
-            diff = {k: (saved.get(k), v) for k, v in self._fingerprint.items() if saved.get(k) != v}
-            raise ValueError(f"iterator state is from a different pipeline; (saved, current): {diff}")
+            raise ValueError(mismatch_message(saved, self._fingerprint))
         self._parent.set_state(state["iterator"])
 
     def __str__(self) -> str:

@@ -96,4 +96,4 @@ def _search(config, args) -> int:
             raise
         return cli.fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (--verbose: the traceback)",
                         status=1)
-    return 130 if r.interrupted == "SIGINT" else 143 if r.interrupted else 0
+    return interrupts.exit_status(r.interrupted) if r.interrupted else 0

@@ -279,6 +279,7 @@ def check_config(config) -> None:
     from train import optim, setup, step  # noqa: PLC0415
 
     setup.check_length(config)
+    setup.check_intervals(config)   # before the session divides by eval_every_epochs
     steps = max(1, int(math.ceil(config.num_epochs * 100))) if config.num_train_steps <= 0 else config.num_train_steps
     optim.make_optimizer(config, steps_per_epoch=100, total_steps=steps)
     step.StepConfig(loss=config.loss, label_smoothing=config.label_smoothing, ema_decay=config.optimizer.ema_decay)
