@@ -4,12 +4,16 @@ evaluation. ``fit`` (``train/loop.py``) uses :class:`Reporter`; the parts are us
 
 metrics.jsonl holds one JSON object per line: ``{"step", "split": "train" | "eval", <scalars>}``;
 train lines carry loss, top1, top5, grad_norm, learning_rate, nonfinite_steps, images_per_s (the
-means over the steps since the previous line), eval lines loss, top1, top5, count.
+means over the steps since the previous line), eval lines loss, top1, top5, count. A run resumed from
+step S continues one timeline: rows of steps after S (written before a crash, after the checkpoint it
+resumed from) move to ``metrics.abandoned.jsonl``, and TensorBoard purges its events after S
+(``purge_step``).
 """
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -18,6 +22,9 @@ import jax
 import numpy as np
 
 from train import logs
+from zoo.files import written_atomically
+
+log = logging.getLogger("train")
 
 
 def mean_metrics(pending: list[dict]) -> dict:
@@ -59,16 +66,19 @@ def nonfinite_message(step: int, count: int) -> str:
 
 
 class MetricsLog:
-    """metrics.jsonl and TensorBoard event files in the workdir (process 0 only)."""
+    """metrics.jsonl and TensorBoard event files in the workdir (process 0 only), continuing from
+    step ``start`` (a resumed run: later rows are set aside, :func:`set_aside_after`)."""
 
-    def __init__(self, workdir: Path, enabled: bool):
+    def __init__(self, workdir: Path, enabled: bool, start: int = 0):
         self.enabled = enabled
         if not enabled:
             return
         from tensorboardX import SummaryWriter  # noqa: PLC0415
 
+        if start > 0:
+            set_aside_after(workdir / "metrics.jsonl", start)
         self.jsonl = open(workdir / "metrics.jsonl", "a", buffering=1)
-        self.tb = SummaryWriter(str(workdir / "tensorboard"))
+        self.tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=start + 1 if start > 0 else None)
 
     def write(self, step: int, split: str, metrics: dict) -> None:
         if not self.enabled:
@@ -82,6 +92,30 @@ class MetricsLog:
         if self.enabled:
             self.jsonl.close()
             self.tb.close()
+
+
+def set_aside_after(path: Path, step: int) -> int:
+    """Move the rows of ``path`` (metrics.jsonl) for steps after ``step`` to ``metrics.abandoned.jsonl``
+    beside it (appended: never lost): a run resumed from checkpoint ``step`` repeats those steps. The
+    rows are written there before ``path`` is replaced whole. Returns how many moved."""
+    if not path.is_file():
+        return 0
+    keep, gone = [], []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            later = int(json.loads(line)["step"]) > step
+        except (ValueError, KeyError, TypeError):
+            later = False   # not ours to judge: kept
+        (gone if later else keep).append(line)
+    if gone:
+        aside = path.with_name("metrics.abandoned.jsonl")
+        with open(aside, "a") as f:
+            f.writelines(gone)
+        with written_atomically(path) as tmp:
+            Path(tmp).write_text("".join(keep))
+        log.info("%s: %d rows after step %d (the steps this resumed run repeats) moved to %s", path.name,
+                 len(gone), step, aside.name)
+    return len(gone)
 
 
 class Progress:
@@ -142,7 +176,7 @@ class Reporter:
 
     def __init__(self, workdir: Path, *, total_steps: int, start: int, steps_per_epoch: int, batch_size: int,
                  t_start: float, enabled: bool):
-        self.log = MetricsLog(workdir, enabled)
+        self.log = MetricsLog(workdir, enabled, start)
         self.progress = Progress(total_steps, start, steps_per_epoch, enabled)
         self.steps_per_epoch, self.batch_size, self.t_start = steps_per_epoch, batch_size, t_start
         self.t_last = time.perf_counter()

@@ -61,6 +61,12 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     res = train.restore(killed, checkpoint_step="latest", use_ema=False)[1]
     jax.tree.map(np.testing.assert_array_equal, ref, res)
 
+    def rows(workdir, name="metrics.jsonl"):
+        return [(r["step"], r["split"], r["loss"]) for r in map(json.loads, (workdir / name).read_text().splitlines())]
+
+    assert rows(killed) == rows(reference)   # one timeline: the rows logged after checkpoint 20 were set aside
+    assert rows(killed, "metrics.abandoned.jsonl") and all(s > 20 for s, _, _ in rows(killed, "metrics.abandoned.jsonl"))
+
 
 @pytest.mark.integration
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
