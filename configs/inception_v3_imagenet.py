@@ -1,6 +1,6 @@
 """Inception v3 on ImageNet at 299x299 (evaluation: resize 342, centre crop 299, the model's
 ``resize_size``), Szegedy et al. 2016 sec. 8: RMSProp (decay 0.9, epsilon 1.0), lr 0.045 decayed by
-0.94 every two epochs, gradient clipping at 2.0, batch 32 per replica, 100 epochs, label smoothing
+0.94 every two epochs (in steps, TF-slim's ``exponential_decay(staircase=True)``), gradient clipping at 2.0, batch 32 per replica, 100 epochs, label smoothing
 0.1 (sec. 7). The paper ran 50 asynchronous replicas; a synchronous run of the same global batch is
 ``--config.batch_size=1600``. Weight decay 4e-5 and the auxiliary classifier's weight 0.4 follow
 TF-slim's Inception v3 training (``inception_v3_arg_scope``, ``aux_loss`` weights=0.4), as does
@@ -23,9 +23,9 @@ def get_config():
     c.optimizer.grad_clip_norm = 2.0
     c.batch_size = 32
     c.num_epochs = 100.0
-    c.schedule.name = "exponential"
+    c.schedule.name = "step"
     c.schedule.decay_rate = 0.94
-    c.schedule.decay_epochs = 2.0
+    c.schedule.step_epochs = 2.0
     c.label_smoothing = 0.1
     c.aux_loss_weight = 0.4
     return c

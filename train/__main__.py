@@ -58,7 +58,41 @@ def main(argv: list[str] | None = None) -> int:
         from zoo import cli  # noqa: PLC0415
 
         status = cli.fail(f"{', '.join(alone)} need(s) --multihost (without it this process trains alone)")
+    if status is None and args.multihost:
+        status = _check_processes(args)
     return status if status is not None else interrupts.finish(_train(config, args))
+
+
+def _check_processes(args) -> int | None:
+    """--num_processes >= 1 and --process_id in 0..num_processes-1, before any process waits for the others."""
+    from zoo import cli  # noqa: PLC0415
+
+    n, i = args.num_processes, args.process_id
+    if n is not None and n < 1:
+        return cli.fail(f"--num_processes={n}: must be >= 1")
+    if i is not None and (i < 0 or (n is not None and i >= n)):
+        return cli.fail(f"--process_id={i}: allowed 0..{n - 1} (--num_processes {n})" if n is not None
+                        else f"--process_id={i}: must be >= 0")
+    return None
+
+
+def _join(args) -> None:
+    """``jax.distributed.initialize`` (said first: it waits for every process, up to ``INIT_TIMEOUT_S``).
+    CPU collectives through gloo (the option is read by the CPU backend only; set before any backend
+    starts, which ``initialize`` requires)."""
+    import jax  # noqa: PLC0415
+
+    from train import logs  # noqa: PLC0415
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    where = args.coordinator_address or "the address the cluster gives"
+    logs.log.info("waiting for the %s processes at %s (process %s; up to %d s)", args.num_processes or "other",
+                  where, "auto" if args.process_id is None else args.process_id, INIT_TIMEOUT_S)
+    jax.distributed.initialize(coordinator_address=args.coordinator_address, num_processes=args.num_processes,
+                               process_id=args.process_id, initialization_timeout=INIT_TIMEOUT_S)
+
+
+INIT_TIMEOUT_S = 300
 
 
 def _train(config, args) -> int:
@@ -84,16 +118,14 @@ def _train(config, args) -> int:
 def _fit(config, args, log_file) -> int:
     import jax  # noqa: PLC0415
 
-    from train import checkpoint, interrupts, lock, logs, loop  # noqa: PLC0415
+    from train import checkpoint, interrupts, lock, logs, loop, parallel  # noqa: PLC0415
     from zoo import cli  # noqa: PLC0415
 
     details = f" (details: {log_file})" if log_file else ""
-    if args.multihost:
-        if jax.default_backend() == "cpu":
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=args.coordinator_address, num_processes=args.num_processes,
-                                   process_id=args.process_id)
     try:
+        if args.multihost:
+            _join(args)
+            parallel.check_same_run(config, args.workdir)
         r = loop.fit(config, args.workdir)
     except interrupts.Interrupted:
         raise

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from train import checkpoint, data, logs, parallel, setup, step
-from zoo.files import written_atomically
+from zoo.files import check_folder_to_write, written_atomically
 
 log = logging.getLogger("train")
 
@@ -112,7 +112,8 @@ def evaluate(workdir: str | Path, *, checkpoint_step: str | int = "best", split:
              output_dir: str | Path | None = None, plot: bool = True) -> dict:
     """Evaluate a checkpoint on its eval split (or ``split``) with the preprocessing it was trained
     with: loss, top-1, top-5, per-class accuracy, confusion matrix (PNG in ``output_dir``, default
-    ``WORKDIR/eval``)."""
+    ``WORKDIR/eval``; checked before anything is evaluated)."""
+    out = check_folder_to_write(output_dir, "output_dir") if output_dir is not None else Path(workdir) / "eval"
     raw, meta, s = _read(workdir, checkpoint_step)
     variables = step.eval_variables(raw)  # the EMA when the run kept one, as its own evaluation
     run = setup.for_checkpoint(meta, split=split)
@@ -125,7 +126,6 @@ def evaluate(workdir: str | Path, *, checkpoint_step: str | int = "best", split:
               "per_class_top1": dict(zip(names, ev["per_class_top1"])),
               "confusion": ev["confusion"].tolist()}
     if jax.process_index() == 0:
-        out = Path(output_dir) if output_dir else Path(workdir) / "eval"
         out.mkdir(parents=True, exist_ok=True)
         with written_atomically(out / f"eval_step{s}_{pipe.split}.json") as tmp:   # never half a report
             Path(tmp).write_text(json.dumps(report, indent=1))

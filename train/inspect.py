@@ -108,15 +108,16 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
     from train import data, evaluation  # noqa: PLC0415
     from zoo import inspect as zi  # noqa: PLC0415
     from zoo.features import features  # noqa: PLC0415
+    from zoo.files import check_folder_to_write  # noqa: PLC0415
 
     what = list(what or WHAT)
     unknown = [w for w in what if w not in WHAT]
     if unknown:
         raise ValueError(f"--what: unknown {unknown}; allowed: {', '.join(WHAT)}")
+    out = check_folder_to_write(out, "--out") if out is not None else Path(workdir) / "inspect"
     model, variables, meta, _ = evaluation.load(workdir, checkpoint_step)
     pp = meta["preprocessing"]
     shape = (*pp["image_size"], pp["channels"])
-    out = Path(out) if out else Path(workdir) / "inspect"
 
     dataset = None
     if image is not None:

@@ -8,6 +8,7 @@ interleaving its checkpoints with the first one's. The file names the holder (pi
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -33,6 +34,29 @@ def unwritable(workdir: Path, e: OSError) -> WorkdirUnwritableError:
         return WorkdirUnwritableError(e.errno, f"cannot write in the workdir {workdir}: it is a file, not a folder; "
                                                f"choose another --workdir")
     return WorkdirUnwritableError(e.errno, f"cannot write in the workdir {workdir}: {e.strerror or e}")
+
+
+def check_outputs(workdir: Path) -> None:
+    """The run's own files that exist (result.json, metrics.jsonl, the TensorBoard folder) can be
+    written, checked before anything is trained: a read-only result.json once failed the run after
+    its last checkpoint. :class:`WorkdirUnwritableError` (one line) naming the file."""
+    import tempfile  # noqa: PLC0415
+
+    for path, folder in ((workdir / "result.json", False), (workdir / "metrics.jsonl", False),
+                         (workdir / "tensorboard", True)):
+        try:
+            if path.exists() and path.is_dir() != folder:
+                raise (IsADirectoryError if path.is_dir() else NotADirectoryError)(
+                    errno.EISDIR if path.is_dir() else errno.ENOTDIR,
+                    "it is a folder, not a file" if path.is_dir() else "it is a file, not a folder")
+            if folder and path.exists():
+                with tempfile.TemporaryFile(dir=path):
+                    pass
+            elif path.exists():
+                open(path, "a").close()   # appends nothing
+        except OSError as e:
+            raise WorkdirUnwritableError(e.errno, f"cannot write the run's {path} ({e.strerror or e}); nothing was "
+                                                  f"changed: make it writable, or choose another --workdir") from None
 
 
 def make_workdir(workdir: Path) -> None:

@@ -23,6 +23,7 @@ import jax
 import ml_collections
 
 from train import checkpoint, evaluation, interrupts, lock, parallel, reporting, setup, step, transfer
+from zoo.files import written_atomically
 
 log = logging.getLogger("train")
 
@@ -54,6 +55,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path) -> FitResult:
     workdir = Path(workdir)
     with interrupts.stop_signals() as stop, _workdir_lock(workdir):
         run = setup.build(config, workdir=workdir)  # refuses another model's workdir before anything is written
+        lock.check_outputs(workdir)
         log.info("%s", reporting.run_summary(run))
         stop.check()
         ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
@@ -87,6 +89,8 @@ def _train(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, report: r
         loop.state, metrics = train_step(loop.state, parallel.put_batch(next(loop.data), run.plan))
         loop.step += 1
         loop.pending.append(metrics)
+        if parallel.preempted(loop.step):   # several processes: SIGTERM to any of them, at one agreed step
+            stop.signal = stop.signal or "SIGTERM"
         at_eval = loop.step % eval_every == 0 or loop.step == run.total_steps
         if loop.step % config.log_every_steps == 0 or at_eval or stop.signal:
             _report_train(run, loop, ckpt, report)  # NonFiniteLossError when stop_on_nonfinite
@@ -212,8 +216,8 @@ def _finish(loop: _Loop, run: setup.Run, workdir: Path, t_start: float) -> FitRe
                        best_top1=loop.best_top1, best_step=loop.best_step, interrupted=loop.interrupted,
                        seconds=time.perf_counter() - t_start)
     if jax.process_index() == 0:
-        with open(workdir / "result.json", "w") as f:
-            json.dump(dataclasses.asdict(result), f, indent=1, default=float)
+        with written_atomically(workdir / "result.json") as tmp:
+            Path(tmp).write_text(json.dumps(dataclasses.asdict(result), indent=1, default=float))
     return result
 
 

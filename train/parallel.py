@@ -215,3 +215,54 @@ def get_trials(tree, plan: Plan):
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
     return jax.tree.map(get, tree)
+
+
+def preempted(step: int) -> bool:
+    """Several processes: True at the step where all of them stop after one was sent SIGTERM (JAX's
+    preemption notifier takes SIGTERM once ``jax.distributed`` is up; its sync point is one step all
+    processes agree on, so they checkpoint the same step). Called by every process at every step.
+    One process: False (its own handler, ``train.interrupts``, sees signals)."""
+    if jax.process_count() == 1:
+        return False
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    return bool(multihost_utils.reached_preemption_sync_point(step))
+
+
+def check_same_run(config, workdir) -> None:
+    """Every process of a multi-process run was given the same config and ``--workdir``: each process
+    compares its own with process 0's (broadcast), and all learn whether any differs (gathered), so
+    they stop together, each with one ValueError line (the differing fields where it knows them).
+    Once a process with another learning rate trained beside the others without a word (replicas
+    diverged; process 0's checkpoint recorded its own config), and per-host workdirs hung at resume."""
+    if jax.process_count() == 1:
+        return
+    import json  # noqa: PLC0415
+
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    blob = json.dumps({"workdir": str(workdir), **_flat(config.to_dict())}, sort_keys=True, default=str).encode()
+    mine = json.loads(blob)   # as process 0's arrives: tuples as lists
+    n = int(np.max(multihost_utils.process_allgather(np.array([len(blob)], np.int64))))
+    first_blob = bytes(multihost_utils.broadcast_one_to_all(np.frombuffer(blob.ljust(n, b"\0"), np.uint8)))
+    first = json.loads(first_blob.rstrip(b"\0"))
+    differ = sorted(k for k in set(mine) | set(first) if mine.get(k) != first.get(k))
+    others = np.asarray(multihost_utils.process_allgather(np.array([bool(differ)]))).reshape(-1)
+    if differ:
+        shown = ", ".join(f"{'--workdir' if k == 'workdir' else k} {mine.get(k)!r} (process 0: {first.get(k)!r})"
+                          for k in differ[:5])
+        raise ValueError(f"process {jax.process_index()} was given another run than process 0: {shown}; every process "
+                         f"needs the same config and --workdir (a folder all of them share)")
+    if others.any():
+        raise ValueError(f"process(es) {', '.join(str(i) for i in np.flatnonzero(others))} were given another config or "
+                         f"--workdir than process 0 (they name the fields); every process needs the same")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -7,14 +7,18 @@ reports top-1 / top-5 beside the catalogue's acc@1 / acc@5. The images go throug
 preprocessing (``train.data.transforms.for_weights``: resize / crop / interpolation / mean / std of the
 entry), the eval step and the eval loop are the training stack's (``train.evaluation.compile_eval`` /
 ``run_eval``). The dataset's labels are mapped to the weights' classes: by name when every class of
-the dataset is one of them (folders named ``tench``, ``goldfish``, ...; case, ``_`` and ``-`` ignored),
-else by order when the counts are equal (ImageNet's 1,000 wnid folders ``n01440764`` ... sorted, and
-TFDS ``imagenet2012``, are in torchvision's class order). Any ``config`` field can be set as
+the dataset is one of them (folders named ``tench``, ``goldfish``, ...; an exact name first, else case,
+``_`` and ``-`` ignored when that leaves one class: ImageNet has ``Cardigan`` the dog and ``cardigan``
+the sweater), else by order when the counts are equal and no class name is one of the weights'
+(ImageNet's 1,000 wnid folders ``n01440764`` ... sorted, and TFDS ``imagenet2012``, are in
+torchvision's class order); a dataset whose names match in part is refused, naming the others. The
+mapping used is said and recorded in the report. Any ``config`` field can be set as
 ``--config.FIELD=VALUE``; ``data.eval_split`` defaults to ``validation``, and a folder without a
 folder for that split is evaluated whole.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -27,6 +31,7 @@ import numpy as np
 import zoo
 from configs import default
 from train import data, evaluation, logs, parallel, step
+from zoo.files import check_folder_to_write, written_atomically
 
 log = logging.getLogger("train")
 
@@ -35,19 +40,41 @@ def _key(name: str) -> str:
     return re.sub(r"[\s_\-]+", " ", str(name)).strip().lower()
 
 
-def label_map(dataset_classes, weight_classes) -> np.ndarray:
-    """``labels[i]``: the weights' class index of the dataset's class ``i`` (by name, else by order
-    when the counts agree); ValueError naming classes that match nothing."""
-    index = {_key(n): i for i, n in enumerate(weight_classes)}
-    found = [index.get(_key(c)) for c in dataset_classes]
-    if all(i is not None for i in found):
-        return np.asarray(found, np.int32)
-    if len(dataset_classes) == len(weight_classes):
-        return np.arange(len(weight_classes), dtype=np.int32)
+def label_map(dataset_classes, weight_classes) -> tuple[np.ndarray, str]:
+    """``(labels, how)``: ``labels[i]`` is the weights' class index of the dataset's class ``i``, ``how``
+    'by name' or 'by order' (see the module docstring). ValueError naming the classes that match
+    nothing, or more than one class, or the same class as another."""
+    exact = {str(n): i for i, n in enumerate(weight_classes)}
+    loose: dict[str, list[int]] = {}
+    for i, n in enumerate(weight_classes):
+        loose.setdefault(_key(n), []).append(i)
+
+    def match(c) -> int | None:   # the exact name, else the one loose match; -1: several
+        if str(c) in exact:
+            return exact[str(c)]
+        candidates = loose.get(_key(c), [])
+        return candidates[0] if len(candidates) == 1 else -1 if candidates else None
+
+    found = [match(c) for c in dataset_classes]
+    if all(i is None for i in found) and len(dataset_classes) == len(weight_classes):
+        return np.arange(len(weight_classes), dtype=np.int32), "by order"
     unknown = [c for c, i in zip(dataset_classes, found) if i is None]
-    raise ValueError(f"{len(unknown)} of the dataset's {len(dataset_classes)} classes are not classes of the "
-                     f"weights (e.g. {', '.join(map(repr, unknown[:5]))}); name class folders by the weights' class "
-                     f"names (zoo.weights.imagenet_classes()) or give all {len(weight_classes)} classes in order")
+    ambiguous = [f"{c!r} ({' or '.join(repr(weight_classes[j]) for j in loose[_key(c)])})"
+                 for c, i in zip(dataset_classes, found) if i == -1]
+    taken: dict[int, str] = {}
+    twice = [f"{c!r} and {taken[i]!r}" for c, i in zip(dataset_classes, found)
+             if i not in (None, -1) and taken.setdefault(i, c) != c]
+    if not (unknown or ambiguous or twice):
+        return np.asarray(found, np.int32), "by name"
+    problems = "; ".join(x for x in (
+        f"{len(unknown)} of the dataset's {len(dataset_classes)} classes are not classes of the weights (e.g. "
+        f"{', '.join(map(repr, unknown[:5]))})" if unknown else "",
+        f"ambiguous without their exact case: {', '.join(ambiguous[:5])}" if ambiguous else "",
+        f"the same class of the weights: {', '.join(twice[:5])}" if twice else "") if x)
+    order = (f"; by order only when no class is named like the weights' ({len(weight_classes)} classes)"
+             if len(dataset_classes) == len(weight_classes) else f" or give all {len(weight_classes)} classes in order")
+    raise ValueError(f"{problems}; name class folders by the weights' class names (zoo.weights.imagenet_classes())"
+                     f"{order}")
 
 
 class _Relabelled:
@@ -81,15 +108,25 @@ def evaluate_pretrained(spec: str, config=None, *, cache_dir=None, output_dir=No
     entry = catalogue.entry(name, tag)
     if not entry.class_names:
         raise ValueError(f"{name} {entry.tag} has no classifier to evaluate (features only)")
+    out = check_folder_to_write(output_dir, "--output_dir") if output_dir is not None else None
+    batch = cfg.eval_batch_size
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"eval_batch_size={batch!r}: must be an int >= 1")
     split, fields, whole = _split_of(cfg)
     plan = parallel.make_plan(cfg.parallelism, -1)
-    if cfg.eval_batch_size % plan.num_devices:
+    if batch % plan.num_devices:
         plan = parallel.make_plan(plan.parallelism, 1)
     pp = data.transforms.for_weights(entry)
-    pipe = data.load(fields, split=split, train=False, batch_size=int(cfg.eval_batch_size),
-                     image_shape=(entry.crop_size, entry.crop_size, 3), seed=0,
-                     preprocessing={k: pp[k] for k in ("mean", "std", "eval_resize", "crop_fraction", "interpolation")})
-    labels = label_map(pipe.class_names, entry.class_names)
+    kw = dict(split=split, train=False, image_shape=(entry.crop_size, entry.crop_size, 3), seed=0,
+              preprocessing={k: pp[k] for k in ("mean", "std", "eval_resize", "crop_fraction", "interpolation")})
+    pipe = data.load(fields, batch_size=batch, **kw)
+    fits = -(-pipe.num_examples // plan.num_devices) * plan.num_devices   # no padding beyond the set
+    if batch > fits:
+        log.info("eval_batch_size=%d: the set has %d images; batches of %d", batch, pipe.num_examples, fits)
+        pipe = data.load(fields, batch_size=fits, **kw)
+    labels, how = label_map(pipe.class_names, entry.class_names)
+    log.info("the dataset's %d classes are mapped to the weights' %d %s", len(pipe.class_names),
+             len(entry.class_names), how)
     model, variables = zoo.load_pretrained(name, entry.tag, cache_dir=cache_dir, axis_name=parallel.AXIS,
                                            conv_impl=zoo.convs.conv_impl_for(plan.devices[0].platform))
     eval_fn = evaluation.compile_eval(model, step.StepConfig(), plan)
@@ -99,14 +136,19 @@ def evaluate_pretrained(spec: str, config=None, *, cache_dir=None, output_dir=No
     report = {"model": name, "weights": entry.tag, "dataset": pipe.name, "split": "all" if whole else pipe.split,
               "count": ev["count"],
               "top1": ev["top1"], "top5": ev["top5"], "loss": ev["loss"], "catalogue_acc1": entry.acc1,
-              "catalogue_acc5": entry.acc5, "preprocessing": pp, "per_class_top1": per_class}
-    if output_dir is not None and jax.process_index() == 0:
-        out = Path(output_dir)
+              "catalogue_acc5": entry.acc5, "preprocessing": pp, "classes_mapped": how, "per_class_top1": per_class}
+    if out is not None and jax.process_index() == 0:
         out.mkdir(parents=True, exist_ok=True)
-        path = out / f"pretrained_{name}_{entry.tag}_{report['split']}.json"
-        path.write_text(json.dumps(report, indent=1))
+        dataset = hashlib.sha256(cfg.data.name.encode()).hexdigest()[:8]   # two datasets never share a report
+        path = out / f"pretrained_{name}_{entry.tag}_{_safe(pipe.name)}-{dataset}_{report['split']}.json"
+        with written_atomically(path) as tmp:
+            Path(tmp).write_text(json.dumps(report, indent=1))
         report["report_json"] = str(path)
     return report
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:40] or "data"
 
 
 def config_from_args(argv: list[str]):
@@ -145,4 +187,6 @@ def main(argv=None) -> int:
            if r["catalogue_acc1"] is not None else "no catalogue accuracy")
     print(f"{r['model']} {r['weights']} on {r['dataset']} [{r['split']}] ({r['count']} images): "
           f"top-1 {100 * r['top1']:.3f}%  top-5 {100 * r['top5']:.3f}%  ({cat})")
+    if "report_json" in r:
+        print(f"report: {r['report_json']}")
     return 0

@@ -49,6 +49,25 @@ def remove_stale_parts(path: Path, older_than_s: float = STALE_PART_S) -> int:
     return removed
 
 
+def check_folder_to_write(value, argument: str) -> Path:
+    """``value`` (the ``argument`` a user gave) names a folder to write into, checked before any work:
+    not empty (``''`` would be the current directory), not a file nor below one, and writable (its
+    nearest existing folder takes a file). Raises ValueError naming ``argument``; creates nothing."""
+    shown = repr(str(value))
+    if not str(value).strip():
+        raise ValueError(f"{argument}={shown}: empty; name a folder")
+    path = Path(value).expanduser()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{argument}={shown}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ValueError(f"{argument}={shown}: {existing} cannot be written ({e.strerror or e})") from None
+    return path
+
+
 def check_file_name(value: str, argument: str, example: str) -> Path:
     """``value`` (the ``argument`` a user gave) names a file to write: not empty, not a folder
     (existing, or written with a trailing ``/``), and not below a file. ``example``: a file name that

@@ -359,3 +359,19 @@ def test_worker_processes_give_the_same_batches_and_resume():
         it.close()
         if it2 is not None:
             it2.close()
+
+
+def test_worker_counts_are_checked_and_capped(caplog, monkeypatch):
+    """-3 was taken as 0 without a word; 500 on 2 cores started for minutes without a word."""
+    import logging
+
+    from train.data import pipeline
+
+    for bad in (-3, 1.5, True):
+        with pytest.raises(ValueError, match=rf"^data\.num_workers={bad!r}: must be an int >= 0"):
+            pipeline._workers(bad)
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
+    with caplog.at_level(logging.WARNING, logger="train"):
+        assert pipeline._workers(8) == 8 and not caplog.records
+        assert pipeline._workers(500) == 8
+    assert caplog.messages == ["data.num_workers=500: this machine has 2 CPU core(s); using 8 worker processes"]

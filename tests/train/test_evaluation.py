@@ -24,6 +24,19 @@ def test_evaluate_reproduces_the_reported_accuracy_exactly(trained_lenet, tmp_pa
     assert (tmp_path / f"eval_step{r.step}_test.json").is_file()
 
 
+def test_an_output_folder_that_cannot_be_written_is_refused_before_evaluating(trained_lenet, tmp_path, monkeypatch):
+    """Once a bare '[Errno 17] File exists' after the whole evaluation; '' counted as the default."""
+    from train import evaluation
+
+    monkeypatch.setattr(evaluation, "run_eval", lambda *a, **k: pytest.fail("evaluated before the check"))
+    (tmp_path / "afile").write_text("")
+    for value, why in [(tmp_path / "afile", f"{tmp_path / 'afile'} is a file, not a folder"),
+                       (tmp_path / "afile" / "sub", f"{tmp_path / 'afile'} is a file, not a folder"),
+                       ("", "empty; name a folder")]:
+        with pytest.raises(ValueError, match=f"^output_dir={str(value)!r}: ".replace("(", r"\(") + why):
+            train.evaluate(trained_lenet[0], output_dir=value)
+
+
 def test_restore_gives_a_model_research_code_can_apply(trained_lenet):
     workdir, _ = trained_lenet
     model, variables = train.restore(workdir, checkpoint_step="latest")

@@ -99,6 +99,18 @@ def test_a_run_shorter_than_its_workdir_is_refused(trained_lenet, tmp_path):
         {k: v for k, v in files.items() if k != "train.log"}
 
 
+def test_a_result_json_that_cannot_be_written_is_refused_before_training(trained_lenet, tmp_path):
+    """Once the run trained to its end, committed its checkpoint, then failed writing result.json."""
+    workdir = tmp_path / "w"
+    shutil.copytree(trained_lenet[0], workdir)
+    (workdir / "result.json").unlink()
+    (workdir / "result.json").mkdir()          # cannot be opened for writing (as root, permissions would not stop us)
+    before = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+    with pytest.raises(OSError, match=r"^cannot write the run's .*result\.json \(it is a folder, not a file\); nothing was changed"):
+        train.fit(quick(num_epochs=5), workdir)
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == before
+
+
 def test_workdir_of_another_architecture_is_refused_untouched(trained_lenet):
     workdir, _ = trained_lenet
     before = snapshot(workdir)

@@ -15,6 +15,16 @@ def test_an_empty_workdir_is_refused(tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_out_that_is_a_file_is_refused_first(tmp_path, capsys, monkeypatch):
+    from train import evaluation
+
+    monkeypatch.setattr(evaluation, "load", lambda *a, **k: pytest.fail("the checkpoint was read before the check"))
+    (tmp_path / "afile").write_text("mine")
+    assert command.main(["--workdir", str(tmp_path), "--index", "0", "--out", str(tmp_path / "afile")]) == 2
+    assert capsys.readouterr().err == f"error: --out={str(tmp_path / 'afile')!r}: {tmp_path / 'afile'} is a file, not a folder\n"
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
 @pytest.mark.integration
 def test_the_command_writes_readable_pngs(trained_lenet5, tmp_path, capsys):
     digit = tmp_path / "digit.png"

@@ -54,20 +54,43 @@ def test_top1_and_top5_on_a_folder_with_imagenet_class_names(folder, capsys):
     root, data = folder
     rc = published.main(["--pretrained", f"{SMALL}:TEST", f"--config.data.name=folder:{data}", "--config.eval_batch_size=4",
                "--cache_dir", str(root / "cache"), "--output_dir", str(root / "out")])
-    out = capsys.readouterr().out.strip().splitlines()[-1]
+    out = capsys.readouterr().out.strip().splitlines()
     assert rc == 0
-    assert out == (f"{SMALL} TEST on folder:{data} [all] (6 images): top-1 66.667%  top-5 66.667%  "
-                   f"(catalogue: acc@1 50.000%, acc@5 75.000%)")
-    report = json.loads((root / "out" / f"pretrained_{SMALL}_TEST_all.json").read_text())
+    assert out[-2] == (f"{SMALL} TEST on folder:{data} [all] (6 images): top-1 66.667%  top-5 66.667%  "
+                       f"(catalogue: acc@1 50.000%, acc@5 75.000%)")
+    tag = hashlib.sha256(f"folder:{data}".encode()).hexdigest()[:8]   # another dataset, another report
+    [path] = (root / "out").glob(f"pretrained_{SMALL}_TEST_folder_*-{tag}_all.json")
+    assert out[-1] == f"report: {path}"
+    report = json.loads(path.read_text())
     assert report["count"] == 6 and report["preprocessing"]["crop_fraction"] == 0.8
+    assert report["classes_mapped"] == "by name"
 
 
 def test_labels_map_by_name_or_by_order():
     weights = ["tench", "goldfish", "great white shark", "tiger shark"]
-    np.testing.assert_array_equal(published.label_map(["Tiger_Shark", "tench"], weights), [3, 0])
-    np.testing.assert_array_equal(published.label_map(["n01", "n02", "n03", "n04"], weights), [0, 1, 2, 3])
+    labels, how = published.label_map(["Tiger_Shark", "tench"], weights)
+    assert list(labels) == [3, 0] and how == "by name"
+    labels, how = published.label_map(["n01", "n02", "n03", "n04"], weights)
+    assert list(labels) == [0, 1, 2, 3] and how == "by order"
     with pytest.raises(ValueError, match=r"1 of the dataset's 2 classes are not classes of the weights \(e.g. 'cat'\)"):
         published.label_map(["cat", "tench"], weights)
+
+
+def test_names_that_match_in_part_or_by_case_only_are_not_mapped_by_order():
+    """Once: one misspelt folder of an equal count fell back to the folders' order without a word (top-1
+    100% -> 0%); 'Cardigan' (the dog, 264) was scored as 'cardigan' (the sweater, 474)."""
+    weights = ["tench", "goldfish", "great white shark", "tiger shark"]
+    with pytest.raises(ValueError, match=r"^1 of the dataset's 4 classes are not classes of the weights \(e.g. "
+                                         r"'tenchh'\); .* by order only when no class is named like the weights'"):
+        published.label_map(["goldfish", "great_white_shark", "tenchh", "tiger_shark"], weights)
+    imagenet = catalogue.imagenet_classes()
+    labels, how = published.label_map(["Cardigan", "cardigan", "tench"], imagenet)
+    assert list(labels) == [imagenet.index("Cardigan"), imagenet.index("cardigan"), 0] == [264, 474, 0]
+    assert how == "by name"
+    with pytest.raises(ValueError, match=r"ambiguous without their exact case: 'CARDIGAN' \('Cardigan' or 'cardigan'\)"):
+        published.label_map(["CARDIGAN", "tench"], imagenet)
+    with pytest.raises(ValueError, match=r"the same class of the weights: 'Tench' and 'tench'"):
+        published.label_map(["tench", "Tench"], imagenet)
 
 
 def test_bad_arguments_get_one_line(folder, capsys):
@@ -98,3 +121,22 @@ def test_the_evaluate_command_dispatches_pretrained_and_workdir(tmp_path):
                                                            "(features only)")
     p = run("--workdir", str(tmp_path / "none"))
     assert p.returncode == 2 and "error: no checkpoints in" in p.stderr
+
+
+@pytest.mark.integration
+def test_outputs_are_checked_first_and_a_large_batch_is_fitted_to_the_set(folder, capsys):
+    """--output_dir '' wrote into the current directory, a file as --output_dir failed after the whole
+    evaluation with a bare errno; eval_batch_size=100000 padded 6 images to a 56 GiB batch."""
+    root, data = folder
+    (root / "afile").write_text("")
+    for value, why in [("", "empty; name a folder"), (str(root / "afile"), "is a file, not a folder")]:
+        assert published.main(["--pretrained", f"{SMALL}:TEST", f"--config.data.name=folder:{data}",
+                               "--cache_dir", str(root / "cache"), "--output_dir", value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --output_dir={value!r}: ") and why in err and len(err.splitlines()) == 1
+    assert published.main(["--pretrained", f"{SMALL}:TEST", f"--config.data.name=folder:{data}",
+                           "--config.eval_batch_size=100000", "--cache_dir", str(root / "cache")]) == 0
+    assert "(6 images): top-1 66.667%" in capsys.readouterr().out
+    assert published.main(["--pretrained", f"{SMALL}:TEST", f"--config.data.name=folder:{data}",
+                           "--config.eval_batch_size=0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: eval_batch_size=0: must be an int >= 1"

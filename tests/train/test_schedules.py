@@ -122,3 +122,17 @@ def test_schedule_errors_name_the_field(fields, field):
     if fields["name"] == "foo":
         for allowed in schedules.SCHEDULES:
             assert repr(allowed) in str(e.value)
+
+
+@pytest.mark.parametrize("name, period, rate", [("inception_v3_imagenet", 2, 0.94), ("mobilenet_v2_imagenet", 1, 0.98)])
+def test_recipes_that_decay_in_steps_do(name, period, rate):
+    """TF-slim's exponential_decay(staircase=True) for Inception v3, torchvision's StepLR(1, 0.98) for
+    MobileNetV2: both configs once decayed continuously (up to 6% lower between the steps)."""
+    import importlib
+
+    c = importlib.import_module(f"configs.{name}").get_config()
+    peak, spe = c.optimizer.learning_rate, 100
+    s = schedules.make_schedule(c.schedule, peak_lr=peak, steps_per_epoch=spe, total_steps=int(c.num_epochs * spe))
+    at = 10 * period * spe + int(c.schedule.warmup_epochs * spe)   # past any warmup, on a step
+    assert value(s, at) == pytest.approx(value(s, at + period * spe - 1))          # flat within a period
+    assert value(s, at + period * spe) == pytest.approx(value(s, at) * rate)      # one step down at its end

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import threading
 from typing import Any, Sequence
@@ -34,6 +35,8 @@ import numpy as np
 
 from configs import default
 from train.data import sources, transforms
+
+log = logging.getLogger("train")
 
 _STATE_KEY = "pipeline"
 
@@ -115,6 +118,23 @@ class _BatchLoader:
         if n:
             image[:n], label[:n], mask[:n] = x, labels, ok
         return {"image": image, "label": label, "mask": mask}
+
+
+WORKERS_PER_CORE = 4
+
+
+def _workers(value) -> int:
+    """``data.num_workers``: an int >= 0; more than :data:`WORKERS_PER_CORE` per CPU core of this
+    machine is lowered to that, with a warning (500 workers on 2 cores once started for minutes
+    without a word; a checkpoint's config from a larger machine still evaluates here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"data.num_workers={value!r}: must be an int >= 0 (0: read in this process)")
+    cores = os.cpu_count() or 1
+    if value > WORKERS_PER_CORE * cores:
+        log.warning("data.num_workers=%d: this machine has %d CPU core(s); using %d worker processes", value, cores,
+                    WORKERS_PER_CORE * cores)
+        return WORKERS_PER_CORE * cores
+    return value
 
 
 def _fields(train: bool) -> dict[str, str]:
@@ -311,7 +331,7 @@ def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape
                           aug_seed=_sub_seed(seed, 2))
     ds = ds.map_with_index(loader)
     prefetch = int(d["prefetch"])
-    num_workers = int(d["num_workers"])
+    num_workers = _workers(d["num_workers"])
     threads = min(max(prefetch, 0), os.cpu_count() or 1) if prefetch > 0 else 0
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(prefetch, 0)))
     if num_workers > 0:

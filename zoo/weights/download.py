@@ -138,7 +138,8 @@ def fetch(entry: WeightEntry, *, cache_dir=None, progress: bool = True) -> Path:
     except CacheError:
         raise
     except DownloadError as e:   # every failed download ends with how to get the file without it
-        mirrored = f" (${MIRROR_ENV}; the file's own URL is {entry.url})" if where != entry.url else ""
+        mirrored = (f" (${MIRROR_ENV}; the file's own URL is {entry.url})" if where != entry.url and "://" in where
+                    else "")
         raise DownloadError(f"{e}{mirrored}; without network, fetch that file elsewhere and put it at {final} "
                             f"(or in a directory named by ${MIRROR_ENV})") from e.__cause__
     return final
@@ -209,7 +210,7 @@ def _transfer(stream: BinaryIO, total: int | None, kind: str | None, where: str,
         digest = h.hexdigest()
         if not matches(digest, entry.sha256):
             page = (f"; a {kind} page, not the weight file: the server sent something else" if kind and
-                    kind.startswith("text/") else "")
+                    kind.startswith("text/") and where.startswith(("http://", "https://")) else "")
             size = f" ({entry.file_mb:,.1f} MB expected)" if entry.file_mb else ""
             raise HashMismatchError(f"sha256 mismatch for {where}: expected {entry.sha256}, got {digest} over "
                                     f"{n:,} bytes{size}{page}; nothing was kept in the cache")
