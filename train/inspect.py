@@ -33,7 +33,6 @@ The library behind it is ``zoo.inspect``.
 """
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -64,10 +63,6 @@ def load_image(path: str | Path) -> np.ndarray:
             return np.asarray(im, np.uint8).copy()
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
         raise ValueError(f"--image {path}: not a readable image ({getattr(e, 'strerror', None) or e})") from None
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name)).strip("-") or "x"
 
 
 def _eval_images(meta: dict, limit: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -108,7 +103,7 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
     from train import data, evaluation  # noqa: PLC0415
     from zoo import inspect as zi  # noqa: PLC0415
     from zoo.features import features  # noqa: PLC0415
-    from zoo.files import check_folder_to_write  # noqa: PLC0415
+    from zoo.files import check_folder_to_write, safe_name  # noqa: PLC0415
 
     what = list(what or WHAT)
     unknown = [w for w in what if w not in WHAT]
@@ -122,7 +117,7 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
     dataset = None
     if image is not None:
         x = data.preprocess_eval(load_image(image), pp)
-        stem = _safe(Path(image).stem)
+        stem = safe_name(Path(image).stem)
     else:
         dataset = _eval_images(meta, max(neighbours_max, (index or 0) + 1))
         if not 0 <= (index or 0) < len(dataset[0]):
@@ -174,12 +169,12 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
                 skip(w, "no spatial feature tap")
             for layer in chosen:
                 maps = zi.feature_maps(model, variables, x, layer)
-                wrote(w, zi.plot_feature_maps(maps[0], out / f"{stem}_features_{_safe(layer)}.png",
+                wrote(w, zi.plot_feature_maps(maps[0], out / f"{stem}_features_{safe_name(layer)}.png",
                                               title=f"{meta['model']} {layer}: {maps.shape[-1]} maps "
                                                     f"{maps.shape[1]}x{maps.shape[2]}"))
         elif w == "saliency":
             s = zi.saliency(model, variables, x, c)[0]
-            wrote(w, zi.plot_attribution(shown, s, out / f"{stem}_saliency_{_safe(cname)}.png",
+            wrote(w, zi.plot_attribution(shown, s, out / f"{stem}_saliency_{safe_name(cname)}.png",
                                          title=f"saliency |dS_c/dI| of {explained}"))
         elif w == "gradcam":
             # module paths and non-spatial taps serve features only: Grad-CAM names what it leaves out
@@ -194,16 +189,16 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
                 skip(w, "no spatial feature tap")
             for layer in chosen:
                 g = zi.grad_cam(model, variables, x, c, layer)[0]
-                wrote(w, zi.plot_attribution(shown, g, out / f"{stem}_gradcam_{_safe(layer)}_{_safe(cname)}.png",
+                wrote(w, zi.plot_attribution(shown, g, out / f"{stem}_gradcam_{safe_name(layer)}_{safe_name(cname)}.png",
                                              title=f"Grad-CAM at {layer} of {explained}"))
         elif w == "occlusion":
             o = zi.occlusion(model, variables, x[0], c, patch=patch, stride=stride)
-            wrote(w, zi.plot_attribution(shown, o.map, out / f"{stem}_occlusion_{_safe(cname)}.png", symmetric=True,
+            wrote(w, zi.plot_attribution(shown, o.map, out / f"{stem}_occlusion_{safe_name(cname)}.png", symmetric=True,
                                          title=f"occlusion: drop of p({cname}) under a {o.patch}x{o.patch} grey "
                                                f"patch; {explained}"))
         elif w == "classmodel":
             img, scores = zi.class_model(model, variables, c, input_shape=shape, steps=steps)
-            wrote(w, zi.plot_class_model(img, scores, out / f"class_model_{_safe(cname)}.png",
+            wrote(w, zi.plot_class_model(img, scores, out / f"class_model_{safe_name(cname)}.png",
                                          title=f"class model of {cname}: S_c {scores[0]:.2f} -> {scores[-1]:.2f}"))
         elif w == "neighbours":
             try:

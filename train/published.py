@@ -31,7 +31,7 @@ import numpy as np
 import zoo
 from configs import default
 from train import data, evaluation, logs, parallel, step
-from zoo.files import check_folder_to_write, written_atomically
+from zoo.files import check_folder_to_write, safe_name, written_atomically
 
 log = logging.getLogger("train")
 
@@ -140,15 +140,12 @@ def evaluate_pretrained(spec: str, config=None, *, cache_dir=None, output_dir=No
     if out is not None and jax.process_index() == 0:
         out.mkdir(parents=True, exist_ok=True)
         dataset = hashlib.sha256(cfg.data.name.encode()).hexdigest()[:8]   # two datasets never share a report
-        path = out / f"pretrained_{name}_{entry.tag}_{_safe(pipe.name)}-{dataset}_{report['split']}.json"
+        path = out / f"pretrained_{name}_{entry.tag}_{safe_name(pipe.name, 40)}-{dataset}_{report['split']}.json"
         with written_atomically(path) as tmp:
             Path(tmp).write_text(json.dumps(report, indent=1))
         report["report_json"] = str(path)
     return report
 
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:40] or "data"
 
 
 def config_from_args(argv: list[str]):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -49,6 +50,20 @@ def remove_stale_parts(path: Path, older_than_s: float = STALE_PART_S) -> int:
     return removed
 
 
+def safe_name(name, limit: int = 80) -> str:
+    """``name`` as part of a file name: each run of characters other than letters, digits, ``_ . -``
+    becomes ``-``; at most ``limit`` characters."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name)).strip("-")[:limit] or "x"
+
+
+def _nearest_folder(path: Path, argument: str, shown: str) -> Path:
+    """The nearest existing folder of ``path`` (itself or a parent); ValueError when that is a file."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{argument}={shown}: {existing} is a file, not a folder")
+    return existing
+
+
 def check_folder_to_write(value, argument: str) -> Path:
     """``value`` (the ``argument`` a user gave) names a folder to write into, checked before any work:
     not empty (``''`` would be the current directory), not a file nor below one, and writable (its
@@ -57,9 +72,7 @@ def check_folder_to_write(value, argument: str) -> Path:
     if not str(value).strip():
         raise ValueError(f"{argument}={shown}: empty; name a folder")
     path = Path(value).expanduser()
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        raise ValueError(f"{argument}={shown}: {existing} is a file, not a folder")
+    existing = _nearest_folder(path, argument, shown)
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
@@ -75,9 +88,5 @@ def check_file_name(value: str, argument: str, example: str) -> Path:
     path = Path(value).expanduser()
     if not value.strip() or value.endswith(("/", os.sep)) or path.is_dir():
         raise ValueError(f"{argument}={value!r}: the file to write is needed (a path such as {example}, not a folder)")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"{argument}={value!r}: {parent} is a file, not a folder")
-            break
+    _nearest_folder(path.parent, argument, repr(value))
     return path

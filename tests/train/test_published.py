@@ -59,7 +59,7 @@ def test_top1_and_top5_on_a_folder_with_imagenet_class_names(folder, capsys):
     assert out[-2] == (f"{SMALL} TEST on folder:{data} [all] (6 images): top-1 66.667%  top-5 66.667%  "
                        f"(catalogue: acc@1 50.000%, acc@5 75.000%)")
     tag = hashlib.sha256(f"folder:{data}".encode()).hexdigest()[:8]   # another dataset, another report
-    [path] = (root / "out").glob(f"pretrained_{SMALL}_TEST_folder_*-{tag}_all.json")
+    [path] = (root / "out").glob(f"pretrained_{SMALL}_TEST_folder-*-{tag}_all.json")
     assert out[-1] == f"report: {path}"
     report = json.loads(path.read_text())
     assert report["count"] == 6 and report["preprocessing"]["crop_fraction"] == 0.8

@@ -70,7 +70,7 @@ def _cache_named(cache_dir) -> str:
     return "cache_dir=" if cache_dir else f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else "the default cache"
 
 
-def writable_folder(folder: Path, cache_dir=None) -> Path:
+def _writable_folder(folder: Path, cache_dir=None) -> Path:
     """``folder`` of the cache, created; an OSError (a file in its place, no permission) becomes one
     line naming the cache and how it was chosen."""
     try:
@@ -129,7 +129,7 @@ def fetch(entry: WeightEntry, *, cache_dir=None, progress: bool = True) -> Path:
             raise HashMismatchError(f"{final}: cached file has sha256 {digest}, but {entry.model} {entry.tag} "
                                     f"expects {entry.sha256}; delete it to download {entry.url} again")
         return final
-    writable_folder(final.parent, cache_dir)
+    _writable_folder(final.parent, cache_dir)
     remove_stale_parts(final)
     where = source(entry)
     try:
