@@ -1,13 +1,15 @@
 """The command lines: ``python -m train`` (kill and resume bit-identical, SIGTERM/SIGINT save and exit,
-exit 130 / 143, Ctrl-C during start-up and a second Ctrl-C end cleanly, a second process on a workdir is refused, a
+exit 130 / 143, data workers end with a killed process, Ctrl-C during start-up and a second Ctrl-C end cleanly, a second process on a workdir is refused, a
 read-only or full checkpoint folder is one error line within seconds with the committed checkpoints
 untouched, unknown config fields named) and ``python -m train.evaluate``."""
+import contextlib
 import hashlib
 import json
 import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -234,3 +236,44 @@ def test_evaluate_command_prints_the_report(trained_lenet, tmp_path, capsys):
     assert (tmp_path / f"confusion_step{r.step}_test.png").is_file()
     assert evaluation.main(["--workdir", str(tmp_path / "nothing")]) == 2
     assert "error: no checkpoints in" in capsys.readouterr().err
+
+
+def _children(pid):
+    kids = []
+    for task in (Path(f"/proc/{pid}/task")).iterdir():
+        kids += [int(k) for k in (task / "children").read_text().split()]
+    return kids
+
+
+@pytest.mark.integration
+def test_data_workers_end_with_a_killed_training_process(tmp_path):
+    """SIGKILL of the training process once left its grain workers running (~200 MB each, for ever)."""
+    import os
+    import select
+
+    proc = subprocess.Popen(_train_cmd(tmp_path, "--config.num_train_steps=4000", "--config.data.num_workers=2"),
+                            env=child_env(1, PYTHONUNBUFFERED=1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=ROOT)
+    workers = []
+    try:
+        for line in proc.stdout:
+            if line.startswith("step "):
+                break
+        workers = [k for k in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+        assert len(workers) == 2
+        proc.kill()
+        proc.wait(timeout=60)
+        for pid in workers:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue   # already gone
+            try:
+                assert select.select([fd], [], [], 60)[0], f"worker {pid} outlived the training process"
+            finally:
+                os.close(fd)
+    finally:
+        proc.kill()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -28,6 +28,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from typing import Any, Sequence
 
 import grain
@@ -245,6 +246,23 @@ def _absl_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
+def _end_with_parent(worker_index: int, worker_count: int) -> None:
+    """grain worker start-up: the worker ends when the process that started it is gone (a SIGKILL of
+    the training process once left its workers running, ~200 MB each); a daemon thread compares the
+    parent pid once a second. SIGINT / SIGTERM of the training process end them through grain itself."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(WATCH_PARENT_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
+
+
+WATCH_PARENT_S = 1.0
+
+
 def _data_fields(data_cfg: Any) -> dict[str, Any]:
     """``data_cfg`` (a ``config.data`` ConfigDict, a dict with some of its keys, or None) over the
     defaults of ``configs/default.py``: every data field, each default stated once, there."""
@@ -337,7 +355,8 @@ def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape
     if num_workers > 0:
         _absl_flags_parsed()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
-                                                               per_worker_buffer_size=max(prefetch, 1)))
+                                                               per_worker_buffer_size=max(prefetch, 1)),
+                                  worker_init_fn=_end_with_parent)
     fingerprint = {"name": name, "split": split, "train": bool(train), "num_examples": n,
                    "batch_size": int(batch_size), "seed": int(seed) if train else 0, "augment": augment,
                    "image_shape": [h, w, c], "num_workers": num_workers}
