@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return status
     stop = interrupts.install()  # first, before jax is imported: see train/interrupts.py
 
-    def multihost(args):  # every process must stop at the same step: signals act as they would without us
-        if args.multihost:
+    def multihost(args):  # every process must stop at the same step: SIGTERM goes through JAX's preemption
+        if args.multihost:  # sync (train.parallel.preempted), SIGINT acts as it would without us
             interrupts.uninstall()
 
     args, config, status = overrides.read_command_line(_parser(), argv, stop, on_args=multihost)
@@ -60,7 +60,25 @@ def main(argv: list[str] | None = None) -> int:
         status = cli.fail(f"{', '.join(alone)} need(s) --multihost (without it this process trains alone)")
     if status is None and args.multihost:
         status = _check_processes(args)
-    return status if status is not None else interrupts.finish(_train(config, args))
+    if status is not None:
+        return status
+    code = interrupts.finish(_train(config, args))
+    if args.multihost and code not in (0, 130, 143):
+        _leave_at_once(code)
+    return code
+
+
+def _leave_at_once(code: int) -> None:
+    """A multi-process run that failed (its error line said): exit now. At exit, JAX's
+    ``jax.distributed`` shutdown waits for every process at a barrier; after another process died it
+    waited ~90 s and then aborted with a native stack."""
+    import logging  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def _check_processes(args) -> int | None:
@@ -135,7 +153,8 @@ def _fit(config, args, log_file) -> int:
         return cli.fail(f"{e}{details}" if isinstance(e, OSError) else e)
     except Exception as e:  # noqa: BLE001  (anything else: one line here, the traceback in the log file)
         logs.details("the run failed", e)
-        return cli.fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{details}", status=1)
+        peers = " (with several processes: did another process of the run stop?)" if args.multihost else ""
+        return cli.fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{peers}{details}", status=1)
     if jax.process_index() == 0:
         if r.interrupted:
             logs.say(f"interrupted by {r.interrupted} at step {r.step}; checkpoint saved in {args.workdir}")

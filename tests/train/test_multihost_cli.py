@@ -1,8 +1,8 @@
 """``python -m train --multihost`` with two processes on 127.0.0.1 (gloo CPU collectives, one device
 each), through the command line itself: it trains (once it stopped at start-up: the backend was
 asked for before ``jax.distributed.initialize``), processes given another config are refused together,
-SIGTERM to one process stops both at one step with a checkpoint, and a bad --process_id is one line
-before any waiting."""
+SIGTERM to one process stops both at one step with a checkpoint, a process that dies lets the other
+stop at once, and a bad --process_id is one line before any waiting."""
 import signal
 import socket
 import subprocess
@@ -78,6 +78,26 @@ def test_sigterm_to_one_process_stops_both_at_one_step_with_a_checkpoint(tmp_pat
     saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
     assert len(saved) == 1 and outs[0].splitlines()[-1] == (f"interrupted by SIGTERM at step {saved[0]}; checkpoint "
                                                            f"saved in {tmp_path}")
+
+
+@pytest.mark.integration
+def test_a_process_that_dies_lets_the_others_stop_at_once(tmp_path):
+    """The survivor once printed its error line, then waited ~90 s at JAX's shutdown barrier and
+    aborted with a native stack (status 134)."""
+    procs = _start(tmp_path, _port(), ["--config.num_epochs=30"])
+    try:
+        for line in procs[0].stdout:
+            if line.startswith("step ") and int(line.split()[1].split("/")[0]) >= 10:
+                procs[1].kill()
+                break
+        t = time.monotonic()
+        codes, outs = _finish(procs, timeout=120)
+    finally:
+        for p in procs:
+            p.kill()
+    assert codes[0] == 1 and time.monotonic() - t < 30, outs[0][-3000:]
+    last = outs[0].splitlines()[-1]
+    assert last.startswith("error: ") and "did another process of the run stop?" in last
 
 
 @pytest.mark.integration
