@@ -56,25 +56,29 @@ def test_two_processes_train_and_another_config_is_refused_by_both(tmp_path):
     assert not (tmp_path / "v" / "checkpoints").exists()
 
 
+def _long_run_until_step(tmp_path, step, act):
+    """Two processes on a long run; at process 0's progress line of ``step``, ``act(procs)``. Returns
+    ``(exit codes, outputs, seconds from the act to both ends)``."""
+    procs = _start(tmp_path, _port(), ["--config.num_epochs=30"])
+    try:
+        for line in procs[0].stdout:
+            if line.startswith("step ") and int(line.split()[1].split("/")[0]) >= step:
+                act(procs)
+                break
+        t = time.monotonic()
+        codes, outs = _finish(procs, timeout=120)
+        return codes, outs, time.monotonic() - t
+    finally:
+        for p in procs:
+            p.kill()
+
+
 @pytest.mark.integration
 def test_sigterm_to_one_process_stops_both_at_one_step_with_a_checkpoint(tmp_path):
     """JAX's preemption notifier takes SIGTERM once jax.distributed is up: the run once trained on to
     the end, exit 0, nothing said."""
-    procs = _start(tmp_path, _port(), ["--config.num_epochs=30"])
-    lines = []
-    try:
-        for line in procs[0].stdout:
-            lines.append(line)
-            if line.startswith("step ") and int(line.split()[1].split("/")[0]) >= 20:
-                procs[1].send_signal(signal.SIGTERM)
-                break
-        t = time.monotonic()
-        codes, outs = _finish(procs, timeout=120)
-    finally:
-        for p in procs:
-            p.kill()
-    assert codes == [143, 143], outs
-    assert time.monotonic() - t < 60
+    codes, outs, seconds = _long_run_until_step(tmp_path, 20, lambda procs: procs[1].send_signal(signal.SIGTERM))
+    assert codes == [143, 143] and seconds < 60, outs
     saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
     assert len(saved) == 1 and outs[0].splitlines()[-1] == (f"interrupted by SIGTERM at step {saved[0]}; checkpoint "
                                                            f"saved in {tmp_path}")
@@ -84,18 +88,8 @@ def test_sigterm_to_one_process_stops_both_at_one_step_with_a_checkpoint(tmp_pat
 def test_a_process_that_dies_lets_the_others_stop_at_once(tmp_path):
     """The survivor once printed its error line, then waited ~90 s at JAX's shutdown barrier and
     aborted with a native stack (status 134)."""
-    procs = _start(tmp_path, _port(), ["--config.num_epochs=30"])
-    try:
-        for line in procs[0].stdout:
-            if line.startswith("step ") and int(line.split()[1].split("/")[0]) >= 10:
-                procs[1].kill()
-                break
-        t = time.monotonic()
-        codes, outs = _finish(procs, timeout=120)
-    finally:
-        for p in procs:
-            p.kill()
-    assert codes[0] == 1 and time.monotonic() - t < 30, outs[0][-3000:]
+    codes, outs, seconds = _long_run_until_step(tmp_path, 10, lambda procs: procs[1].kill())
+    assert codes[0] == 1 and seconds < 30, outs[0][-3000:]
     last = outs[0].splitlines()[-1]
     assert last.startswith("error: ") and "did another process of the run stop?" in last
 
