@@ -105,10 +105,13 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
     from zoo.features import features  # noqa: PLC0415
     from zoo.files import check_folder_to_write, safe_name  # noqa: PLC0415
 
-    what = list(what or WHAT)
+    what = list(dict.fromkeys(what or WHAT))   # each analysis once
     unknown = [w for w in what if w not in WHAT]
     if unknown:
         raise ValueError(f"--what: unknown {unknown}; allowed: {', '.join(WHAT)}")
+    if layers and not {"features", "gradcam"} & set(what):
+        raise ValueError(f"--layer {','.join(layers)}: only features and gradcam take layers, and --what asks for "
+                         f"{','.join(what)}")
     out = check_folder_to_write(out, "--out") if out is not None else Path(workdir) / "inspect"
     model, variables, meta, _ = evaluation.load(workdir, checkpoint_step)
     pp = meta["preprocessing"]

@@ -25,6 +25,16 @@ def test_an_out_that_is_a_file_is_refused_first(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "afile").read_text() == "mine"
 
 
+def test_a_layer_no_analysis_asked_for_takes_is_refused(tmp_path, capsys, monkeypatch):
+    """--layer was ignored without a word by saliency, rf, occlusion, ..."""
+    from train import evaluation
+
+    monkeypatch.setattr(evaluation, "load", lambda *a, **k: pytest.fail("the checkpoint was read before the check"))
+    assert command.main(["--workdir", str(tmp_path), "--index", "0", "--what", "saliency,rf", "--layer", "c1"]) == 2
+    assert capsys.readouterr().err == ("error: --layer c1: only features and gradcam take layers, and --what asks for "
+                                       "saliency,rf\n")
+
+
 @pytest.mark.integration
 def test_the_command_writes_readable_pngs(trained_lenet5, tmp_path, capsys):
     digit = tmp_path / "digit.png"
