@@ -40,23 +40,28 @@ def check_outputs(workdir: Path) -> None:
     """The run's own files that exist (result.json, metrics.jsonl, the TensorBoard folder) can be
     written, checked before anything is trained: a read-only result.json once failed the run after
     its last checkpoint. :class:`WorkdirUnwritableError` (one line) naming the file."""
-    import tempfile  # noqa: PLC0415
+    from zoo.files import cannot_write_in  # noqa: PLC0415  (imports zoo: not at this light module's start)
 
     for path, folder in ((workdir / "result.json", False), (workdir / "metrics.jsonl", False),
                          (workdir / "tensorboard", True)):
-        try:
-            if path.exists() and path.is_dir() != folder:
-                raise (IsADirectoryError if path.is_dir() else NotADirectoryError)(
-                    errno.EISDIR if path.is_dir() else errno.ENOTDIR,
-                    "it is a folder, not a file" if path.is_dir() else "it is a file, not a folder")
-            if folder and path.exists():
-                with tempfile.TemporaryFile(dir=path):
-                    pass
-            elif path.exists():
-                open(path, "a").close()   # appends nothing
-        except OSError as e:
+        if not path.exists():
+            continue
+        if path.is_dir() != folder:
+            e = (IsADirectoryError(errno.EISDIR, "it is a folder, not a file") if path.is_dir()
+                 else NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder"))
+        else:
+            e = cannot_write_in(path) if folder else _cannot_append(path)
+        if e is not None:
             raise WorkdirUnwritableError(e.errno, f"cannot write the run's {path} ({e.strerror or e}); nothing was "
-                                                  f"changed: make it writable, or choose another --workdir") from None
+                                                  f"changed: make it writable, or choose another --workdir")
+
+
+def _cannot_append(path: Path) -> OSError | None:
+    try:
+        open(path, "a").close()   # appends nothing
+    except OSError as e:
+        return e
+    return None
 
 
 def make_workdir(workdir: Path) -> None:

@@ -241,7 +241,10 @@ def check_same_run(config, workdir) -> None:
 
     from jax.experimental import multihost_utils  # noqa: PLC0415
 
-    blob = json.dumps({"workdir": str(workdir), **_flat(config.to_dict())}, sort_keys=True, default=str).encode()
+    from flax import traverse_util  # noqa: PLC0415
+
+    fields = traverse_util.flatten_dict(config.to_dict(), sep=".")
+    blob = json.dumps({"workdir": str(workdir), **fields}, sort_keys=True, default=str).encode()
     mine = json.loads(blob)   # as process 0's arrives: tuples as lists
     n = int(np.max(multihost_utils.process_allgather(np.array([len(blob)], np.int64))))
     first_blob = bytes(multihost_utils.broadcast_one_to_all(np.frombuffer(blob.ljust(n, b"\0"), np.uint8)))
@@ -256,13 +259,3 @@ def check_same_run(config, workdir) -> None:
     if others.any():
         raise ValueError(f"process(es) {', '.join(str(i) for i in np.flatnonzero(others))} were given another config or "
                          f"--workdir than process 0 (they name the fields); every process needs the same")
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out

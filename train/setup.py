@@ -22,7 +22,6 @@ else creates models or optimizers for a run. Resolved once, here:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import json
 import logging
@@ -113,7 +112,7 @@ def check_model(config) -> None:
     names neither the field nor what the training command accepts)."""
     name, names = config.model, zoo.list_models()
     if not isinstance(name, str) or name not in names:
-        close = difflib.get_close_matches(str(name), names, n=5, cutoff=0.5)
+        close = zoo.registry.closest_names(name)
         hint = f"closest: {', '.join(close)}; " if close else ""
         raise ValueError(f"model={name!r}: not a model of the zoo; {hint}python -m zoo lists them all")
     kw = _config_kwargs(config)

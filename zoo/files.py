@@ -73,12 +73,19 @@ def check_folder_to_write(value, argument: str) -> Path:
         raise ValueError(f"{argument}={shown}: empty; name a folder")
     path = Path(value).expanduser()
     existing = _nearest_folder(path, argument, shown)
+    if (e := cannot_write_in(existing)) is not None:
+        raise ValueError(f"{argument}={shown}: {existing} cannot be written ({e.strerror or e})")
+    return path
+
+
+def cannot_write_in(folder: Path) -> OSError | None:
+    """What stops a file from being made in ``folder`` (None: nothing): a temporary file, made and gone."""
     try:
-        with tempfile.TemporaryFile(dir=existing):
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise ValueError(f"{argument}={shown}: {existing} cannot be written ({e.strerror or e})") from None
-    return path
+        return e
+    return None
 
 
 def check_file_name(value: str, argument: str, example: str) -> Path:

@@ -143,11 +143,16 @@ def list_models(pattern: str | None = None) -> list[str]:
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
+def closest_names(name: str) -> list[str]:
+    """Up to 5 registered names like ``name`` (a misspelt one), closest first."""
+    return difflib.get_close_matches(str(name), _REGISTRY, n=5, cutoff=0.5)
+
+
 def model_info(name: str) -> ModelInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
+        close = closest_names(name)
         hint = f"closest: {', '.join(close)}" if close else f"see zoo.list_models() ({len(_REGISTRY)} models)"
         raise ValueError(f"unknown model name {name!r}; {hint}") from None
 
