@@ -63,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     if status is not None:
         return status
     code = interrupts.finish(_train(config, args))
-    if args.multihost and code not in (0, 130, 143):
+    # status 1, a failure during the run (a peer gone): leave at once. Status 2, a start every process
+    # refused: they shut down together (the coordinator leaving at once made the others print gRPC's
+    # "Socket closed" after their error line).
+    if args.multihost and code == 1:
         _leave_at_once(code)
     return code
 
