@@ -13,7 +13,8 @@ Its fields::
     mean, std          per model channel, on the 0..1 scale: x = (pixel / 255 - mean) / std
     eval_resize        'resize' (straight to H x W) | 'center_crop' (centred region of aspect W:H and
                        crop_fraction of the short side, resized to H x W: torchvision's
-                       Resize(resize_size) + CenterCrop(size) in one step)
+                       Resize(resize_size) + CenterCrop(size) in one step, its integer geometry
+                       exactly for square sizes)
     crop_fraction      the model's ``ModelInfo.crop_fraction``: 0.875 (224 / 256), Inception v3 299 / 342;
                        published weights: their crop_size / resize_size
     interpolation      'bilinear' | 'bicubic' (PIL's antialiased filters, as torchvision on PIL images);
@@ -168,8 +169,22 @@ def resize_batch(x: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
 
 def _centre_box(h: int, w: int, size: Sequence[int], crop_fraction: float) -> tuple[float, float, float, float]:
-    """Centred (left, top, right, bottom) region of aspect W:H covering crop_fraction of the short side."""
+    """Centred (left, top, right, bottom) region of aspect W:H covering crop_fraction of the short side.
+
+    Square sizes take torchvision's geometry exactly (``Resize(r)`` + ``CenterCrop(c)`` with
+    r = round(c / crop_fraction)): the resized long side truncated to an integer, the crop offset
+    ``int(round((resized - c) / 2))`` (half to even), that box mapped back to the source by each axis'
+    scale; one resize of it then equals resizing the whole image and cropping (up to 8-bit rounding)."""
     big_h, big_w = size
+    if big_h == big_w:
+        r = int(round(big_h / crop_fraction))
+        if w <= h:
+            new_w, new_h = r, int(r * h / w)
+        else:
+            new_h, new_w = r, int(r * w / h)
+        top, left = int(round((new_h - big_h) / 2.0)), int(round((new_w - big_w) / 2.0))
+        sy, sx = h / new_h, w / new_w
+        return left * sx, top * sy, (left + big_w) * sx, (top + big_h) * sy
     if h * big_w > w * big_h:  # taller than the target aspect: width limits
         bw, bh = float(w), w * big_h / big_w
     else:
