@@ -68,7 +68,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.trust_coefficient = 0.001  # lars
     c.optimizer.grad_clip_norm = 0.0  # > 0: clip by global norm
     c.optimizer.accumulate_steps = 1  # > 1: optax.MultiSteps gradient accumulation
-    c.optimizer.ema_decay = 0.0    # > 0: keep an EMA of the parameters
+    c.optimizer.ema_decay = 0.0    # > 0: keep an EMA of the parameters and BatchNorm statistics, evaluated
+    c.optimizer.ema_warmup = False  # True: decay min(ema_decay, (1 + t) / (10 + t)) after t updates (TF)
 
     # ---- learning-rate schedule, in epochs (converted to optimizer updates)
     c.schedule = ml_collections.ConfigDict()

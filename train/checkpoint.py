@@ -121,6 +121,12 @@ def into(template, raw, *, where: str):
     """The restored nested dicts ``raw`` in the structure of ``template`` (a state or its
     ``jax.eval_shape``); WorkdirMismatchError naming the differences if they do not fit."""
     names, treedef = leaf_names(template), jax.tree.structure(template)
+    if (isinstance(raw, dict) and raw.get("ema_params") and not raw.get("ema_batch_stats")
+            and any(n.startswith("ema_batch_stats/") for n in names)):
+        # a checkpoint from before the BatchNorm statistics' EMA (2026-12-02): it starts from the statistics
+        log.info("%s has a parameter EMA without the BatchNorm statistics' EMA (an older run): that starts "
+                 "from the current statistics", where)
+        raw = {**raw, "ema_batch_stats": raw.get("batch_stats", {})}
     found = dict(zip(leaf_names(raw), jax.tree.leaves(raw)))
     wanted = dict(zip(names, jax.tree.leaves(template)))
     diff = sorted(set(names) ^ set(found)) + sorted(n for n in names if n in found and

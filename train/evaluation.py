@@ -78,8 +78,8 @@ def load(workdir: str | Path, checkpoint_step: str | int = "best", *, use_ema: b
     """``(model, variables, meta, step)`` of a workdir's checkpoint, read once.
 
     ``checkpoint_step``: 'best' (highest validation top-1; default), 'latest', or a step number; an
-    unreadable checkpoint is reported and the next candidate read. ``use_ema``: use the parameter
-    EMA when the run kept one (default: yes, as its evaluation did).
+    unreadable checkpoint is reported and the next candidate read. ``use_ema``: use the EMA (parameters
+    and BatchNorm statistics) when the run kept one (default: yes, as its evaluation did).
     """
     if use_ema is not None and not isinstance(use_ema, bool):  # "no" would have counted as yes
         raise ValueError(f"use_ema={use_ema!r}: must be True, False or None (the run's choice)")

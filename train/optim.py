@@ -367,13 +367,32 @@ def is_update_step(opt_state) -> jax.Array:
     return jnp.asarray(True)
 
 
-def ema_update(ema_params, params, decay, *, active=True):
-    """Parameter EMA: ``decay * ema + (1 - decay) * params`` (``optax.incremental_update``), leaf by leaf
-    over any matching float pytree (params, or params and batch_stats together).
+def updates_done(opt_state, step) -> jax.Array:
+    """Optimizer updates applied so far, counting the one that produced ``opt_state``; ``step``: the
+    train steps taken, that one included (micro-steps under accumulation)."""
+    if isinstance(opt_state, optax.MultiStepsState):
+        return opt_state.gradient_step
+    return jnp.asarray(step)
 
-    The train step calls it after applying the update, with ``ema_params`` initialised to a copy of
-    the initial params and ``decay = c.optimizer.ema_decay``. ``active`` (bool or traced bool):
-    False returns ``ema_params`` unchanged; pass ``is_update_step(new_opt_state)`` under gradient
-    accumulation so the EMA advances once per optimizer update, not once per micro-batch."""
+
+def ema_decay_at(decay, updates, *, warmup: bool = False):
+    """The EMA's decay after ``updates`` optimizer updates: ``decay``, or with ``warmup``
+    ``min(decay, (1 + t) / (10 + t))`` (TensorFlow's ``ExponentialMovingAverage(num_updates=)``, the
+    EfficientNet / MnasNet TPU code's): early averages follow the weights instead of the initialisation."""
+    if not warmup:
+        return decay
+    t = jnp.asarray(updates, jnp.float32)
+    return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+
+
+def ema_update(ema_params, params, decay, *, active=True):
+    """EMA: ``decay * ema + (1 - decay) * params`` (``optax.incremental_update``), leaf by leaf over any
+    matching float pytree (the train step: params and BatchNorm statistics together, as timm's ModelEmaV2
+    and torchvision's ``ExponentialMovingAverage(use_buffers=True)`` average buffers).
+
+    The train step calls it after applying the update, with the EMA initialised to a copy of the
+    initial variables and ``decay = ema_decay_at(c.optimizer.ema_decay, ...)``. ``active`` (bool or
+    traced bool): False returns ``ema_params`` unchanged; pass ``is_update_step(new_opt_state)`` under
+    gradient accumulation so the EMA advances once per optimizer update, not once per micro-batch."""
     decay = jnp.where(active, decay, 1.0)
     return optax.incremental_update(params, ema_params, 1.0 - decay)

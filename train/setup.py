@@ -251,7 +251,9 @@ def make(config, *, plan: parallel.Plan, model_kwargs: dict, input_shape, steps_
         stats = step.abstract_state(model, tx, **_state_args(config, input_shape)).batch_stats
         stats_trainable = freezing.trainable(stats) if stats else None
     cfg = step.StepConfig(loss=config.loss, label_smoothing=config.label_smoothing,
-                          ema_decay=config.optimizer.ema_decay, stats_trainable=stats_trainable,
+                          ema_decay=config.optimizer.ema_decay,
+                          ema_warmup=config.optimizer.get("ema_warmup", _DEFAULTS.optimizer.ema_warmup),
+                          stats_trainable=stats_trainable,
                           aux_loss_weight=config.get("aux_loss_weight", _DEFAULTS.aux_loss_weight))
     return Run(config, info, model_kwargs, model, plan, tuple(input_shape), cfg, train_pipe, eval_pipe, tx, schedule,
                steps_per_epoch, total_steps)

@@ -71,6 +71,7 @@ class TrainState:
     opt_state: Any
     rng: jax.Array           # uint32 (2,) raw PRNG key: dropout keys are folded from it
     ema_params: Any = None   # parameter EMA when optimizer.ema_decay > 0
+    ema_batch_stats: Any = None  # and the BatchNorm statistics' EMA beside it ({} without BatchNorm)
     loss_scale: LossScale | None = None  # float16 only
 
 
@@ -82,6 +83,7 @@ def _init_fn(model: nn.Module, tx: optax.GradientTransformation, input_shape, em
         return TrainState(step=jnp.asarray(0, jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}),
                           opt_state=tx.init(params), rng=state_rng,
                           ema_params=jax.tree.map(jnp.copy, params) if ema else None,
+                          ema_batch_stats=jax.tree.map(jnp.copy, variables.get("batch_stats", {})) if ema else None,
                           loss_scale=LossScale.create() if float16 else None)
     return init
 
@@ -111,6 +113,7 @@ class StepConfig:
     loss: str = "cross_entropy"
     label_smoothing: float = 0.0
     ema_decay: float = 0.0
+    ema_warmup: bool = False       # the EMA's decay min(ema_decay, (1 + t) / (10 + t)) after t updates (TF)
     # pytree of bools over batch_stats: False where statistics stay frozen (transfer learning)
     stats_trainable: Any = None
     aux_loss_weight: float = 0.3   # each auxiliary classifier's loss (GoogLeNet paper: 0.3); configs/default.py
@@ -233,23 +236,26 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
     def update(_):
         updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
-        new_ema = state.ema_params
+        new_ema = state.ema_params, state.ema_batch_stats
         if state.ema_params is not None:  # once per optimizer update (not per accumulated micro-batch)
-            new_ema = optim.ema_update(state.ema_params, new_params, cfg.ema_decay,
+            decay = optim.ema_decay_at(cfg.ema_decay, optim.updates_done(new_opt_state, state.step + 1),
+                                       warmup=cfg.ema_warmup)
+            new_ema = optim.ema_update(new_ema, (new_params, new_stats), decay,
                                        active=optim.is_update_step(new_opt_state))
         return new_params, new_stats, new_opt_state, new_ema
 
     def keep(_):  # a non-finite step leaves the state untouched (never a NaN in the state or a checkpoint)
-        return state.params, state.batch_stats, state.opt_state, state.ema_params
+        return state.params, state.batch_stats, state.opt_state, (state.ema_params, state.ema_batch_stats)
 
     def select(finite):  # elementwise: fuses into the update's kernels (GPU)
         return jax.tree.map(lambda a, b: jnp.where(finite, a, b), update(None), keep(None))
 
     # XLA:CPU runs the select as extra passes over every parameter and slot: the conditional skips them
-    new_params, new_stats, new_opt_state, new_ema = lax.platform_dependent(
+    new_params, new_stats, new_opt_state, (new_ema, new_ema_stats) = lax.platform_dependent(
         finite, cpu=lambda finite: lax.cond(finite, update, keep, None), default=select)
     new_state = state.replace(
         step=state.step + 1, params=new_params, batch_stats=new_stats, opt_state=new_opt_state, ema_params=new_ema,
+        ema_batch_stats=new_ema_stats,
         loss_scale=None if state.loss_scale is None else state.loss_scale.adjust(finite))
 
     metrics = {
@@ -270,13 +276,15 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
 
 def eval_variables(state, use_ema: bool = True) -> dict:
     """The variables a state is evaluated with: ``{'params', 'batch_stats'}`` (``batch_stats`` only when
-    the model has any), the parameter EMA in place of ``params`` when the run kept one and ``use_ema``.
+    the model has any); the EMA in place of both when the run kept one and ``use_ema`` (a checkpoint
+    from before the statistics' EMA: its parameter EMA with the live statistics).
     ``state``: a :class:`TrainState` or the nested dict a checkpoint's state restores to."""
     get = state.get if isinstance(state, dict) else lambda name: getattr(state, name)
-    ema = get("ema_params")
-    out = {"params": ema if use_ema and ema else get("params")}
-    if get("batch_stats"):
-        out["batch_stats"] = get("batch_stats")
+    ema = use_ema and get("ema_params")
+    out = {"params": ema if ema else get("params")}
+    stats = get("ema_batch_stats") if ema and get("ema_batch_stats") is not None else get("batch_stats")
+    if stats:
+        out["batch_stats"] = stats
     return out
 
 

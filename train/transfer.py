@@ -79,7 +79,7 @@ def load_source(init_from: str, model_name: str, model) -> tuple[dict, str]:
 
 def init_state(state, config, model, info):
     """The fresh ``state`` (``train.step.TrainState``) with its parameters and BatchNorm statistics
-    loaded from ``config.transfer.init_from``; the parameter EMA (if any) restarts from them."""
+    loaded from ``config.transfer.init_from``; the EMA (if any) restarts from them."""
     loaded, description = load_source(config.transfer.init_from, info.name, model)
     fresh = {"params": state.params, "batch_stats": state.batch_stats}
     fresh = {k: v for k, v in fresh.items() if v}
@@ -92,7 +92,8 @@ def init_state(state, config, model, info):
     params = variables["params"]
     new = state.replace(params=params, batch_stats=variables.get("batch_stats", state.batch_stats))
     if state.ema_params is not None:
-        new = new.replace(ema_params=jax.tree.map(np.copy, params))
+        new = new.replace(ema_params=jax.tree.map(np.copy, params),
+                          ema_batch_stats=jax.tree.map(np.copy, new.batch_stats))
     return new
 
 

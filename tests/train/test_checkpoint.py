@@ -128,6 +128,29 @@ def test_verify_checksums_and_finite_values():
         checkpoint.verify({"params": {"w": np.array([np.nan], np.float32)}}, {})
 
 
+def test_a_state_from_before_the_statistics_ema_restores_with_it_started_from_the_statistics(caplog):
+    """Checkpoints of runs with an EMA written before 2026-12-02 hold ``ema_params`` only: they restore
+    into today's state with the statistics' EMA equal to the stored statistics (and evaluate as before,
+    tests/train/test_step.py)."""
+    import optax
+
+    import zoo
+    from train import step
+
+    model = zoo.resnet.CifarResNet(depth=8)
+    template = step.abstract_state(model, optax.sgd(0.1), input_shape=(8, 8, 3), ema=True)
+    filled = jax.tree.map(lambda a: np.random.default_rng(0).random(a.shape).astype(a.dtype), template)
+    raw = {"step": filled.step, "params": filled.params, "batch_stats": filled.batch_stats,
+           "opt_state": filled.opt_state, "rng": filled.rng, "ema_params": filled.ema_params}
+    with caplog.at_level(logging.INFO, logger="train"):
+        state = checkpoint.into(template, raw, where="checkpoint 3")
+    jax.tree.map(np.testing.assert_array_equal, state.ema_batch_stats, filled.batch_stats)
+    jax.tree.map(np.testing.assert_array_equal, state.ema_params, filled.ema_params)
+    assert "without the BatchNorm statistics' EMA" in caplog.text
+    with pytest.raises(checkpoint.WorkdirMismatchError, match="does not fit"):  # no EMA at all: still refused
+        checkpoint.into(template, {k: v for k, v in raw.items() if k != "ema_params"}, where="checkpoint 3")
+
+
 def test_no_readable_checkpoint_and_an_unreadable_chosen_step(corruptible):
     steps = _steps(corruptible)
     for s in steps:

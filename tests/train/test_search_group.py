@@ -20,7 +20,7 @@ def assert_same_as_alone(members, shape, chunk, steps=3, atol=1e-6):
     assert metrics["loss"].shape == (len(members),)
     for i, m in enumerate(members):
         ref = trained_alone(m.config, shape, batches)
-        for name in ("params", "batch_stats", "ema_params"):
+        for name in ("params", "batch_stats", "ema_params", "ema_batch_stats"):
             got, want = jax.tree.map(lambda x: x[i], getattr(states, name)), getattr(ref, name)
             jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=atol), got, want)
         # (atol as tests/train/test_parallel.py: Adam magnifies summation-order noise on near-zero gradients)

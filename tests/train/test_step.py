@@ -147,6 +147,34 @@ def test_ema_tracks_params():
     jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-6, atol=1e-7), expected, state.ema_params)
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_averages_params_and_batchnorm_statistics(warmup):
+    """The EMA holds the BatchNorm statistics beside the parameters (timm's ModelEmaV2, torchvision's
+    use_buffers=True) and evaluation takes both; with warmup the first update's decay is TensorFlow's
+    min(decay, (1 + t) / (10 + t)) at t = 1, i.e. 2 / 11."""
+    model = zoo.resnet.CifarResNet(depth=8, axis_name=parallel.AXIS)
+    b = _batch(8, shape=(8, 8, 3))
+    init = step.create_state(model, optax.sgd(0.1), rng=jax.random.PRNGKey(0), input_shape=(8, 8, 3), ema=True)
+    cfg = step.StepConfig(ema_decay=0.5, ema_warmup=warmup)
+    state, _ = _run(model, optax.sgd(0.1), [b], cfg=cfg, input_shape=(8, 8, 3), ema=True)
+    d = 2.0 / 11.0 if warmup else 0.5
+    for got, first, trained in ((state.ema_params, init.params, state.params),
+                                (state.ema_batch_stats, init.batch_stats, state.batch_stats)):
+        expected = jax.tree.map(lambda p0, p1: d * p0 + (1 - d) * p1, first, trained)
+        jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-6, atol=1e-7), expected, got)
+    assert not np.allclose(init.batch_stats["bn1"]["mean"], state.batch_stats["bn1"]["mean"])
+    used = step.eval_variables(state)
+    assert used["params"] is state.ema_params and used["batch_stats"] is state.ema_batch_stats
+    assert step.eval_variables(state, use_ema=False)["batch_stats"] is state.batch_stats
+
+
+def test_ema_warmup_is_tensorflows_num_updates_decay():
+    for t in (0, 1, 9, 100, 10_000, 10**6):
+        assert float(optim.ema_decay_at(0.9999, t, warmup=True)) == pytest.approx(min(0.9999, (1 + t) / (10 + t)))
+    assert optim.ema_decay_at(0.9999, 1, warmup=False) == 0.9999
+
+
 def test_float16_dynamic_loss_scale_halves_on_overflow():
     ls = step.LossScale.create(initial=8.0, period=2)
     ls = ls.adjust(jnp.asarray(False))
@@ -232,6 +260,11 @@ def test_eval_variables_pick_the_ema_and_leave_out_empty_statistics():
     assert step.eval_variables(state, use_ema=False) == {"params": {"w": 1}}
     raw = {"params": {"w": 1}, "batch_stats": {"bn": 3}, "ema_params": None}  # a restored checkpoint state
     assert step.eval_variables(raw) == {"params": {"w": 1}, "batch_stats": {"bn": 3}}
+    older = {"params": {"w": 1}, "batch_stats": {"bn": 3}, "ema_params": {"w": 2}}  # before the statistics' EMA
+    assert step.eval_variables(older) == {"params": {"w": 2}, "batch_stats": {"bn": 3}}
+    now = {**older, "ema_batch_stats": {"bn": 4}}
+    assert step.eval_variables(now) == {"params": {"w": 2}, "batch_stats": {"bn": 4}}
+    assert step.eval_variables(now, use_ema=False) == {"params": {"w": 1}, "batch_stats": {"bn": 3}}
 
 
 # ---------------------------------------------------------------------- auxiliary classifiers

@@ -118,13 +118,16 @@ def test_init_from_a_workdir_and_structural_mismatch(finetuned, image_folder, ca
         v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False))
         zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), v)
         return model, step.TrainState(step=np.int32(0), params=zeros["params"], batch_stats=zeros["batch_stats"],
-                                      opt_state=None, rng=None, ema_params=zeros["params"] if ema else None)
+                                      opt_state=None, rng=None, ema_params=zeros["params"] if ema else None,
+                                      ema_batch_stats=zeros["batch_stats"] if ema else None)
 
     config = finetune_config(image_folder, workdir)
     model, state = fresh_state("resnet18", 2)
     new = transfer.init_state(state, config, model, zoo.model_info("resnet18"))
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(source["params"])))
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new.ema_params), jax.tree.leaves(new.params)))
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new.ema_batch_stats),
+                                                    jax.tree.leaves(source["batch_stats"])))
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new.batch_stats),
                                                     jax.tree.leaves(source["batch_stats"])))
 
