@@ -49,7 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- loss
     c.loss = "cross_entropy"       # 'cross_entropy' | 'mse' (on one-hot, the notes' alternative)
-    c.label_smoothing = 0.0
+    c.label_smoothing = 0.0        # cross_entropy only (refused with mse)
     c.aux_loss_weight = 0.3        # models with auxiliary classifiers (googlenet, inception_v3), in training only:
                                    # loss += weight * each one's loss (GoogLeNet paper 0.3; torchvision's Inception v3 recipe 0.4)
 

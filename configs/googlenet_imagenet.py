@@ -3,7 +3,9 @@ by 4% every 8 epochs, the two auxiliary classifiers' losses added with weight 0.
 gives no learning rate, batch or length; those come from the BVLC Caffe replication it thanks
 (models/bvlc_googlenet/solver.prototxt: lr 0.01, batch 32, x0.96 every 320,000 iterations = 8
 epochs, 10M iterations = 250 epochs, weight decay 2e-4). torchvision's weights (69.78% top-1) are
-ported from the paper's release, with ``transform_input``.
+ported from the paper's release, with ``transform_input``. Momentum here is PyTorch's (the learning
+rate multiplies the momentum buffer on each step; Caffe accumulates lr x gradient), which differs
+from Caffe's only briefly after each x0.96 step.
 """
 from configs import default
 

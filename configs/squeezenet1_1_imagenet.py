@@ -1,7 +1,9 @@
 """SqueezeNet 1.1 on ImageNet with the authors' release solver (github.com/forresti/SqueezeNet,
 SqueezeNet_v1.0/solver.prototxt, used for v1.1 too): SGD momentum 0.9, lr 0.08, batch 32 x
 iter_size 32 = 1024, Caffe's "poly" decay with power 0.5 to 0 over 85,000 iterations (about 68
-epochs), weight decay 2e-4. torchvision's weights: 58.18% top-1.
+epochs), weight decay 2e-4. torchvision's weights: 58.18% top-1. Momentum here is PyTorch's (the
+learning rate multiplies the momentum buffer; Caffe accumulates lr x gradient): over the poly decay's
+last steps, where the lr falls fastest, the updates differ from Caffe's by up to 60%.
 """
 from configs import default
 

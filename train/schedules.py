@@ -6,6 +6,7 @@ Pure functions; optax does the work.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, NamedTuple
 
 import jax
@@ -22,6 +23,21 @@ def allowed(values) -> str:
 def check(cond: bool, field: str, value: Any, must: str) -> None:
     if not cond:
         raise ValueError(f"{field}={value!r}: {must}")
+
+
+def _check_rate(rate: float) -> None:
+    check(0 < rate <= 1, "schedule.decay_rate", rate, "must be in (0, 1] (a factor > 1 would raise the learning rate)")
+
+
+def _warn_after_the_end(field: str, value, bounds, warmup: int, total_steps: int) -> None:
+    """Log a warning naming ``field`` when decays at ``bounds`` (updates after warmup) fall at or after
+    the run's last update: the run never decays there (e.g. a recipe's milestones with fewer epochs)."""
+    late = [b for b in bounds if warmup + b >= total_steps]
+    if late:
+        logging.getLogger("train").warning(
+            "%s=%r: %s after the run's last update (%d of %d updates, warmup %d): the learning rate does not "
+            "decay there", field, value, "every decay falls" if len(late) == len(bounds) else
+            f"{len(late)} of {len(bounds)} decays fall", warmup + late[0], total_steps, warmup)
 
 
 def make_schedule(schedule_cfg, *, peak_lr: float, steps_per_epoch: float, total_steps: int) -> optax.Schedule:
@@ -55,6 +71,8 @@ def make_schedule(schedule_cfg, *, peak_lr: float, steps_per_epoch: float, total
     warmup_epochs = float(schedule_cfg.warmup_epochs)
     check(warmup_epochs >= 0, "schedule.warmup_epochs", warmup_epochs, "must be >= 0")
     warmup = int(round(warmup_epochs * steps_per_epoch))
+    check(total_steps - warmup > 0, "schedule.warmup_epochs", warmup_epochs,
+          f"warmup ({warmup} updates) must end before the last update ({total_steps})")
     peak = float(peak_lr)
 
     def updates(epochs: float) -> int:
@@ -65,10 +83,11 @@ def make_schedule(schedule_cfg, *, peak_lr: float, steps_per_epoch: float, total
     elif name == "step":
         step_epochs, rate = float(schedule_cfg.step_epochs), float(schedule_cfg.decay_rate)
         check(step_epochs > 0, "schedule.step_epochs", step_epochs, "must be > 0")
-        check(rate > 0, "schedule.decay_rate", rate, "must be > 0")
+        _check_rate(rate)
         period = updates(step_epochs)
         check(period >= 1, "schedule.step_epochs", step_epochs,
                f"is less than one update ({steps_per_epoch} updates per epoch)")
+        _warn_after_the_end("schedule.step_epochs", step_epochs, [period], warmup, total_steps)
         main = optax.exponential_decay(peak, transition_steps=period, decay_rate=rate, staircase=True)
     elif name == "multistep":
         milestones, rate = tuple(schedule_cfg.milestones), float(schedule_cfg.decay_rate)
@@ -77,22 +96,21 @@ def make_schedule(schedule_cfg, *, peak_lr: float, steps_per_epoch: float, total
         check(len(milestones) > 0, "schedule.milestones", milestones,
               "'multistep' needs at least one epoch, e.g. (30, 60)")
         milestones = tuple(float(m) for m in milestones)
-        check(rate > 0, "schedule.decay_rate", rate, "must be > 0")
+        _check_rate(rate)
         check(all(m > 0 for m in milestones), "schedule.milestones", milestones, "epochs must be > 0")
         bounds = [updates(m) for m in milestones]
         check(all(b > a for a, b in zip([0] + bounds, bounds)), "schedule.milestones", milestones,
                "must be strictly increasing and at least one update apart")
+        _warn_after_the_end("schedule.milestones", milestones, bounds, warmup, total_steps)
         main = optax.piecewise_constant_schedule(peak, {b: rate for b in bounds})
     elif name == "exponential":
         decay_epochs, rate = float(schedule_cfg.decay_epochs), float(schedule_cfg.decay_rate)
         check(decay_epochs > 0, "schedule.decay_epochs", decay_epochs, "must be > 0")
-        check(rate > 0, "schedule.decay_rate", rate, "must be > 0")
+        _check_rate(rate)
         main = optax.exponential_decay(peak, transition_steps=decay_epochs * steps_per_epoch, decay_rate=rate)
     else:  # cosine / linear / poly: decay to end_lr_factor * peak at total_steps
         end = float(schedule_cfg.end_lr_factor)
         check(0 <= end <= 1, "schedule.end_lr_factor", end, "must be in [0, 1] (final lr = factor * peak)")
-        check(total_steps - warmup > 0, "schedule.warmup_epochs", warmup_epochs,
-               f"warmup ({warmup} updates) must end before the last update ({total_steps})")
         if name == "cosine":
             main = optax.cosine_decay_schedule(peak, decay_steps=total_steps - warmup, alpha=end)
         else:

@@ -123,6 +123,9 @@ class StepConfig:
             raise ValueError(f"loss={self.loss!r}: allowed values are {LOSSES}")
         if not isinstance(self.label_smoothing, jax.Array) and not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing={self.label_smoothing!r}: must be in [0, 1)")
+        if self.loss == "mse" and not isinstance(self.label_smoothing, jax.Array) and self.label_smoothing:
+            raise ValueError(f"label_smoothing={self.label_smoothing!r}: smooths loss='cross_entropy' only "
+                             "(loss='mse' compares with the one-hot labels); set it to 0")
         if not self.aux_loss_weight >= 0.0:
             raise ValueError(f"aux_loss_weight={self.aux_loss_weight!r}: must be a number >= 0")
 

@@ -114,6 +114,11 @@ def test_cosine_with_warmup_ends_at_total_steps():
     (dict(name="exponential", decay_epochs=-1.0), "schedule.decay_epochs"),
     (dict(name="cosine", warmup_epochs=20.0), "schedule.warmup_epochs"),
     (dict(name="constant", warmup_epochs=-1.0), "schedule.warmup_epochs"),
+    # the step schedules took these: a warmup past the end never reached the peak, a factor > 1 grew the lr
+    *[(dict(name=n, warmup_epochs=20.0, milestones=(5,)), "schedule.warmup_epochs=20.0: warmup (200 updates) must end")
+      for n in ("constant", "step", "multistep", "exponential")],
+    *[(dict(name=n, decay_rate=2.0, milestones=(5,)), "schedule.decay_rate=2.0: must be in (0, 1]")
+      for n in ("step", "multistep", "exponential")],
 ])
 def test_schedule_errors_name_the_field(fields, field):
     with pytest.raises(ValueError, match="^" + re.escape(field)) as e:
@@ -122,6 +127,23 @@ def test_schedule_errors_name_the_field(fields, field):
     if fields["name"] == "foo":
         for allowed in schedules.SCHEDULES:
             assert repr(allowed) in str(e.value)
+
+
+@pytest.mark.parametrize("fields, said", [(dict(name="multistep", milestones=(4, 12)), "1 of 2 decays fall"),
+                                          (dict(name="multistep", milestones=(12,)), "every decay falls"),
+                                          (dict(name="step", step_epochs=30.0), "every decay falls")])
+def test_decays_after_the_end_of_the_run_are_a_warning(fields, said, caplog):
+    """A recipe's milestones on a shorter run (resnet20's (82, 123) with 50 epochs) never decay:
+    said once, naming the field (a smoke test of a recipe for a few steps still runs)."""
+    s = schedules.make_schedule(sched(**fields), peak_lr=PEAK, steps_per_epoch=10, total_steps=100)
+    assert value(s, 99) == pytest.approx(PEAK * (0.1 if "1 of 2" in said else 1.0))
+    field = "schedule.milestones" if fields["name"] == "multistep" else "schedule.step_epochs"
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert caplog.records[0].getMessage().startswith(field) and said in caplog.text
+    caplog.clear()
+    schedules.make_schedule(sched(name="multistep", milestones=(4, 9)), peak_lr=PEAK, steps_per_epoch=10,
+                            total_steps=100)
+    assert not caplog.records
 
 
 @pytest.mark.parametrize("name, period, rate", [("inception_v3_imagenet", 2, 0.94), ("mobilenet_v2_imagenet", 1, 0.98)])

@@ -136,6 +136,9 @@ def test_bad_step_config():
         step.StepConfig(loss="hinge")
     with pytest.raises(ValueError, match="label_smoothing"):
         step.StepConfig(label_smoothing=1.5)
+    with pytest.raises(ValueError, match=r"^label_smoothing=0.3: smooths loss='cross_entropy' only"):
+        step.StepConfig(loss="mse", label_smoothing=0.3)   # was ignored without a word
+    step.StepConfig(loss="mse", label_smoothing=0.0)
 
 
 @pytest.mark.integration
