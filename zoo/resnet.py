@@ -101,6 +101,11 @@ class ResNet(ZooModel):
         check_positive_ints("layers", self.layers, 4)  # blocks per stage
         check_positive_int("groups", self.groups)
         check_positive_int("width_per_group", self.width_per_group)
+        if self.block == "basic" and (self.groups, self.width_per_group) != (1, 64):
+            # torchvision: "BasicBlock only supports groups=1 and base_width=64" (they were ignored here)
+            raise ValueError(f"groups={self.groups!r}, width_per_group={self.width_per_group!r}: basic blocks "
+                             "(resnet18 / resnet34) take only groups=1 and width_per_group=64; grouped and "
+                             "wide ResNets use bottleneck blocks (resnext50_32x4d, wide_resnet50_2)")
         check_bool("small_input", self.small_input)
 
     def input_spec(self):

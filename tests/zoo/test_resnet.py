@@ -232,6 +232,15 @@ def test_a_variant_fixes_its_table_fields(name, override, pattern):
         zoo.create(name, **override)
 
 
+@pytest.mark.parametrize("name, override", [("resnet18", dict(groups=2)), ("resnet34", dict(width_per_group=128))])
+def test_basic_blocks_refuse_groups_and_width_as_torchvision_does(name, override):
+    """torchvision: "BasicBlock only supports groups=1 and base_width=64"; they were ignored here (the
+    same 11,689,512 parameters as a plain resnet18)."""
+    with pytest.raises(ValueError, match=r"^groups=.*width_per_group=.*: basic blocks \(resnet18 / resnet34\) take only"):
+        zoo.create(name, **override)
+    zoo.create(name, groups=1, width_per_group=64)
+
+
 def test_free_options_of_a_variant():
     model = zoo.create("resnet50", num_classes=10, small_input=True, norm="group")
     assert isinstance(model, nn.Module) and (model.layers, model.block) == ((3, 4, 6, 3), "bottleneck")

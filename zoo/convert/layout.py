@@ -335,7 +335,9 @@ def _model_for_variables(name: str, variables) -> Any:
 def to_torchvision(name: str, variables: Mapping[str, Any], *, model=None) -> dict[str, np.ndarray]:
     """torchvision ``state_dict`` (ordered ``{key: numpy array}``, torchvision names, order and
     layouts; ``num_batches_tracked`` = zeros int64) from our ``variables``. Load it into torchvision
-    with ``model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``.
+    with ``model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})`` (MNASNet: an
+    ``OrderedDict`` with ``_metadata = {"": {"version": 2}}``, torchvision's current layout, which
+    its ``_load_from_state_dict`` requires).
 
     ``model``: the zoo model the variables belong to (default: ``zoo.create(name)`` with
     ``num_classes`` read from the classifier, and ``aux_logits`` from whether the variables hold the
