@@ -92,6 +92,45 @@ def test_a_training_run_names_its_own_classes(trained_lenet5, tmp_path, capsys):
         bundle.load("resnet18", workdir=trained_lenet5["workdir"])
 
 
+def test_a_weight_file_takes_its_catalogue_entrys_preprocessing_else_the_defaults(published, tmp_path):
+    """A file that is an entry's (by its sha256) is evaluated with that entry's resize / crop; another
+    file with the model's DEFAULT entry's; the description says which (once, every file got DEFAULT's
+    without a word: torchvision's resnet50 V1 file was cropped as V2)."""
+    root, _ = published
+    b = bundle.load(SMALL, file=root / "small.pth")
+    assert b.preprocessing == transforms.for_weights(catalogue.entry(SMALL, "TEST"))
+    assert "the TEST weights' file: their preprocessing" in b.description
+    other = convert.save_torchvision(SMALL, bundle.load(SMALL, file=root / "small.pth").variables, tmp_path / "o.safetensors")
+    assert other
+    b = bundle.load(SMALL, file=tmp_path / "o.safetensors")
+    default = next(e for e in catalogue.entries(SMALL) if e.default)
+    assert b.preprocessing == transforms.for_weights(default)
+    assert f"preprocessing of {default.tag}" in b.description
+
+
+def test_googlenet_files_take_transform_input_from_the_catalogue_or_the_option(tmp_path, monkeypatch, capsys):
+    """torchvision's published GoogLeNet file expects transform_input=True: recognised by its hash (here a
+    stand-in file registered under the published entry's settings); any other file takes the option,
+    default False, and the description names the setting (the predict CLI once ran such files with
+    False and printed nothing)."""
+    import dataclasses
+
+    path = write_pth(tmp_path / "g.pth", recipe_state_dict(convert.state_dict_shapes("googlenet")))
+    b = bundle.load("googlenet", file=path)
+    assert b.model.transform_input is False and "transform_input=False" in b.description
+    assert bundle.load("googlenet", file=path, transform_input=True).model.transform_input is True
+    stand_in = dataclasses.replace(catalogue.entry("googlenet", "IMAGENET1K_V1"),
+                                   sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    monkeypatch.setattr(catalogue, "entries", lambda name: (stand_in,) if name == "googlenet" else ())
+    b = bundle.load("googlenet", file=path)
+    assert b.model.transform_input is True and "IMAGENET1K_V1 weights' file" in b.description
+    with pytest.raises(ValueError, match=r"^transform_input=True: only with a weight file \(file=\) of googlenet"):
+        bundle.load("resnet18", file=path, transform_input=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
+    assert main(["--model", "googlenet", "--weights", "IMAGENET1K_V1", "--transform_input", str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err.startswith("error: transform_input=True: only with a weight file")
+
+
 def test_bad_input_gets_one_clear_line(published, tmp_path, capsys):
     root, _ = published
     (tmp_path / "notes.txt").write_text("not an image")
