@@ -184,6 +184,14 @@ def test_preprocess_eval_single_user_image_matches_pipeline():
     np.testing.assert_array_equal(data.preprocess_eval(raw, stored), b["image"][:3])
     with pytest.raises(ValueError, match="uint8"):
         data.preprocess_eval(np.zeros((28, 28), np.float32), pipe.preprocessing)
+    # PIL's "Cannot handle this data type: (1, 1, 192)" for channels first; an empty image became black
+    with pytest.raises(ValueError, match=r"^images: an image must be .* got shape \(3, 40, 30\) \(channels first"):
+        data.preprocess_eval(np.zeros((2, 3, 40, 30), np.uint8), pipe.preprocessing)
+    with pytest.raises(ValueError, match=r"^images: an image must be .* c in 1..4 .* got shape \(9, 9, 5\)$"):
+        data.preprocess_eval(np.zeros((9, 9, 5), np.uint8), pipe.preprocessing)
+    for empty in ((0, 0, 3), (0, 5, 3), (0, 0)):
+        with pytest.raises(ValueError, match=r"^images: an image has no pixels"):
+            data.preprocess_eval(np.zeros(empty, np.uint8), pipe.preprocessing)
 
 
 # ------------------------------------------------------------------------------------------------ determinism

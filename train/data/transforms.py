@@ -424,8 +424,13 @@ def preprocess_eval(images, preprocessing: dict) -> np.ndarray:
             if not np.issubdtype(im.dtype, np.integer) or im.size and (im.min() < 0 or im.max() > 255):
                 raise ValueError(f"preprocess_eval expects uint8 pixels 0..255, got dtype {im.dtype}")
             im = im.astype(np.uint8)
-        if im.ndim not in (2, 3):
-            raise ValueError(f"an image must be (h, w) or (h, w, c), got shape {im.shape}")
+        if im.ndim not in (2, 3) or im.ndim == 3 and not 1 <= im.shape[2] <= 4:
+            hint = (" (channels first, as in PyTorch? images here are channels last: np.moveaxis(x, 0, -1))"
+                    if im.ndim == 3 and im.shape[0] in (1, 3, 4) else "")
+            raise ValueError(f"images: an image must be (h, w) or (h, w, c) with c in 1..4 (gray, gray + alpha, "
+                             f"RGB, RGBA), got shape {im.shape}{hint}")
+        if im.shape[0] == 0 or im.shape[1] == 0:
+            raise ValueError(f"images: an image has no pixels (shape {im.shape})")
         fixed.append(_to_source_channels(im, src_c))
     shapes = {im.shape for im in fixed}
     if len(shapes) == 1:
