@@ -66,7 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.rms_decay = 0.9    # rmsprop
     c.optimizer.rms_eps = 1e-3     # rmsprop (TF-style eps, as in the MobileNet recipes)
     c.optimizer.trust_coefficient = 0.001  # lars
-    c.optimizer.grad_clip_norm = 0.0  # > 0: clip by global norm
+    c.optimizer.grad_clip_norm = 0.0  # > 0: clip by global norm (of the trainable parameters; logged grad_norm: all)
     c.optimizer.accumulate_steps = 1  # > 1: optax.MultiSteps gradient accumulation
     c.optimizer.ema_decay = 0.0    # > 0: keep an EMA of the parameters and BatchNorm statistics, evaluated
     c.optimizer.ema_warmup = False  # True: decay min(ema_decay, (1 + t) / (10 + t)) after t updates (TF)

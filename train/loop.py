@@ -132,6 +132,7 @@ def _start(run: setup.Run, ckpt: checkpoint.Checkpointer) -> _Loop:
     ``transfer.init_from`` when set: never on resume, a resumed run continues from its own)."""
     data_it = iter(run.train_pipe)
     if ckpt.steps():
+        transfer.check_resume(run.config, (ckpt.latest_meta() or {}).get("config"), ckpt.workdir)
         state, data_state, meta, start = ckpt.restore(run.abstract_state())
         data_it.set_state(data_state)
         log.info("resumed from step %d of %s", start, ckpt.directory)
@@ -196,8 +197,15 @@ def _evaluate(run: setup.Run, loop: _Loop, eval_step, report: reporting.Reporter
 def _save(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, metrics: dict | None = None) -> None:
     meta = {**loop.meta, "epoch": loop.step / run.steps_per_epoch, "best_top1": loop.best_top1,
             "best_step": loop.best_step}
-    ckpt.save(loop.step, parallel.unreplicate(loop.state, run.plan), data_state=loop.data.get_state(), meta=meta,
-              metrics=metrics)
+    state = parallel.unreplicate(loop.state, run.plan)
+    if not step.all_finite(state):   # finite losses and gradients, but an update overflowed
+        last = max(ckpt.steps(), default=None)
+        raise NonFiniteLossError(
+            f"step {loop.step}: the train state has non-finite values although the loss and gradients were finite "
+            f"(an update overflowed: is the learning rate, transfer.backbone_lr_mult or another optimizer setting "
+            f"too large?); nothing was written at this step, "
+            + (f"the last checkpoint is step {last}" if last is not None else "and no checkpoint was written before"))
+    ckpt.save(loop.step, state, data_state=loop.data.get_state(), meta=meta, metrics=metrics)
 
 
 def _interrupted(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, report: reporting.Reporter,

@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
+import math
 import re
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -106,11 +107,13 @@ class Freezing:
     head: tuple[str, ...] = ()
     backbone_lr_mult: float = 1.0
     pattern: re.Pattern | None = dataclasses.field(init=False, repr=False, compare=False)  # the freeze regex
+    _said: bool = dataclasses.field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self):
         object.__setattr__(self, "head", tuple(self.head))
         object.__setattr__(self, "pattern", _compile_freeze(self.freeze))
-        _check(self.backbone_lr_mult >= 0, "transfer.backbone_lr_mult", self.backbone_lr_mult, "must be >= 0")
+        _check(math.isfinite(self.backbone_lr_mult) and self.backbone_lr_mult >= 0, "transfer.backbone_lr_mult",
+               self.backbone_lr_mult, "must be a finite number >= 0")
         if self.uses_head:
             field, value = (("transfer.freeze", self.freeze) if self.freeze == "backbone"
                             else ("transfer.backbone_lr_mult", self.backbone_lr_mult))
@@ -166,9 +169,10 @@ class Freezing:
         if flags and self.pattern is not None and all(flags):
             raise ValueError(f"transfer.freeze={self.freeze!r}: the regex matches no parameter path "
                              f"(paths look like {_path(jax.tree_util.tree_flatten_with_path(params)[0][0][0])!r})")
-        if flags and not any(flags):
-            warnings.warn(f"transfer.freeze={self.freeze!r} freezes every parameter: the optimizer changes nothing",
-                          stacklevel=2)
+        if flags and not any(flags) and not self._said:   # labels() runs at every tx.init: said once
+            object.__setattr__(self, "_said", True)
+            logging.getLogger("train").warning("transfer.freeze=%r freezes every parameter: the optimizer changes "
+                                               "nothing", self.freeze)
 
         def label(path, is_trainable):
             if not is_trainable:

@@ -7,6 +7,7 @@ Pure functions; optax does the work.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -65,7 +66,7 @@ def make_schedule(schedule_cfg, *, peak_lr: float, steps_per_epoch: float, total
     """
     name = schedule_cfg.name
     check(name in SCHEDULES, "schedule.name", name, f"allowed {allowed(SCHEDULES)}")
-    check(peak_lr >= 0, "optimizer.learning_rate", peak_lr, "must be >= 0")
+    check(math.isfinite(peak_lr) and peak_lr >= 0, "optimizer.learning_rate", peak_lr, "must be a finite number >= 0")
     check(steps_per_epoch > 0, "steps_per_epoch", steps_per_epoch, "must be > 0")
     check(total_steps > 0, "total_steps", total_steps, "must be > 0 (optimizer updates)")
     warmup_epochs = float(schedule_cfg.warmup_epochs)

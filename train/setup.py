@@ -243,6 +243,12 @@ def make(config, *, plan: parallel.Plan, model_kwargs: dict, input_shape, steps_
     model = create_model(config.model, model_kwargs, config.precision, plan,
                          compile_cache=config.get("compile_cache", _DEFAULTS.compile_cache))
     freezing = optim.Freezing.from_config(config, info.head)
+    if freezing.backbone_lr_mult != 1.0 and freezing.freeze == "backbone":
+        log.warning("transfer.backbone_lr_mult=%r: has nothing to act on with transfer.freeze='backbone' (the "
+                    "backbone is frozen)", freezing.backbone_lr_mult)
+    elif freezing.backbone_lr_mult == 0.0:
+        log.warning("transfer.backbone_lr_mult=0.0 stops the backbone's weights but not its BatchNorm statistics; "
+                    "transfer.freeze='backbone' freezes both")
     tx, schedule = optim.make_optimizer(config, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                                         freezing=freezing, inject=inject)
     stats_trainable = None

@@ -37,10 +37,32 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from train import evaluation, setup
+from train import checkpoint, evaluation, setup
 from zoo import convert
 
 log = logging.getLogger("train")
+
+
+def check_resume(config, stored: dict | None, workdir) -> None:
+    """A resumed run keeps its own transfer settings: ``transfer.freeze`` / ``backbone_lr_mult`` other
+    than the run's are refused (the optimizer's partition differs), naming the field;
+    ``transfer.init_from`` other than the run's is said to be ignored (resuming continues from the
+    run's own checkpoint). ``stored``: the config of the workdir's latest checkpoint."""
+    if not stored:
+        return
+    was = stored.get("transfer") or {}
+    now = config.get("transfer", None)
+    if now is None:
+        return
+    for field in ("freeze", "backbone_lr_mult"):
+        if field in was and now[field] != was[field]:
+            raise checkpoint.WorkdirMismatchError(
+                f"transfer.{field}={now[field]!r}: {workdir} was trained with {was[field]!r}; nothing was changed: "
+                f"resume with the run's value, or start another --workdir (transfer.init_from={str(workdir)!r} "
+                f"starts from this run's weights)")
+    if now.init_from and now.init_from != was.get("init_from"):
+        log.warning("transfer.init_from=%r: ignored, %s resumes from its own checkpoint (it started from %r)",
+                    now.init_from, workdir, was.get("init_from"))
 
 
 def check_source(init_from: str, model_name: str):
@@ -48,9 +70,20 @@ def check_source(init_from: str, model_name: str):
     compiles (``train.fit`` calls it for a fresh run; a resumed run never reads it). Returns the
     catalogue entry of ``'pretrained:...'``, None for a path."""
     entry = setup.published_entry(init_from, model_name)
-    if entry is None and not Path(str(init_from)).expanduser().exists():
+    if entry is not None:
+        return entry
+    path = Path(str(init_from)).expanduser()
+    if not path.exists():
         raise FileNotFoundError(f"transfer.init_from={init_from!r}: no such weight file or workdir")
-    return entry
+    stored = checkpoint.checkpoint_dir(path)
+    if path.is_dir() and not (stored.is_dir() and any(p.name.isdigit() for p in stored.iterdir())):
+        raise FileNotFoundError(f"transfer.init_from={init_from!r}: a folder without checkpoints; give a workdir of a "
+                                f"run of this project, a weight file or 'pretrained:MODEL'")
+    suffixes = convert.SAFETENSORS_SUFFIXES + convert.TORCH_SUFFIXES
+    if path.is_file() and path.suffix.lower() not in suffixes:
+        raise ValueError(f"transfer.init_from={init_from!r}: unknown weight file type {path.suffix!r}; allowed: "
+                         f"{', '.join(suffixes)}")
+    return None
 
 
 def load_source(init_from: str, model_name: str, model) -> tuple[dict, str]:
@@ -65,16 +98,22 @@ def load_source(init_from: str, model_name: str, model) -> tuple[dict, str]:
 
         return published_variables(entry), f"published weights {model_name} {entry.tag}"  # init_state: THE head rule
     path = Path(str(init_from)).expanduser()
-    if path.is_dir():
-        _, variables, meta, _ = evaluation.load(path)
-        source_model = meta.get("model")
-        if source_model != model_name:
-            log.warning("transfer.init_from: %s holds a %s, training a %s: copying the leaves whose paths and "
-                        "shapes match", path, source_model, model_name)
-        return dict(variables), f"checkpoint of {source_model} in {path}"
-    sd = convert.load_state_dict(path)
-    source = convert.model_for_state_dict(model_name, sd, model)  # the file's class count
-    return convert.from_torchvision(model_name, sd, model=source), f"weight file {path}"
+    try:
+        if path.is_dir():
+            _, variables, meta, s = evaluation.load(path)
+            source_model = meta.get("model")
+            if source_model != model_name:
+                log.warning("transfer.init_from: %s holds a %s, training a %s: it loads only if every leaf "
+                            "but the classifier has the same path and shape", path, source_model, model_name)
+            ema = "EMA " if (meta.get("config", {}).get("optimizer", {}).get("ema_decay") or 0) > 0 else ""
+            return dict(variables), f"checkpoint {s} ({ema}weights) of {source_model} in {path}"
+        sd = convert.load_state_dict(path)
+        source = convert.model_for_state_dict(model_name, sd, model)  # the file's class count
+        return convert.from_torchvision(model_name, sd, model=source), f"weight file {path}"
+    except (ValueError, OSError) as e:   # a file's mismatch or damage, a workdir without checkpoints
+        if not str(e).startswith("transfer.init_from"):
+            e.args = (f"transfer.init_from={str(init_from)!r}: {e}",)   # the field named, the type kept
+        raise
 
 
 def init_state(state, config, model, info):

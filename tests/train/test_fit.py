@@ -137,6 +137,31 @@ def test_non_finite_loss_stops_with_the_last_finite_state_checkpointed(tmp_path,
     assert max(float(np.abs(x).max()) for x in leaves) > 1e30  # the one (finite) update that was applied
 
 
+def test_a_state_made_non_finite_by_a_finite_gradient_stops_the_run_and_claims_no_checkpoint(tmp_path):
+    """An update that overflows (finite loss and gradients: the step cannot skip it) once left a run
+    ending 'done ... checkpoints in' a folder never written, or 'the last finite state is checkpointed'
+    with none: the save now stops the run, saying what was and was not written."""
+    import types
+
+    import jax.numpy as jnp
+
+    from train import parallel
+
+    state = {"params": {"w": jnp.array([1.0, jnp.inf])}, "step": jnp.asarray(4)}
+    run = types.SimpleNamespace(plan=parallel.make_plan("shard_map", 1), steps_per_epoch=10)
+    state_loop = types.SimpleNamespace(meta={}, step=4, best_top1=0.0, best_step=0, state=state,
+                                       data=types.SimpleNamespace(get_state=lambda: {}))
+    ckpt = checkpoint.Checkpointer(tmp_path, async_save=False)
+    try:
+        with pytest.raises(loop.NonFiniteLossError, match=r"^step 4: the train state has non-finite values although "
+                                                          r"the loss and gradients were finite .* and no checkpoint was "
+                                                          r"written before$"):
+            loop._save(run, state_loop, ckpt)
+    finally:
+        ckpt.close()
+    assert not (tmp_path / "checkpoints").exists()
+
+
 @pytest.mark.integration
 def test_resnet20_config_runs_two_steps_on_mock_cifar10(tmp_path):
     import tensorflow_datasets as tfds

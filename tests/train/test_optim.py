@@ -271,13 +271,28 @@ def test_missing_head_is_an_error():
         tx.init(tiny_params())
 
 
+def test_freezing_every_parameter_is_said_once_in_the_runs_log(caplog):
+    """It was a warnings.warn from each tx.init (three per run, two attributed to optax's file, none
+    in train.log)."""
+    import logging
+
+    f = optim.Freezing(".", ("fc",))
+    with caplog.at_level(logging.WARNING, logger="train"):
+        for _ in range(3):
+            f.labels(tiny_params())
+    assert [r.getMessage() for r in caplog.records] == [
+        "transfer.freeze='.' freezes every parameter: the optimizer changes nothing"]
+    assert caplog.records[0].name == "train"
+
+
 def test_freezing_is_checked_once_when_resolved():
     with pytest.raises(ValueError, match=r"^transfer\.freeze='backbone': needs the model's head"):
         optim.Freezing("backbone", ())
     with pytest.raises(ValueError, match=r"^transfer\.backbone_lr_mult=0\.5: needs the model's head"):
         optim.Freezing("none", (), 0.5)
-    with pytest.raises(ValueError, match=r"^transfer\.backbone_lr_mult=-1\.0: must be >= 0"):
-        optim.Freezing("none", ("fc",), -1.0)
+    for bad in (-1.0, float("inf")):   # inf once passed (>= 0) and made the backbone's weights non-finite
+        with pytest.raises(ValueError, match=rf"^transfer\.backbone_lr_mult={bad}: must be a finite number >= 0"):
+            optim.Freezing("none", ("fc",), bad)
     f = optim.Freezing.from_config(config(**{"transfer.freeze": "backbone", "transfer.backbone_lr_mult": 0.1}), ["fc"])
     assert f == optim.Freezing("backbone", ("fc",), 0.1) and f.pattern is None and f.uses_head
 

@@ -129,6 +129,13 @@ def test_schedule_errors_name_the_field(fields, field):
             assert repr(allowed) in str(e.value)
 
 
+@pytest.mark.parametrize("peak", [float("inf"), float("nan"), -0.1])
+def test_a_learning_rate_that_is_not_a_finite_number_is_refused(peak):
+    """inf passed the ">= 0" check: every update was inf x gradient, a non-finite state from finite gradients."""
+    with pytest.raises(ValueError, match=rf"^optimizer\.learning_rate={peak}: must be a finite number >= 0$"):
+        schedules.make_schedule(sched(name="constant"), peak_lr=peak, steps_per_epoch=10, total_steps=100)
+
+
 @pytest.mark.parametrize("fields, said", [(dict(name="multistep", milestones=(4, 12)), "1 of 2 decays fall"),
                                           (dict(name="multistep", milestones=(12,)), "every decay falls"),
                                           (dict(name="step", step_epochs=30.0), "every decay falls")])

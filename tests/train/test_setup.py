@@ -4,6 +4,7 @@ statistics; the checkpoint meta keeps the layout of checkpoints written before; 
 rebuilds its evaluation run; the benchmarks harness builds through the setup."""
 import importlib
 import json
+import logging
 import sys
 
 import jax
@@ -177,6 +178,20 @@ def test_benchmark_harness_builds_through_the_setup(monkeypatch):
     sums, _ = s.eval_fn(s.variables(state), s.batch)
     assert np.isfinite(float(metrics["loss"])) and float(parallel.unreplicate(sums, s.plan)["count"]) == 8
     sys.modules.pop("harness", None)
+
+
+@pytest.mark.parametrize("freeze, mult, said", [("none", 0.0, "stops the backbone's weights but not its BatchNorm"),
+                                                 ("backbone", 0.1, "has nothing to act on with transfer.freeze='backbone'"),
+                                                 ("none", 0.1, None)])
+def test_a_backbone_lr_mult_that_does_less_than_it_seems_is_a_warning(freeze, mult, said, caplog):
+    c = quick(compile_cache="off", **{"transfer.freeze": freeze, "transfer.backbone_lr_mult": mult})
+    plan = parallel.make_plan(c.parallelism, c.num_devices)
+    with caplog.at_level(logging.WARNING, logger="train"):
+        setup.make(c, plan=plan, model_kwargs=setup.model_kwargs(c, 10), input_shape=(28, 28, 1),
+                   steps_per_epoch=100, total_steps=10_000)
+    warned = [r.getMessage() for r in caplog.records if "backbone_lr_mult" in r.getMessage()]
+    assert len(warned) == (1 if said else 0) and all(m.startswith(f"transfer.backbone_lr_mult={mult!r}") and said in m
+                                                     for m in warned)
 
 
 def test_every_run_sets_the_compilation_cache_of_its_config(tmp_path):

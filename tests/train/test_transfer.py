@@ -175,6 +175,32 @@ def test_a_bad_init_from_is_one_line_naming_the_field(init_from, model, message)
     assert "\n" not in str(e.value)
 
 
+def test_a_folder_without_checkpoints_or_an_unknown_file_type_is_refused_before_compiling(image_folder, tmp_path):
+    """Both once failed after the initial state compiled, naming a file but not the field."""
+    with pytest.raises(FileNotFoundError, match=r"^transfer\.init_from=.*: a folder without checkpoints; give a workdir"):
+        transfer.check_source(str(image_folder), "resnet18")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"^transfer\.init_from=.*notes\.txt': unknown weight file type '\.txt'; "
+                                         r"allowed: \.safetensors, \.pth"):
+        transfer.check_source(str(tmp_path / "notes.txt"), "resnet18")
+
+
+def test_a_resumed_run_keeps_its_transfer_settings(image_folder, weight_file, tmp_path, caplog):
+    """Another freeze or backbone_lr_mult on resume failed on the optimizer state's leaves, naming
+    neither field; another init_from was ignored without a word."""
+    stored = finetune_config(image_folder, weight_file).to_dict()
+    same = finetune_config(image_folder, weight_file)
+    transfer.check_resume(same, stored, tmp_path)
+    for field, value in (("freeze", "none"), ("backbone_lr_mult", 0.5)):
+        changed = finetune_config(image_folder, weight_file, **{f"transfer.{field}": value})
+        with pytest.raises(train.checkpoint.WorkdirMismatchError,
+                           match=rf"^transfer\.{field}={value!r}: .* was trained with .*; nothing was changed"):
+            transfer.check_resume(changed, stored, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="train"):
+        transfer.check_resume(finetune_config(image_folder, "/elsewhere.pth"), stored, tmp_path)
+    assert "transfer.init_from='/elsewhere.pth': ignored" in caplog.text
+
+
 def test_init_from_a_bad_weight_file_is_refused(tmp_path, image_folder, weight_file):
     sd = convert.load_state_dict(weight_file)
     del sd["layer3.1.bn2.running_var"]
@@ -182,8 +208,10 @@ def test_init_from_a_bad_weight_file_is_refused(tmp_path, image_folder, weight_f
     from safetensors.numpy import save_file
     save_file(sd, str(path))
     model = zoo.create("resnet18", num_classes=2)
-    with pytest.raises(convert.WeightMismatchError, match=r"layer3\.1\.bn2\.running_var: expected shape \[256\]"):
+    with pytest.raises(convert.WeightMismatchError, match=r"layer3\.1\.bn2\.running_var: expected shape \[256\]") as e:
         transfer.init_state(None, finetune_config(image_folder, path), model, zoo.model_info("resnet18"))
+    assert str(e.value).startswith(f"transfer.init_from={str(path)!r}: resnet18: the weights do not match")
+    assert ("layer3.1.bn2.running_var", (256,)) in e.value.missing
     with pytest.raises(FileNotFoundError, match="no such weight file or workdir"):
         transfer.init_state(None, finetune_config(image_folder, tmp_path / "nope"), model, zoo.model_info("resnet18"))
 
