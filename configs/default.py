@@ -59,7 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.learning_rate = 0.1   # peak learning rate
     c.optimizer.momentum = 0.9     # sgd, rmsprop, lars
     c.optimizer.nesterov = False   # sgd
-    c.optimizer.weight_decay = 1e-4   # never applied to biases and norm parameters
+    c.optimizer.weight_decay = 1e-4   # never applied to biases and norm parameters ...
+    c.optimizer.decay_all = False  # ... unless True: every parameter (torchvision's reference script's default)
     c.optimizer.b1 = 0.9           # adam, adamw, lamb
     c.optimizer.b2 = 0.999
     c.optimizer.eps = 1e-8         # adam/adamw/lamb eps; rmsprop uses rms_eps

@@ -10,7 +10,7 @@ torchvision's weights (ported from the authors'): 77.69% top-1, evaluated bicubi
 Not reproduced: AutoAugment (the pipeline has the Inception crop and flip only), and the BatchNorm
 momentum 0.99 of the paper (torchvision's B0 keeps PyTorch's 0.1, i.e. Flax 0.9; set
 ``--config.model_kwargs.bn_momentum=0.99`` for the paper's). The decay counts epochs from the end of
-warmup (the authors' code counts from step 0). Weight decay reaches the kernels only, as everywhere
+warmup (the authors' code counts from step 0). Weight decay reaches the kernels only, the default rule
 here (the authors' code also decays the biases: 1% of B0's parameters, the SE and classifier biases).
 """
 from configs import default

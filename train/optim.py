@@ -32,7 +32,8 @@ Structure of ``tx`` (outermost first)::
         )
 
 Weight decay is applied to kernels only (``ndim > 1``): never to biases, norm scales/offsets, or any
-other vector. sgd / adam / rmsprop: coupled L2 (PyTorch ``weight_decay``), ``wd * p`` added to the
+other vector (the Flax ImageNet example's and TF-slim's rule); ``optimizer.decay_all=True`` decays
+every parameter, as torchvision's reference script does without ``--norm-weight-decay``. sgd / adam / rmsprop: coupled L2 (PyTorch ``weight_decay``), ``wd * p`` added to the
 gradient before the optimizer (``optax.add_decayed_weights``). adamw / lamb / lars: their own
 decoupled ``weight_decay`` with the same mask. (In optax, as in PyTorch's AdamW, the adamw decay is
 multiplied by the learning rate: ``p -= lr * (adam_step + wd * p)``.)
@@ -211,7 +212,8 @@ def _base_optimizer(o, learning_rate, hp: dict) -> optax.GradientTransformation:
         return hp[field] if field in hp else float(o[field])
 
     name, wd, momentum = o.name, v("weight_decay"), v("momentum")
-    coupled_l2 = [optax.add_decayed_weights(wd, mask=decay_mask)] if float(o.weight_decay) > 0 else []
+    mask = None if o.get("decay_all", False) else decay_mask   # None: every parameter (torchvision's default)
+    coupled_l2 = [optax.add_decayed_weights(wd, mask=mask)] if float(o.weight_decay) > 0 else []
     if name == "sgd":
         return optax.chain(*coupled_l2, optax.sgd(learning_rate, momentum=momentum if float(o.momentum) else None,
                                                   nesterov=bool(o.nesterov)))
@@ -228,12 +230,12 @@ def _base_optimizer(o, learning_rate, hp: dict) -> optax.GradientTransformation:
                                                       initial_scale=1.0, eps_in_sqrt=True,
                                                       momentum=momentum if float(o.momentum) else None))
     if name == "adamw":
-        return optax.adamw(learning_rate, b1=v("b1"), b2=v("b2"), eps=v("eps"), weight_decay=wd, mask=decay_mask)
+        return optax.adamw(learning_rate, b1=v("b1"), b2=v("b2"), eps=v("eps"), weight_decay=wd, mask=mask)
     if name == "lamb":
-        return optax.lamb(learning_rate, b1=v("b1"), b2=v("b2"), eps=v("eps"), weight_decay=wd, mask=decay_mask)
+        return optax.lamb(learning_rate, b1=v("b1"), b2=v("b2"), eps=v("eps"), weight_decay=wd, mask=mask)
     # lars: biases and norm parameters are excluded from the layer-wise trust ratio as well as from weight
     # decay (as in the SimCLR/BYOL LARS): they get plain momentum SGD.
-    return optax.lars(learning_rate, weight_decay=wd, weight_decay_mask=decay_mask,
+    return optax.lars(learning_rate, weight_decay=wd, weight_decay_mask=True if mask is None else mask,
                       trust_coefficient=v("trust_coefficient"), trust_ratio_mask=decay_mask, momentum=momentum)
 
 

@@ -317,6 +317,24 @@ def test_trainable_mask_modes():
         optim.trainable_mask(params, "(", ())
 
 
+@pytest.mark.parametrize("name", ["sgd", "adamw", "lars"])
+def test_decay_all_decays_every_parameter_as_torchvisions_reference_script(name):
+    """torchvision's train.py (no --norm-weight-decay) decays biases and BatchNorm parameters too: with
+    decay_all a zero gradient still moves every leaf (sgd: p * (1 - lr * wd), torch.optim.SGD's rule);
+    without it, only kernels."""
+    params = tiny_params()
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    over = {"optimizer.name": name, "optimizer.weight_decay": 0.1, "optimizer.momentum": 0.0,
+            "optimizer.learning_rate": 0.5, "schedule.name": "constant"}
+    tx, _ = optim.make_optimizer(config(**over, **{"optimizer.decay_all": True}), steps_per_epoch=10, total_steps=100)
+    new, _ = run(tx, params, [zeros])
+    assert changed(params, new) == ALL
+    if name == "sgd":
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b * (1 - 0.5 * 0.1), rtol=1e-6), new, params)
+    tx, _ = optim.make_optimizer(config(**over), steps_per_epoch=10, total_steps=100)
+    assert changed(params, run(tx, params, [zeros])[0]) == KERNELS
+
+
 def test_masks_on_resnet20_params_and_batch_stats():
     import zoo
 
