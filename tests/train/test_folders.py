@@ -94,3 +94,18 @@ def test_16_bit_grey_pngs_are_scaled_to_8_bits_and_float_pixels_refused(tmp_path
     Image.fromarray(levels.astype(np.float32) / 65535).save(tmp_path / "f.tif")
     with pytest.raises(ValueError, match=r"^float pixels \(PIL mode F\) state no 8-bit scale"):
         decode.read_rgb(tmp_path / "f.tif")
+
+
+@pytest.mark.parametrize("size, eval_resize, augment", [(28, "resize", "cifar"), (64, "resize", "cifar"),
+                                                        (65, "center_crop", "imagenet")])
+def test_a_folder_of_small_images_is_not_treated_as_imagenet(tmp_path, size, eval_resize, augment):
+    """Every folder once got ImageNet's evaluation centre crop (87.5% of a 28 px digit, whose ink reaches
+    the border) and, with augment 'auto', the Inception crop down to 8% of its area; small images (both
+    sides <= 64 px, the rule TFDS datasets follow) now get the CIFAR family's: resize, pad-and-crop."""
+    _classes(tmp_path, ["a", "b"], per_class=4, size=size)
+    pipe = data.load({"name": f"folder:{tmp_path}", "holdout_fraction": 0.25, "augment": "auto"}, split="train",
+                     train=True, batch_size=2, image_shape=(32, 32, 3))
+    assert (pipe.preprocessing["eval_resize"], pipe.preprocessing["augment"]) == (eval_resize, augment)
+    from train.data import sources
+
+    assert tuple(pipe.preprocessing["mean"]) == tuple(sources.IMAGENET_MEAN)   # the weights' statistics either way

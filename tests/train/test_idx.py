@@ -239,3 +239,14 @@ def test_short_training_on_real_fashion_mnist(tmp_path):
     result = train.fit(c, tmp_path)
     assert result.eval["count"] == 10_000
     assert result.eval["top1"] >= 0.80, result.eval  # LeNet-5 passes 80% on the full test set in one epoch
+
+
+@pytest.mark.parametrize("split, n, rows", [("train[:90%]", 697_932, (0, 628_139)),   # EMNIST byclass: TFDS's count
+                                            ("train[90%:]", 697_932, (628_139, 697_932)),
+                                            ("train[:33%]", 10, (0, 3)), ("train[-15%:]", 10, (8, 10)),
+                                            ("train[:54000]", 60_000, (0, 54_000))])
+def test_percent_slices_round_as_tfds_does(split, n, rows):
+    """TFDS's _pct_to_abs_closest: round(pct * n / 100); truncating gave 628,138 rows for train[:90%] of
+    EMNIST byclass where TFDS gives 628,139."""
+    s = idx.split_rows(split, n)
+    assert (s.start, s.stop) == rows

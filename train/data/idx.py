@@ -222,7 +222,7 @@ def class_names(lay: Layout) -> tuple[str, ...]:
 def _bound(text: str | None, n: int, default: int) -> int:
     if text is None:
         return default
-    v = int(n * int(text[:-1]) / 100) if text.endswith("%") else int(text)
+    v = int(round(n * int(text[:-1]) / 100)) if text.endswith("%") else int(text)   # TFDS rounds (its _pct_to_abs_closest)
     return max(0, min(n, v + n if v < 0 else v))
 
 

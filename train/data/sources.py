@@ -258,8 +258,23 @@ def _open_folder(path: str, split: str, *, train_split: str, holdout_fraction: f
                                      empty_classes)
     paths = tuple(f for f, _ in good)
     labels = np.array([c for _, c in good], np.int32)
-    return FolderSource(name, split, len(paths), tuple(classes), (None, None, 3), "imagenet", IMAGENET_MEAN,
+    return FolderSource(name, split, len(paths), tuple(classes), (None, None, 3), _folder_family(paths), IMAGENET_MEAN,
                         IMAGENET_STD, skipped=bad, paths=paths, labels=labels, on_corrupt=on_corrupt)
+
+
+def _folder_family(paths: Sequence[str], sample: int = 256) -> str:
+    """'cifar' when the images are small (both sides <= 64 px in up to ``sample`` evenly spaced files,
+    headers only: eval resizes the whole image, augment 'auto' pads and crops), else 'imagenet'
+    (eval centre crop, the Inception crop): the rule ``_family_of`` applies to TFDS datasets. Folders
+    keep ImageNet's mean / std either way (the statistics of the weights they are usually tuned from)."""
+    from PIL import Image  # noqa: PLC0415
+
+    picks = np.unique(np.linspace(0, len(paths) - 1, min(sample, len(paths))).astype(int))
+    for i in picks:
+        with Image.open(paths[i]) as im:
+            if max(im.size) > 64:
+                return "imagenet"
+    return "cifar"
 
 
 # ----------------------------------------------------------------------------------------- TFDS
