@@ -295,10 +295,12 @@ def checkpoint_pipeline(meta: dict, *, split: str | None = None, batch_size: int
     when the preprocessing rebuilt here differs from the stored one."""
     cfg, pp = meta["config"], meta["preprocessing"]
     data_cfg = {"empty_classes": "keep", **cfg["data"]}  # runs from before the field kept empty class folders
+    data_cfg["augment"] = pp.get("augment", data_cfg.get("augment"))   # as resolved then ('auto' follows the family)
+    stored = {k: pp[k] for k in ("eval_resize",) if k in pp}   # the run's (small folders were centre-cropped once)
     pipe = data.load(data_cfg, split=split or cfg["data"]["eval_split"], train=False,
                      batch_size=batch_size or int(cfg["eval_batch_size"]),
                      image_shape=(*pp["image_size"], pp["channels"]), seed=int(cfg.get("seed", 0)),
-                     crop_fraction=pp["crop_fraction"])
+                     crop_fraction=pp["crop_fraction"], preprocessing=stored)
     if pipe.preprocessing != data.transforms.complete(pp):
         raise ValueError(f"the eval preprocessing rebuilt from the checkpoint differs from the stored one:\n"
                          f"{pipe.preprocessing}\nvs\n{pp}")

@@ -109,3 +109,21 @@ def test_a_folder_of_small_images_is_not_treated_as_imagenet(tmp_path, size, eva
     from train.data import sources
 
     assert tuple(pipe.preprocessing["mean"]) == tuple(sources.IMAGENET_MEAN)   # the weights' statistics either way
+
+
+def test_a_run_on_a_small_image_folder_from_before_keeps_its_stored_evaluation(tmp_path):
+    """Runs trained when every folder was ImageNet-like stored a centre crop: evaluating them again
+    rebuilds that, not today's rule (the stored and rebuilt preprocessing must agree)."""
+    import json
+
+    from helpers import FIXTURES
+    from train import setup
+
+    _classes(tmp_path, ["a", "b"], per_class=4, size=16)
+    meta = json.loads((FIXTURES / "checkpoint_v0" / "checkpoints" / "3" / "meta" / "metadata").read_text())
+    old = data.load({"name": f"folder:{tmp_path}", "holdout_fraction": 0.25, "augment": "imagenet"}, split="test",
+                    train=False, batch_size=2, image_shape=(16, 16, 3), preprocessing={"eval_resize": "center_crop"})
+    meta["config"]["data"].update(name=f"folder:{tmp_path}", holdout_fraction=0.25, augment="auto")
+    meta.update(preprocessing=old.preprocessing, class_names=["a", "b"], num_classes=2, model_kwargs={"num_classes": 2})
+    pipe = setup.checkpoint_pipeline(meta, batch_size=2)
+    assert pipe.preprocessing == old.preprocessing and pipe.preprocessing["eval_resize"] == "center_crop"
