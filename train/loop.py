@@ -92,7 +92,7 @@ def _train(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, report: r
         if parallel.preempted(loop.step):   # several processes: SIGTERM to any of them, at one agreed step
             stop.signal = stop.signal or "SIGTERM"
         at_eval = loop.step % eval_every == 0 or loop.step == run.total_steps
-        if loop.step % config.log_every_steps == 0 or at_eval or stop.signal:
+        if loop.step % config.log_every_steps == 0 or at_eval:   # (a signal: the steps since go into the checkpoint)
             _report_train(run, loop, ckpt, report)  # NonFiniteLossError when stop_on_nonfinite
         else:
             report.tick(loop.step, loop.pending)  # the progress display, at least every second
@@ -137,16 +137,18 @@ def _start(run: setup.Run, ckpt: checkpoint.Checkpointer) -> _Loop:
         data_it.set_state(data_state)
         log.info("resumed from step %d of %s", start, ckpt.directory)
         best_top1, best_step = meta.get("best_top1", -1.0), meta.get("best_step")
+        pending = list(meta.get("pending_metrics") or [])   # steps after its last train report
     else:
         if run.config.transfer.init_from:
             transfer.check_source(run.config.transfer.init_from, run.info.name)  # before the compile, not after
         log.info("compiling the initial state...")
         t = time.perf_counter()
-        state, start, best_top1, best_step = run.fresh_state(), 0, -1.0, None
+        state, start, best_top1, best_step, pending = run.fresh_state(), 0, -1.0, None, []
         log.info("compiling the initial state: done in %.1fs", time.perf_counter() - t)
         if run.config.transfer.init_from:
             state = transfer.init_state(state, run.config, run.model, run.info)
-    return _Loop(parallel.replicate(state, run.plan), data_it, start, start, run.meta(), best_top1, best_step)
+    return _Loop(parallel.replicate(state, run.plan), data_it, start, start, run.meta(), best_top1, best_step,
+                 pending)
 
 
 def _already_trained(loop: _Loop, run: setup.Run, workdir: Path) -> FitResult | None:
@@ -163,7 +165,7 @@ def _already_trained(loop: _Loop, run: setup.Run, workdir: Path) -> FitResult | 
         result = FitResult(**json.loads((workdir / "result.json").read_text()))
     except (OSError, ValueError, TypeError):
         result = None
-    if result is None or result.step != loop.start:
+    if result is None or result.step != loop.start or result.interrupted:   # (stopped in its last evaluation)
         return None
     loop.data.close()
     log.info("step %d: this run is complete; nothing to train (result.json kept; python -m train.evaluate "
@@ -196,7 +198,8 @@ def _evaluate(run: setup.Run, loop: _Loop, eval_step, report: reporting.Reporter
 
 def _save(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, metrics: dict | None = None) -> None:
     meta = {**loop.meta, "epoch": loop.step / run.steps_per_epoch, "best_top1": loop.best_top1,
-            "best_step": loop.best_step}
+            "best_step": loop.best_step,   # and the steps not yet reported: a resumed run's next row is the same
+            "pending_metrics": reporting.host_metrics(loop.pending)}
     state = parallel.unreplicate(loop.state, run.plan)
     if not step.all_finite(state):   # finite losses and gradients, but an update overflowed
         last = max(ckpt.steps(), default=None)

@@ -27,10 +27,15 @@ from zoo.files import written_atomically
 log = logging.getLogger("train")
 
 
+def host_metrics(pending: list[dict]) -> list[dict]:
+    """Step metrics as Python floats (device arrays read back; floats as they are): JSON-ready."""
+    return [jax.tree.map(lambda x: float(np.asarray(x).reshape(-1)[0]), m) for m in pending]
+
+
 def mean_metrics(pending: list[dict]) -> dict:
     """Average step metrics (``train.step.train_step``'s) over steps, weighted by real examples;
     count the non-finite steps (left out of the means; all non-finite: NaN)."""
-    host = [jax.tree.map(lambda x: float(np.asarray(x).reshape(-1)[0]), m) for m in pending]
+    host = host_metrics(pending)
     finite = [m for m in host if m["finite"]]
     n = sum(m["examples"] for m in finite)
     out = {k: sum(m[k] * m["examples"] for m in finite) / max(n, 1) for k in ("loss", "top1", "top5")}

@@ -87,6 +87,21 @@ def test_rerunning_a_finished_run_changes_nothing(trained_lenet, tmp_path):
     assert changed <= {"train.log"}   # metrics.jsonl got no second eval row, result.json is as it was
 
 
+def test_a_finished_run_stopped_in_its_last_evaluation_is_evaluated_again(trained_lenet, tmp_path):
+    """A signal during the final evaluation wrote result.json with 'interrupted': every later run of
+    the command then returned it, saying 'interrupted' and exiting 143 (a scheduler re-queuing on 143
+    would loop on a finished run). It is evaluated again now and its result written."""
+    source, r = trained_lenet
+    workdir = tmp_path / "w"
+    shutil.copytree(source, workdir)
+    stored = json.loads((workdir / "result.json").read_text())
+    (workdir / "result.json").write_text(json.dumps({**stored, "interrupted": "SIGTERM"}))
+    again = train.fit(quick(), workdir)
+    assert again.interrupted is None and again.step == r.step
+    assert again.eval["top1"] == pytest.approx(r.eval["top1"])
+    assert json.loads((workdir / "result.json").read_text())["interrupted"] is None
+
+
 def test_a_run_shorter_than_its_workdir_is_refused(trained_lenet, tmp_path):
     """Once: '16 steps ...', nothing trained, 'val top-1 nan', result.json's metrics wiped."""
     workdir = tmp_path / "w"

@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import logging
 import os
+import signal
 import threading
 import time
 from typing import Any, Sequence
@@ -249,7 +250,10 @@ def _absl_flags_parsed() -> None:
 def _end_with_parent(worker_index: int, worker_count: int) -> None:
     """grain worker start-up: the worker ends when the process that started it is gone (a SIGKILL of
     the training process once left its workers running, ~200 MB each); a daemon thread compares the
-    parent pid once a second. SIGINT / SIGTERM of the training process end them through grain itself."""
+    parent pid once a second. SIGINT / SIGTERM of the training process end them through grain itself;
+    a terminal's Ctrl-C (sent to the whole process group) is the parent's to handle: workers ignore it
+    (each once printed its own KeyboardInterrupt traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
 
     def watch() -> None:
