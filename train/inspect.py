@@ -29,6 +29,10 @@ name) defaults to the predicted class. ``--what`` defaults to everything that ap
   fixed       the classic fixed filters (Sobel, Prewitt, Scharr, average) on the image
                                                                    <image>_fixed_filters.png
 
+``--patch`` / ``--stride`` (occlusion), ``--steps`` (classmodel), ``--k`` / ``--neighbours_max``
+(neighbours) and ``--layer`` (features, gradcam) are refused when ``--what`` does not ask for their
+analysis; every option is checked before any folder or picture is written.
+
 The library behind it is ``zoo.inspect``.
 """
 from __future__ import annotations
@@ -39,6 +43,9 @@ from pathlib import Path
 import numpy as np
 
 WHAT = ("filters", "features", "saliency", "gradcam", "occlusion", "classmodel", "neighbours", "rf", "fixed")
+# the options that serve one analysis only: (flag, analysis, default when not given, least value)
+OPTIONS = (("--patch", "occlusion", None, 1), ("--stride", "occlusion", None, 1), ("--steps", "classmodel", 100, 0),
+           ("--k", "neighbours", 8, 1), ("--neighbours_max", "neighbours", 1000, 1))
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -96,15 +103,32 @@ def _class_index(arg: str | None, names: list[str]) -> int | None:
     return c
 
 
+def _check_options(what: list[str], given: dict) -> None:
+    """Each option given (not None) must serve an analysis ``what`` asks for, as ``--layer`` must, and
+    be an integer of at least its least value: one ValueError line naming the flag, before any work."""
+    for flag, user, _, least in OPTIONS:
+        value = given[flag]
+        if value is None:
+            continue
+        if user not in what:
+            raise ValueError(f"{flag} {value}: only {user} takes it, and --what asks for {','.join(what)}")
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < least:
+            raise ValueError(f"{flag}={value!r}: must be an integer >= {least}")
+
+
 def run(workdir, *, image=None, index: int | None = None, what=None, layers=None, class_arg=None, out=None,
-        checkpoint_step="best", k: int = 8, neighbours_max: int = 1000, steps: int = 100, patch=None, stride=None,
-        print_fn=print) -> dict[str, list[Path]]:
-    """The command as a function: returns ``{what: [written paths]}``."""
+        checkpoint_step="best", k: int | None = None, neighbours_max: int | None = None, steps: int | None = None,
+        patch=None, stride=None, print_fn=print) -> dict[str, list[Path]]:
+    """The command as a function: returns ``{what: [written paths]}``. ``what``: None for every analysis;
+    ``k`` (default 8), ``neighbours_max`` (1000), ``steps`` (100), ``patch`` and ``stride`` (occlusion's
+    defaults): None when not given; given for an analysis ``what`` does not ask for, they are refused."""
     from train import data, evaluation  # noqa: PLC0415
     from zoo import inspect as zi  # noqa: PLC0415
     from zoo.features import features  # noqa: PLC0415
     from zoo.files import check_folder_to_write, safe_name  # noqa: PLC0415
 
+    if what is not None and not list(what):
+        raise ValueError(f"--what: no analysis named; name one or more of {', '.join(WHAT)} (default: all)")
     what = list(dict.fromkeys(what or WHAT))   # each analysis once
     unknown = [w for w in what if w not in WHAT]
     if unknown:
@@ -112,10 +136,16 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
     if layers and not {"features", "gradcam"} & set(what):
         raise ValueError(f"--layer {','.join(layers)}: only features and gradcam take layers, and --what asks for "
                          f"{','.join(what)}")
+    given = {"--patch": patch, "--stride": stride, "--steps": steps, "--k": k, "--neighbours_max": neighbours_max}
+    _check_options(what, given)
+    patch, stride, steps, k, neighbours_max = (given[flag] if given[flag] is not None else default
+                                               for flag, _, default, _ in OPTIONS)
     out = check_folder_to_write(out, "--out") if out is not None else Path(workdir) / "inspect"
     model, variables, meta, _ = evaluation.load(workdir, checkpoint_step)
     pp = meta["preprocessing"]
     shape = (*pp["image_size"], pp["channels"])
+    if patch is not None and patch > min(shape[:2]):
+        raise ValueError(f"--patch={patch}: must be between 1 and the image side {min(shape[:2])}")
 
     dataset = None
     if image is not None:
@@ -212,11 +242,12 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
                 continue
             images, labels, _ = dataset
             r = zi.neighbours(model, variables, x[0], images, k=k)
+            shown_k = len(r["feature"][0])   # k, or every image searched when there are fewer
             needed = {int(i) for space in r.values() for i in space[0]}
             disp = {i: zi.to_display(images[i], pp) for i in needed}
             wrote(w, zi.plot_neighbours(shown, disp, r, out / f"{stem}_neighbours.png",
                                         labels=[names[int(v)] for v in labels],
-                                        title=f"{k} nearest of {len(images)} eval images: pre_logits (top), "
+                                        title=f"{shown_k} nearest of {len(images)} eval images: pre_logits (top), "
                                               "pixels (bottom), L2"))
         elif w == "rf":
             table = zi.receptive_field_table(zi.receptive_fields(model, shape, variables=variables))
@@ -244,9 +275,10 @@ def main(argv=None) -> int:
     ap.add_argument("--class", dest="class_", metavar="CLASS", default=None, help="class index or name (default: predicted)")
     ap.add_argument("--out", default=None, help="output folder (default WORKDIR/inspect)")
     ap.add_argument("--checkpoint", default="best", help="'best' (default), 'latest' or a step number")
-    ap.add_argument("--k", type=int, default=8, help="neighbours shown (default 8)")
-    ap.add_argument("--neighbours_max", type=int, default=1000, help="eval images searched (default 1000)")
-    ap.add_argument("--steps", type=int, default=100, help="class-model gradient-ascent steps (default 100)")
+    # None when not given: an option given for an analysis --what does not ask for is refused (run)
+    ap.add_argument("--k", type=int, default=None, help="neighbours shown (default 8)")
+    ap.add_argument("--neighbours_max", type=int, default=None, help="eval images searched (default 1000)")
+    ap.add_argument("--steps", type=int, default=None, help="class-model gradient-ascent steps (default 100)")
     ap.add_argument("--patch", type=int, default=None, help="occlusion patch side (default: image side / 7)")
     ap.add_argument("--stride", type=int, default=None, help="occlusion stride (default: patch / 2)")
     a = ap.parse_args(argv)

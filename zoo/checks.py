@@ -21,6 +21,11 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
 
 
+def is_finite_number(value) -> bool:
+    """A finite real number (not a bool, a str, an array, NaN or inf)."""
+    return is_number(value) and bool(np.isfinite(value))
+
+
 def check_positive(arg: str, value) -> None:
     if not is_number(value) or not value > 0:
         raise ValueError(f"{arg}={value!r}: must be a number > 0")

@@ -35,6 +35,75 @@ def test_a_layer_no_analysis_asked_for_takes_is_refused(tmp_path, capsys, monkey
                                        "saliency,rf\n")
 
 
+def test_an_empty_what_is_refused(tmp_path, capsys, monkeypatch):
+    """``--what ,`` (nothing left after splitting) once ran all ten analyses."""
+    from train import evaluation
+
+    monkeypatch.setattr(evaluation, "load", lambda *a, **k: pytest.fail("the checkpoint was read before the check"))
+    assert command.main(["--workdir", str(tmp_path), "--index", "0", "--what", ","]) == 2
+    assert capsys.readouterr().err == ("error: --what: no analysis named; name one or more of filters, features, "
+                                       "saliency, gradcam, occlusion, classmodel, neighbours, rf, fixed "
+                                       "(default: all)\n")
+
+
+@pytest.mark.parametrize("option, value, takes", [("--patch", "9", "occlusion"), ("--stride", "100", "occlusion"),
+                                                  ("--steps", "-4", "classmodel"), ("--k", "3", "neighbours"),
+                                                  ("--neighbours_max", "50", "neighbours")])
+def test_an_option_no_analysis_asked_for_takes_is_refused(tmp_path, capsys, monkeypatch, option, value, takes):
+    """They were ignored without a word (``--patch 9 --stride 100 --steps -4 --what saliency``: rc 0),
+    where --layer in the same case is refused."""
+    from train import evaluation
+
+    monkeypatch.setattr(evaluation, "load", lambda *a, **k: pytest.fail("the checkpoint was read before the check"))
+    assert command.main(["--workdir", str(tmp_path), "--index", "0", "--what", "saliency,rf", option, value]) == 2
+    assert capsys.readouterr().err == (f"error: {option} {value}: only {takes} takes it, and --what asks for "
+                                       "saliency,rf\n")
+
+
+@pytest.mark.parametrize("option, value, least", [("--patch", "0", 1), ("--stride", "0", 1), ("--steps", "-1", 0),
+                                                  ("--k", "0", 1), ("--neighbours_max", "0", 1),
+                                                  ("--neighbours_max", "-5", 1)])
+def test_option_values_are_checked_before_anything_is_read_or_written(tmp_path, capsys, monkeypatch, option, value,
+                                                                       least):
+    """Each once failed only when its analysis ran, after the earlier pictures were written
+    (``--what saliency,occlusion --patch 0`` left a saliency picture), and named the Python keyword
+    (``patch=0``); ``--neighbours_max -5`` searched the images loaded for ``--index``."""
+    from train import evaluation
+
+    monkeypatch.setattr(evaluation, "load", lambda *a, **k: pytest.fail("the checkpoint was read before the check"))
+    out = tmp_path / "pictures"
+    assert command.main(["--workdir", str(tmp_path), "--index", "1", "--what",
+                         "saliency,occlusion,classmodel,neighbours", option, value, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: {option}={value}: must be an integer >= {least}\n"
+    assert not out.exists()
+
+
+@pytest.mark.integration
+def test_a_patch_larger_than_the_image_is_refused_before_any_picture(trained_lenet5, tmp_path, capsys):
+    out = tmp_path / "pictures"
+    assert command.main(["--workdir", str(trained_lenet5["workdir"]), "--index", "1", "--what", "saliency,occlusion",
+                         "--patch", "29", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == "error: --patch=29: must be between 1 and the image side 28\n"
+    assert not out.exists()
+
+
+@pytest.mark.integration
+def test_the_neighbours_title_states_the_neighbours_shown(trained_lenet5, tmp_path, monkeypatch):
+    """``--k 5000 --neighbours_max 20`` was titled "5000 nearest of 20 eval images"; --k defaults to 8."""
+    from zoo.inspect import plots
+
+    titles = []
+    original = plots.plot_neighbours
+    monkeypatch.setattr(plots, "plot_neighbours", lambda *a, **kw: titles.append(kw["title"]) or original(*a, **kw))
+    workdir = str(trained_lenet5["workdir"])
+    for more in (["--k", "50", "--neighbours_max", "5"], ["--neighbours_max", "12"], ["--k", "3"]):
+        assert command.main(["--workdir", workdir, "--index", "2", "--what", "neighbours", "--out", str(tmp_path),
+                             *more]) == 0
+    # defaults: --k 8, --neighbours_max 1000 (the whole mnist5k test split here)
+    assert [t.split(":")[0] for t in titles] == ["5 nearest of 5 eval images", "8 nearest of 12 eval images",
+                                                 "3 nearest of 1000 eval images"]
+
+
 @pytest.mark.integration
 def test_the_command_writes_readable_pngs(trained_lenet5, tmp_path, capsys):
     digit = tmp_path / "digit.png"

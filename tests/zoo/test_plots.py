@@ -17,3 +17,45 @@ def test_map_and_overlay_share_the_colour_map_and_scale(symmetric):
     np.testing.assert_allclose(panel.get_clim(), (-0.9, 0.9) if symmetric else (-0.3, 0.9), rtol=1e-6)
     np.testing.assert_array_equal(panel.get_array(), overlay.get_array())
     plots._plt().close(fig)
+
+
+@pytest.mark.parametrize("rgb", [False, True])
+def test_a_coarse_map_is_drawn_over_the_whole_image(rgb):
+    """Grad-CAM's upsample=False map (5x5 over a 28x28 digit) once covered the image's top-left 5x5
+    pixels only (the overlay's axes took the last imshow's extent)."""
+    image = np.linspace(0, 1, 28 * 28 * (3 if rgb else 1), dtype=np.float32).reshape(28, 28, *((3,) if rgb else ()))
+    fig = plots.attribution_figure(image, np.arange(25, dtype=np.float32).reshape(5, 5))
+    shown, overlay = fig.axes[0], fig.axes[2]
+    assert overlay.get_xlim() == shown.get_xlim() == (-0.5, 27.5)
+    assert overlay.get_ylim() == shown.get_ylim() == (27.5, -0.5)
+    assert tuple(overlay.images[-1].get_extent()) == tuple(overlay.images[0].get_extent()) == (-0.5, 27.5, 27.5, -0.5)
+    plots._plt().close(fig)
+
+
+def test_attribution_figure_takes_one_map():
+    with pytest.raises(ValueError, match=r"^heatmap: one map \(h, w\) \(e\.g\. zi\.saliency\(\.\.\.\)\[0\]\), "
+                                         r"got shape \(1, 28, 28\)$"):
+        plots.attribution_figure(np.zeros((28, 28), np.float32), np.zeros((1, 28, 28), np.float32))
+
+
+@pytest.mark.parametrize("preprocessing, message", [
+    ({}, r"^preprocessing: a dict with the 'mean' and 'std' the images were normalised with \(the checkpoint's "
+         r"meta\['preprocessing'\]\), got keys \[\]$"),
+    ({"mean": [0.1]}, r"^preprocessing: a dict with the 'mean' and 'std' .*, got keys \['mean'\]$"),
+    ([0.1, 0.3], r"^preprocessing: a dict with the 'mean' and 'std' .*, got a list$"),
+    ({"mean": [0.5] * 3, "std": [0.2] * 3},
+     r"^preprocessing: mean and std of 3 and 3 channels for an image of shape \(28, 28, 1\); they must have one value "
+     r"per channel of the image \(H, W, C\), or one for all$"),
+])
+def test_to_display_needs_the_preprocessing_of_the_image(preprocessing, message):
+    """A dict without mean/std was a KeyError; 3-channel statistics made a 1-channel image RGB (broadcast)."""
+    with pytest.raises(ValueError, match=message):
+        plots.to_display(np.zeros((28, 28, 1), np.float32), preprocessing)
+
+
+def test_to_display_undoes_the_normalisation():
+    x = np.full((2, 2, 3), [0.0, 1.0, -1.0], np.float32)
+    np.testing.assert_allclose(plots.to_display(x, {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}),
+                               np.full((2, 2, 3), [0.5, 0.75, 0.25]))
+    np.testing.assert_allclose(plots.to_display(x[None, ..., :1], {"mean": [0.5], "std": [0.25]}), np.full((2, 2), 0.5))
+    np.testing.assert_allclose(plots.to_display(x, {"mean": 0.5, "std": 0.25})[0, 0], [0.5, 0.75, 0.25])

@@ -9,6 +9,7 @@ import jax
 import pytest
 
 import zoo
+from helpers import random_variables
 from zoo import inspect as zi
 from zoo.inspect import field_rules
 from zoo.layers import Ops, avg_pool
@@ -36,6 +37,24 @@ def test_receptive_fields_of_lenet5_match_hand_computation():
     assert _sizes(rf, ["C1", "S2", "C3", "S4", "C5"]) == [5, 6, 14, 16, 32]
     assert rf["C5"].spatial and rf["C5"].jump == (4, 4) and rf["C5"].start == (15.5, 15.5)
     assert "S4" in zi.receptive_field_table(rf)
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({"params": {}}, r"^variables: LeNet5 keeps a \(6,\) array at params/conv1/bias; these variables have none there "
+                     r"\(another model's variables\?\)$"),
+    (lambda: random_variables(zoo.create("lenet5", num_classes=4), (28, 28, 1)),
+     r"^variables: LeNet5 keeps a \(10,\) array at params/fc3/bias; these variables have \(4,\) there \(another "
+     r"model's variables\?\)$"),
+    (lambda: random_variables(zoo.create("resnet18"), (32, 32, 3)),
+     r"^variables: LeNet5 keeps a \(6,\) array at params/conv1/bias; these variables have none there"),
+])
+def test_variables_of_another_model_are_one_line_naming_them(variables, message):
+    """They once failed inside the trace (flax's ScopeCollectionNotFound), as first_layer_filters does not."""
+    lenet = zoo.create("lenet5")
+    with pytest.raises(ValueError, match=message) as e:
+        zi.receptive_fields(lenet, variables=variables() if callable(variables) else variables)
+    assert "\n" not in str(e.value)
+    assert zi.receptive_fields(lenet, variables=random_variables(lenet, (28, 28, 1))) == zi.receptive_fields(lenet)
 
 
 def test_receptive_fields_of_vgg16_and_alexnet_match_hand_computation():

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.checks import check_nonnegative_int, check_positive_int, is_number
+from zoo.checks import check_bool, check_nonnegative_int, check_positive_int, is_finite_number
 from zoo.features import feature_gradients, feature_names
 from zoo.inspect.inputs import as_batch, check_class, class_indices
 
@@ -87,6 +87,7 @@ def grad_cam(model, variables, x, class_index=None, layer: str | None = None, *,
     """Grad-CAM (Selvaraju et al. 2017): ``alpha_k^c = mean_ij dS_c / dA^k_ij``, map
     ``ReLU(sum_k alpha_k^c A^k)`` at tap ``layer`` (default :func:`default_cam_layer`), bilinearly
     upsampled to the input size: ``(B, H, W)`` (``upsample=False``: the layer's ``(B, h, w)``), >= 0."""
+    check_bool("upsample", upsample)
     x = as_batch(x)
     if layer is None:
         layer = default_cam_layer(model, x.shape[1:])
@@ -155,8 +156,8 @@ def occlusion(model, variables, x, class_index=None, *, patch: int | None = None
     check_positive_int("batch_size", batch_size)
     if not 1 <= patch <= min(h, w):
         raise ValueError(f"patch={patch}: must be between 1 and the image side {min(h, w)}")
-    if not is_number(fill):
-        raise ValueError(f"fill={fill!r}: a number (the value of the patch in normalised pixels; 0 is the mean)")
+    if not is_finite_number(fill):
+        raise ValueError(f"fill={fill!r}: a finite number (the value of the patch in normalised pixels; 0 is the mean)")
     c = None if class_index is None else check_class(class_index, model.num_classes)
     _, probs = predict(model, variables, x)
     c = int(np.argmax(probs[0])) if c is None else c
@@ -203,15 +204,22 @@ def class_model(model, variables, class_index: int, *, input_shape=None, steps: 
     units, whatever the network's gradient scale). Returns ``(image (H, W, C), scores (steps + 1,))``:
     ``S_c`` of each iterate, the starting image first.
 
-    ``init``: another starting image ``(H, W, C)``. (An untrained network whose biases are all zero
-    has every pre-activation, hence every ReLU gradient, exactly 0 at the zero image: start it from
-    small noise instead.)"""
+    ``learning_rate``: a finite number > 0 (the ascent's step); ``l2``: a finite number >= 0;
+    ``normalize``: True or False. ``init``: another starting image ``(H, W, C)``, a float image
+    normalised as in training like the other analyses' inputs. (An untrained network whose biases are
+    all zero has every pre-activation, hence every ReLU gradient, exactly 0 at the zero image: start it
+    from small noise instead.)"""
     shape = tuple(input_shape) if input_shape is not None else model.example_input_shape()
     class_index = check_class(class_index, model.num_classes)
     check_nonnegative_int("steps", steps)
+    if not is_finite_number(learning_rate) or not learning_rate > 0:
+        raise ValueError(f"learning_rate={learning_rate!r}: must be a finite number > 0 (a step of gradient ascent)")
+    if not is_finite_number(l2) or not l2 >= 0:
+        raise ValueError(f"l2={l2!r}: must be a finite number >= 0 (the weight of ||I||^2)")
+    check_bool("normalize", normalize)
     if init is not None and np.shape(init) != shape:
         raise ValueError(f"init: a starting image of shape {shape} (input_shape), got {np.shape(init)}")
-    image0 = jnp.zeros(shape, jnp.float32) if init is None else jnp.asarray(init, jnp.float32)
+    image0 = jnp.zeros(shape, jnp.float32) if init is None else as_batch(init, "init")[0]
     img, scores = _ascend(model, variables, jnp.int32(class_index), jnp.float32(learning_rate), jnp.float32(l2),
                           image0, int(steps), bool(normalize))
     return np.asarray(img), np.asarray(scores)

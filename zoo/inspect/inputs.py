@@ -1,15 +1,19 @@
-"""The arguments every analysis takes: one image ``(H, W, C)`` or a batch ``(B, H, W, C)``, and class
-indices. Each check raises one ValueError line naming the argument and what is allowed."""
+"""The arguments every analysis takes: one image ``(H, W, C)`` or a batch ``(B, H, W, C)``, class
+indices, the model's variables. Each check raises one ValueError line naming the argument and what is
+allowed."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zoo.summary import abstract_variables
+
 
 def as_batch(x, arg: str = "x") -> jax.Array:
     """``(H, W, C)`` or ``(B, H, W, C)`` float images -> float32 ``(B, H, W, C)``. Integer images are
-    refused (the analyses, like the models, take images normalised as in training), as are empty batches."""
+    refused (the analyses, like the models, take images normalised as in training), as are empty batches
+    and images with NaN or infinite pixels (under jit a NaN gives plausible finite maps and predictions)."""
     return _batch(jnp.asarray(x), arg).astype(jnp.float32)
 
 
@@ -26,6 +30,11 @@ def _batch(x, arg: str):
         x = x[None]
     if x.ndim != 4 or x.shape[0] < 1:
         raise ValueError(f"{arg} must be one image (H, W, C) or a batch (B, H, W, C), got shape {tuple(x.shape)}")
+    xp = np if isinstance(x, np.ndarray) else jnp
+    bad = int(x.size - xp.isfinite(x).sum())
+    if bad:
+        raise ValueError(f"{arg}: {bad} NaN or infinite pixel value{'s' if bad > 1 else ''}; the analyses take finite "
+                         f"float images normalised as in training (train.data.preprocess_eval)")
     return x
 
 
@@ -47,4 +56,21 @@ def class_indices(value, batch: int, num_classes: int) -> jax.Array:
                                               num_classes), jnp.int32)
     if values.shape != (batch,):
         raise ValueError(f"class_index: one index or {batch} of them (one per image), got shape {values.shape}")
-    return jnp.asarray([check_class(v, num_classes) for v in values.tolist()], jnp.int32)
+    # a list's own items: np.asarray([True, 1]) would turn the bool into the index 1
+    items = list(value) if isinstance(value, (list, tuple)) else values.tolist()
+    return jnp.asarray([check_class(v, num_classes) for v in items], jnp.int32)
+
+
+def check_variables(model, variables, input_shape) -> None:
+    """``variables`` must hold every array ``model`` has at ``input_shape`` ``(H, W, C)``, with its shape:
+    one ValueError line naming the first that is missing or of another shape (another model's variables)."""
+    expected = jax.tree_util.tree_flatten_with_path(abstract_variables(model, input_shape))[0]
+    for path, leaf in expected:
+        keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+        here = variables
+        for key in keys:
+            here = here.get(key) if hasattr(here, "get") else None
+        if here is None or hasattr(here, "get") or np.shape(here) != leaf.shape:
+            found = "none" if here is None else "a dict" if hasattr(here, "get") else np.shape(here)
+            raise ValueError(f"variables: {type(model).__name__} keeps a {leaf.shape} array at {'/'.join(keys)}; these "
+                             f"variables have {found} there (another model's variables?)")

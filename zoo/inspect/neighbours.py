@@ -39,9 +39,12 @@ def nearest_neighbours(query, database, k: int = 5, metric: str = "euclidean") -
     (1 - cosine similarity); fewer than ``k`` when ``database`` has fewer rows."""
     check_positive_int("k", k)
     q = np.atleast_2d(np.asarray(query, np.float64))
-    db = np.asarray(database, np.float64).reshape(len(database), -1)
+    db = np.asarray(database, np.float64)
+    if db.ndim < 2 or db.shape[0] < 1:   # before the reshape, which cannot size the rows of an empty array
+        raise ValueError(f"database: one or more rows (N, D) to search, got shape {db.shape}")
+    db = db.reshape(len(db), -1)
     q = q.reshape(len(q), -1)
-    if db.shape[0] < 1 or q.shape[1] != db.shape[1]:
+    if q.shape[1] != db.shape[1]:
         raise ValueError(f"database: rows of {q.shape[1]} values like the query's, got shape {db.shape}")
     if metric == "euclidean":
         d = np.sqrt(np.maximum((q * q).sum(1)[:, None] - 2 * q @ db.T + (db * db).sum(1)[None], 0.0))
@@ -74,6 +77,9 @@ def neighbours(model, variables, query, images, k: int = 5, *, layer: str = "pre
         raise ValueError(f"embeddings: one row per image of images ({len(images)}), got {len(db)} (zi.embed(model, "
                          f"variables, images, layer={layer!r}))")
     qf = embed(model, variables, q, layer=layer)
+    if embeddings is not None and (db.ndim != 2 or db.shape[1] != qf.shape[1]):
+        raise ValueError(f"embeddings: rows of {qf.shape[1]} values, the features at layer={layer!r} "
+                         f"(zi.embed(model, variables, images, layer={layer!r})), got shape {db.shape}")
     fi, fd = nearest_neighbours(qf, db, k, metric)
     pi, pd = nearest_neighbours(np.asarray(q).reshape(1, -1), np.asarray(images).reshape(len(images), -1), k, metric)
     return {"feature": (fi[0], fd[0]), "pixel": (pi[0], pd[0])}

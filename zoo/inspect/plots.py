@@ -27,12 +27,22 @@ def _minmax(a: np.ndarray) -> np.ndarray:
 
 def to_display(x, preprocessing: dict | None = None) -> np.ndarray:
     """A normalised model input ``(H, W, C)`` as a displayable float image in [0, 1] ((H, W) for one
-    channel): undone with the ``preprocessing`` dict's mean/std when given, else min-max scaled."""
+    channel): undone with the ``preprocessing`` dict's mean/std (one value per channel of ``x``, or one
+    for all, as stored with the checkpoint) when given, else min-max scaled."""
     x = np.asarray(x, np.float32)
     if x.ndim == 4:
         x = x[0]
     if preprocessing is not None:
-        std, mean = (np.asarray(preprocessing[k], np.float32) for k in ("std", "mean"))
+        if not hasattr(preprocessing, "get") or preprocessing.get("mean") is None or preprocessing.get("std") is None:
+            got = (f"keys {sorted(map(str, preprocessing))}" if hasattr(preprocessing, "keys")
+                   else f"a {type(preprocessing).__name__}")
+            raise ValueError(f"preprocessing: a dict with the 'mean' and 'std' the images were normalised with (the "
+                             f"checkpoint's meta['preprocessing']), got {got}")
+        std, mean = (np.asarray(preprocessing[k], np.float32).reshape(-1) for k in ("std", "mean"))
+        if x.ndim != 3 or not {std.size, mean.size} <= {1, x.shape[-1]}:
+            raise ValueError(f"preprocessing: mean and std of {mean.size} and {std.size} channels for an image of "
+                             f"shape {x.shape}; they must have one value per channel of the image (H, W, C), or one "
+                             f"for all")
         x = np.clip(x * std + mean, 0, 1)
     else:
         x = _minmax(x)
@@ -105,11 +115,18 @@ def plot_feature_maps(maps: np.ndarray, path, *, title: str | None = None, max_m
 
 def attribution_figure(image: np.ndarray, heatmap: np.ndarray, *, cmap: str = "jet", symmetric: bool = False):
     """Three panels: the input (display image from :func:`to_display`), the map (saliency, Grad-CAM,
-    occlusion; ``symmetric``: a diverging scale centred on 0, 'RdBu_r'), and the map over the input,
-    drawn with the same colour map and scale as the map panel (one colour map per quantity)."""
+    occlusion; ``symmetric``: a diverging scale centred on 0, 'RdBu_r'), and the map over the whole
+    input, drawn with the same colour map and scale as the map panel (one colour map per quantity).
+    A map coarser than the image (Grad-CAM's ``upsample=False``) is stretched over all of it."""
     plt = _plt()
     img = np.asarray(image, np.float32)
     hm = np.asarray(heatmap, np.float32)
+    if img.ndim not in (2, 3):
+        raise ValueError(f"image: a display image (H, W) or (H, W, 3) (zi.to_display), got shape {img.shape}")
+    if hm.ndim != 2 or hm.size == 0:
+        raise ValueError(f"heatmap: one map (h, w) (e.g. zi.saliency(...)[0]), got shape {hm.shape}")
+    h, w = img.shape[:2]
+    extent = (-0.5, w - 0.5, h - 0.5, -0.5)   # the image's pixels, as imshow places them
     if symmetric:
         lim = float(np.abs(hm).max()) or 1.0
         cmap, lo, hi = "RdBu_r", -lim, lim
@@ -125,7 +142,9 @@ def attribution_figure(image: np.ndarray, heatmap: np.ndarray, *, cmap: str = "j
     fig.colorbar(im, ax=axes[1], fraction=0.046)
     axes[1].set_title("map", fontsize=8)
     axes[2].imshow(img, cmap=gray, vmin=0, vmax=1)
-    axes[2].imshow(hm, cmap=cmap, vmin=lo, vmax=hi, alpha=0.5)
+    axes[2].imshow(hm, cmap=cmap, vmin=lo, vmax=hi, alpha=0.5, extent=extent)
+    axes[2].set_xlim(extent[:2])
+    axes[2].set_ylim(extent[2:])
     axes[2].set_title("overlay", fontsize=8)
     return fig
 

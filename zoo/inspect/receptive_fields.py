@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jax.extend import core as jcore
 
 from zoo.inspect.field_rules import RULES, Dim, Eqn, combine, elementwise, map_dims
+from zoo.inspect.inputs import check_variables
 from zoo.summary import abstract_variables
 
 
@@ -140,12 +141,14 @@ def receptive_fields(model, input_shape=None, *, variables=None, modules: bool =
     them, e.g. ``features_transition1/avg_pool1``). ``input_shape`` ``(H, W, C)``: default
     ``model.example_input_shape()`` (fields of spatial layers do not depend on it; only the pooled
     unions do). A zoo model is traced with ``conv_impl='lax'`` (one conv primitive per convolution).
+    ``variables``: the model's own (default: its shapes, from ``init``); another model's are refused.
     """
     shape = tuple(input_shape) if input_shape is not None else model.example_input_shape()
     x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
     if variables is None:
         v = abstract_variables(model, shape)
     else:
+        check_variables(model, variables, shape)   # another model's variables would fail inside the trace
         v = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), variables)
     collections = ["features"] + (["intermediates"] if modules else [])
     lax_model = model.clone(conv_impl="lax") if hasattr(model, "conv_impl") else model
