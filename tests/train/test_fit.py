@@ -164,7 +164,7 @@ def test_a_state_made_non_finite_by_a_finite_gradient_stops_the_run_and_claims_n
 
     state = {"params": {"w": jnp.array([1.0, jnp.inf])}, "step": jnp.asarray(4)}
     run = types.SimpleNamespace(plan=parallel.make_plan("shard_map", 1), steps_per_epoch=10)
-    state_loop = types.SimpleNamespace(meta={}, step=4, best_top1=0.0, best_step=0, state=state,
+    state_loop = types.SimpleNamespace(meta={}, step=4, best_top1=0.0, best_step=0, state=state, pending=[],
                                        data=types.SimpleNamespace(get_state=lambda: {}))
     ckpt = checkpoint.Checkpointer(tmp_path, async_save=False)
     try:
