@@ -287,7 +287,7 @@ class Trials:
         """Up to ``k`` new trials for this process, each with its ``{path: value}``."""
         out = []
         for _ in range(min(k, self.remaining())):
-            if self.grid:  # its before_trial gives trial n grid point n
+            if self.grid:  # its before_trial gives each trial an unvisited grid point, drawn from the seed
                 self.study.sampler = self.grid
             trial = self.study.ask()
             storage = self.study._storage
