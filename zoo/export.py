@@ -142,6 +142,11 @@ def onnx(model, variables, input_shape) -> bytes:
     try:
         proto = to_onnx(lambda x: _evaluate(closed.jaxpr, closed.consts, x)[0], [spec], input_names=["image"],
                         output_names=["logits"], model_name=type(model).__name__)
+    except Exception as e:  # noqa: BLE001  (the converter's own limits: unsupported primitives, symbolic shapes)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"--format onnx: the converter (jax2onnx) cannot convert {type(model).__name__} at input "
+                         f"{tuple(input_shape)} ({type(e).__name__}: {first[:200]}); --format stablehlo exports "
+                         f"every model") from e
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)

@@ -149,3 +149,20 @@ def test_a_bfloat16_model_exports_float32_logits_and_onnx_refuses_it_in_one_line
     with pytest.raises(ValueError, match=r"^--format onnx: the model computes in bfloat16, which the ONNX converter "
                                          r"does not take; export it as --format stablehlo, or from a float32 run$"):
         export.onnx(model, variables, (28, 28, 1))
+
+
+def test_a_network_the_onnx_converter_cannot_take_is_one_line_naming_stablehlo():
+    """CIFAR ResNets (their option-A shortcut pads with the symbolic batch) failed with jax2onnx's
+    InconclusiveDimensionOperation traceback, AlexNet / VGG below ~224 px with 'No plugins registered
+    for primitive stack': the command caught neither. StableHLO exports them."""
+    import jax
+    import jax.numpy as jnp
+
+    from zoo import export as ex
+
+    model = zoo.create("resnet20")
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
+    with pytest.raises(ValueError, match=r"^--format onnx: the converter \(jax2onnx\) cannot convert CifarResNet at "
+                                         r"input \(32, 32, 3\) \(.*\); --format stablehlo exports every model"):
+        ex.onnx(model, variables, (32, 32, 3))
+    assert ex.stablehlo(model, variables, (32, 32, 3))
