@@ -74,6 +74,12 @@ class Loaded(NamedTuple):
     step: int
 
 
+def kept_ema(meta: dict) -> bool:
+    """Whether the run of a checkpoint's ``meta`` kept an EMA (``optimizer.ema_decay`` > 0), which its
+    evaluation, :func:`load` and :func:`restore` use by default."""
+    return (meta.get("config", {}).get("optimizer", {}).get("ema_decay") or 0) > 0
+
+
 def load(workdir: str | Path, checkpoint_step: str | int = "best", *, use_ema: bool | None = None) -> Loaded:
     """``(model, variables, meta, step)`` of a workdir's checkpoint, read once.
 

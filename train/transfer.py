@@ -105,7 +105,7 @@ def load_source(init_from: str, model_name: str, model) -> tuple[dict, str]:
             if source_model != model_name:
                 log.warning("transfer.init_from: %s holds a %s, training a %s: it loads only if every leaf "
                             "but the classifier has the same path and shape", path, source_model, model_name)
-            ema = "EMA " if (meta.get("config", {}).get("optimizer", {}).get("ema_decay") or 0) > 0 else ""
+            ema = "EMA " if evaluation.kept_ema(meta) else ""
             return dict(variables), f"checkpoint {s} ({ema}weights) of {source_model} in {path}"
         sd = convert.load_state_dict(path)
         source = convert.model_for_state_dict(model_name, sd, model)  # the file's class count

@@ -110,7 +110,7 @@ def _from_workdir(name, workdir, checkpoint, conv_impl) -> Bundle:
         raise ValueError(f"model={name!r} but {workdir} holds a {run_model}; leave the model out or name {run_model}")
     model = loaded.model.clone(conv_impl=conv_impl)
     names = _names(model.num_classes, loaded.meta.get("class_names"))
-    ema = (loaded.meta.get("config", {}).get("optimizer", {}).get("ema_decay") or 0) > 0   # used, as evaluate does
+    ema = evaluation.kept_ema(loaded.meta)   # used, as evaluate does
     return Bundle(model, loaded.variables, loaded.meta["preprocessing"], names,
                   f"{workdir} ({run_model}, step {loaded.step}{', parameter EMA' if ema else ''})")
 

@@ -272,7 +272,7 @@ def _folder_family(paths: Sequence[str], sample: int = 256) -> str:
     picks = np.unique(np.linspace(0, len(paths) - 1, min(sample, len(paths))).astype(int))
     for i in picks:
         with Image.open(paths[i]) as im:
-            if max(im.size) > 64:
+            if _family_of((im.height, im.width, 3)) == "imagenet":   # one large image decides
                 return "imagenet"
     return "cifar"
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from zoo.checks import check_nonnegative_int, check_positive_int
 from zoo.features import features
-from zoo.inspect.inputs import as_batch
+from zoo.inspect.inputs import as_batch, leaf_at
 from zoo.layers import conv2d
 from zoo.summary import abstract_variables, layer_table
 
@@ -21,19 +21,12 @@ def first_layer_filters(model, variables, input_shape=None) -> np.ndarray:
     if not rows:
         raise ValueError(f"{type(model).__name__} has no convolution layer")
     path = f"params/{rows[0].path}/kernel"
-    expected, kernel = _at(abstract_variables(model, shape), path), _at(variables, path)
+    expected, kernel = leaf_at(abstract_variables(model, shape), path), leaf_at(variables, path)
     if kernel is None or np.shape(kernel) != expected.shape:
         raise ValueError(f"variables: {type(model).__name__} keeps its first convolution's {expected.shape} kernel at "
                          f"{path}; these variables have {np.shape(kernel) if kernel is not None else 'none'} there "
                          f"(another model's variables?)")
     return np.moveaxis(np.asarray(kernel, np.float32), -1, 0)
-
-
-def _at(tree, path: str):
-    """The leaf at ``path`` ('params/conv1/kernel') of a nested dict, or None."""
-    for part in path.split("/"):
-        tree = tree.get(part) if hasattr(tree, "get") else None
-    return tree
 
 
 def feature_maps(model, variables, x, layer: str) -> np.ndarray:

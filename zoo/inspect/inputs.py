@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.traverse_util import flatten_dict
 
 from zoo.summary import abstract_variables
 
@@ -61,16 +62,19 @@ def class_indices(value, batch: int, num_classes: int) -> jax.Array:
     return jnp.asarray([check_class(v, num_classes) for v in items], jnp.int32)
 
 
+def leaf_at(tree, path: str):
+    """The leaf at ``path`` ('params/conv1/kernel') of a nested dict, or None."""
+    for part in path.split("/"):
+        tree = tree.get(part) if hasattr(tree, "get") else None
+    return tree
+
+
 def check_variables(model, variables, input_shape) -> None:
     """``variables`` must hold every array ``model`` has at ``input_shape`` ``(H, W, C)``, with its shape:
     one ValueError line naming the first that is missing or of another shape (another model's variables)."""
-    expected = jax.tree_util.tree_flatten_with_path(abstract_variables(model, input_shape))[0]
-    for path, leaf in expected:
-        keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
-        here = variables
-        for key in keys:
-            here = here.get(key) if hasattr(here, "get") else None
+    for path, leaf in flatten_dict(abstract_variables(model, input_shape), sep="/").items():
+        here = leaf_at(variables, path)
         if here is None or hasattr(here, "get") or np.shape(here) != leaf.shape:
             found = "none" if here is None else "a dict" if hasattr(here, "get") else np.shape(here)
-            raise ValueError(f"variables: {type(model).__name__} keeps a {leaf.shape} array at {'/'.join(keys)}; these "
+            raise ValueError(f"variables: {type(model).__name__} keeps a {leaf.shape} array at {path}; these "
                              f"variables have {found} there (another model's variables?)")
