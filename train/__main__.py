@@ -139,7 +139,7 @@ def _train(config, args) -> int:
 def _fit(config, args, log_file) -> int:
     import jax  # noqa: PLC0415
 
-    from train import checkpoint, interrupts, lock, logs, loop, parallel  # noqa: PLC0415
+    from train import checkpoint, interrupts, lock, logs, loop, parallel, reporting  # noqa: PLC0415
     from zoo import cli  # noqa: PLC0415
 
     details = f" (details: {log_file})" if log_file else ""
@@ -162,10 +162,12 @@ def _fit(config, args, log_file) -> int:
         if r.interrupted:
             logs.say(f"interrupted by {r.interrupted} at step {r.step}; checkpoint saved in {args.workdir}")
         else:
-            ev = r.eval
-            logs.say(f"done: step {r.step} (epoch {r.epoch:.2f}) in {r.seconds:.1f}s | val top-1 {ev.get('top1', float('nan')):.4f}"
-                  f" top-5 {ev.get('top5', float('nan')):.4f} | best top-1 {r.best_top1:.4f} at step {r.best_step}"
-                  f" | checkpoints in {args.workdir}/checkpoints")
+            ev, nan = r.eval, float("nan")
+            evaluated = (f"{ev.get('split', 'val')} ({ev.get('count', 0):,} images{', EMA' if ev.get('ema') else ''})"
+                         f" top-1 {ev.get('top1', nan):.4f} "
+                         + reporting.top5_text(ev.get('top5', nan), len(ev.get("per_class_top1") or []) or None, "top-5"))
+            logs.say(f"done: step {r.step} (epoch {r.epoch:.2f}) in {r.seconds:.1f}s | {evaluated} | best top-1 "
+                     f"{r.best_top1:.4f} at step {r.best_step} | checkpoints in {args.workdir}/checkpoints")
     return interrupts.exit_status(r.interrupted) if r.interrupted else 0
 
 

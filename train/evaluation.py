@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from train import checkpoint, data, logs, parallel, setup, step
+from train import checkpoint, data, logs, parallel, reporting, setup, step
 from zoo.files import check_folder_to_write, written_atomically
 
 log = logging.getLogger("train")
@@ -115,28 +115,35 @@ def restore_meta(workdir: str | Path, *, checkpoint_step: str | int = "best") ->
 
 
 def evaluate(workdir: str | Path, *, checkpoint_step: str | int = "best", split: str | None = None,
-             output_dir: str | Path | None = None, plot: bool = True) -> dict:
+             output_dir: str | Path | None = None, plot: bool = True, use_ema: bool | None = None) -> dict:
     """Evaluate a checkpoint on its eval split (or ``split``) with the preprocessing it was trained
     with: loss, top-1, top-5, per-class accuracy, confusion matrix (PNG in ``output_dir``, default
-    ``WORKDIR/eval``; checked before anything is evaluated)."""
+    ``WORKDIR/eval``; checked before anything is evaluated). ``use_ema`` as for :func:`load` (the
+    report's ``weights`` says which: 'ema' or 'trained'; the trained weights of a run with an EMA are
+    written as ``..._trained``, beside the EMA's report)."""
+    if use_ema is not None and not isinstance(use_ema, bool):
+        raise ValueError(f"use_ema={use_ema!r}: must be True, False or None (the run's choice)")
     out = check_folder_to_write(output_dir, "output_dir") if output_dir is not None else Path(workdir) / "eval"
     raw, meta, s = _read(workdir, checkpoint_step)
-    variables = step.eval_variables(raw)  # the EMA when the run kept one, as its own evaluation
+    ema = kept_ema(meta) and use_ema is not False   # the EMA when the run kept one, as its own evaluation
+    variables = step.eval_variables(raw, use_ema=ema)
     run = setup.for_checkpoint(meta, split=split)
     pipe = run.eval_pipe
     ev = run_eval(compile_eval(run.model, run.step_config, run.plan), parallel.replicate(variables, run.plan), pipe,
                   run.plan)
     names = meta.get("class_names") or [str(i) for i in range(pipe.num_classes)]
-    report = {"workdir": str(workdir), "step": s, "split": pipe.split, "model": meta["model"], "loss": ev["loss"],
+    report = {"workdir": str(workdir), "step": s, "split": pipe.split, "model": meta["model"],
+              "weights": "ema" if ema else "trained", "loss": ev["loss"],
               "top1": ev["top1"], "top5": ev["top5"], "count": ev["count"],
               "per_class_top1": dict(zip(names, ev["per_class_top1"])),
               "confusion": ev["confusion"].tolist()}
+    name = f"step{s}_{pipe.split}" + ("_trained" if kept_ema(meta) and not ema else "")
     if jax.process_index() == 0:
         out.mkdir(parents=True, exist_ok=True)
-        with written_atomically(out / f"eval_step{s}_{pipe.split}.json") as tmp:   # never half a report
+        with written_atomically(out / f"eval_{name}.json") as tmp:   # never half a report
             Path(tmp).write_text(json.dumps(report, indent=1))
         if plot:
-            report["confusion_png"] = str(plot_confusion(ev["confusion"], names, out / f"confusion_step{s}_{pipe.split}.png",
+            report["confusion_png"] = str(plot_confusion(ev["confusion"], names, out / f"confusion_{name}.png",
                                                          title=f"{meta['model']} step {s}: top-1 {ev['top1']:.4f}"))
     return report
 
@@ -185,15 +192,20 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", default="best", help="'best' (default), 'latest' or a step number")
     ap.add_argument("--split", default=None, help="split to evaluate (default: the run's eval split)")
     ap.add_argument("--output_dir", default=None, help="where to write the report and PNG (default WORKDIR/eval)")
+    ap.add_argument("--weights", choices=("ema", "trained"), default=None,
+                    help="a run that kept an EMA (optimizer.ema_decay): its EMA (default, as its own evaluation) "
+                         "or the trained weights")
     a = ap.parse_args(argv)
     logs.for_command()
     try:
         overrides.check_workdir(a.workdir)
-        r = evaluate(a.workdir, checkpoint_step=a.checkpoint, split=a.split, output_dir=a.output_dir)
+        r = evaluate(a.workdir, checkpoint_step=a.checkpoint, split=a.split, output_dir=a.output_dir,
+                     use_ema=None if a.weights is None else a.weights == "ema")
     except (checkpoint.NoCheckpointError, ValueError, OSError) as e:
         return cli.fail(e)
-    print(f"{r['model']} step {r['step']} on {r['split']} ({r['count']} examples): "
-          f"loss {r['loss']:.4f}  top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}")
+    weights = ", EMA weights" if r["weights"] == "ema" else ""
+    print(f"{r['model']} step {r['step']} on {r['split']} ({r['count']} examples{weights}): "
+          f"loss {r['loss']:.4f}  top-1 {r['top1']:.4f}  " + reporting.top5_text(r["top5"], len(r["per_class_top1"]), "top-5"))
     print("per-class top-1: " + "  ".join(f"{k}: {'-' if v is None else f'{v:.3f}'}" for k, v in r["per_class_top1"].items()))
     if "confusion_png" in r:
         print(f"confusion matrix: {r['confusion_png']}")

@@ -21,6 +21,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
 from train import checkpoint, evaluation, interrupts, lock, parallel, reporting, setup, step, transfer
 from zoo.files import written_atomically
@@ -66,7 +67,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path) -> FitResult:
             stop.check()
             report = reporting.Reporter(workdir, total_steps=run.total_steps, start=loop.step,
                                         steps_per_epoch=run.steps_per_epoch, batch_size=config.batch_size,
-                                        t_start=t_start, enabled=jax.process_index() == 0)
+                                        t_start=t_start, enabled=jax.process_index() == 0,
+                                        eval_name=run.eval_pipe.split, num_classes=run.train_pipe.num_classes,
+                                        ema=run.config.optimizer.ema_decay > 0)
             try:
                 train_step = _announced(run.compile_train(), "train step", report, stop, restart_clock=True)
                 eval_step = _announced(evaluation.compile_eval(run.model, run.step_config, run.plan), "eval step",
@@ -193,7 +196,10 @@ def _evaluate(run: setup.Run, loop: _Loop, eval_step, report: reporting.Reporter
     if ev["top1"] > loop.best_top1:
         loop.best_top1, loop.best_step = ev["top1"], loop.step
     loop.last_eval = ev
-    report.eval(loop.step, ev, loop.last_train, loop.best_top1, loop.best_step)
+    if not np.isfinite(ev["loss"]):
+        report.message(f"step {loop.step}: the evaluation loss is not finite (NaN/Inf logits: top-1 counts their "
+                       f"argmax, {ev['top1']:.4f}); the weights have diverged")
+    loop.last_train = report.eval(loop.step, ev, loop.best_top1, loop.best_step) or loop.last_train
 
 
 def _save(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, metrics: dict | None = None) -> None:
@@ -201,14 +207,14 @@ def _save(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, metrics: d
             "best_step": loop.best_step,   # and the steps not yet reported: a resumed run's next row is the same
             "pending_metrics": reporting.host_metrics(loop.pending)}
     state = parallel.unreplicate(loop.state, run.plan)
-    if not step.all_finite(state):   # finite losses and gradients, but an update overflowed
+    if not ckpt.save(loop.step, state, data_state=loop.data.get_state(), meta=meta, metrics=metrics):
+        # the checkpointer refuses a non-finite state: finite losses and gradients, but an update overflowed
         last = max(ckpt.steps(), default=None)
         raise NonFiniteLossError(
             f"step {loop.step}: the train state has non-finite values although the loss and gradients were finite "
             f"(an update overflowed: is the learning rate, transfer.backbone_lr_mult or another optimizer setting "
             f"too large?); nothing was written at this step, "
             + (f"the last checkpoint is step {last}" if last is not None else "and no checkpoint was written before"))
-    ckpt.save(loop.step, state, data_state=loop.data.get_state(), meta=meta, metrics=metrics)
 
 
 def _interrupted(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, report: reporting.Reporter,
@@ -223,7 +229,9 @@ def _interrupted(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, rep
 def _finish(loop: _Loop, run: setup.Run, workdir: Path, t_start: float) -> FitResult:
     """The result, also written to ``WORKDIR/result.json`` (process 0)."""
     result = FitResult(step=loop.step, epoch=loop.step / run.steps_per_epoch, train=loop.last_train,
-                       eval={k: v for k, v in loop.last_eval.items() if k != "confusion"},
+                       eval={**{k: v for k, v in loop.last_eval.items() if k != "confusion"},   # and what it was of
+                             **({"split": run.eval_pipe.split, "ema": run.config.optimizer.ema_decay > 0}
+                                if loop.last_eval else {})},
                        best_top1=loop.best_top1, best_step=loop.best_step, interrupted=loop.interrupted,
                        seconds=time.perf_counter() - t_start)
     if jax.process_index() == 0:
@@ -248,7 +256,8 @@ def _announced(fn, what: str, report: reporting.Reporter, stop: interrupts.Stop 
         out = fn(*args)
         report.message(f"compiling the {what}: done in {time.perf_counter() - t:.1f}s")
         if restart_clock:
-            report.restart_clock()
+            jax.block_until_ready(out)
+            report.restart_clock(untimed_steps=1)
         if stop is not None:
             stop.check()
         return out

@@ -4,7 +4,10 @@ evaluation. ``fit`` (``train/loop.py``) uses :class:`Reporter`; the parts are us
 
 metrics.jsonl holds one JSON object per line: ``{"step", "split": "train" | "eval", <scalars>}``;
 train lines carry loss, top1, top5, grad_norm, learning_rate, nonfinite_steps, images_per_s (the
-means over the steps since the previous line), eval lines loss, top1, top5, count. A run resumed from
+means over the steps since the previous line; images/s over the steps timed since then, the compiling
+step and evaluations left out), eval lines loss, top1, top5, count. A value that is not finite (every
+step of a window skipped, an evaluation of NaN logits) is written ``null`` (strict JSON) and left out of
+TensorBoard; ``nonfinite_steps`` counts the skipped steps. A run resumed from
 step S continues one timeline: rows of steps after S (written before a crash, after the checkpoint it
 resumed from) move to ``metrics.abandoned.jsonl``, and TensorBoard purges its events after S
 (``purge_step``).
@@ -47,12 +50,25 @@ def mean_metrics(pending: list[dict]) -> dict:
 
 
 def epoch_summary(step: int, steps_per_epoch: int, train: dict, ev: dict, best_top1: float, best_step: int | None,
-                  seconds: float) -> str:
-    """The line printed after each evaluation."""
+                  seconds: float, *, eval_name: str = "val", ema: bool = False, num_classes: int | None = None) -> str:
+    """The line printed after each evaluation: ``train`` the mean over the ``train['steps']`` steps
+    since the previous evaluation, ``ev`` the evaluation of the ``eval_name`` split (of the run's EMA
+    weights with ``ema``)."""
     nan = float("nan")
-    return (f"epoch {step / steps_per_epoch:6.2f} | train loss {train.get('loss', nan):.4f} "
-            f"acc {train.get('top1', nan):.4f} | val loss {ev['loss']:.4f} acc {ev['top1']:.4f} "
-            f"top5 {ev['top5']:.4f} | best {best_top1:.4f} (step {best_step}) | {seconds:.1f}s")
+    steps = f" ({train['steps']} steps)" if "steps" in train else ""
+    return (f"epoch {step / steps_per_epoch:6.2f} | train{steps} loss {train.get('loss', nan):.4f} "
+            f"acc {train.get('top1', nan):.4f} | {eval_name} ({ev['count']:,} images{', EMA' if ema else ''}) "
+            f"loss {ev['loss']:.4f} "
+            f"acc {ev['top1']:.4f} {top5_text(ev['top5'], num_classes)} | best {best_top1:.4f} (step {best_step}) | "
+            f"{seconds:.1f}s")
+
+
+def top5_text(top5: float, num_classes: int | None, label: str = "top5") -> str:
+    """``top5 0.9970``, or ``top5 n/a (3 classes)`` where every label is among the top 5 whatever the
+    model (five classes or fewer: the figure is 1 by construction)."""
+    if num_classes is not None and num_classes <= 5:
+        return f"{label} n/a ({num_classes} classes)"
+    return f"{label} {top5:.4f}"
 
 
 def run_summary(run) -> str:
@@ -83,15 +99,20 @@ class MetricsLog:
         if start > 0:
             set_aside_after(workdir / "metrics.jsonl", start)
         self.jsonl = open(workdir / "metrics.jsonl", "a", buffering=1)
-        self.tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=start + 1 if start > 0 else None)
+        # flushed every second (tensorboardX's default, 2 minutes, let a kill -9 lose rows metrics.jsonl kept)
+        self.tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=start + 1 if start > 0 else None,
+                                flush_secs=1)
 
     def write(self, step: int, split: str, metrics: dict) -> None:
+        """One row: metrics.jsonl (line-buffered) and TensorBoard (on disk within a second)."""
         if not self.enabled:
             return
         scalars = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
-        self.jsonl.write(json.dumps({"step": step, "split": split, **scalars}) + "\n")
-        for k, v in scalars.items():
-            self.tb.add_scalar(f"{split}/{k}", v, step)
+        row = {k: v if np.isfinite(v) else None for k, v in scalars.items()}   # NaN is not JSON
+        self.jsonl.write(json.dumps({"step": step, "split": split, **row}, allow_nan=False) + "\n")
+        for k, v in row.items():
+            if v is not None:
+                self.tb.add_scalar(f"{split}/{k}", v, step)
 
     def close(self) -> None:
         if self.enabled:
@@ -177,40 +198,60 @@ class Progress:
 
 class Reporter:
     """The reporting of one ``fit``: metrics log, progress and summary lines, and the images/s
-    between two train reports (``batch_size``: the global batch)."""
+    between two train reports (``batch_size``: the global batch), over the steps timed since: from
+    ``start`` (a resumed run's restored steps are not), less the compiling step, evaluations left out.
+    ``eval_name`` names the evaluated split in the summary lines (``ema``: the run evaluates its EMA),
+    ``num_classes`` says when top-5 means nothing."""
 
     def __init__(self, workdir: Path, *, total_steps: int, start: int, steps_per_epoch: int, batch_size: int,
-                 t_start: float, enabled: bool):
+                 t_start: float, enabled: bool, eval_name: str = "val", ema: bool = False,
+                 num_classes: int | None = None):
         self.log = MetricsLog(workdir, enabled, start)
         self.progress = Progress(total_steps, start, steps_per_epoch, enabled)
         self.steps_per_epoch, self.batch_size, self.t_start = steps_per_epoch, batch_size, t_start
-        self.t_last = time.perf_counter()
+        self.eval_name, self.ema, self.num_classes = eval_name, ema, num_classes
+        self.t_last, self.step_last = time.perf_counter(), start   # the clock, and the step it started at
+        self.since_eval: list[dict] = []   # the train steps' metrics since the last evaluation (host floats)
+
+    def _rate(self, step: int) -> float:
+        return (step - self.step_last) * self.batch_size / max(time.perf_counter() - self.t_last, 1e-9)
 
     def train(self, step: int, pending: list[dict]) -> dict:
         """Report the mean of the step metrics ``pending`` (the steps since the last report); returns it."""
-        metrics = mean_metrics(pending)
-        now = time.perf_counter()
-        rate = len(pending) * self.batch_size / (now - self.t_last)
-        self.t_last = now
+        host = host_metrics(pending)
+        self.since_eval += host
+        metrics = mean_metrics(host)
+        rate = self._rate(step)
+        self.t_last, self.step_last = time.perf_counter(), step
         self.log.write(step, "train", {**metrics, "images_per_s": rate})
         self.progress.update(step, metrics, rate)
         return metrics
 
-    def restart_clock(self) -> None:
-        """Images/s and the ETA count from now (after the compilation)."""
+    def restart_clock(self, untimed_steps: int = 0) -> None:
+        """Images/s and the ETA count from now; ``untimed_steps`` steps ran since the clock started
+        (the compiling one) and are left out."""
         self.t_last = self.progress.t0 = time.perf_counter()
+        self.step_last += untimed_steps
+        self.progress.s0 += untimed_steps
 
     def tick(self, step: int, pending: list[dict]) -> None:
         """Between train reports: refresh the progress display when due (the mean of ``pending``,
         the steps since the last report; the metrics log is left alone)."""
         if pending and self.progress.due():
-            self.progress.update(step, mean_metrics(pending),
-                                 len(pending) * self.batch_size / (time.perf_counter() - self.t_last))
+            self.progress.update(step, mean_metrics(pending), self._rate(step))
 
-    def eval(self, step: int, ev: dict, train: dict, best_top1: float, best_step: int | None) -> None:
+    def eval(self, step: int, ev: dict, best_top1: float, best_step: int | None) -> dict:
+        """Report an evaluation and the summary line; returns the train metrics it gives (the mean over
+        the steps since the previous evaluation, ``steps`` of them: after a resume, those since it).
+        The clock restarts after it: images/s counts training only."""
+        train = {**mean_metrics(self.since_eval), "steps": len(self.since_eval)} if self.since_eval else {}
+        self.since_eval = []
         self.log.write(step, "eval", {k: v for k, v in ev.items() if np.ndim(v) == 0})
         self.progress.message(epoch_summary(step, self.steps_per_epoch, train, ev, best_top1, best_step,
-                                            time.perf_counter() - self.t_start))
+                                            time.perf_counter() - self.t_start, eval_name=self.eval_name,
+                                            ema=self.ema, num_classes=self.num_classes))
+        self.t_last, self.step_last = time.perf_counter(), step
+        return train
 
     def message(self, text: str) -> None:
         self.progress.message(text)

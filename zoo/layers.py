@@ -324,8 +324,20 @@ class ZooModel(nn.Module):
         if self.axis_name is not None and not isinstance(self.axis_name, (str, tuple)):
             raise ValueError(f"axis_name={self.axis_name!r}: the name of a mapped axis (a str) or None")
         check_choice("conv_impl", self.conv_impl, CONV_IMPLS)
+        self._check_norm_options()
         self.check_options()
         super().__post_init__()
+
+    def _check_norm_options(self) -> None:
+        """``bn_momentum`` moves BatchNorm's running statistics and ``bn_epsilon`` is every norm's: given
+        (not the family's default) to a model without the layer they act on, they would change nothing."""
+        default = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, acts_on in (("bn_momentum", ("batch",)), ("bn_epsilon", NORMS)):
+            value = getattr(self, name)
+            if self.norm not in acts_on and not isinstance(value, jax.Array) and value != default[name]:
+                layers = "no normalisation layers" if self.norm is None else f"{self.norm} norm layers"
+                raise ValueError(f"{name}={value!r}: {type(self).__name__} has {layers} (norm={self.norm!r}), "
+                                 f"which {name} does not act on")
 
     def input_spec(self) -> InputSpec:
         raise NotImplementedError

@@ -18,7 +18,7 @@ with ``ceil_mode``)::
 
 A fire module (``features_i``) is ``squeeze`` (1x1) + ReLU, then the concatenating multi-branch
 block ``zoo.branches`` of ``expand1x1`` and ``expand3x3`` (each conv + bias + ReLU). No BatchNorm:
-convs carry biases (``norm`` applies to nothing here). Named features: ``stem`` (after the first
+convs carry biases (``norm`` must be None). Named features: ``stem`` (after the first
 max-pool), the paper's fire module before each later max-pool (1.0: ``fire4``, ``fire8``; 1.1:
 ``fire3``, ``fire5``), ``pre_logits`` (fire9's map, what the classifier's conv sees: 13x13x512 at 224).
 
@@ -84,8 +84,10 @@ class SqueezeNet(ZooModel):
 
     version: str = "1_0"
     dropout: float = 0.5
+    norm: str | None = None   # none in the paper or torchvision (no norm=... option: it was ignored)
 
     def check_options(self):
+        check_choice("norm", self.norm, (None,))
         check_choice("version", self.version, tuple(LAYOUT))
         check_rate("dropout", self.dropout)
 

@@ -82,3 +82,35 @@ def test_reading_a_workdir_warns_of_nothing(trained_lenet, caplog):
         train.restore(workdir)
         train.load(workdir, "latest")
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_evaluate_takes_the_trained_weights_of_a_run_with_an_ema_and_says_which(tmp_path, capsys):
+    """README promised ``use_ema=False`` for the trained weights, but ``train.evaluate`` took no such
+    argument (a TypeError) and no printed figure said the EMA was evaluated."""
+    from helpers import quick
+
+    from train import evaluation
+
+    workdir = tmp_path / "run"
+    r = train.fit(quick(**{"optimizer.ema_decay": 0.9, "num_train_steps": 12, "eval_batch_size": 500,
+                                "schedule.warmup_epochs": 0.0}), workdir)
+    assert r.eval["split"] == "test" and r.eval["ema"] is True
+    pipe = data.load({"name": "mnist5k"}, split="test", train=False, batch_size=500, image_shape=(28, 28, 1))
+
+    def correct(use_ema):   # counted here, with the weights restore gives
+        model, variables = train.restore(workdir, checkpoint_step="latest", use_ema=use_ema)
+        return sum(int(((np.asarray(model.apply(variables, jnp.asarray(b["image"]), train=False)).argmax(-1)
+                         == b["label"]) * b["mask"]).sum()) for b in pipe)
+
+    ema = train.evaluate(workdir, checkpoint_step="latest", plot=False)
+    trained = train.evaluate(workdir, checkpoint_step="latest", plot=False, use_ema=False)
+    assert (ema["weights"], trained["weights"]) == ("ema", "trained")
+    assert ema["top1"] == r.eval["top1"] == correct(True) / 1000 and trained["top1"] == correct(False) / 1000
+    assert ema["loss"] != trained["loss"]
+    assert sorted(p.name for p in (workdir / "eval").iterdir()) == ["eval_step12_test.json",
+                                                                   "eval_step12_test_trained.json"]
+    capsys.readouterr()
+    assert evaluation.main(["--workdir", str(workdir), "--checkpoint", "latest", "--weights", "trained"]) == 0
+    assert capsys.readouterr().out.startswith(f"lenet5 step 12 on test (1000 examples): loss {trained['loss']:.4f}")
+    assert evaluation.main(["--workdir", str(workdir), "--checkpoint", "latest"]) == 0
+    assert capsys.readouterr().out.startswith("lenet5 step 12 on test (1000 examples, EMA weights): ")

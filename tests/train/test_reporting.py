@@ -2,6 +2,7 @@
 plain line at least every PLAIN_EVERY_S seconds otherwise, between the train reports; the run's
 opening line; a resumed run continues one timeline (metrics.jsonl, TensorBoard)."""
 import numpy as np
+import pytest
 
 from train import reporting
 
@@ -70,3 +71,74 @@ def test_a_resumed_run_continues_one_timeline(tmp_path):
     assert aside == rows[2:]
     starts = [e for e in _events(tmp_path / "tensorboard") if e.HasField("session_log")]
     assert [(e.step, e.session_log.status) for e in starts] == [(11, 1)]   # SessionLog.START at the purge step
+
+
+def test_images_per_s_counts_the_timed_training_steps_only(tmp_path, monkeypatch):
+    """Once the first row counted the compiling step's images over the time after it, the row after an
+    evaluation divided by the evaluation's time too (4-250x too low), and a resumed run's first row
+    counted the steps restored from its checkpoint over the time since the resume."""
+    import json
+
+    clock = [0.0]   # train.reporting's time.perf_counter, set by hand (no sleeps)
+    monkeypatch.setattr(reporting.time, "perf_counter", lambda: clock[0])
+    report = reporting.Reporter(tmp_path, total_steps=200, start=100, steps_per_epoch=50, batch_size=8,
+                                t_start=0.0, enabled=True)
+    clock[0] = 10.0
+    report.restart_clock(untimed_steps=1)   # after the first (compiling) step, 100 -> 101
+    clock[0] = 20.0
+    restored = [_metrics(1.0)] * 5   # a resumed run: 5 steps before the interruption, not timed here
+    report.train(111, restored + [_metrics(1.0)] * 11)
+    clock[0] = 60.0                  # 40 s of evaluation
+    report.eval(111, {"loss": 1.0, "top1": 0.5, "top5": 0.9, "count": 100}, 0.5, 111)
+    clock[0] = 70.0
+    report.train(121, [_metrics(1.0)] * 10)
+    report.close()
+    rates = [r["images_per_s"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+             if r["split"] == "train"]
+    assert rates == [8.0, 8.0]   # 10 steps x 8 images / 10 s, both times
+
+
+def test_the_summary_gives_the_steps_since_the_last_evaluation_and_names_the_split(tmp_path, capsys):
+    """The line after an evaluation once gave the last log window's train loss as the epoch's, said
+    'val' for a test split, named neither its size nor the EMA, and printed top-5 1.0 for 3 classes."""
+    report = reporting.Reporter(tmp_path, total_steps=100, start=0, steps_per_epoch=4, batch_size=64, t_start=0.0,
+                                enabled=True, eval_name="test", ema=True, num_classes=3)
+    report.train(2, [_metrics(3.0), _metrics(1.0)])
+    report.train(4, [_metrics(0.5), _metrics(0.5)])
+    capsys.readouterr()
+    train = report.eval(4, {"loss": 0.25, "top1": 0.75, "top5": 1.0, "count": 1234}, 0.75, 4)
+    assert train["steps"] == 4 and train["loss"] == 1.25   # (3 + 1 + 0.5 + 0.5) / 4, not the last row's 0.5
+    line = capsys.readouterr().out
+    assert line.startswith("epoch   1.00 | train (4 steps) loss 1.2500 acc 0.5000 | test (1,234 images, EMA) "
+                           "loss 0.2500 acc 0.7500 top5 n/a (3 classes) | best 0.7500 (step 4)")
+    assert report.eval(4, {"loss": 0.25, "top1": 0.75, "top5": 1.0, "count": 1234}, 0.75, 4) == {}  # none since
+    report.close()
+    assert "top5 0.9000" in reporting.epoch_summary(4, 4, {}, {"loss": 1, "top1": 1, "top5": 0.9, "count": 1}, 1, 4,
+                                                    1.0, num_classes=6)
+
+
+def test_tensorboard_is_flushed_every_second_and_non_finite_values_are_null(tmp_path, monkeypatch):
+    """tensorboardX flushed its events every two minutes: a kill -9 lost them while metrics.jsonl,
+    line-buffered, kept its rows (a hole no resumed run fills): flush_secs=1 (tensorboardX's own knob).
+    NaN was written bare (not JSON) and sent to TensorBoard."""
+    import json
+
+    import tensorboardX
+
+    made = []
+
+    class Writer(tensorboardX.SummaryWriter):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(tensorboardX, "SummaryWriter", Writer)
+    m = reporting.MetricsLog(tmp_path, True)
+    assert made[0]["flush_secs"] == 1
+    m.write(5, "train", {"loss": float("nan"), "top1": 0.5, "nonfinite_steps": 5})
+    m.close()
+    scalars = [(e.step, v.tag, v.simple_value) for e in _events(tmp_path / "tensorboard") for v in e.summary.value]
+    assert scalars == [(5, "train/top1", 0.5), (5, "train/nonfinite_steps", 5.0)]
+    line = (tmp_path / "metrics.jsonl").read_text()
+    assert json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in {line}")) == {
+        "step": 5, "split": "train", "loss": None, "top1": 0.5, "nonfinite_steps": 5.0}

@@ -269,6 +269,27 @@ def test_a_variant_names_the_fields_it_fixes(name, override, pattern):
         zoo.create(name, **override)
 
 
+@pytest.mark.parametrize("name, override, pattern", [
+    ("squeezenet1_0", dict(bn_epsilon=0.5), r"^bn_epsilon=0.5: SqueezeNet has no normalisation layers \(norm=None\)"),
+    ("vgg11", dict(bn_momentum=0.5), r"^bn_momentum=0.5: VGG has no normalisation layers \(norm=None\)"),
+    ("lenet5_classic", dict(bn_epsilon=0.5), r"^bn_epsilon=0.5: LeNet5Classic has no normalisation layers"),
+    ("alexnet_v1", dict(bn_momentum=0.5), r"^bn_momentum=0.5: AlexNetV1 has no normalisation layers"),
+    ("resnet20", dict(norm="group", bn_momentum=0.5), r"^bn_momentum=0.5: CifarResNet has group norm layers"),
+    ("squeezenet1_1", dict(norm="batch"), r"^norm='batch': allowed values are \(None,\)"),
+])
+def test_a_norm_option_without_the_layers_it_acts_on_is_refused(name, override, pattern):
+    """torchvision's constructors of these models take no BatchNorm arguments; the zoo took them and
+    changed nothing (SqueezeNet even took norm='group', with no norm layer to put it in)."""
+    with pytest.raises(ValueError, match=pattern):
+        zoo.create(name, **override)
+
+
+def test_norm_options_where_the_layers_are_still_build():
+    assert zoo.create("vgg11_bn", bn_epsilon=0.5).bn_epsilon == 0.5
+    assert zoo.create("resnet20", norm="group", bn_epsilon=0.5).bn_epsilon == 0.5
+    assert zoo.create("squeezenet1_0", axis_name="batch").axis_name == "batch"   # the step's, harmless
+
+
 def test_a_fixed_field_given_its_own_value_is_accepted():
     """A generic MNIST config passing in_channels=1 to lenet5 was refused ("fixes in_channels=1")."""
     assert zoo.create("lenet5", in_channels=1).in_channels == 1

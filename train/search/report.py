@@ -113,7 +113,8 @@ def curves(workdir: Path, table: list[dict], trials: list) -> dict[int, tuple[np
         if not path.is_file():
             continue
         lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-        ev = [(x["step"] / spe[r["trial"]], x["top1"]) for x in lines if x.get("split") == "eval"]
+        ev = [(x["step"] / spe[r["trial"]], float("nan") if x["top1"] is None else x["top1"])   # null: not finite
+              for x in lines if x.get("split") == "eval"]
         if ev:
             out[r["trial"]] = tuple(np.asarray(v) for v in zip(*ev))
     return out
