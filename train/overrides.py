@@ -4,7 +4,8 @@
 
 Every field and its default is in ``configs/default.py`` (the one list); a field that is not there is
 an error naming it and the closest field names (:class:`UnknownFieldError`), and a value is parsed as
-the field's type: ``true``/``false`` for booleans, numbers, ``none`` for optional fields, ``30,60`` or
+the field's type: ``true``/``false`` for booleans, numbers, ``none`` for optional fields (those
+``configs/default.py`` declares with a None default, even when the config file set them), ``30,60`` or
 ``(30, 60)`` for tuples. ``model_kwargs`` takes any constructor argument of the model
 (``--config.model_kwargs.small_input=true``; Python literals, else a string). The config is locked
 afterwards, as ml_collections' ``config_flags`` did.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import importlib.util
 import inspect
 import re
@@ -129,7 +131,8 @@ def apply(config: ml_collections.ConfigDict, overrides: list[tuple[str, str]]) -
         with config.unlocked():
             try:
                 if key in parent:
-                    parent[key] = parse(text, parent[key], parent.get_type(key), f"--config.{name}")
+                    parent[key] = parse(text, parent[key], parent.get_type(key), f"--config.{name}",
+                                        optional=name in optional_fields())
                 else:
                     parent[key] = _literal(text)
             except (TypeError, ValueError) as e:
@@ -171,10 +174,25 @@ def _unknown(config, name: str) -> UnknownFieldError:
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
-def parse(text: str, current: Any, field_type: type, what: str) -> Any:
-    """``text`` as a value of the field's type (``current``: its value, ``field_type``: its type)."""
+@functools.cache
+def optional_fields() -> frozenset[str]:
+    """The fields ``configs/default.py`` declares optional: a None default
+    (``FieldReference(None, field_type=...)``), which ``none`` unsets whatever a config file set."""
+    from configs import default  # noqa: PLC0415
+
+    config = default.get_config()
+
+    def value(name: str):
+        return functools.reduce(lambda node, key: node[key], name.split("."), config)
+
+    return frozenset(n for n in field_names(config) if value(n) is None)
+
+
+def parse(text: str, current: Any, field_type: type, what: str, *, optional: bool = False) -> Any:
+    """``text`` as a value of the field's type (``current``: its value, ``field_type``: its type);
+    ``none`` / ``null`` unset a field that is None now or ``optional`` (:func:`optional_fields`)."""
     t = text.strip()
-    if current is None and t.lower() in ("none", "null"):   # an optional field left unset
+    if (current is None or optional) and t.lower() in ("none", "null"):   # an optional field unset
         return None
     try:
         if field_type is bool:

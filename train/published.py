@@ -12,9 +12,11 @@ the dataset is one of them (folders named ``tench``, ``goldfish``, ...; an exact
 the sweater), else by order when the counts are equal and no class name is one of the weights'
 (ImageNet's 1,000 wnid folders ``n01440764`` ... sorted, and TFDS ``imagenet2012``, are in
 torchvision's class order); a dataset whose names match in part is refused, naming the others. The
-mapping used is said and recorded in the report. Any ``config`` field can be set as
-``--config.FIELD=VALUE``; ``data.eval_split`` defaults to ``validation``, and a folder without a
-folder for that split is evaluated whole.
+mapping used is said and recorded in the report. The fields it reads (the dataset's ``data.*`` but
+:data:`WEIGHTS_FIELDS`, and :data:`USED_FIELDS`: ``eval_batch_size``, ``parallelism``) can be set as
+``--config.FIELD=VALUE``; any other is refused, naming it (the model, its input size, preprocessing
+and precision are the weights'); ``data.eval_split`` defaults to ``validation``, and a folder without
+a folder for that split is evaluated whole.
 """
 from __future__ import annotations
 
@@ -148,16 +150,34 @@ def evaluate_pretrained(spec: str, config=None, *, cache_dir=None, output_dir=No
 
 
 
+# what --pretrained reads of a config: the data.* fields but those the weights' entry (or training) decides
+USED_FIELDS = ("eval_batch_size", "parallelism")
+WEIGHTS_FIELDS = ("data.image_size", "data.interpolation", "data.augment", "data.train_resize")
+
+
+def _refuse_unused(fields: list[tuple[str, str]]) -> None:
+    """One ValueError line naming the ``--config.FIELD`` overrides that ``--pretrained`` would ignore."""
+    unused = [name for name, _ in fields
+              if name in WEIGHTS_FIELDS or not (name.startswith("data.") or name in USED_FIELDS)]
+    if unused:
+        given = ", ".join(f"--config.{n}" for n in dict.fromkeys(unused))
+        raise ValueError(f"{given}: not used by --pretrained (the model, its input size, preprocessing and precision "
+                         f"are the weights'); it uses --config.data.* (not {', '.join(WEIGHTS_FIELDS)}), "
+                         f"--config.eval_batch_size and --config.parallelism")
+
+
 def config_from_args(argv: list[str]):
     """The default config with ``data.eval_split='validation'`` and the ``--config.FIELD=VALUE`` of
-    ``argv`` (``train.overrides``: typed by the field; an unknown field or a bad value is one
-    ValueError line); returns it with the rest of ``argv``."""
+    ``argv`` (``train.overrides``: typed by the field; an unknown field, one this command does not
+    use or a bad value is one ValueError line); returns it with the rest of ``argv``."""
     from train import overrides  # noqa: PLC0415
 
     rest, fields = overrides.split(list(argv))
     cfg = default.get_config()
     cfg.data.eval_split = "validation"
-    return overrides.apply(cfg, fields), rest
+    cfg = overrides.apply(cfg, fields)   # unknown fields and bad values first
+    _refuse_unused(fields)
+    return cfg, rest
 
 
 def main(argv=None) -> int:
@@ -166,7 +186,8 @@ def main(argv=None) -> int:
     ap = cli.parser("python -m train.evaluate --pretrained", __doc__, epilog=(
         "examples:\n  python -m train.evaluate --pretrained resnet50 --config.data.name=imagenet2012\n"
         "  python -m train.evaluate --pretrained resnet50:IMAGENET1K_V1 --config.data.name=folder:/data/imagenet/val\n\n"
-        "any config field: --config.FIELD=VALUE (configs/default.py); data.eval_split defaults to validation"))
+        "config fields: --config.FIELD=VALUE for data.* (configs/default.py), eval_batch_size, parallelism; "
+        "data.eval_split defaults to validation"))
     ap.add_argument("--pretrained", required=True, help="MODEL or MODEL:TAG (default tag: DEFAULT)")
     ap.add_argument("--cache_dir", default=None, help="weight cache (default $ZOO_CACHE or ~/.cache/cnn-zoo)")
     ap.add_argument("--output_dir", default=None, help="where to write the report JSON (default: not written)")

@@ -38,6 +38,7 @@ import zoo
 from configs import default
 from train import checkpoint, data, optim, parallel, step
 from train.schedules import check
+from zoo.checks import is_finite_number
 
 log = logging.getLogger("train")
 
@@ -190,9 +191,20 @@ def create_model(name: str, kwargs: dict, precision: str = "float32", plan: para
 # ----------------------------------------------------------------------------- training runs
 
 def check_length(config) -> None:
-    """A run's length: ``num_epochs`` > 0 unless ``num_train_steps`` is set (ValueError naming the field)."""
-    if config.num_train_steps <= 0 and not config.num_epochs > 0:
-        raise ValueError(f"num_epochs={config.num_epochs!r}: must be > 0 (or set num_train_steps > 0)")
+    """A run's length: ``num_epochs`` finite and > 0 unless ``num_train_steps`` is set (ValueError naming
+    the field; ``inf`` was an OverflowError once the steps were counted)."""
+    epochs = config.num_epochs
+    if config.num_train_steps <= 0 and not (is_finite_number(epochs) and epochs > 0):
+        raise ValueError(f"num_epochs={epochs!r}: must be > 0 and finite (or set num_train_steps > 0)")
+
+
+def check_init_from(config) -> None:
+    """``transfer.init_from`` is None (train from scratch) or names a source: a blank one (an unset shell
+    variable, ``--config.transfer.init_from=$WEIGHTS``) trained from scratch without a word."""
+    init_from = config.get("transfer", {}).get("init_from")
+    if init_from is not None and not str(init_from).strip():
+        raise ValueError(f"transfer.init_from={init_from!r}: empty; name a weight file, a workdir or "
+                         f"pretrained:MODEL (none: train from scratch)")
 
 
 def check_intervals(config) -> None:
@@ -216,6 +228,7 @@ def build(config, *, workdir: str | Path | None = None, inject: tuple[str, ...] 
     check_length(config)
     check_intervals(config)
     check_model(config)
+    check_init_from(config)
     plan = parallel.make_plan(config.parallelism, config.num_devices, trial_devices)
     parallel.check_batch(config.batch_size, plan, "batch_size")
     parallel.check_batch(config.eval_batch_size, plan, "eval_batch_size")

@@ -6,7 +6,8 @@ prefix, ``*`` marking DEFAULT.
 Parameters and MACs are counted from the models themselves (``jax.eval_shape`` at the default input,
 nothing computed) once, by ``python -m zoo --update-counts``, into ``zoo/model_counts.json``; the
 table reads them from there (a test checks the file against fresh counts). A model the file does not
-list yet is counted on the spot.
+list yet is counted on the spot; a damaged file is one error line naming it. With a PATTERN,
+``--update-counts`` recounts only the models it matches and keeps the others' counts.
 """
 from __future__ import annotations
 
@@ -36,10 +37,15 @@ def count(name: str) -> tuple[int, int]:
 
 
 def stored_counts() -> dict[str, tuple[int, int]]:
-    """``{name: (parameters, MACs)}`` from ``zoo/model_counts.json`` (empty if it is missing)."""
+    """``{name: (parameters, MACs)}`` from ``zoo/model_counts.json`` (empty if it is missing); a
+    damaged file is one ValueError line naming it."""
     if not COUNTS.is_file():
         return {}
-    return {name: (int(c["params"]), int(c["macs"])) for name, c in json.loads(COUNTS.read_text()).items()}
+    try:
+        return {name: (int(c["params"]), int(c["macs"])) for name, c in json.loads(COUNTS.read_text()).items()}
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ValueError(f"{COUNTS}: damaged ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r}); "
+                         f"python -m zoo --update-counts writes it again") from None
 
 
 def table_row(name: str, params: int, macs: int) -> str:
@@ -54,25 +60,44 @@ def model_table(pattern: str | None = None) -> str:
     return "\n".join(HEADER + [table_row(n, *(counts.get(n) or count(n))) for n in zoo.list_models(pattern)])
 
 
-def update_counts() -> Path:
-    """Count every registered model afresh and write ``zoo/model_counts.json``."""
-    counts = {n: dict(zip(("params", "macs"), count(n))) for n in zoo.list_models()}
-    COUNTS.write_text(json.dumps(counts, indent=1) + "\n")
+def update_counts(pattern: str | None = None) -> Path:
+    """Count the registered models matching ``pattern`` (None: all) afresh into ``zoo/model_counts.json``,
+    keeping the stored counts of the others."""
+    kept = stored_counts() if pattern is not None else {}
+    counts = {n: dict(zip(("params", "macs"), kept[n])) for n in kept if n in zoo.list_models()}
+    counts.update({n: dict(zip(("params", "macs"), count(n))) for n in zoo.list_models(pattern)})
+    COUNTS.write_text(json.dumps(dict(sorted(counts.items())), indent=1) + "\n")
     return COUNTS
+
+
+def no_match(pattern: str | None) -> str | None:
+    """Why ``pattern`` selects nothing (an empty one, or no name matches, with the closest names when it
+    has no wildcard); None when it selects a model."""
+    if pattern is not None and not pattern.strip():
+        return f"pattern {pattern!r}: empty; give a name or a shell-style pattern ('resnet*'), or none for all models"
+    if zoo.list_models(pattern):
+        return None
+    close = zoo.registry.closest_names(pattern) if not set("*?[") & set(pattern) else []
+    hint = f"closest: {', '.join(close)}; " if close else ""
+    return f"no model name matches {pattern!r}; {hint}python -m zoo lists them all"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser("python -m zoo", __doc__, epilog="examples:\n  python -m zoo\n  python -m zoo 'resnet*'\n\n"
                    "in Python: zoo.list_models(pattern), zoo.model_info(name), zoo.summary(model, shape)")
     p.add_argument("pattern", nargs="?", default=None, help="shell-style pattern over the names ('resnet*')")
-    p.add_argument("--update-counts", action="store_true", help=f"recount every model into {COUNTS.name} (developers)")
+    p.add_argument("--update-counts", action="store_true",
+                   help=f"recount the models PATTERN matches (default: every model) into {COUNTS.name} (developers)")
     args = p.parse_args(argv)
-    if args.update_counts:
-        print(f"wrote {update_counts()}")
-        return 0
-    if not zoo.list_models(args.pattern):
-        return cli.fail(f"no model name matches {args.pattern!r}; python -m zoo lists them all")
-    print(model_table(args.pattern))
+    if (why := no_match(args.pattern)) is not None:
+        return cli.fail(why)
+    try:
+        if args.update_counts:
+            print(f"wrote {update_counts(args.pattern)}")
+        else:
+            print(model_table(args.pattern))
+    except ValueError as e:   # a damaged counts file: not a usage error
+        return cli.fail(e, status=1)
     return 0
 
 

@@ -18,18 +18,31 @@ STALE_PART_S = 600.0   # a temporary file untouched this long belongs to a proce
 @contextlib.contextmanager
 def written_atomically(path: Path):
     """Yield a temporary path beside ``path`` to write; on success it becomes ``path`` (mode 0644, not
-    mkstemp's 0600, so a shared cache stays readable), on any exception it is removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_parts(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    mkstemp's 0600, so a shared cache stays readable), on any exception it is removed. An OSError of
+    the temporary file itself names ``path`` (``cannot write PATH: ...``), not the hidden ``.part``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_parts(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as e:
+        raise _cannot_write(path, e) from e
     os.close(fd)
     try:
         yield tmp
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and tmp in (e.filename, e.filename2):
+            raise _cannot_write(path, e) from e
         raise
+
+
+def _cannot_write(path: Path, e: OSError) -> OSError:
+    """``e`` (same type and errno) saying that ``path`` cannot be written, and why."""
+    error = type(e)(f"cannot write {path}: {e.strerror or e}")
+    error.errno = e.errno
+    return error
 
 
 def part_name_prefix(path: Path) -> str:

@@ -401,3 +401,29 @@ def test_worker_counts_are_checked_and_capped(caplog, monkeypatch):
         assert pipeline._workers(8) == 8 and not caplog.records
         assert pipeline._workers(500) == 8
     assert caplog.messages == ["data.num_workers=500: this machine has 2 CPU core(s); using 8 worker processes"]
+
+
+@pytest.mark.parametrize("bad", [-1, -3])
+def test_a_negative_prefetch_is_refused_naming_the_field(bad):
+    """``data.prefetch=-1`` was taken as 0 without a word (num_workers=-1 was refused)."""
+    with pytest.raises(ValueError, match=rf"^data\.prefetch={bad!r}: must be an integer >= 0$"):
+        load(cfg(name="synthetic", synthetic_num_examples=64, prefetch=bad))
+
+
+@pytest.mark.parametrize("model, kwargs, size, smallest, default_size", [
+    ("lenet5", {}, -1, 28, 28), ("lenet5", {}, 0, 28, 28), ("lenet5", {}, 4, 28, 28),
+    ("resnet18", {"small_input": True}, 7, 8, 224), ("resnet18", {}, 31, 32, 224)])
+def test_an_image_size_below_the_models_smallest_input_is_refused_naming_the_field(model, kwargs, size, smallest,
+                                                                                    default_size):
+    """0 once meant the model's default (silently), -1 failed in numpy naming no field."""
+    c = default.get_config()
+    c.model = model
+    c.model_kwargs.update(kwargs)
+    c.data.image_size = size
+    with pytest.raises(ValueError, match=rf"^data\.image_size={size}: must be an integer >= {smallest} \({model}'s "
+                                         rf"smallest input\), or none for its default {default_size}$"):
+        data.model_image_shape(c)
+    c.data.image_size = smallest
+    assert data.model_image_shape(c)[:2] == (smallest, smallest)
+    c.data.image_size = None
+    assert data.model_image_shape(c)[:2] == (default_size, default_size)

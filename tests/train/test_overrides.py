@@ -81,3 +81,20 @@ def test_help_describes_fields_with_their_defaults_and_the_comments_of_default_p
     assert "--config.optimizer.learning_rate=0.1" in text and "peak learning rate" in text
     assert set(overrides.field_names(default.get_config())) >= {"data.empty_classes", "checkpoint.keep", "seed"}
     assert isinstance(default.get_config().model_kwargs, ml_collections.ConfigDict)
+
+
+def test_none_unsets_an_optional_field_that_the_config_file_set():
+    """``none`` once unset a field only while it was None: the fine-tune config's init_from became the
+    string 'none', resnet20_fashion_mnist's image_size=28 refused it ("expected an integer")."""
+    finetune = str(ROOT / "configs" / "resnet18_finetune_folder.py")
+    c = overrides.apply(overrides.load(finetune), [("transfer.init_from", "none"), ("data.image_size", "None"),
+                                                   ("data.manual_dir", "null")])
+    assert c.transfer.init_from is None and c.data.image_size is None and c.data.manual_dir is None
+    assert overrides.load(finetune).transfer.init_from == "pretrained:resnet18"   # the file did set it
+    fashion = str(ROOT / "configs" / "resnet20_fashion_mnist.py")
+    assert overrides.load(fashion).data.image_size == 28
+    assert overrides.apply(overrides.load(fashion), [("data.image_size", "none")]).data.image_size is None
+    assert overrides.optional_fields() == {"data.data_dir", "data.manual_dir", "data.image_size", "transfer.init_from"}
+    with pytest.raises(ValueError, match=r"^--config\.batch_size='none': expected an integer$"):   # not optional
+        overrides.apply(overrides.load(QUICKSTART), [("batch_size", "none")])
+    assert overrides.apply(overrides.load(QUICKSTART), [("data.name", "none")]).data.name == "none"

@@ -105,9 +105,29 @@ def test_bad_arguments_get_one_line(folder, capsys):
     assert published.main(["--pretrained", f"{SMALL}:V7", f"--config.data.name=folder:{data}"]) == 2
     assert "weights='V7'" in capsys.readouterr().err
     cfg, rest = published.config_from_args(["--config.data.cache=false", "--config.data.name=folder:/x",
-                                            "--config.seed", "3", "--pretrained", "m"])
+                                            "--config.eval_batch_size", "3", "--pretrained", "m"])
     assert rest == ["--pretrained", "m"]
-    assert (cfg.data.cache, cfg.data.name, cfg.seed, cfg.data.eval_split) == (False, "folder:/x", 3, "validation")
+    assert (cfg.data.cache, cfg.data.name, cfg.eval_batch_size, cfg.data.eval_split) == \
+        (False, "folder:/x", 3, "validation")
+
+
+def test_fields_that_pretrained_does_not_use_are_refused_naming_them(capsys):
+    """Every --config.* field was taken and most were ignored: a bf16, 64 px or other-model evaluation
+    silently became the weights' fp32, 224 px one."""
+    data = "/nonexistent/imgs"   # refused before anything is read
+    args = ["--pretrained", "squeezenet1_0", f"--config.data.name=folder:{data}", "--config.model=vgg16",
+            "--config.precision=bfloat16", "--config.data.image_size=64", "--config.data.interpolation=bicubic",
+            "--config.num_devices=1", "--config.model_kwargs.dropout=0.9", "--config.eval_batch_size=4"]
+    assert published.main(args) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: --config.model, --config.precision, --config.data.image_size, --config.data.interpolation, "
+                   "--config.num_devices, --config.model_kwargs.dropout: not used by --pretrained (the model, its "
+                   "input size, preprocessing and precision are the weights'); it uses --config.data.* (not "
+                   "data.image_size, data.interpolation, data.augment, data.train_resize), --config.eval_batch_size "
+                   "and --config.parallelism\n")
+    cfg, _ = published.config_from_args([f"--config.data.name=folder:{data}", "--config.data.num_workers=0",
+                                         "--config.parallelism=shard_map", "--config.eval_batch_size=4"])
+    assert (cfg.data.num_workers, cfg.parallelism, cfg.eval_batch_size) == (0, "shard_map", 4)
 
 
 @pytest.mark.integration

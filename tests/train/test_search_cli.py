@@ -39,6 +39,9 @@ def _rows(workdir):
     (["--method=grid", "--space=optimizer.learning_rate=loggrid(1e-4, 1e-2, 3)", "--trials=2"],
      "error: --trials 2: the grid has 3 points (3); give --trials 3 (or fewer grid values)"),
     (["--pruner=hyperband", LR, "--trials=2"], "error: --pruner=hyperband needs --prune (without it no trial is pruned)"),
+    ([LR, "--config.optimizer.learning_rate=0.5", "--trials=2"],   # once: 0.5 silently replaced by each trial's
+     "error: --space 'optimizer.learning_rate=loguniform(1e-4, 3e-2)': optimizer.learning_rate is also fixed by "
+     "--config.optimizer.learning_rate=...; search it or fix it, not both"),
 ])
 def test_bad_input_is_one_error_line(tmp_path, args, message):
     r = _run(tmp_path / "w", *args)

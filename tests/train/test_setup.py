@@ -76,12 +76,19 @@ def test_model_kwargs_cannot_choose_what_the_setup_chooses():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"num_epochs": 0.0}, r"^num_epochs=0\.0: must be > 0 \(or set num_train_steps > 0\)$"),
+    ({"num_epochs": 0.0}, r"^num_epochs=0\.0: must be > 0 and finite \(or set num_train_steps > 0\)$"),
     ({"num_epochs": -3.0}, r"^num_epochs=-3\.0: must be > 0"),
+    ({"num_epochs": float("inf")}, r"^num_epochs=inf: must be > 0 and finite \(or set num_train_steps > 0\)$"),
+    ({"num_epochs": float("nan")}, r"^num_epochs=nan: must be > 0 and finite"),
+    ({"transfer.init_from": ""}, r"^transfer\.init_from='': empty; name a weight file, a workdir or pretrained:MODEL "
+                                 r"\(none: train from scratch\)$"),
+    ({"transfer.init_from": "  "}, r"^transfer\.init_from='  ': empty; "),
     ({"eval_batch_size": 0}, r"^eval_batch_size=0: must be a positive multiple of the device count 1$"),
     ({"batch_size": -8}, r"^batch_size=-8: must be a positive multiple of the device count 1$"),
 ])
 def test_run_lengths_and_batch_sizes_are_checked_first_by_their_field_names(overrides, message, monkeypatch):
+    """num_epochs=inf was an OverflowError once the steps were counted; a blank transfer.init_from (an unset
+    shell variable) trained from scratch without a word."""
     from train import data
 
     monkeypatch.setattr(data, "from_config", lambda *a, **k: pytest.fail("a pipeline was opened"))

@@ -378,3 +378,17 @@ def test_inception_v3_auxiliary_classifier_matches_torchvision_in_train_mode_flo
         for ours, theirs in ((logits, AUX["inception_v3_train"]),
                              (state[AUX_COLLECTION]["AuxLogits"]["logits"], AUX["inception_v3_aux"])):
             assert np.abs(np.asarray(ours) - theirs).max() <= 1e-10 * np.abs(theirs).max()
+
+
+def test_cli_messages_for_a_folder_as_source_and_a_destination_of_another_type(tmp_path, monkeypatch, capsys):
+    """A folder given as the weight file was said not to exist; a dst that is not .safetensors was refused
+    only after the whole source was read and converted."""
+    (tmp_path / "dir.pth").mkdir()
+    assert convert_main(["check", SMALL, str(tmp_path / "dir.pth")]) == 2
+    assert capsys.readouterr().err == f"error: weight file {tmp_path / 'dir.pth'} is a directory, not a weight file\n"
+    monkeypatch.setattr(sys.modules["zoo.convert.__main__"], "load_state_dict",
+                        lambda *a: pytest.fail("the source was read"))
+    for dst in ("x.pth", "noext"):
+        assert convert_main(["pth2safetensors", SMALL, str(tmp_path / "w.pth"), str(tmp_path / dst)]) == 2
+        assert capsys.readouterr().err == (f"error: dst={str(tmp_path / dst)!r}: weights are written as safetensors; "
+                                           f"use a .safetensors file name\n")

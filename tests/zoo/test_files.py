@@ -1,7 +1,11 @@
 """zoo.files.written_atomically: the destination is replaced only by a complete file (mode 0644), and a
 failed write leaves the old file whole and no temporary file behind."""
+import re
+from pathlib import Path
+
 import pytest
 
+from zoo import files
 from zoo.files import written_atomically
 
 
@@ -23,3 +27,23 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_behind(tmp_path):
                 f.write(b"half")
             raise OSError("disk full")
     assert path.read_bytes() == b"the user's file" and [p.name for p in tmp_path.iterdir()] == ["w.bin"]
+
+
+def test_a_destination_that_cannot_be_written_is_named_not_its_hidden_temporary_file(tmp_path, monkeypatch):
+    """Once: "[Errno 2] No such file or directory: '/proc/.x.safetensors.jqywmdyn.part'"."""
+    path = tmp_path / "x.safetensors"
+
+    def refused(*args, dir=None, prefix="", suffix=""):
+        raise PermissionError(13, "Permission denied", f"{dir}/{prefix}abc{suffix}")
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", refused)
+    with pytest.raises(PermissionError, match=rf"^cannot write {re.escape(str(path))}: Permission denied$") as e:
+        with written_atomically(path):
+            pass
+    assert e.value.errno == 13
+    monkeypatch.undo()
+    with pytest.raises(OSError, match=rf"^cannot write {re.escape(str(path))}: "):   # the temporary file's rename fails
+        with written_atomically(path) as tmp:
+            (tmp_path / "x.safetensors").mkdir()
+            Path(tmp).write_bytes(b"x")
+    assert [p.name for p in tmp_path.iterdir()] == ["x.safetensors"]

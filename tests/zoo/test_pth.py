@@ -3,6 +3,7 @@ PyTorch wrote (files made by PyTorch 2.13), squeezenet1_0's give torchvision's l
 would run code are refused before any of it runs."""
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -128,3 +129,21 @@ def test_damaged_files_fail_clearly(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match="reads past its storage of 4 elements"):
         read_pth(tmp_path / "stride.pth")
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".part")]
+
+
+def test_containers_nested_past_the_stack_are_refused_in_one_line(tmp_path):
+    """A legacy file holding 50,000 nested lists (raw pickle opcodes) was a RecursionError traceback; the same
+    object in a zip file was already "holds no state_dict"."""
+    def record(obj):
+        return pickle.dumps(obj, protocol=2)
+
+    n = 50_000
+    deep = pickle.PROTO + b"\x02" + pickle.EMPTY_LIST * n + pickle.APPEND * (n - 1) + pickle.STOP
+    path = tmp_path / "deep.pth"
+    path.write_bytes(record(0x1950A86A20F9469CFC6C) + record(1001) + record({}) + deep + record([]))
+    message = (rf"^{re.escape(str(path))}: not a readable PyTorch weight file \(containers nested too deeply for a "
+               rf"state_dict\)$")
+    with pytest.raises(pickle.UnpicklingError, match=message):
+        read_pth(path)
+    with pytest.raises(ValueError, match=message):
+        convert.load_state_dict(path)

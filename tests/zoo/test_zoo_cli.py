@@ -1,6 +1,7 @@
 """The command lines share zoo.cli: ``--help`` exits 0 with the usage, the options and an epilog (the
 commonest fields, where the full list is), a bad argument is one ``error:`` line with status 2; and
 ``python -m zoo`` prints its table from the stored counts, without tracing any model."""
+import json
 import subprocess
 import sys
 
@@ -68,3 +69,41 @@ def test_the_model_table_comes_from_the_stored_counts(monkeypatch):
 def test_no_model_matches(capsys):
     assert zoo_command.main(["nothing*"]) == 2
     assert capsys.readouterr().err == "error: no model name matches 'nothing*'; python -m zoo lists them all\n"
+
+
+@pytest.mark.parametrize("pattern, message", [
+    ("resnt50", "error: no model name matches 'resnt50'; closest: resnet50, "),
+    ("lenet55", "error: no model name matches 'lenet55'; closest: lenet5, "),
+    ("", "error: pattern '': empty; give a name or a shell-style pattern ('resnet*'), or none for all models\n"),
+])
+def test_a_misspelt_name_gets_the_closest_names_and_an_empty_pattern_is_refused(pattern, message, capsys):
+    """No "closest" once (zoo.convert and --config.model had it), and '' listed every model."""
+    assert zoo_command.main([pattern]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.endswith("python -m zoo lists them all\n" if pattern else message)
+    assert len(err.splitlines()) == 1
+
+
+def test_a_damaged_counts_file_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    """Once a JSONDecodeError traceback."""
+    counts = tmp_path / "model_counts.json"
+    counts.write_text("{")
+    monkeypatch.setattr(zoo_command, "COUNTS", counts)
+    assert zoo_command.main(["lenet5"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {counts}: damaged (JSONDecodeError: ") and len(err.splitlines()) == 1
+    assert err.endswith("); python -m zoo --update-counts writes it again\n")
+
+
+def test_update_counts_with_a_pattern_keeps_the_other_models_counts(tmp_path, monkeypatch, capsys):
+    """``--update-counts`` once recounted and rewrote every model whatever the pattern."""
+    stored = json.loads(zoo_command.COUNTS.read_text())
+    counts = tmp_path / "model_counts.json"
+    counts.write_text(json.dumps(stored))
+    monkeypatch.setattr(zoo_command, "COUNTS", counts)
+    monkeypatch.setattr(zoo_command, "count", lambda name: (1, 2))   # a recount, without tracing
+    assert zoo_command.main(["lenet5*", "--update-counts"]) == 0
+    assert capsys.readouterr().out == f"wrote {counts}\n"
+    recounted = zoo.list_models("lenet5*")
+    assert recounted and json.loads(counts.read_text()) == {
+        n: {"params": 1, "macs": 2} if n in recounted else c for n, c in stored.items()}

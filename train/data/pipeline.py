@@ -37,6 +37,7 @@ import numpy as np
 
 from configs import default
 from train.data import sources, transforms
+from zoo.checks import check_nonnegative_int
 
 log = logging.getLogger("train")
 
@@ -352,6 +353,7 @@ def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape
                           steps_per_epoch=steps, process_index=process_index, shuffle_seed=_sub_seed(seed, 1),
                           aug_seed=_sub_seed(seed, 2))
     ds = ds.map_with_index(loader)
+    check_nonnegative_int("data.prefetch", d["prefetch"])   # batches read ahead (0: none)
     prefetch = int(d["prefetch"])
     num_workers = _workers(d["num_workers"])
     threads = min(max(prefetch, 0), os.cpu_count() or 1) if prefetch > 0 else 0
@@ -380,9 +382,25 @@ def model_image_shape(config: Any) -> tuple[int, int, int]:
     kwargs = config.get("model_kwargs") or {}
     c = int(kwargs.get("in_channels", c))
     size = _data_fields(config.get("data"))["image_size"]
-    if size:
-        h = w = int(size)
+    if size is not None:   # only none means the model's default (0 once did too, silently)
+        smallest = _min_size(config.model, kwargs)
+        if isinstance(size, bool) or not isinstance(size, int) or size < smallest:
+            raise ValueError(f"data.image_size={size!r}: must be an integer >= {smallest} ({config.model}'s "
+                             f"smallest input), or none for its default {h}")
+        h = w = size
     return h, w, c
+
+
+def _min_size(name: str, kwargs) -> int:
+    """The smallest input side of model ``name`` built with ``kwargs`` (ResNet's ``small_input`` changes
+    it); 1 when they do not build it (the model's creation then says why)."""
+    import zoo  # noqa: PLC0415
+
+    kwargs = kwargs.to_dict() if hasattr(kwargs, "to_dict") else dict(kwargs)
+    try:
+        return zoo.create(name, **kwargs).input_spec().min_size
+    except (TypeError, ValueError):
+        return 1
 
 
 def model_crop_fraction(config: Any) -> float:

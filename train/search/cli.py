@@ -67,10 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         from zoo import cli  # noqa: PLC0415
 
         status = cli.fail(f"--pruner={args.pruner} needs --prune (without it no trial is pruned)")
-    return status if status is not None else interrupts.finish(_search(config, args))
+    if status is not None:
+        return status
+    _, fields = overrides.split(list(sys.argv[1:] if argv is None else argv))   # read once already: valid
+    return interrupts.finish(_search(config, args, fixed=[name for name, _ in fields]))
 
 
-def _search(config, args) -> int:
+def _search(config, args, fixed=()) -> int:
     import optuna  # noqa: PLC0415
 
     from train import interrupts, logs  # noqa: PLC0415
@@ -85,7 +88,7 @@ def _search(config, args) -> int:
     try:
         r = session.search(config, args.space, args.workdir, method=args.method, trials=args.trials,
                            parallel_trials=args.parallel_trials, prune=(args.pruner or "halving") if args.prune else None,
-                           study=args.study, storage=args.storage, seed=args.seed, memory_limit=limit)
+                           study=args.study, storage=args.storage, seed=args.seed, memory_limit=limit, fixed=fixed)
     except interrupts.Interrupted as e:
         print(e, file=sys.stderr, flush=True)
         return e.exit_code

@@ -65,13 +65,14 @@ def trial_count(method: str, space: space_mod.Space, trials: int | None) -> int:
 def search(config: ml_collections.ConfigDict, space, workdir: str | Path, *, method: str = "random",
            trials: int | None = None, parallel_trials: int | None = None, prune: str | bool | None = None,
            study: str = "search", storage: str | None = None, seed: int | None = None, chunk: int | None = None,
-           memory_limit: int | None = None, plots: bool = True) -> SearchResult:
+           memory_limit: int | None = None, plots: bool = True, fixed=()) -> SearchResult:
     """Run (or resume) a search; see the module docstring. ``space``: ``'path=dist'`` strings or a
     ``{path: 'dist'}`` dict. ``prune``: True / 'halving' (successive halving) or 'hyperband'.
     ``seed``: the samplers' (default ``config.seed``). ``chunk``: trials vmapped at once inside a
     group (default: all on accelerators, one on CPU; NOTES.md). ``memory_limit``: bytes a device
-    may use for a group (default: what it offers)."""
-    parsed = space_mod.parse(space, config, method)
+    may use for a group (default: what it offers). ``fixed``: the fields the command line set
+    (``--config.FIELD=VALUE``), refused in ``space``."""
+    parsed = space_mod.parse(space, config, method, fixed)
     total = trial_count(method, parsed, trials)
     if parallel_trials is not None and (not isinstance(parallel_trials, int) or parallel_trials < 1):
         raise ValueError(f"--parallel-trials {parallel_trials!r}: must be an integer >= 1")

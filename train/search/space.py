@@ -106,8 +106,9 @@ class Space:
 
 # ----------------------------------------------------------------------------- parsing
 
-def parse(entries, config: ml_collections.ConfigDict, method: str = "random") -> Space:
-    """``entries``: ``'path=dist'`` strings, or a ``{path: 'dist'}`` dict. SpaceError on bad input."""
+def parse(entries, config: ml_collections.ConfigDict, method: str = "random", fixed=()) -> Space:
+    """``entries``: ``'path=dist'`` strings, or a ``{path: 'dist'}`` dict; ``fixed``: the paths set by
+    ``--config.FIELD=VALUE``, which a trial's value would silently replace. SpaceError on bad input."""
     if isinstance(entries, dict):
         entries = [f"{k}={v}" for k, v in entries.items()]
     if isinstance(entries, str):
@@ -120,6 +121,9 @@ def parse(entries, config: ml_collections.ConfigDict, method: str = "random") ->
         p = _parse_one(text)
         if p.path in [q.path for q in params]:
             raise SpaceError(f"--space {text!r}: {p.path} is searched twice")
+        if p.path in fixed:
+            raise SpaceError(f"--space {text!r}: {p.path} is also fixed by --config.{p.path}=...; search it "
+                             f"or fix it, not both")
         if method == "grid" and p.kind not in GRID_KINDS:
             raise SpaceError(f"--space {text!r}: a grid search takes {', '.join(GRID_KINDS)} (e.g. "
                              f"{p.path}=grid(a, b, n)), got {p.kind}")

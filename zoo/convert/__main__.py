@@ -12,9 +12,8 @@ import numpy as np
 
 from zoo import cli
 from zoo.compiling import use_compile_cache
-from zoo.convert.files import load_state_dict, save_torchvision
+from zoo.convert.files import check_safetensors_name, load_state_dict, save_torchvision
 from zoo.convert.layout import from_torchvision
-from zoo.files import check_file_name
 
 
 def main(argv=None) -> int:
@@ -33,7 +32,7 @@ def main(argv=None) -> int:
     use_compile_cache()
     try:
         if args.cmd == "pth2safetensors":
-            check_file_name(args.dst, "dst", "resnet18.safetensors")
+            check_safetensors_name(args.dst, "dst")   # before the source is read and converted
             cli.keep_existing(args.dst, "dst", args.overwrite)
         sd = load_state_dict(args.src)
         variables = from_torchvision(args.model, sd)

@@ -60,6 +60,8 @@ def load_state_dict(path) -> dict[str, np.ndarray]:
     or ``.pth`` / ``.pt`` / ``.bin`` (``zoo.weights.pth``: tensors only, no PyTorch). Never executes
     code from the file; a file that asks to (a pickled function call) raises ValueError."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"weight file {path} is a directory, not a weight file")
     if not path.is_file():
         raise FileNotFoundError(f"weight file {path} does not exist")
     suffix = path.suffix.lower()
@@ -71,6 +73,15 @@ def load_state_dict(path) -> dict[str, np.ndarray]:
                      f"{', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}")
 
 
+def check_safetensors_name(value: str, argument: str) -> Path:
+    """``value`` (the ``argument`` a user gave) names a ``.safetensors`` file to write
+    (``zoo.files.check_file_name``, then the suffix); ValueError naming it, before any work."""
+    path = check_file_name(value, argument, "resnet18.safetensors")
+    if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
+        raise ValueError(f"{argument}={value!r}: weights are written as safetensors; use a .safetensors file name")
+    return path
+
+
 def save_torchvision(name: str, variables: Mapping[str, Any], path, *, model=None,
                      overwrite: bool = False) -> dict[str, np.ndarray]:
     """Write ``to_torchvision(name, variables)`` as a safetensors file (torch:
@@ -78,9 +89,7 @@ def save_torchvision(name: str, variables: Mapping[str, Any], path, *, model=Non
     file is kept (FileExistsError) unless ``overwrite=True``, which replaces it whole."""
     from safetensors.numpy import save_file  # noqa: PLC0415
 
-    path = check_file_name(str(path), "path", "resnet18.safetensors")
-    if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
-        raise ValueError(f"{path}: weights are written as safetensors; use a .safetensors file name")
+    path = check_safetensors_name(str(path), "path")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; nothing was written (overwrite=True replaces it)")
     sd = to_torchvision(name, variables, model=model)

@@ -249,5 +249,8 @@ def read_pth(path) -> Any:
         return _read_legacy(path)
     except UnsafePickleError:
         raise
+    except RecursionError:   # containers nested thousands deep: no state_dict is (README "Safety": a refusal)
+        raise pickle.UnpicklingError(f"{path}: not a readable PyTorch weight file (containers nested too deeply "
+                                     f"for a state_dict)") from None
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, KeyError, ValueError, TypeError, IndexError) as e:
         raise pickle.UnpicklingError(f"{path}: not a readable PyTorch weight file ({type(e).__name__}: {e})") from e
