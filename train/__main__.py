@@ -142,7 +142,9 @@ def _fit(config, args, log_file) -> int:
     from train import checkpoint, interrupts, lock, logs, loop, parallel, reporting  # noqa: PLC0415
     from zoo import cli  # noqa: PLC0415
 
-    details = f" (details: {log_file})" if log_file else ""
+    def details() -> str:   # where the traceback went (not a log file that a full disk stopped)
+        return f" (details: {log_file})" if logs.log_file_written(log_file) else ""
+
     try:
         if args.multihost:
             _join(args)
@@ -153,11 +155,11 @@ def _fit(config, args, log_file) -> int:
     except (checkpoint.WorkdirMismatchError, lock.WorkdirBusyError, loop.NonFiniteLossError, ImportError, ValueError,
             OSError) as e:
         logs.details("the run stopped", e)
-        return cli.fail(f"{e}{details}" if isinstance(e, OSError) else e)
+        return cli.fail(f"{e}{details()}" if isinstance(e, OSError) else e)
     except Exception as e:  # noqa: BLE001  (anything else: one line here, the traceback in the log file)
         logs.details("the run failed", e)
         peers = " (with several processes: did another process of the run stop?)" if args.multihost else ""
-        return cli.fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{peers}{details}", status=1)
+        return cli.fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{peers}{details()}", status=1)
     if jax.process_index() == 0:
         if r.interrupted:
             logs.say(f"interrupted by {r.interrupted} at step {r.step}; checkpoint saved in {args.workdir}")

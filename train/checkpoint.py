@@ -422,4 +422,4 @@ def check_compatible(meta: dict | None, *, model: str, num_classes: int, workdir
         raise WorkdirMismatchError(
             f"workdir {workdir} holds checkpoints of model {meta.get('model')!r} with {meta.get('num_classes')} "
             f"classes, but this run is {model!r} with {num_classes} classes; nothing was changed. Use another "
-            f"--workdir (or remove {checkpoint_dir(workdir)} yourself to start over).")
+            f"--workdir (or move {checkpoint_dir(workdir)} and result.json away yourself to start over).")

@@ -37,18 +37,21 @@ def unwritable(workdir: Path, e: OSError) -> WorkdirUnwritableError:
 
 
 def check_outputs(workdir: Path) -> None:
-    """The run's own files that exist (result.json, metrics.jsonl, the TensorBoard folder) can be
-    written, checked before anything is trained: a read-only result.json once failed the run after
-    its last checkpoint. :class:`WorkdirUnwritableError` (one line) naming the file."""
+    """The run's own files that exist (result.json, metrics.jsonl, the TensorBoard and checkpoint
+    folders) can be written, checked before anything is trained: a read-only result.json once failed
+    the run after its last checkpoint, a file named ``checkpoints`` after an epoch, and a FIFO named
+    metrics.jsonl blocked it for ever. :class:`WorkdirUnwritableError` (one line) naming the file."""
     from zoo.files import cannot_write_in  # noqa: PLC0415  (imports zoo: not at this light module's start)
 
     for path, folder in ((workdir / "result.json", False), (workdir / "metrics.jsonl", False),
-                         (workdir / "tensorboard", True)):
+                         (workdir / "tensorboard", True), (workdir / "checkpoints", True)):
         if not path.exists():
             continue
         if path.is_dir() != folder:
             e = (IsADirectoryError(errno.EISDIR, "it is a folder, not a file") if path.is_dir()
                  else NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder"))
+        elif not folder and not path.is_file():   # a FIFO, a socket, a device: opening one can block
+            e = OSError(errno.EINVAL, "it is not a regular file")
         else:
             e = cannot_write_in(path) if folder else _cannot_append(path)
         if e is not None:
@@ -121,6 +124,9 @@ class WorkdirLock:
     def __enter__(self) -> WorkdirLock:
         created = not self.workdir.exists()
         make_workdir(self.workdir)
+        if self.path.exists() and not self.path.is_file():   # a folder (or a FIFO) in the lock file's place
+            raise WorkdirUnwritableError(errno.EINVAL, f"cannot lock the workdir {self.workdir}: {self.path} is not a "
+                                                       f"regular file; remove it, or choose another --workdir")
         try:
             acquired = self._acquire()
         except OSError as e:

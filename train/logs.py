@@ -21,7 +21,9 @@ Two known kinds of noise are silenced where they arise, for library users too:
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import sys
 import threading
 from pathlib import Path
@@ -143,7 +145,9 @@ def for_command(workdir: str | Path | None = None, *, verbose: bool = False) -> 
     path = Path(workdir) / LOG_FILE
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8", delay=False)
+        if path.exists() and not path.is_file():   # a FIFO would block the open for ever
+            raise OSError(errno.EINVAL, "it is not a regular file")
+        handler = _LogFile(path, encoding="utf-8", delay=False)
     except OSError as e:
         logging.getLogger("train").warning("cannot write the log file %s (%s); logging to the console only", path,
                                            e.strerror or e)
@@ -153,6 +157,37 @@ def for_command(workdir: str | Path | None = None, *, verbose: bool = False) -> 
     root.addHandler(handler)
     logging.getLogger(TRANSCRIPT).addHandler(handler)
     return path
+
+
+class _LogFile(logging.FileHandler):
+    """The log file. The first record it cannot write (a full disk) turns it off with one console
+    line: logging's default printed a traceback per record, hundreds once a disk filled."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802  (logging's name)
+        if not self.failed:
+            self.failed = True
+            e = sys.exc_info()[1]
+            print(f"warning: cannot write the log file {self.baseFilename} ({getattr(e, 'strerror', None) or e}); "
+                  f"logging to the console only", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:   # the last flush, on a full disk: said already (or nothing left to say)
+            self.failed = True
+
+
+def log_file_written(path: Path | None) -> bool:
+    """Whether ``path``, the log file of :func:`for_command`, still takes what is logged (not after a
+    write failed): an error line may send the reader there."""
+    return path is not None and not any(isinstance(h, _LogFile) and h.failed and h.baseFilename == os.path.abspath(path)
+                                        for h in logging.getLogger().handlers)
 
 
 def close_log_file() -> None:

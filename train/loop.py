@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from flax import traverse_util
 
 from train import checkpoint, evaluation, interrupts, lock, parallel, reporting, setup, step, transfer
 from zoo.files import written_atomically
@@ -61,6 +62,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path) -> FitResult:
         stop.check()
         ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
         try:
+            _refuse_a_stray_result(workdir, ckpt)
             loop = _start(run, ckpt)
             if loop.start >= run.total_steps and (done := _already_trained(loop, run, workdir)) is not None:
                 return done
@@ -135,8 +137,10 @@ def _start(run: setup.Run, ckpt: checkpoint.Checkpointer) -> _Loop:
     ``transfer.init_from`` when set: never on resume, a resumed run continues from its own)."""
     data_it = iter(run.train_pipe)
     if ckpt.steps():
-        transfer.check_resume(run.config, (ckpt.latest_meta() or {}).get("config"), ckpt.workdir)
+        stored = (ckpt.latest_meta() or {}).get("config")
+        transfer.check_resume(run.config, stored, ckpt.workdir)
         state, data_state, meta, start = ckpt.restore(run.abstract_state())
+        _say_changed_fields(run.config, stored, start)
         data_it.set_state(data_state)
         log.info("resumed from step %d of %s", start, ckpt.directory)
         best_top1, best_step = meta.get("best_top1", -1.0), meta.get("best_step")
@@ -152,6 +156,31 @@ def _start(run: setup.Run, ckpt: checkpoint.Checkpointer) -> _Loop:
             state = transfer.init_state(state, run.config, run.model, run.info)
     return _Loop(parallel.replicate(state, run.plan), data_it, start, start, run.meta(), best_top1, best_step,
                  pending)
+
+
+def _say_changed_fields(config: ml_collections.ConfigDict, stored: dict | None, start: int) -> None:
+    """A resumed run whose config differs from its checkpoint's (a learning rate, a schedule, a longer
+    run: taken, as asked) says so, field by field: it went on without a word, and the checkpoints'
+    meta then gave the new values for the whole run."""
+    if not stored:
+        return
+    was = traverse_util.flatten_dict(stored, sep=".")
+    now = traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
+    changed = [f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(was) | set(now))
+               if was.get(k) != now.get(k) and k != "transfer.init_from"]   # (init_from: check_resume's warning)
+    if changed:
+        log.warning("resuming from step %d with a config that differs from the checkpoint's: %s (steps %d on use "
+                    "the new values; each checkpoint's meta records the config it was saved under)", start,
+                    "; ".join(changed), start + 1)
+
+
+def _refuse_a_stray_result(workdir: Path, ckpt: checkpoint.Checkpointer) -> None:
+    """A fresh run (no checkpoint) where a result.json is: a user's file, or the result of a run whose
+    checkpoints were removed; it was replaced without a word at the end of the run."""
+    if not ckpt.steps() and (workdir / "result.json").exists():
+        raise checkpoint.WorkdirMismatchError(
+            f"{workdir / 'result.json'} is not the result of a run in this workdir (it holds no checkpoint); "
+            f"nothing was changed: move it away, or use another --workdir")
 
 
 def _already_trained(loop: _Loop, run: setup.Run, workdir: Path) -> FitResult | None:

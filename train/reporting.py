@@ -96,12 +96,14 @@ class MetricsLog:
             return
         from tensorboardX import SummaryWriter  # noqa: PLC0415
 
-        if start > 0:
-            set_aside_after(workdir / "metrics.jsonl", start)
-        self.jsonl = open(workdir / "metrics.jsonl", "a", buffering=1)
+        path, tb = workdir / "metrics.jsonl", workdir / "tensorboard"
+        end_last_line(path)
+        # a fresh run (start 0) sets aside the rows of a run whose checkpoints are gone: one timeline
+        set_aside_after(path, start)
+        earlier = start > 0 or (tb.is_dir() and any(tb.iterdir()))   # TensorBoard hides their events after it
+        self.jsonl = open(path, "a", buffering=1)
         # flushed every second (tensorboardX's default, 2 minutes, let a kill -9 lose rows metrics.jsonl kept)
-        self.tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=start + 1 if start > 0 else None,
-                                flush_secs=1)
+        self.tb = SummaryWriter(str(tb), purge_step=start + 1 if earlier else None, flush_secs=1)
 
     def write(self, step: int, split: str, metrics: dict) -> None:
         """One row: metrics.jsonl (line-buffered) and TensorBoard (on disk within a second)."""
@@ -118,6 +120,16 @@ class MetricsLog:
         if self.enabled:
             self.jsonl.close()
             self.tb.close()
+
+
+def end_last_line(path: Path) -> None:
+    """End ``path``'s last line when it is unfinished (a short write on a full disk, a kill): the next
+    row appended was glued onto it, unreadable to any JSON-lines reader."""
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb+") as f:
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
 
 
 def set_aside_after(path: Path, step: int) -> int:
@@ -139,7 +151,7 @@ def set_aside_after(path: Path, step: int) -> int:
             f.writelines(gone)
         with written_atomically(path) as tmp:
             Path(tmp).write_text("".join(keep))
-        log.info("%s: %d rows after step %d (the steps this resumed run repeats) moved to %s", path.name,
+        log.info("%s: %d rows after step %d (the steps this run repeats) moved to %s", path.name,
                  len(gone), step, aside.name)
     return len(gone)
 

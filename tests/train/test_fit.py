@@ -187,3 +187,27 @@ def test_resnet20_config_runs_two_steps_on_mock_cifar10(tmp_path):
     with tfds.testing.mock_data(num_examples=64):
         r = train.fit(c, tmp_path)
     assert r.step == 2 and r.eval["count"] == 64 and np.isfinite(r.train["loss"])
+
+
+def test_a_result_json_without_checkpoints_is_refused_untouched(tmp_path):
+    """A user's own result.json (or that of a run whose checkpoints were removed) was replaced
+    without a word at the end of a fresh run."""
+    (tmp_path / "result.json").write_text('{"mine": 1}')
+    with pytest.raises(checkpoint.WorkdirMismatchError, match=rf"^{tmp_path / 'result.json'} is not the result of a "
+                                                               r"run in this workdir \(it holds no checkpoint\); nothing "
+                                                               r"was changed: move it away"):
+        train.fit(quick(**{"data.name": "synthetic", "num_train_steps": 2, "schedule.warmup_epochs": 0.0}), tmp_path)
+    assert (tmp_path / "result.json").read_text() == '{"mine": 1}' and not (tmp_path / "checkpoints").exists()
+
+
+def test_resuming_with_another_learning_rate_says_which_fields_changed(trained_lenet, tmp_path, caplog):
+    """It went on without a word, and the checkpoints' meta then gave the new values for the whole run."""
+    workdir = tmp_path / "w"
+    shutil.copytree(trained_lenet[0], workdir)
+    lr = quick().optimizer.learning_rate   # what the fixture's run was trained with
+    with caplog.at_level(logging.WARNING, logger="train"):
+        train.fit(quick(**{"optimizer.learning_rate": 0.5, "label_smoothing": 0.1}), workdir)
+    said = [r.getMessage() for r in caplog.records if "differs from the checkpoint's" in r.getMessage()]
+    assert said == [f"resuming from step 248 with a config that differs from the checkpoint's: label_smoothing 0.0 -> "
+                    f"0.1; optimizer.learning_rate {lr!r} -> 0.5 (steps 249 on use the new values; each checkpoint's "
+                    f"meta records the config it was saved under)"]

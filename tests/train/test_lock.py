@@ -69,3 +69,38 @@ def test_an_unwritable_workdir_is_one_clear_error(tmp_path):
         with lock.WorkdirLock(tmp_path / "file"):
             pass
     assert (tmp_path / "file").read_text() == ""
+
+
+_CHECK = "import sys; from pathlib import Path; from train import lock; lock.check_outputs(Path(sys.argv[1]))"
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "result.json"])
+def test_a_fifo_in_a_run_files_place_is_refused_not_waited_on(tmp_path, name):
+    """A FIFO named metrics.jsonl / result.json blocked the run for ever in open() (one SIGTERM did not
+    stop it). A child process, so that the old behaviour fails the test by its timeout, not a hang."""
+    import os
+
+    os.mkfifo(tmp_path / name)
+    r = subprocess.run([sys.executable, "-c", _CHECK, str(tmp_path)], capture_output=True, text=True, timeout=120,
+                       env=child_env(1), cwd=ROOT)
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == (
+        f"train.lock.WorkdirUnwritableError: cannot write the run's {tmp_path / name} (it is not a regular file); "
+        f"nothing was changed: make it writable, or choose another --workdir")
+
+
+def test_a_file_named_checkpoints_is_refused_before_training(tmp_path):
+    """It failed the run after its first epoch ('File exists')."""
+    (tmp_path / "checkpoints").write_text("mine")
+    with pytest.raises(lock.WorkdirUnwritableError, match=rf"^cannot write the run's {tmp_path / 'checkpoints'} "
+                                                          r"\(it is a file, not a folder\)"):
+        lock.check_outputs(tmp_path)
+    assert (tmp_path / "checkpoints").read_text() == "mine"
+
+
+def test_a_folder_in_the_lock_files_place_is_named(tmp_path):
+    """Once 'cannot write in the workdir ...: Is a directory', naming no .lock."""
+    (tmp_path / ".lock").mkdir()
+    with pytest.raises(lock.WorkdirUnwritableError, match=rf"^cannot lock the workdir {tmp_path}: {tmp_path / '.lock'} "
+                                                          r"is not a regular file; remove it, or choose another"):
+        with lock.WorkdirLock(tmp_path):
+            pass

@@ -168,3 +168,47 @@ def test_the_transcript_stays_out_of_a_library_users_logging(capsys, monkeypatch
     finally:
         root.removeHandler(handler)
     assert capsys.readouterr().out == "done: step 1\n" and seen == ["a message of ours"]
+
+
+def test_a_log_file_that_fails_is_turned_off_with_one_line(command_logging, capsys):
+    """A full disk that also stopped train.log printed logging's '--- Logging error ---' traceback for
+    every record (about 490 lines) around the one error line, which pointed to details never written."""
+    import errno
+
+    handler = next(h for h in logging.getLogger().handlers
+                   if isinstance(h, logging.FileHandler) and h.baseFilename == str(command_logging))
+
+    class Full:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    capsys.readouterr()
+    handler.stream = Full()
+    assert logs.log_file_written(command_logging)
+    for i in range(5):
+        logging.getLogger("train").warning("message %d", i)
+    err = capsys.readouterr().err
+    assert "Logging error" not in err and err.count("cannot write the log file") == 1
+    assert f"warning: cannot write the log file {command_logging} (No space left on device); logging to the console only" in err
+    assert not logs.log_file_written(command_logging)
+
+
+def test_a_fifo_named_train_log_is_not_opened(tmp_path):
+    """Opening a FIFO for writing waits for a reader: the run sat there before printing anything. A
+    child process, so that the old behaviour fails the test by its timeout, not a hang."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ROOT, child_env
+
+    (tmp_path / "w").mkdir()
+    os.mkfifo(tmp_path / "w" / "train.log")
+    code = "import sys; from train import logs; print(logs.for_command(sys.argv[1]))"
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "w")], capture_output=True, text=True, timeout=120,
+                       env=child_env(1), cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == "None"
+    assert f"cannot write the log file {tmp_path / 'w' / 'train.log'} (it is not a regular file)" in r.stderr

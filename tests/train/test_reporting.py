@@ -142,3 +142,32 @@ def test_tensorboard_is_flushed_every_second_and_non_finite_values_are_null(tmp_
     line = (tmp_path / "metrics.jsonl").read_text()
     assert json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in {line}")) == {
         "step": 5, "split": "train", "loss": None, "top1": 0.5, "nonfinite_steps": 5.0}
+
+
+def test_an_unfinished_last_line_is_ended_before_the_next_row(tmp_path):
+    """A fragment (a short write on a full disk) had the resumed run's next row glued onto it."""
+    import json
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 10, "split": "train", "loss": 1.0}\n{"step": 99, "split": "tr')
+    m = reporting.MetricsLog(tmp_path, True, start=10)
+    m.write(11, "train", {"loss": 0.5})
+    m.close()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert lines[1] == '{"step": 99, "split": "tr' and json.loads(lines[2]) == {"step": 11, "split": "train", "loss": 0.5}
+
+
+def test_a_fresh_run_sets_aside_the_rows_of_one_whose_checkpoints_are_gone(tmp_path):
+    """Removing checkpoints/ to start over (as the refusal of another model suggests) gave one
+    metrics.jsonl of two runs, the new one from step 1 again, and two overlapping TensorBoard streams."""
+    import json
+
+    old = reporting.MetricsLog(tmp_path, True)
+    old.write(62, "train", {"loss": 1.0})
+    old.close()
+    new = reporting.MetricsLog(tmp_path, True, start=0)
+    new.write(5, "train", {"loss": 2.0})
+    new.close()
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [5]
+    assert json.loads((tmp_path / "metrics.abandoned.jsonl").read_text())["step"] == 62
+    starts = [e.step for e in _events(tmp_path / "tensorboard") if e.HasField("session_log")]
+    assert starts == [1]   # TensorBoard hides the earlier run's events from step 1 on

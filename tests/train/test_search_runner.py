@@ -50,3 +50,31 @@ def test_a_group_asks_the_pruner_best_first_so_it_compares_the_whole_group():
         t.report(v, 1)
     pruned = {i: trials[i].should_prune() for i in runner.pruning_order(values, [t.number for t in trials])}
     assert [pruned[i] for i in range(4)] == [True, False, True, True]
+
+
+def test_a_group_locks_its_trials_folders_while_it_trains(tmp_path, monkeypatch):
+    """A `python -m train` into a trial's folder was not refused: the two runs interleaved their rows,
+    and the trial's checkpoint gave way to the other run's."""
+    import fcntl
+    import os
+    import types
+
+    from train.search import runner
+
+    seen = []
+
+    def train_group(members, trials, workdir, **kw):
+        for m in members:   # another open file description, as another process would have
+            fd = os.open(runner.trial_dir(workdir, m.number) / ".lock", os.O_RDWR)
+            try:
+                with pytest.raises(BlockingIOError):
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            finally:
+                os.close(fd)
+            seen.append(m.number)
+        return {}
+
+    monkeypatch.setattr(runner, "_train_group", train_group)
+    members = [types.SimpleNamespace(number=0), types.SimpleNamespace(number=3)]
+    assert runner.run_group(members, None, tmp_path, prune=False, stop=None) == {}
+    assert seen == [0, 3] and not (runner.trial_dir(tmp_path, 0) / ".lock").exists()   # released after

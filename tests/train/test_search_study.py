@@ -259,3 +259,20 @@ def test_a_search_where_no_trial_completed_says_so(tmp_path, capsys):
     out = capsys.readouterr().out
     assert r.best is None and "no trial completed (1 failed, 1 pruned): no best trial to link" in out
     assert [line.split()[0] for line in out.splitlines()[1:3]] == ["-", "-"]   # listed, not ranked
+
+
+def test_a_storage_file_that_is_not_a_journal_is_refused_unchanged(tmp_path):
+    """Optuna appended its journal records to a user's text file, then failed with a bare JSON error."""
+    from train.search import study
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    with pytest.raises(ValueError, match=rf"^--storage {notes}: an existing file that is not an Optuna journal \(its "
+                                         r"first line is no journal record\); nothing was written"):
+        study.make_storage(str(notes))
+    assert notes.read_text() == "my notes\n"
+    journal = tmp_path / "s.journal"
+    study.make_storage(str(journal))   # a new journal, then the same one again
+    optuna_study = __import__("optuna").create_study(storage=study.make_storage(str(journal)), study_name="x")
+    assert optuna_study.study_name == "x" and journal.stat().st_size > 0
+    study.make_storage(str(journal))

@@ -12,6 +12,7 @@ trial's result is told to Optuna.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -21,7 +22,7 @@ import jax
 import numpy as np
 from optuna.trial import TrialState
 
-from train import checkpoint, parallel, reporting, step
+from train import checkpoint, lock, parallel, reporting, step
 from train.search import group as group_mod, report
 from train.search.study import Trials
 
@@ -64,7 +65,16 @@ class _Live:
 
 def run_group(members: list[group_mod.Member], trials: Trials, workdir: Path, *, prune: bool, stop,
               chunk: int | None = None, memory_limit: int | None = None) -> dict:
-    """Train ``members`` as one group; returns ``{trial number: Outcome}`` (also told to Optuna)."""
+    """Train ``members`` as one group; returns ``{trial number: Outcome}`` (also told to Optuna). Each
+    trial's folder is locked meanwhile (``lock.WorkdirLock``): a ``python -m train`` there interleaved
+    its rows with the trial's, and its checkpoint took the place of the trial's own."""
+    with contextlib.ExitStack() as held:
+        for m in members:
+            held.enter_context(lock.WorkdirLock(trial_dir(workdir, m.number)))
+        return _train_group(members, trials, workdir, prune=prune, stop=stop, chunk=chunk, memory_limit=memory_limit)
+
+
+def _train_group(members, trials, workdir, *, prune, stop, chunk, memory_limit) -> dict:
     t0 = time.perf_counter()
     g = group_mod.Group.build(members, chunk=chunk)
     run, plan = g.run, g.run.plan

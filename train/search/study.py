@@ -75,9 +75,13 @@ def make_storage(url: str):
     SQLAlchemy does not know, a folder that does not exist)."""
     if "://" not in url and Path(url).is_file():
         with open(url, "rb") as f:
-            if f.read(16) == b"SQLite format 3\0":
+            head = f.read(16)
+            if head == b"SQLite format 3\0":
                 raise ValueError(f"--storage {url}: an SQLite database, not a journal file; give it as "
                                  f"sqlite:///{Path(url).absolute()}")
+            if head and not _journal_record((head + f.readline()).split(b"\n")[0]):   # records were appended to it
+                raise ValueError(f"--storage {url}: an existing file that is not an Optuna journal (its first line "
+                                 f"is no journal record); nothing was written: name a new file, or sqlite:///PATH")
     try:
         if "://" in url:
             kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
@@ -88,6 +92,14 @@ def make_storage(url: str):
         said = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
         raise ValueError(f"--storage {url}: {said} (default WORKDIR/study.db; allowed: sqlite:///PATH, "
                          f"postgresql://... or mysql://... with its driver installed, or a journal file's path)") from None
+
+
+def _journal_record(line: bytes) -> bool:
+    """Whether ``line`` is a record of Optuna's journal file (a JSON object with an ``op_code``)."""
+    try:
+        return "op_code" in json.loads(line)
+    except (ValueError, TypeError):
+        return False
 
 
 def identity(method: str, space, config) -> dict:
