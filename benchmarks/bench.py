@@ -341,10 +341,13 @@ def main(argv=None) -> int:
         Path(a._result).write_text(json.dumps(r, indent=1))
         return 0
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"bench_b{a.batch}_r{a.res}" + ("" if a.precision == "float32" else f"_{a.precision}")
     out_json = Path(a.out_json or RESULTS / f"{stem}.json")
     out_md = Path(a.out_md or RESULTS / f"{stem}.md")
+    for flag, out in (("--out-json", out_json), ("--out-md", out_md)):
+        if a.vs_json and _same_file(out, Path(a.vs_json)):   # the baseline would be replaced by this run
+            ap.error(f"{flag} {out} is the --vs-json file this run compares with; name another {flag}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
     models = [m for m in a.models.split(",") if m]
     import jax  # noqa: PLC0415  (the parent only reads versions and devices)
     result = {"command": shlex.join([sys.executable, *sys.argv]),
@@ -403,13 +406,31 @@ def main(argv=None) -> int:
         result["vs"] = {r["model"]: r for r in vs["ours"]}
     result["loadavg_end"] = loadavg()
     result["probe_end"] = probe()
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(result, indent=1) + "\n")
-    md = markdown(result)
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text(md)
+    md = write_outputs(result, out_json, out_md)
     print("\n" + md + f"\nwrote {out_json} and {out_md}")
     return 0
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (``b`` may be given by another path, or not exist yet)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def write_outputs(result: dict, out_json: Path, out_md: Path) -> str:
+    """Write the JSON and the Markdown report (returned), each whole or not at all
+    (``zoo.files.written_atomically``): a failure leaves an earlier run's files as they were."""
+    from zoo.files import written_atomically  # noqa: PLC0415
+
+    md = markdown(result)   # before anything is replaced: a report that fails to build replaces nothing
+    for path, text in ((out_json, json.dumps(result, indent=1) + "\n"), (out_md, md)):
+        with written_atomically(path) as tmp:
+            Path(tmp).write_text(text)
+    return md
 
 
 def _cpu_name() -> str:

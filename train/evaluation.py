@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -114,21 +115,63 @@ def restore_meta(workdir: str | Path, *, checkpoint_step: str | int = "best") ->
     return load(workdir, checkpoint_step).meta
 
 
+def output_folder(given, argument: str, default: Path, option: str) -> Path:
+    """The folder a command writes into, checked before any work (``zoo.files.check_folder_to_write``):
+    ``given`` (the ``argument`` a user gave), else ``default``, whose refusal suggests ``option``
+    (a read-only workdir once failed only after a whole evaluation)."""
+    if given is not None:
+        return check_folder_to_write(given, argument)
+    try:
+        return check_folder_to_write(default, f"WORKDIR/{default.name}")
+    except ValueError as e:
+        raise ValueError(f"{e}; write elsewhere with {option} DIR") from None
+
+
+def _same_workdir(a: str, b: str) -> bool:
+    """Whether two workdir paths (as given: maybe relative) name one folder."""
+    if a == b or Path(a).resolve() == Path(b).resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:   # one is gone (or was relative to another directory): not provably the same
+        return False
+
+
+def _keep_other_reports(path: Path, workdir) -> None:
+    """Refuse to replace ``path`` when it is not a report of ``workdir``: two runs evaluated into one
+    ``--output_dir`` at the same step and split once replaced each other's report without a word.
+    The same workdir's report is replaced (the same checkpoint: the same numbers)."""
+    if not path.exists():
+        return
+    try:
+        other = json.loads(path.read_text()).get("workdir")
+    except (OSError, ValueError, AttributeError):
+        other = None
+    if not isinstance(other, str) or not _same_workdir(other, str(workdir)):
+        whose = f"the report of another workdir ({other})" if isinstance(other, str) else "not a report of this workdir"
+        raise ValueError(f"output_dir: {path} is {whose}; choose another --output_dir for {workdir}")
+
+
 def evaluate(workdir: str | Path, *, checkpoint_step: str | int = "best", split: str | None = None,
-             output_dir: str | Path | None = None, plot: bool = True, use_ema: bool | None = None) -> dict:
+             output_dir: str | Path | None = None, plot: bool = True, use_ema: bool | None = None,
+             show=None) -> dict:
     """Evaluate a checkpoint on its eval split (or ``split``) with the preprocessing it was trained
     with: loss, top-1, top-5, per-class accuracy, confusion matrix (PNG in ``output_dir``, default
-    ``WORKDIR/eval``; checked before anything is evaluated). ``use_ema`` as for :func:`load` (the
-    report's ``weights`` says which: 'ema' or 'trained'; the trained weights of a run with an EMA are
-    written as ``..._trained``, beside the EMA's report)."""
+    ``WORKDIR/eval``; checked before anything is evaluated, as is a report of another workdir there
+    under the same name). ``use_ema`` as for :func:`load` (the report's ``weights`` says which: 'ema'
+    or 'trained'; the trained weights of a run with an EMA are written as ``..._trained``, beside the
+    EMA's report). ``show``: called with the report once it is written, before the PNG is drawn."""
     if use_ema is not None and not isinstance(use_ema, bool):
         raise ValueError(f"use_ema={use_ema!r}: must be True, False or None (the run's choice)")
-    out = check_folder_to_write(output_dir, "output_dir") if output_dir is not None else Path(workdir) / "eval"
+    out = output_folder(output_dir, "output_dir", Path(workdir) / "eval", "--output_dir")
     raw, meta, s = _read(workdir, checkpoint_step)
     ema = kept_ema(meta) and use_ema is not False   # the EMA when the run kept one, as its own evaluation
     variables = step.eval_variables(raw, use_ema=ema)
     run = setup.for_checkpoint(meta, split=split)
     pipe = run.eval_pipe
+    name = f"step{s}_{pipe.split}" + ("_trained" if kept_ema(meta) and not ema else "")
+    if output_dir is not None:   # a shared folder: another run's report of the same step and split
+        _keep_other_reports(out / f"eval_{name}.json", workdir)
     ev = run_eval(compile_eval(run.model, run.step_config, run.plan), parallel.replicate(variables, run.plan), pipe,
                   run.plan)
     names = meta.get("class_names") or [str(i) for i in range(pipe.num_classes)]
@@ -137,25 +180,32 @@ def evaluate(workdir: str | Path, *, checkpoint_step: str | int = "best", split:
               "top1": ev["top1"], "top5": ev["top5"], "count": ev["count"],
               "per_class_top1": dict(zip(names, ev["per_class_top1"])),
               "confusion": ev["confusion"].tolist()}
-    name = f"step{s}_{pipe.split}" + ("_trained" if kept_ema(meta) and not ema else "")
     if jax.process_index() == 0:
         out.mkdir(parents=True, exist_ok=True)
         with written_atomically(out / f"eval_{name}.json") as tmp:   # never half a report
             Path(tmp).write_text(json.dumps(report, indent=1))
-        if plot:
-            report["confusion_png"] = str(plot_confusion(ev["confusion"], names, out / f"confusion_{name}.png",
-                                                         title=f"{meta['model']} step {s}: top-1 {ev['top1']:.4f}"))
+    if show is not None:   # the figures first: drawing the PNG is what may still fail
+        show(report)
+    if plot and jax.process_index() == 0:
+        report["confusion_png"] = str(plot_confusion(ev["confusion"], names, out / f"confusion_{name}.png",
+                                                     title=f"{meta['model']} step {s}: top-1 {ev['top1']:.4f}"))
     return report
 
 
+MAX_FIGURE_IN = 20.0   # a confusion figure's side at most (100 dpi): 1,000 classes once asked for 50,000 px
+
+
 def plot_confusion(confusion: np.ndarray, names, path: Path, title: str = "") -> Path:
+    """The ``(k, k)`` confusion matrix (rows: true class) as a PNG at ``path``: 0.5 in per class up to
+    :data:`MAX_FIGURE_IN`; class names on the axes up to 30 classes, counts in the cells up to 15."""
     import matplotlib  # noqa: PLC0415
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     k = len(names)
-    fig, ax = plt.subplots(figsize=(max(4, 0.5 * k + 2), max(4, 0.5 * k + 1.5)))
-    im = ax.imshow(confusion, cmap="Blues")
+    fig, ax = plt.subplots(figsize=(min(MAX_FIGURE_IN, max(4, 0.5 * k + 2)),
+                                    min(MAX_FIGURE_IN, max(4, 0.5 * k + 1.5))))
+    im = ax.imshow(confusion, cmap="Blues", interpolation="nearest")
     fig.colorbar(im, ax=ax)
     if k <= 30:
         ax.set_xticks(range(k), names, rotation=90)
@@ -176,6 +226,15 @@ def plot_confusion(confusion: np.ndarray, names, path: Path, title: str = "") ->
 
 COMMAND = ("Evaluate a run's checkpoint with the preprocessing it was trained with: loss, top-1, top-5,\n"
            "per-class accuracy and a confusion-matrix PNG (the checkpoint carries its config).")
+
+
+def _print_report(r: dict) -> None:
+    """The command's figures, printed as soon as the report is written (before the PNG is drawn)."""
+    weights = ", EMA weights" if r["weights"] == "ema" else ""
+    print(f"{r['model']} step {r['step']} on {r['split']} ({r['count']} examples{weights}): "
+          f"loss {r['loss']:.4f}  top-1 {r['top1']:.4f}  " + reporting.top5_text(r["top5"], len(r["per_class_top1"]), "top-5"))
+    print("per-class top-1: " + "  ".join(f"{k}: {'-' if v is None else f'{v:.3f}'}" for k, v in r["per_class_top1"].items()),
+          flush=True)
 
 
 def main(argv=None) -> int:
@@ -200,13 +259,9 @@ def main(argv=None) -> int:
     try:
         overrides.check_workdir(a.workdir)
         r = evaluate(a.workdir, checkpoint_step=a.checkpoint, split=a.split, output_dir=a.output_dir,
-                     use_ema=None if a.weights is None else a.weights == "ema")
+                     use_ema=None if a.weights is None else a.weights == "ema", show=_print_report)
     except (checkpoint.NoCheckpointError, ValueError, OSError) as e:
         return cli.fail(e)
-    weights = ", EMA weights" if r["weights"] == "ema" else ""
-    print(f"{r['model']} step {r['step']} on {r['split']} ({r['count']} examples{weights}): "
-          f"loss {r['loss']:.4f}  top-1 {r['top1']:.4f}  " + reporting.top5_text(r["top5"], len(r["per_class_top1"]), "top-5"))
-    print("per-class top-1: " + "  ".join(f"{k}: {'-' if v is None else f'{v:.3f}'}" for k, v in r["per_class_top1"].items()))
     if "confusion_png" in r:
         print(f"confusion matrix: {r['confusion_png']}")
     return 0

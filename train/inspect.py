@@ -37,6 +37,7 @@ The library behind it is ``zoo.inspect``.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
     from train import data, evaluation  # noqa: PLC0415
     from zoo import inspect as zi  # noqa: PLC0415
     from zoo.features import features  # noqa: PLC0415
-    from zoo.files import check_folder_to_write, safe_name  # noqa: PLC0415
+    from zoo.files import safe_name  # noqa: PLC0415
 
     if what is not None and not list(what):
         raise ValueError(f"--what: no analysis named; name one or more of {', '.join(WHAT)} (default: all)")
@@ -140,7 +141,7 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
     _check_options(what, given)
     patch, stride, steps, k, neighbours_max = (given[flag] if given[flag] is not None else default
                                                for flag, _, default, _ in OPTIONS)
-    out = check_folder_to_write(out, "--out") if out is not None else Path(workdir) / "inspect"
+    out = evaluation.output_folder(out, "--out", Path(workdir) / "inspect", "--out")
     model, variables, meta, _ = evaluation.load(workdir, checkpoint_step)
     pp = meta["preprocessing"]
     shape = (*pp["image_size"], pp["channels"])
@@ -186,6 +187,14 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
     def skip(kind, why):
         print_fn(f"{kind}: skipped ({why})")
 
+    def target(name: str) -> Path:
+        """``out / name``, refused when it is the ``--image`` file (a figure once replaced it)."""
+        path = out / name
+        if image is not None and path.exists() and os.path.samefile(path, image):
+            raise ValueError(f"--out {out}: {name} would be written over the --image file {image}; "
+                             f"choose another --out")
+        return path
+
     out.mkdir(parents=True, exist_ok=True)  # after every check: a refused command leaves no folder
     for w in what:
         if w == "filters":
@@ -194,7 +203,7 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
             except ValueError as e:
                 skip(w, e)
                 continue
-            wrote(w, zi.plot_filters(f, out / "filters.png", title=f"{meta['model']}: {len(f)} first-layer filters "
+            wrote(w, zi.plot_filters(f, target("filters.png"), title=f"{meta['model']}: {len(f)} first-layer filters "
                                      f"{f.shape[1]}x{f.shape[2]}x{f.shape[3]}"))
         elif w == "features":
             chosen = layers or (list(dict.fromkeys([taps[0], taps[-1]])) if taps else [])
@@ -202,12 +211,12 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
                 skip(w, "no spatial feature tap")
             for layer in chosen:
                 maps = zi.feature_maps(model, variables, x, layer)
-                wrote(w, zi.plot_feature_maps(maps[0], out / f"{stem}_features_{safe_name(layer)}.png",
+                wrote(w, zi.plot_feature_maps(maps[0], target(f"{stem}_features_{safe_name(layer)}.png"),
                                               title=f"{meta['model']} {layer}: {maps.shape[-1]} maps "
                                                     f"{maps.shape[1]}x{maps.shape[2]}"))
         elif w == "saliency":
             s = zi.saliency(model, variables, x, c)[0]
-            wrote(w, zi.plot_attribution(shown, s, out / f"{stem}_saliency_{safe_name(cname)}.png",
+            wrote(w, zi.plot_attribution(shown, s, target(f"{stem}_saliency_{safe_name(cname)}.png"),
                                          title=f"saliency |dS_c/dI| of {explained}"))
         elif w == "gradcam":
             # module paths and non-spatial taps serve features only: Grad-CAM names what it leaves out
@@ -222,16 +231,16 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
                 skip(w, "no spatial feature tap")
             for layer in chosen:
                 g = zi.grad_cam(model, variables, x, c, layer)[0]
-                wrote(w, zi.plot_attribution(shown, g, out / f"{stem}_gradcam_{safe_name(layer)}_{safe_name(cname)}.png",
-                                             title=f"Grad-CAM at {layer} of {explained}"))
+                name = f"{stem}_gradcam_{safe_name(layer)}_{safe_name(cname)}.png"
+                wrote(w, zi.plot_attribution(shown, g, target(name), title=f"Grad-CAM at {layer} of {explained}"))
         elif w == "occlusion":
             o = zi.occlusion(model, variables, x[0], c, patch=patch, stride=stride)
-            wrote(w, zi.plot_attribution(shown, o.map, out / f"{stem}_occlusion_{safe_name(cname)}.png", symmetric=True,
-                                         title=f"occlusion: drop of p({cname}) under a {o.patch}x{o.patch} grey "
-                                               f"patch; {explained}"))
+            wrote(w, zi.plot_attribution(shown, o.map, target(f"{stem}_occlusion_{safe_name(cname)}.png"),
+                                         symmetric=True, title=f"occlusion: drop of p({cname}) under a "
+                                                               f"{o.patch}x{o.patch} grey patch; {explained}"))
         elif w == "classmodel":
             img, scores = zi.class_model(model, variables, c, input_shape=shape, steps=steps)
-            wrote(w, zi.plot_class_model(img, scores, out / f"class_model_{safe_name(cname)}.png",
+            wrote(w, zi.plot_class_model(img, scores, target(f"class_model_{safe_name(cname)}.png"),
                                          title=f"class model of {cname}: S_c {scores[0]:.2f} -> {scores[-1]:.2f}"))
         elif w == "neighbours":
             try:
@@ -245,19 +254,19 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
             shown_k = len(r["feature"][0])   # k, or every image searched when there are fewer
             needed = {int(i) for space in r.values() for i in space[0]}
             disp = {i: zi.to_display(images[i], pp) for i in needed}
-            wrote(w, zi.plot_neighbours(shown, disp, r, out / f"{stem}_neighbours.png",
+            wrote(w, zi.plot_neighbours(shown, disp, r, target(f"{stem}_neighbours.png"),
                                         labels=[names[int(v)] for v in labels],
                                         title=f"{shown_k} nearest of {len(images)} eval images: pre_logits (top), "
                                               "pixels (bottom), L2"))
         elif w == "rf":
             table = zi.receptive_field_table(zi.receptive_fields(model, shape, variables=variables))
-            path = out / "receptive_fields.txt"
+            path = target("receptive_fields.txt")
             path.write_text(table + "\n")
             print_fn(table)
             wrote(w, path)
         elif w == "fixed":
             gray = shown if shown.ndim == 2 else shown @ np.asarray([0.299, 0.587, 0.114], np.float32)
-            wrote(w, zi.plot_fixed_filters(gray, out / f"{stem}_fixed_filters.png"))
+            wrote(w, zi.plot_fixed_filters(gray, target(f"{stem}_fixed_filters.png")))
     return written
 
 

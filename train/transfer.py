@@ -39,6 +39,7 @@ import numpy as np
 
 from train import checkpoint, evaluation, setup
 from zoo import convert
+from zoo.convert.files import check_safetensors_name
 
 log = logging.getLogger("train")
 
@@ -159,6 +160,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         overrides.check_workdir(args.workdir, "workdir")
+        check_safetensors_name(args.dst, "dst")   # named as typed, before the workdir is read
         cli.keep_existing(args.dst, "dst", args.overwrite)
         sd = export_torchvision(args.workdir, args.dst, checkpoint_step=args.checkpoint, overwrite=args.overwrite)
     except (ValueError, OSError) as err:

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.files import check_file_name, written_atomically
+from zoo.files import check_file_name, check_folder_to_write, written_atomically
 
 FORMATS = ("onnx", "stablehlo")
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")   # jax.export's platform names
@@ -184,15 +184,22 @@ def _platforms(text: str | None) -> tuple[str, ...] | None:
     return names
 
 
-def _write_pair(out: Path, data: bytes, sidecar: Path, description: bytes, overwrite: bool) -> None:
-    """The artifact and its JSON, both written in full before either replaces a file: a failed write
-    (a full disk) leaves the earlier pair as it was."""
+def _check_pair(out: Path, sidecar: Path, overwrite: bool) -> None:
+    """The artifact and its JSON can be written: neither exists (unless ``overwrite``), neither is a
+    folder, and their folder takes files; one line naming ``--out``, before any export work."""
     from zoo import cli  # noqa: PLC0415
 
     for path in (out, sidecar):
         cli.keep_existing(path, "--out", overwrite)
         if path.is_dir():
             raise ValueError(f"--out: {path} is a folder")
+    check_folder_to_write(out.parent, "--out's folder")
+
+
+def _write_pair(out: Path, data: bytes, sidecar: Path, description: bytes, overwrite: bool) -> None:
+    """The artifact and its JSON, both written in full before either replaces a file: a failed write
+    (a full disk) leaves the earlier pair as it was."""
+    _check_pair(out, sidecar, overwrite)
     with written_atomically(out) as tmp_out, written_atomically(sidecar) as tmp_json:
         Path(tmp_out).write_bytes(data)
         Path(tmp_json).write_bytes(description)
@@ -231,8 +238,7 @@ def main(argv=None) -> int:
         return cli.fail(e)
     sidecar = out.with_name(out.name + ".json")
     try:
-        for path in (out, sidecar):
-            cli.keep_existing(path, "--out", args.overwrite)
+        _check_pair(out, sidecar, args.overwrite)
         b = bundle.from_args(args, conv_impl="lax")
         h, w = b.preprocessing["image_size"]
         shape = (h, w, b.preprocessing["channels"])

@@ -64,10 +64,14 @@ def published_variables(entry, *, cache_dir=None, progress: bool = True) -> dict
     path = download.fetch(entry, cache_dir=cache_dir, progress=progress)
     sd = convert.normalise_keys(entry.model, convert.load_state_dict(path))
     variables = convert.from_torchvision(entry.model, sd, model=convert.model_for_state_dict(entry.model, sd))
+    from safetensors import SafetensorError  # noqa: PLC0415
+
     try:
         log.info("%s %s: converted %s, cached as %s", entry.model, entry.tag, path,
                  cache.write(entry, variables, cache_dir))
-    except OSError as e:   # a read-only shared cache: the conversion is an optimisation, not the result
+    # a read-only shared cache, or a full one (safetensors' own error): the conversion is an optimisation,
+    # not the result
+    except (OSError, SafetensorError) as e:
         log.warning("%s %s: converted %s, not cached (%s): it is converted again at each load", entry.model,
                     entry.tag, path, e)
     return variables

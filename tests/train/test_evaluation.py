@@ -114,3 +114,87 @@ def test_evaluate_takes_the_trained_weights_of_a_run_with_an_ema_and_says_which(
     assert capsys.readouterr().out.startswith(f"lenet5 step 12 on test (1000 examples): loss {trained['loss']:.4f}")
     assert evaluation.main(["--workdir", str(workdir), "--checkpoint", "latest"]) == 0
     assert capsys.readouterr().out.startswith("lenet5 step 12 on test (1000 examples, EMA weights): ")
+
+
+def test_a_thousand_class_confusion_figure_stays_bounded(tmp_path):
+    """0.5 in per class once made 1,000 ImageNet classes a 50,200 x 50,150 px figure: 10 GB, then numpy's
+    'Unable to allocate 5.99 GiB' after the whole evaluation. 60 classes were 3,200 px wide then."""
+    from PIL import Image
+
+    from train import evaluation
+
+    rng = np.random.default_rng(0)
+    for k in (60, 1000):
+        confusion = rng.integers(0, 5, (k, k))
+        path = evaluation.plot_confusion(confusion, [f"class {i}" for i in range(k)], tmp_path / f"c{k}.png",
+                                         title=f"{k} classes")
+        with Image.open(path) as im:
+            assert max(im.size) <= 2000, (k, im.size)   # 20 in at 100 dpi (evaluation.MAX_FIGURE_IN)
+
+
+def test_the_command_prints_the_figures_before_drawing_the_confusion_png(trained_lenet, tmp_path, capsys,
+                                                                         monkeypatch):
+    """The figures were printed after the PNG: a PNG that failed (memory, disk) showed none of them."""
+    from train import evaluation
+
+    workdir, r = trained_lenet
+
+    def no_room(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(evaluation, "plot_confusion", no_room)
+    assert evaluation.main(["--workdir", str(workdir), "--checkpoint", "latest", "--output_dir", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert out.startswith(f"lenet5 step {r.step} on test (1000 examples): loss {r.eval['loss']:.4f}  "
+                          f"top-1 {r.eval['top1']:.4f}") and "per-class top-1: 0: " in out
+    assert err == "error: [Errno 28] No space left on device\n"
+    assert (tmp_path / f"eval_step{r.step}_test.json").is_file()   # the report is kept
+
+
+def test_a_default_output_folder_that_cannot_be_written_is_refused_before_evaluating(trained_lenet, capsys,
+                                                                                     monkeypatch):
+    """Only an explicit output_dir was checked: a read-only workdir was evaluated to the end, then
+    '[Errno 30] Read-only file system: .../eval/.eval_step868_test.json....part' and no figures."""
+    import re
+
+    from train import evaluation
+    from zoo import files
+
+    workdir = trained_lenet[0]
+    monkeypatch.setattr(files, "cannot_write_in", lambda folder: OSError(30, "Read-only file system"))
+    monkeypatch.setattr(evaluation, "run_eval", lambda *a, **k: pytest.fail("evaluated before the check"))
+    default = workdir / "eval"   # the nearest existing folder: the workdir, or eval/ once another test wrote there
+    message = (rf"^WORKDIR/eval={re.escape(repr(str(default)))}: {re.escape(str(workdir))}(/eval)? cannot be written "
+               r"\(Read-only file system\); write elsewhere with --output_dir DIR$")
+    with pytest.raises(ValueError, match=message):
+        train.evaluate(workdir, checkpoint_step="latest")
+    assert evaluation.main(["--workdir", str(workdir), "--checkpoint", "latest"]) == 2
+    assert re.match(message.replace("^", "^error: "), capsys.readouterr().err.removesuffix("\n"))
+
+
+def test_a_shared_output_dir_keeps_another_workdirs_report(trained_lenet, tmp_path, monkeypatch):
+    """Two runs evaluated into one --output_dir at the same step and split: the second replaced the
+    first's report and PNG without a word. The same workdir replaces its own report (the same numbers)."""
+    import json
+    import os
+
+    from train import evaluation
+
+    workdir, r = trained_lenet
+    report = tmp_path / f"eval_step{r.step}_test.json"
+    report.write_text(json.dumps({"workdir": "/elsewhere/run1", "top1": 0.5}))
+    with monkeypatch.context() as m:
+        m.setattr(evaluation, "run_eval", lambda *a, **k: pytest.fail("evaluated before the check"))
+        with pytest.raises(ValueError, match=rf"^output_dir: {report} is the report of another workdir "
+                                             rf"\(/elsewhere/run1\); choose another --output_dir for {workdir}$"):
+            train.evaluate(workdir, checkpoint_step="latest", output_dir=tmp_path)
+        report.write_text("my notes")
+        with pytest.raises(ValueError, match=rf"^output_dir: {report} is not a report of this workdir; choose "
+                                             rf"another --output_dir for {workdir}$"):
+            train.evaluate(workdir, checkpoint_step="latest", output_dir=tmp_path)
+    assert report.read_text() == "my notes"
+    monkeypatch.chdir(workdir.parent)
+    for same in (str(workdir), os.path.relpath(workdir)):   # its own report, however the path was written
+        report.write_text(json.dumps({"workdir": same, "top1": 0.5}))
+        train.evaluate(workdir, checkpoint_step="latest", output_dir=tmp_path, plot=False)
+        assert json.loads(report.read_text())["top1"] == r.eval["top1"]

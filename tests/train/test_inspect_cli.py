@@ -25,6 +25,32 @@ def test_an_out_that_is_a_file_is_refused_first(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "afile").read_text() == "mine"
 
 
+def test_a_default_out_that_cannot_be_written_is_refused_first(tmp_path, capsys, monkeypatch):
+    """Only --out was checked: a read-only workdir ended in '[Errno 30] ...: .../inspect' after the work."""
+    from train import evaluation
+    from zoo import files
+
+    monkeypatch.setattr(files, "cannot_write_in", lambda folder: OSError(30, "Read-only file system"))
+    monkeypatch.setattr(evaluation, "load", lambda *a, **k: pytest.fail("the checkpoint was read before the check"))
+    assert command.main(["--workdir", str(tmp_path), "--index", "0"]) == 2
+    assert capsys.readouterr().err == (f"error: WORKDIR/inspect={str(tmp_path / 'inspect')!r}: {tmp_path} cannot be "
+                                       f"written (Read-only file system); write elsewhere with --out DIR\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_image_is_never_written_over(trained_lenet5, tmp_path, capsys):
+    """``--image photos/filters.png --out photos`` once replaced the user's image by the filters figure."""
+    image = tmp_path / "filters.png"
+    Image.fromarray(trained_lenet5["raw"][3, ..., 0]).save(image)
+    mine = image.read_bytes()
+    assert command.main(["--workdir", str(trained_lenet5["workdir"]), "--image", str(image), "--out", str(tmp_path),
+                         "--what", "saliency,filters"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --out {tmp_path}: filters.png would be written over the --image file {image}; "
+                   f"choose another --out\n")
+    assert image.read_bytes() == mine
+
+
 def test_a_layer_no_analysis_asked_for_takes_is_refused(tmp_path, capsys, monkeypatch):
     """--layer was ignored without a word by saliency, rf, occlusion, ..."""
     from train import evaluation

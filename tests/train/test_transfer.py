@@ -245,3 +245,14 @@ def test_export_refuses_an_empty_workdir(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err == "error: workdir ' ': empty; name a folder (e.g. runs/lenet5)\n"
     assert list(tmp_path.iterdir()) == []
 
+
+
+def test_export_names_dst_as_typed(tmp_path, capsys):
+    """A folder as dst was refused as ``path=...`` (the library's argument), after the workdir was read."""
+    (tmp_path / "adir").mkdir()
+    for dst, why in [(tmp_path / "adir", "the file to write is needed (a path such as resnet18.safetensors, "
+                                         "not a folder)"),
+                     (tmp_path / "w.pth", "weights are written as safetensors; use a .safetensors file name")]:
+        assert transfer.main(["export", str(tmp_path / "no-run"), str(dst), "--overwrite"]) == 2
+        assert capsys.readouterr().err == f"error: dst={str(dst)!r}: {why}\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["adir"]

@@ -109,3 +109,32 @@ def test_a_cache_folder_that_cannot_hold_the_file_is_named(tmp_path, monkeypatch
 def test_cache_dir_must_be_a_path(tmp_path):
     with pytest.raises(ValueError, match=r"^cache_dir=5: a folder path \(str or pathlib.Path\)"):
         download.cache_root(5)
+
+
+def test_a_cache_that_fills_during_the_download_is_named(tmp_path, monkeypatch):
+    """A full disk mid-download was a bare ``OSError: [Errno 28]``, naming neither the cache nor how to
+    choose another; nothing is left behind."""
+    import errno
+
+    real = os.fdopen
+
+    class Full:   # the temporary file, on a disk that fills at the first block
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, block):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(download.os, "fdopen", lambda fd, mode: Full(real(fd, mode)))
+    with file_server({"w.pth": BODY}) as s:
+        with pytest.raises(download.CacheError) as err:
+            download.fetch(entry(f"{s.url}/w.pth"), cache_dir=tmp_path, progress=False)
+    assert str(err.value) == (f"weights cache folder {tmp_path / 'weights'} cannot be written ([Errno 28] No space "
+                              f"left on device); set ${download.CACHE_ENV} or cache_dir= to a writable folder")
+    assert leftovers(tmp_path) == []

@@ -166,3 +166,20 @@ def test_a_network_the_onnx_converter_cannot_take_is_one_line_naming_stablehlo()
                                          r"input \(32, 32, 3\) \(.*\); --format stablehlo exports every model"):
         ex.onnx(model, variables, (32, 32, 3))
     assert ex.stablehlo(model, variables, (32, 32, 3))
+
+
+def test_an_out_whose_folder_or_sidecar_cannot_be_written_is_refused_before_anything_is_read(tmp_path, capsys,
+                                                                                              monkeypatch):
+    """A read-only folder failed after the export, naming the hidden ``.part``; with --overwrite, an
+    ``OUT.json`` folder was refused only after the export work too."""
+    from zoo import files
+
+    args = ["--workdir", str(tmp_path / "no-such-run"), "--format", "stablehlo", "--overwrite"]
+    (tmp_path / "m.stablehlo.json").mkdir()
+    assert export.main([*args, "--out", str(tmp_path / "m.stablehlo")]) == 2
+    assert capsys.readouterr().err == f"error: --out: {tmp_path / 'm.stablehlo.json'} is a folder\n"
+    monkeypatch.setattr(files, "cannot_write_in", lambda folder: OSError(30, "Read-only file system"))
+    assert export.main([*args, "--out", str(tmp_path / "ro" / "m.stablehlo")]) == 2
+    assert capsys.readouterr().err == (f"error: --out's folder={str(tmp_path / 'ro')!r}: {tmp_path} cannot be written "
+                                       f"(Read-only file system)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.stablehlo.json"]

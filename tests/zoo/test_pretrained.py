@@ -155,3 +155,25 @@ def test_a_googlenet_file_says_transform_input_stays_off(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="zoo"), pytest.raises(FileNotFoundError):
         zoo.load_pretrained("googlenet", file=tmp_path / "googlenet-1378be20.pth", transform_input=True)
     assert "transform_input" not in caplog.text
+
+
+def test_a_cache_that_fills_while_storing_the_conversion_still_loads(tmp_path, small, registered, caplog,
+                                                                      monkeypatch):
+    """safetensors reports a full disk as its own SafetensorError (not an OSError): the load failed with
+    its traceback though the weights were downloaded, checked and converted."""
+    import safetensors.numpy
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    sd, data, _ = small
+    (tmp_path / "small.pth").write_bytes(data)
+    e = registered((tmp_path / "small.pth").as_uri())
+    monkeypatch.setattr(safetensors.numpy, "save_file", full)
+    with caplog.at_level(logging.WARNING, logger="zoo"):
+        _, variables = zoo.load_pretrained(SMALL, "TEST", cache_dir=tmp_path / "c", progress=False)
+    assert "not cached (Error while serializing: I/O error: No space left on device" in caplog.text
+    assert "converted again at each load" in caplog.text
+    assert_loaded(variables, sd)
+    assert list(cache.converted_path(e, tmp_path / "c").parent.iterdir()) == []   # no temporary file left

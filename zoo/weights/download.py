@@ -181,8 +181,7 @@ def _transfer(stream: BinaryIO, total: int | None, kind: str | None, where: str,
     try:
         fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
     except OSError as e:
-        raise CacheError(f"weights cache folder {final.parent} cannot be written ({_reason(e)}); set "
-                         f"${CACHE_ENV} or cache_dir= to a writable folder") from e
+        raise _cannot_write(final.parent, e) from e
     tmp = Path(tmp_name)
     read = stream.read1 if hasattr(stream, "read1") else stream.read   # what has arrived: the bar moves, the stall rule sees it
     try:
@@ -216,9 +215,17 @@ def _transfer(stream: BinaryIO, total: int | None, kind: str | None, where: str,
                                     f"{n:,} bytes{size}{page}; nothing was kept in the cache")
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep a shared cache from other users
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, DownloadError):   # writing the cache: a full disk
+            raise _cannot_write(final.parent, e) from e
         raise
+
+
+def _cannot_write(folder: Path, e: OSError) -> CacheError:
+    """The cache folder ``folder`` cannot take the file (no room, no permission): how to choose another."""
+    return CacheError(f"weights cache folder {folder} cannot be written ({_reason(e)}); set ${CACHE_ENV} or "
+                      f"cache_dir= to a writable folder")
 
 
 class _NoBar:
