@@ -33,7 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.num_workers = 0         # grain worker processes (0: in the main process)
     c.data.prefetch = 2            # batches buffered ahead
     c.data.interpolation = "bilinear"  # resizing filter of training crops and evaluation: 'bilinear' | 'bicubic' (PIL's antialiased filters; torchvision's --interpolation)
-    c.data.train_resize = "antialiased"  # training crops under augment 'imagenet': 'antialiased' (PIL, torchvision's RandomResizedCrop) | 'fast' (OpenCV, no antialiasing, as big_vision / the Flax ImageNet example; needs the jpeg extra)
+    c.data.train_resize = "antialiased"  # training crops under augment 'imagenet': 'antialiased' (PIL, torchvision's RandomResizedCrop) | 'fast' (OpenCV bilinear, no antialiasing, as big_vision; the Flax ImageNet example's is bicubic, also unantialiased; needs the jpeg extra)
     c.data.on_corrupt = "skip"     # folder datasets: 'skip' (counted, reported) | 'error'
     c.data.empty_classes = "skip"  # folder datasets, a class folder without images: 'skip' (warned) | 'error' | 'keep' (a class with no examples)
     c.data.holdout_fraction = 0.1  # folder:PATH without PATH/<split>/ folders: seeded, stratified share of each class held out as the eval split

@@ -5,7 +5,10 @@ gives no learning rate, batch or length; those come from the BVLC Caffe replicat
 epochs, 10M iterations = 250 epochs, weight decay 2e-4). torchvision's weights (69.78% top-1) are
 ported from the paper's release, with ``transform_input``. Momentum here is PyTorch's (the learning
 rate multiplies the momentum buffer on each step; Caffe accumulates lr x gradient), which differs
-from Caffe's only briefly after each x0.96 step.
+from Caffe's only briefly after each x0.96 step. Not reproduced: the main classifier's dropout is
+torchvision's definition's 0.2 (the paper's 40%: ``--config.model_kwargs.dropout=0.4``), the
+paper's Polyak averaging for inference (``optimizer.ema_decay`` is the nearest) and its photometric
+distortions.
 """
 from configs import default
 

@@ -5,7 +5,9 @@
 ``--config.batch_size=1600``. Weight decay 4e-5 and the auxiliary classifier's weight 0.4 follow
 TF-slim's Inception v3 training (``inception_v3_arg_scope``, ``aux_loss`` weights=0.4), as does
 PyTorch's fine-tuning recipe (``loss1 + 0.4 * loss2``). torchvision's weights (77.29% top-1) are
-ported from the paper's release, with ``transform_input``.
+ported from the paper's release, with ``transform_input``. Evaluation uses "a running average of the
+parameters computed over time" (sec. 8): an EMA of 0.9999 with TF's ``num_updates`` warmup, as
+TF-slim's ``--moving_average_decay`` (the paper gives no decay).
 """
 from configs import default
 
@@ -28,4 +30,6 @@ def get_config():
     c.schedule.step_epochs = 2.0
     c.label_smoothing = 0.1
     c.aux_loss_weight = 0.4
+    c.optimizer.ema_decay = 0.9999
+    c.optimizer.ema_warmup = True
     return c

@@ -3,7 +3,9 @@ SqueezeNet_v1.0/solver.prototxt, used for v1.1 too): SGD momentum 0.9, lr 0.08, 
 iter_size 32 = 1024, Caffe's "poly" decay with power 0.5 to 0 over 85,000 iterations (about 68
 epochs), weight decay 2e-4. torchvision's weights: 58.18% top-1. Momentum here is PyTorch's (the
 learning rate multiplies the momentum buffer; Caffe accumulates lr x gradient): over the poly decay's
-last steps, where the lr falls fastest, the updates differ from Caffe's by up to 60%.
+last steps, where the lr falls fastest, the updates differ from Caffe's by up to 60%. Not the
+release's: its training crops are fixed-size random 227 crops without flips and Caffe decays biases too;
+here the Inception crop with flips at 224 and kernels only (the project's rule).
 """
 from configs import default
 

@@ -266,15 +266,19 @@ def tap(module: nn.Module, name: str, x: Array) -> Array:
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
-    """What a model accepts: channels, the smallest spatial size, optionally an exact size."""
+    """What a model accepts: channels, the smallest spatial size, optionally an exact size, and the
+    size its options make it native to (``native_size``: ResNet's ``small_input`` stem, 32x32 CIFAR
+    images), which training takes before the registry's default input."""
 
     channels: int
     min_size: int
     exact_size: int | None = None
+    native_size: int | None = None
 
     def example_shape(self, size: int = 224) -> tuple[int, int, int]:
-        """``(H, W, C)`` of an example input: the exact size if there is one, else ``max(min_size, size)``."""
-        side = self.exact_size or max(self.min_size, size)
+        """``(H, W, C)`` of an example input: the exact size if there is one, else the native size,
+        else ``max(min_size, size)``."""
+        side = self.exact_size or self.native_size or max(self.min_size, size)
         return (side, side, self.channels)
 
 

@@ -33,24 +33,28 @@ PAPER_WIDE = "Zagoruyko & Komodakis, Wide Residual Networks, BMVC 2016 (arXiv:16
 
 class BasicBlock(nn.Module):
     """3x3 -> 3x3 with identity or projection shortcut (``downsample_0/1``: 1x1 conv + norm).
-    ``shortcut='A'`` (CIFAR ResNets): subsample by striding and zero-pad the new channels."""
+    ``shortcut='A'`` (CIFAR ResNets): subsample by striding and zero-pad the new channels.
+    ``zero_init_residual``: the last norm's scale starts at 0 (each block starts as its shortcut)."""
 
     planes: int
     strides: int
     ops: Ops
     shortcut: str = "B"
+    zero_init_residual: bool = False
     expansion = 1
 
     @nn.compact
     def __call__(self, x):  # x: (B, H, W, C_in)
         ops = self.ops
         y = ops.conv_norm_act(x, self.planes, 3, strides=self.strides, conv_name="conv1", norm_name="bn1")
-        y = ops.conv_norm_act(y, self.planes, 3, act=None, conv_name="conv2", norm_name="bn2")
+        y = ops.conv_norm_act(y, self.planes, 3, act=None, conv_name="conv2", norm_name="bn2",
+                              norm_scale_init=_last_scale_init(self.zero_init_residual))
         return nn.relu(y + _shortcut(ops, x, self.planes, self.strides, self.shortcut))
 
 
 class Bottleneck(nn.Module):
-    """1x1 (width) -> 3x3 (width, stride, groups) -> 1x1 (4 * planes); v1.5 stride on the 3x3."""
+    """1x1 (width) -> 3x3 (width, stride, groups) -> 1x1 (4 * planes); v1.5 stride on the 3x3.
+    ``zero_init_residual`` as for :class:`BasicBlock` (``bn3``)."""
 
     planes: int
     strides: int
@@ -58,6 +62,7 @@ class Bottleneck(nn.Module):
     groups: int = 1
     width_per_group: int = 64
     shortcut: str = "B"
+    zero_init_residual: bool = False
     expansion = 4
 
     @nn.compact
@@ -66,8 +71,14 @@ class Bottleneck(nn.Module):
         width = int(self.planes * (self.width_per_group / 64.0)) * self.groups
         y = ops.conv_norm_act(x, width, 1, conv_name="conv1", norm_name="bn1")
         y = ops.conv_norm_act(y, width, 3, strides=self.strides, groups=self.groups, conv_name="conv2", norm_name="bn2")
-        y = ops.conv_norm_act(y, self.planes * 4, 1, act=None, conv_name="conv3", norm_name="bn3")
+        y = ops.conv_norm_act(y, self.planes * 4, 1, act=None, conv_name="conv3", norm_name="bn3",
+                              norm_scale_init=_last_scale_init(self.zero_init_residual))
         return nn.relu(y + _shortcut(ops, x, self.planes * 4, self.strides, self.shortcut))
+
+
+def _last_scale_init(zero: bool):
+    """torchvision's ``zero_init_residual``: ``nn.init.constant_(bn.weight, 0)`` on each block's last norm."""
+    return nn.initializers.zeros if zero else nn.initializers.ones
 
 
 def _shortcut(ops: Ops, x, out_ch: int, strides: int, kind: str):
@@ -88,6 +99,8 @@ class ResNet(ZooModel):
 
     x: (B, H, W, 3), H, W >= 32 (adaptive average pooling before ``fc``).
     ``small_input=True`` replaces the 7x7/2 stem and max-pool with a 3x3/1 conv (32x32 images).
+    ``zero_init_residual=True`` (torchvision's option; Goyal et al. 2017, the Flax ImageNet example)
+    starts each block's last norm scale at 0.
     """
 
     block: str = "basic"
@@ -95,6 +108,7 @@ class ResNet(ZooModel):
     groups: int = 1
     width_per_group: int = 64
     small_input: bool = False
+    zero_init_residual: bool = False
 
     def check_options(self):
         check_choice("block", self.block, BLOCKS)
@@ -107,9 +121,12 @@ class ResNet(ZooModel):
                              "(resnet18 / resnet34) take only groups=1 and width_per_group=64; grouped and "
                              "wide ResNets use bottleneck blocks (resnext50_32x4d, wide_resnet50_2)")
         check_bool("small_input", self.small_input)
+        check_bool("zero_init_residual", self.zero_init_residual)
 
     def input_spec(self):
-        return InputSpec(self.in_channels, min_size=8 if self.small_input else 32)
+        if self.small_input:   # the CIFAR stem: 32x32 images
+            return InputSpec(self.in_channels, min_size=8, native_size=32)
+        return InputSpec(self.in_channels, min_size=32)
 
     def forward(self, x, ops: Ops):  # x: (B, H, W, C), checked
         if self.small_input:
@@ -120,6 +137,7 @@ class ResNet(ZooModel):
         x = tap(self, "stem", x)
         block = BLOCKS[self.block]
         extra = dict(groups=self.groups, width_per_group=self.width_per_group) if self.block == "bottleneck" else {}
+        extra["zero_init_residual"] = self.zero_init_residual
         for i, (planes, n) in enumerate(zip((64, 128, 256, 512), self.layers)):
             for j in range(n):
                 strides = 2 if (i > 0 and j == 0) else 1

@@ -412,7 +412,7 @@ def test_a_negative_prefetch_is_refused_naming_the_field(bad):
 
 @pytest.mark.parametrize("model, kwargs, size, smallest, default_size", [
     ("lenet5", {}, -1, 28, 28), ("lenet5", {}, 0, 28, 28), ("lenet5", {}, 4, 28, 28),
-    ("resnet18", {"small_input": True}, 7, 8, 224), ("resnet18", {}, 31, 32, 224)])
+    ("resnet18", {"small_input": True}, 7, 8, 32), ("resnet18", {}, 31, 32, 224)])
 def test_an_image_size_below_the_models_smallest_input_is_refused_naming_the_field(model, kwargs, size, smallest,
                                                                                     default_size):
     """0 once meant the model's default (silently), -1 failed in numpy naming no field."""

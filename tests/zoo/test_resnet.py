@@ -245,3 +245,28 @@ def test_free_options_of_a_variant():
     model = zoo.create("resnet50", num_classes=10, small_input=True, norm="group")
     assert isinstance(model, nn.Module) and (model.layers, model.block) == ((3, 4, 6, 3), "bottleneck")
     assert "batch_stats" not in abstract_variables(model, (32, 32, 3))
+
+
+@pytest.mark.parametrize("name, last, blocks", [("resnet18", "bn2", 8), ("resnet50", "bn3", 16)])
+def test_zero_init_residual_zeroes_each_blocks_last_norm_scale(name, last, blocks):
+    """torchvision's ``zero_init_residual=True``: ``nn.init.constant_(m.bn3.weight, 0)`` (Bottleneck) /
+    ``m.bn2.weight`` (BasicBlock) in every block, nothing else (the Flax ImageNet example's init)."""
+    import jax
+    from flax import traverse_util
+
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    flat = traverse_util.flatten_dict(zoo.create(name, zero_init_residual=True).init(jax.random.key(0), x)["params"])
+    zeros = sorted(k[:-1] for k, a in flat.items() if k[-1] == "scale" and not np.any(a))
+    assert len(zeros) == blocks and {k[-1] for k in zeros} == {last}
+    plain = traverse_util.flatten_dict(zoo.create(name).init(jax.random.key(0), x)["params"])
+    assert all(np.all(a == 1) for k, a in plain.items() if k[-1] == "scale")
+
+
+def test_small_input_trains_at_32_by_default():
+    """resnet18_cifar10 (the CIFAR stem, kuangliu/pytorch-cifar at 32x32) once trained on CIFAR images
+    resized to 224: 49x the compute, a 28x28 last map instead of 4x4."""
+    from configs import resnet18_cifar10
+    from train.data.pipeline import model_image_shape
+
+    assert model_image_shape(resnet18_cifar10.get_config()) == (32, 32, 3)
+    assert zoo.create("resnet18", small_input=True).example_input_shape() == (32, 32, 3)

@@ -374,16 +374,21 @@ def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape
 
 
 def model_image_shape(config: Any) -> tuple[int, int, int]:
-    """(H, W, C) the model of ``config`` takes: the registry's default input size and channels,
-    overridden by ``config.model_kwargs.in_channels`` and ``config.data.image_size``."""
+    """(H, W, C) the model of ``config`` takes: the registry's default input size and channels, the
+    native size of the model its ``model_kwargs`` build (``small_input=True``: 32; it once trained the
+    CIFAR stem on CIFAR images resized to 224), ``config.model_kwargs.in_channels`` and
+    ``config.data.image_size`` (checked against the model's smallest input)."""
     import zoo  # noqa: PLC0415
 
     h, w, c = zoo.model_info(config.model).input_shape
     kwargs = config.get("model_kwargs") or {}
     c = int(kwargs.get("in_channels", c))
     size = _data_fields(config.get("data"))["image_size"]
+    spec = _input_spec(config.model, kwargs)
+    if spec is not None and spec.native_size:
+        h = w = spec.native_size
     if size is not None:   # only none means the model's default (0 once did too, silently)
-        smallest = _min_size(config.model, kwargs)
+        smallest = spec.min_size if spec is not None else 1
         if isinstance(size, bool) or not isinstance(size, int) or size < smallest:
             raise ValueError(f"data.image_size={size!r}: must be an integer >= {smallest} ({config.model}'s "
                              f"smallest input), or none for its default {h}")
@@ -391,16 +396,16 @@ def model_image_shape(config: Any) -> tuple[int, int, int]:
     return h, w, c
 
 
-def _min_size(name: str, kwargs) -> int:
-    """The smallest input side of model ``name`` built with ``kwargs`` (ResNet's ``small_input`` changes
-    it); 1 when they do not build it (the model's creation then says why)."""
+def _input_spec(name: str, kwargs):
+    """The ``InputSpec`` of model ``name`` built with ``kwargs`` (ResNet's ``small_input`` changes it);
+    None when they do not build it (the model's creation then says why)."""
     import zoo  # noqa: PLC0415
 
     kwargs = kwargs.to_dict() if hasattr(kwargs, "to_dict") else dict(kwargs)
     try:
-        return zoo.create(name, **kwargs).input_spec().min_size
+        return zoo.create(name, **kwargs).input_spec()
     except (TypeError, ValueError):
-        return 1
+        return None
 
 
 def model_crop_fraction(config: Any) -> float:
