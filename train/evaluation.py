@@ -262,6 +262,10 @@ def main(argv=None) -> int:
                      use_ema=None if a.weights is None else a.weights == "ema", show=_print_report)
     except (checkpoint.NoCheckpointError, ValueError, OSError) as e:
         return cli.fail(e)
+    except KeyboardInterrupt:   # Ctrl-C: one line (an 18-frame traceback once); the reports written stay
+        return cli.fail("interrupted (SIGINT): the evaluation stopped, nothing more was written", status=130)
+    except Exception as e:  # noqa: BLE001  (a data worker that died, ...: one line, as python -m train)
+        return cli.fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", status=1)
     if "confusion_png" in r:
         print(f"confusion matrix: {r['confusion_png']}")
     return 0

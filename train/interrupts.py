@@ -1,4 +1,5 @@
-"""Ctrl-C (SIGINT) and SIGTERM, handled at safe points, never in the middle of a compilation.
+"""Ctrl-C (SIGINT), SIGTERM and SIGHUP (a terminal or ssh session closed), handled at safe points,
+never in the middle of a compilation.
 
 Python's default SIGINT handler raises ``KeyboardInterrupt`` wherever the main thread happens to be,
 inside XLA's compilation of the initial state or the step too, and tearing down the interpreter
@@ -22,7 +23,7 @@ import os
 import signal
 import threading
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)   # SIGHUP once ended a run like a kill, unsaved
 
 
 class Interrupted(KeyboardInterrupt):
@@ -68,7 +69,7 @@ _process_stop: Stop | None = None
 
 
 def install() -> Stop:
-    """Handle SIGINT and SIGTERM with one :class:`Stop` for the rest of the process (command lines)."""
+    """Handle SIGINT, SIGTERM and SIGHUP with one :class:`Stop` for the rest of the process (command lines)."""
     global _process_stop
     if _process_stop is None:
         _process_stop = Stop()
@@ -83,6 +84,7 @@ def uninstall() -> None:
     if _process_stop is not None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
         _process_stop = None
 
 

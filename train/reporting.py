@@ -37,15 +37,22 @@ def host_metrics(pending: list[dict]) -> list[dict]:
 
 def mean_metrics(pending: list[dict]) -> dict:
     """Average step metrics (``train.step.train_step``'s) over steps, weighted by real examples;
-    count the non-finite steps (left out of the means; all non-finite: NaN)."""
+    count the non-finite steps (left out of the means; all non-finite: NaN). Under float16 loss
+    scaling, steps skipped because the scaled gradients overflowed are counted apart
+    (``overflow_steps``: routine while the scale calibrates; their finite loss is in the means) and
+    ``loss_scale`` is the last step's."""
     host = host_metrics(pending)
     finite = [m for m in host if m["finite"]]
-    n = sum(m["examples"] for m in finite)
-    out = {k: sum(m[k] * m["examples"] for m in finite) / max(n, 1) for k in ("loss", "top1", "top5")}
+    overflow = [m for m in host if not m["finite"] and m.get("overflow")]
+    scored = finite + overflow   # a finite loss and accuracy
+    n = sum(m["examples"] for m in scored)
+    out = {k: sum(m[k] * m["examples"] for m in scored) / max(n, 1) for k in ("loss", "top1", "top5")}
     out.update(grad_norm=float(np.mean([m["grad_norm"] for m in finite])) if finite else float("nan"),
-               learning_rate=host[-1]["learning_rate"], nonfinite_steps=len(host) - len(finite))
-    if not finite:
+               learning_rate=host[-1]["learning_rate"], nonfinite_steps=len(host) - len(scored))
+    if not scored:
         out.update(loss=float("nan"), top1=float("nan"), top5=float("nan"))
+    if "loss_scale" in host[-1]:
+        out.update(overflow_steps=len(overflow), loss_scale=host[-1]["loss_scale"])
     return out
 
 

@@ -274,6 +274,9 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
         metrics["aux_loss"] = psum(aux_sum) / n_global
     if state.loss_scale is not None:
         metrics["loss_scale"] = state.loss_scale.scale
+        # the scaled gradients overflowed float16 (the loss is finite, the scale can still halve): the
+        # routine calibration of dynamic loss scaling, skipped as any non-finite step, not a divergence
+        metrics["overflow"] = ~finite & jnp.isfinite(loss) & (state.loss_scale.scale > 1.0)
     return new_state, metrics
 
 

@@ -111,9 +111,11 @@ def test_a_run_resumed_from_a_checkpoint_between_log_steps_gets_the_same_metrics
 
 
 @pytest.mark.integration
-def test_ctrl_c_to_the_process_group_with_data_workers_is_one_line(tmp_path):
-    """A terminal's Ctrl-C reaches every process of the group: each grain worker once printed its own
-    KeyboardInterrupt traceback; the workers ignore it now, the training process saves and says so."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+def test_ctrl_c_to_the_process_group_with_data_workers_is_one_line(tmp_path, sig):
+    """A terminal's Ctrl-C (or its closing: SIGHUP) reaches every process of the group: each grain worker
+    once printed its own KeyboardInterrupt traceback, and a hang-up ended the run like a kill, the steps
+    since its last checkpoint lost; the workers ignore both now, the training process saves and says so."""
     proc = subprocess.Popen(_train_cmd(tmp_path, "--config.data.num_workers=2"), env=child_env(1, PYTHONUNBUFFERED=1),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                             start_new_session=True)
@@ -122,13 +124,13 @@ def test_ctrl_c_to_the_process_group_with_data_workers_is_one_line(tmp_path):
         for line in proc.stdout:
             lines.append(line)
             if _step_of(line) >= 10:
-                os.killpg(proc.pid, signal.SIGINT)
+                os.killpg(proc.pid, sig)
                 break
         out, _ = proc.communicate(timeout=300)
     finally:
         proc.kill()
     out = "".join(lines) + (out or "")
-    assert proc.returncode == 128 + signal.SIGINT, out
+    assert proc.returncode == 128 + sig, out
     _quiet(out)
     assert "checkpoint saved" in out
 
@@ -327,3 +329,16 @@ def test_data_workers_end_with_a_killed_training_process(tmp_path):
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("closed", [1, 2])
+def test_a_closed_standard_stream_does_not_stop_the_run(tmp_path, closed):
+    """A launcher that closes stdout (``>&-``) once got an AttributeError traceback before anything ran;
+    with stderr closed the run ended with status 1 and no word anywhere."""
+    import shlex
+
+    cmd = " ".join(map(shlex.quote, _train_cmd(tmp_path, "--config.num_train_steps=6"))) + f" {closed}>&-"
+    p = subprocess.run(["bash", "-c", cmd], env=child_env(1), capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    assert "done: step 6" in (tmp_path / "train.log").read_text()

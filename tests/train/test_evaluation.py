@@ -198,3 +198,21 @@ def test_a_shared_output_dir_keeps_another_workdirs_report(trained_lenet, tmp_pa
         report.write_text(json.dumps({"workdir": same, "top1": 0.5}))
         train.evaluate(workdir, checkpoint_step="latest", output_dir=tmp_path, plot=False)
         assert json.loads(report.read_text())["top1"] == r.eval["top1"]
+
+
+@pytest.mark.parametrize("raised, status, line", [
+    (KeyboardInterrupt(), 130, "error: interrupted (SIGINT): the evaluation stopped, nothing more was written"),
+    (RuntimeError("Worker process was terminated unexpectedly with exit code -9.\nSearch the logs above"), 1,
+     "error: RuntimeError: Worker process was terminated unexpectedly with exit code -9."),
+])
+def test_the_command_ends_an_interrupt_or_a_dead_worker_in_one_line(trained_lenet, monkeypatch, capsys, raised,
+                                                                      status, line):
+    """Ctrl-C printed an 18-frame KeyboardInterrupt traceback, a killed data worker grain's traceback."""
+    from train import evaluation
+
+    def fail(*a, **k):
+        raise raised
+
+    monkeypatch.setattr(evaluation, "run_eval", fail)
+    assert evaluation.main(["--workdir", str(trained_lenet[0]), "--checkpoint", "latest"]) == status
+    assert capsys.readouterr().err.strip() == line

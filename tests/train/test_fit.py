@@ -211,3 +211,25 @@ def test_resuming_with_another_learning_rate_says_which_fields_changed(trained_l
     assert said == [f"resuming from step 248 with a config that differs from the checkpoint's: label_smoothing 0.0 -> "
                     f"0.1; optimizer.learning_rate {lr!r} -> 0.5 (steps 249 on use the new values; each checkpoint's "
                     f"meta records the config it was saved under)"]
+
+
+@pytest.mark.integration   # ~75 s on 2 CPU cores (mobilenet_v2 in float16 compiles slowly)
+def test_float16_runs_through_the_loss_scales_calibration(tmp_path):
+    """The first steps of dynamic loss scaling overflow by design (the scaled gradients of mobilenet_v2
+    exceed float16's 65504 at 2**15): they were counted as non-finite steps, and the default
+    stop_on_nonfinite stopped every such float16 run at step 1."""
+    from configs import default
+
+    c = default.get_config()
+    c.update_from_flattened_dict({"model": "mobilenet_v2", "data.name": "synthetic", "data.image_size": 32,
+                                  "data.synthetic_num_examples": 64, "batch_size": 8, "eval_batch_size": 8,
+                                  "num_train_steps": 6, "log_every_steps": 1, "precision": "float16",
+                                  "schedule.warmup_epochs": 0.0})
+    r = train.fit(c, tmp_path)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [x for x in rows if x["split"] == "train"]
+    assert r.step == 6 and len(train_rows) == 6
+    assert train_rows[0]["overflow_steps"] == 1 and train_rows[0]["nonfinite_steps"] == 0
+    assert all(x["loss"] is not None and np.isfinite(x["loss"]) for x in train_rows)   # the overflow's loss is finite
+    scales = [x["loss_scale"] for x in train_rows]
+    assert scales[0] == 2.0 ** 15 and all(b in (a, a / 2) for a, b in zip(scales, scales[1:]))

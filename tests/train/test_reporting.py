@@ -171,3 +171,17 @@ def test_a_fresh_run_sets_aside_the_rows_of_one_whose_checkpoints_are_gone(tmp_p
     assert json.loads((tmp_path / "metrics.abandoned.jsonl").read_text())["step"] == 62
     starts = [e.step for e in _events(tmp_path / "tensorboard") if e.HasField("session_log")]
     assert starts == [1]   # TensorBoard hides the earlier run's events from step 1 on
+
+
+def test_a_loss_scale_overflow_is_not_a_non_finite_step():
+    """float16: a step skipped because the scaled gradients overflowed (finite loss) counted as a
+    non-finite step, and stop_on_nonfinite stopped the run at the scale's first calibration."""
+    overflow = {**_metrics(3.0), "finite": np.bool_(False), "overflow": np.bool_(True), "grad_norm": np.float32(np.inf),
+                "loss_scale": np.float32(2.0 ** 15)}
+    diverged = {**_metrics(np.nan), "finite": np.bool_(False), "overflow": np.bool_(False),
+                "loss_scale": np.float32(2.0 ** 14)}
+    m = reporting.mean_metrics([overflow, {**_metrics(1.0), "overflow": np.bool_(False), "loss_scale": np.float32(2.0 ** 14)},
+                                diverged])
+    assert (m["nonfinite_steps"], m["overflow_steps"], m["loss_scale"]) == (1, 1, 2.0 ** 14)
+    assert m["loss"] == 2.0 and m["grad_norm"] == 1.0   # the overflow's finite loss counts; its gradient norm not
+    assert "overflow_steps" not in reporting.mean_metrics([_metrics(1.0)])   # float32 / bfloat16: no loss scale

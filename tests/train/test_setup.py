@@ -107,6 +107,10 @@ def test_run_lengths_and_batch_sizes_are_checked_first_by_their_field_names(over
     ({"model_kwargs.foo": 3}, r"^model_kwargs\.foo: not an option of lenet5; allowed: param_dtype, norm, bn_momentum, "
                               r"bn_epsilon, in_channels \(num_classes: set by the dataset\)$"),
     ({"model_kwargs.dtype": "float16"}, r"^model_kwargs\.dtype: chosen by the training setup"),
+    # bfloat16 weights lost most small updates, float16's loss scaling failed to compile with them
+    ({"model_kwargs.param_dtype": "bfloat16"}, r"^model_kwargs\.param_dtype='bfloat16': training keeps float32 "
+                                               r"parameters, optimizer state and EMA"),
+    ({"model_kwargs.param_dtype": "float16", "precision": "float16"}, r"^model_kwargs\.param_dtype='float16': "),
 ])
 def test_intervals_and_the_model_are_checked_first_by_their_field_names(overrides, message, monkeypatch):
     """Once: every_steps / log_every_steps 0 a ZeroDivisionError after compiling, -1 and eval_every_epochs <= 0

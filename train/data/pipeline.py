@@ -248,13 +248,29 @@ def _absl_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
+def _resource_tracker_ignoring_hangup() -> None:
+    """Start multiprocessing's resource tracker (grain's shared memory registers with it) with SIGHUP
+    blocked: it runs in the terminal's process group, and a hang-up killed it while the training
+    process checkpointed (its relaunch printed tracebacks). The blocked mask survives its exec; it
+    unblocks only SIGINT / SIGTERM, which it ignores. Nothing when it already runs."""
+    from multiprocessing import resource_tracker  # noqa: PLC0415
+
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _end_with_parent(worker_index: int, worker_count: int) -> None:
     """grain worker start-up: the worker ends when the process that started it is gone (a SIGKILL of
     the training process once left its workers running, ~200 MB each); a daemon thread compares the
     parent pid once a second. SIGINT / SIGTERM of the training process end them through grain itself;
-    a terminal's Ctrl-C (sent to the whole process group) is the parent's to handle: workers ignore it
-    (each once printed its own KeyboardInterrupt traceback)."""
+    a terminal's Ctrl-C or hang-up (sent to the whole process group) is the parent's to handle: workers
+    ignore them (each once printed its own KeyboardInterrupt traceback; a hang-up killed them before the
+    parent could checkpoint)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     parent = os.getppid()
 
     def watch() -> None:
@@ -360,6 +376,7 @@ def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(prefetch, 0)))
     if num_workers > 0:
         _absl_flags_parsed()
+        _resource_tracker_ignoring_hangup()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
                                                                per_worker_buffer_size=max(prefetch, 1)),
                                   worker_init_fn=_end_with_parent)
