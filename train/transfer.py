@@ -170,4 +170,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from zoo import cli
+
+    sys.exit(cli.run(main))

@@ -12,6 +12,8 @@ the one ``error:`` line every command ends with when it fails.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -37,6 +39,23 @@ def fail(error: BaseException | str, *, status: int = USAGE_ERROR) -> int:
     """Print ``error: <error>`` on stderr; returns ``status``, for the command to exit with."""
     print(f"error: {error}", file=sys.stderr, flush=True)
     return status
+
+
+def run(main, argv=None) -> int:
+    """A command's ``main(argv)``, as its ``__main__`` runs it: Ctrl-C is one line and status 130 (a
+    KeyboardInterrupt traceback of 9-38 frames before), and a reader that went away (``| head -1``)
+    ends it quietly with 141, as a SIGPIPE would: stdout then points at os.devnull, as Python's
+    documentation of SIGPIPE advises, so that the exit's flush does not fail again."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        return fail("interrupted (SIGINT): stopped; what was already written is whole", status=128 + signal.SIGINT)
+    except BrokenPipeError:
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (AttributeError, OSError, ValueError):   # no real stdout (a test's capture): nothing to flush
+            pass
+        return 128 + signal.SIGPIPE
 
 
 def keep_existing(path, argument: str, overwrite: bool) -> None:

@@ -107,3 +107,29 @@ def test_update_counts_with_a_pattern_keeps_the_other_models_counts(tmp_path, mo
     recounted = zoo.list_models("lenet5*")
     assert recounted and json.loads(counts.read_text()) == {
         n: {"params": 1, "macs": 2} if n in recounted else c for n, c in stored.items()}
+
+
+def test_commands_end_a_ctrl_c_or_a_closed_pipe_without_a_traceback(capsys):
+    """zoo.predict / zoo.export printed a KeyboardInterrupt traceback (9-38 frames) on Ctrl-C, and
+    ``zoo.predict ... | head -1`` a BrokenPipeError traceback."""
+    from zoo import cli
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    def piped(argv):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    assert cli.run(interrupted) == 130
+    assert capsys.readouterr().err == "error: interrupted (SIGINT): stopped; what was already written is whole\n"
+    assert cli.run(piped) == 141 and capsys.readouterr().err == ""
+    assert cli.run(lambda argv: 0) == 0
+
+
+def test_every_command_line_entry_runs_through_cli_run():
+    """The one place that ends Ctrl-C and a closed pipe: each command's ``__main__`` block uses it."""
+    from helpers import ROOT
+
+    for path in ["zoo/predict.py", "zoo/export.py", "zoo/__main__.py", "zoo/convert/__main__.py",
+                 "train/evaluate.py", "train/inspect.py", "train/transfer.py"]:
+        assert "sys.exit(cli.run(main))" in (ROOT / path).read_text(), path
