@@ -344,8 +344,10 @@ def main(argv=None) -> int:
     stem = f"bench_b{a.batch}_r{a.res}" + ("" if a.precision == "float32" else f"_{a.precision}")
     out_json = Path(a.out_json or RESULTS / f"{stem}.json")
     out_md = Path(a.out_md or RESULTS / f"{stem}.md")
+    from zoo.files import same_file  # noqa: PLC0415  (as write_outputs: zoo only where it is used)
+
     for flag, out in (("--out-json", out_json), ("--out-md", out_md)):
-        if a.vs_json and _same_file(out, Path(a.vs_json)):   # the baseline would be replaced by this run
+        if a.vs_json and same_file(out, a.vs_json):   # the baseline would be replaced by this run
             ap.error(f"{flag} {out} is the --vs-json file this run compares with; name another {flag}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     models = [m for m in a.models.split(",") if m]
@@ -409,16 +411,6 @@ def main(argv=None) -> int:
     md = write_outputs(result, out_json, out_md)
     print("\n" + md + f"\nwrote {out_json} and {out_md}")
     return 0
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether ``a`` and ``b`` name one file (``b`` may be given by another path, or not exist yet)."""
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def write_outputs(result: dict, out_json: Path, out_md: Path) -> str:

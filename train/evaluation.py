@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,7 +25,7 @@ import jax
 import numpy as np
 
 from train import checkpoint, data, logs, parallel, reporting, setup, step
-from zoo.files import check_folder_to_write, written_atomically
+from zoo.files import check_folder_to_write, same_file, written_atomically
 
 log = logging.getLogger("train")
 
@@ -127,16 +126,6 @@ def output_folder(given, argument: str, default: Path, option: str) -> Path:
         raise ValueError(f"{e}; write elsewhere with {option} DIR") from None
 
 
-def _same_workdir(a: str, b: str) -> bool:
-    """Whether two workdir paths (as given: maybe relative) name one folder."""
-    if a == b or Path(a).resolve() == Path(b).resolve():
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:   # one is gone (or was relative to another directory): not provably the same
-        return False
-
-
 def _keep_other_reports(path: Path, workdir) -> None:
     """Refuse to replace ``path`` when it is not a report of ``workdir``: two runs evaluated into one
     ``--output_dir`` at the same step and split once replaced each other's report without a word.
@@ -147,7 +136,7 @@ def _keep_other_reports(path: Path, workdir) -> None:
         other = json.loads(path.read_text()).get("workdir")
     except (OSError, ValueError, AttributeError):
         other = None
-    if not isinstance(other, str) or not _same_workdir(other, str(workdir)):
+    if not isinstance(other, str) or not same_file(other, workdir):
         whose = f"the report of another workdir ({other})" if isinstance(other, str) else "not a report of this workdir"
         raise ValueError(f"output_dir: {path} is {whose}; choose another --output_dir for {workdir}")
 

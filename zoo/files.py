@@ -38,6 +38,17 @@ def written_atomically(path: Path):
         raise
 
 
+def same_file(a, b) -> bool:
+    """Whether paths ``a`` and ``b`` name one file or folder (by path, or by inode through links; one that
+    does not exist is the same only by path)."""
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _cannot_write(path: Path, e: OSError) -> OSError:
     """``e`` (same type and errno) saying that ``path`` cannot be written, and why."""
     error = type(e)(f"cannot write {path}: {e.strerror or e}")
