@@ -27,16 +27,14 @@ import dataclasses
 import functools
 import logging
 import os
-import signal
 import threading
-import time
 from typing import Any, Sequence
 
 import grain
 import numpy as np
 
 from configs import default
-from train.data import sources, transforms
+from train.data import sources, transforms, workers
 from zoo.checks import check_nonnegative_int
 
 log = logging.getLogger("train")
@@ -238,52 +236,6 @@ class Pipeline:
         return {"image": ((b, *self.image_shape), np.float32), "label": ((b,), np.int32), "mask": ((b,), np.float32)}
 
 
-def _absl_flags_parsed() -> None:
-    """grain <= 0.2.18 reads an absl flag when it starts worker processes with jax loaded, which
-    raises UnparsedFlagAccessError outside an absl app (google/grain#1355, fixed upstream): outside
-    an app, mark the flags parsed (defaults). An app that parses its flags later still can."""
-    from absl import flags  # noqa: PLC0415
-
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
-
-
-def _resource_tracker_ignoring_hangup() -> None:
-    """Start multiprocessing's resource tracker (grain's shared memory registers with it) with SIGHUP
-    blocked: it runs in the terminal's process group, and a hang-up killed it while the training
-    process checkpointed (its relaunch printed tracebacks). The blocked mask survives its exec; it
-    unblocks only SIGINT / SIGTERM, which it ignores. Nothing when it already runs."""
-    from multiprocessing import resource_tracker  # noqa: PLC0415
-
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-    try:
-        resource_tracker.ensure_running()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _end_with_parent(worker_index: int, worker_count: int) -> None:
-    """grain worker start-up: the worker ends when the process that started it is gone (a SIGKILL of
-    the training process once left its workers running, ~200 MB each); a daemon thread compares the
-    parent pid once a second. SIGINT / SIGTERM of the training process end them through grain itself;
-    a terminal's Ctrl-C or hang-up (sent to the whole process group) is the parent's to handle: workers
-    ignore them (each once printed its own KeyboardInterrupt traceback; a hang-up killed them before the
-    parent could checkpoint)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(WATCH_PARENT_S)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
-
-
-WATCH_PARENT_S = 1.0
-
-
 def _data_fields(data_cfg: Any) -> dict[str, Any]:
     """``data_cfg`` (a ``config.data`` ConfigDict, a dict with some of its keys, or None) over the
     defaults of ``configs/default.py``: every data field, each default stated once, there."""
@@ -375,11 +327,10 @@ def load(data_cfg: Any, *, split: str, train: bool, batch_size: int, image_shape
     threads = min(max(prefetch, 0), os.cpu_count() or 1) if prefetch > 0 else 0
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(prefetch, 0)))
     if num_workers > 0:
-        _absl_flags_parsed()
-        _resource_tracker_ignoring_hangup()
+        workers.prepare()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
                                                                per_worker_buffer_size=max(prefetch, 1)),
-                                  worker_init_fn=_end_with_parent)
+                                  worker_init_fn=workers.end_with_parent)
     fingerprint = {"name": name, "split": split, "train": bool(train), "num_examples": n,
                    "batch_size": int(batch_size), "seed": int(seed) if train else 0, "augment": augment,
                    "image_shape": [h, w, c], "num_workers": num_workers}
