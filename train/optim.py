@@ -52,16 +52,23 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from train.schedules import SCHEDULES, PeakSchedule, make_schedule
+from configs import default as _default
+from train.schedules import SCHEDULES, PeakSchedule, make_schedule, warn_unread, warn_unread_schedule
 from train.schedules import allowed as _allowed, check as _check
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "lars", "lamb")
+# the optimizer fields each optimizer.name reads (_base_optimizer), besides name and those every one reads:
+# learning_rate, weight_decay, decay_all there, grad_clip_norm, accumulate_steps (make_optimizer), ema_* (the step)
+READS = {"sgd": ("momentum", "nesterov"), "adam": ("b1", "b2", "eps"), "adamw": ("b1", "b2", "eps"),
+         "rmsprop": ("momentum", "rms_decay", "rms_eps"), "lars": ("momentum", "trust_coefficient"),
+         "lamb": ("b1", "b2", "eps")}
 # optimizer fields that make_optimizer(inject=...) can keep in the optimizer state (search groups)
 INJECTABLE = ("learning_rate", "weight_decay", "momentum", "b1", "b2", "eps", "rms_decay", "rms_eps",
               "trust_coefficient", "grad_clip_norm")
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "INJECTABLE", "Freezing", "PeakSchedule", "set_hyperparams", "make_schedule",
-           "make_optimizer", "trainable_mask", "decay_mask", "param_labels", "current_lr", "is_update_step", "ema_update"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "INJECTABLE", "READS", "Freezing", "PeakSchedule", "set_hyperparams",
+           "make_schedule", "make_optimizer", "trainable_mask", "decay_mask", "param_labels", "current_lr",
+           "is_update_step", "ema_update"]
 
 
 # ------------------------------------------------------------------------------------- masks / labels
@@ -284,6 +291,10 @@ def make_optimizer(config, *, steps_per_epoch: float, total_steps: int, head: Se
     the program, so that the trials of a search group (``train.search``) differ in them under
     ``jax.vmap`` (:func:`set_hyperparams`); the state gains those entries, updates are the same.
     ``'learning_rate'`` makes the schedule's peak a state entry (:class:`PeakSchedule`).
+
+    A field the chosen optimizer or schedule does not read (:data:`READS`, ``train.schedules.READS``)
+    set to other than configs/default.py's value is a warning each: ``optimizer.momentum=0.5 is not
+    read by optimizer.name='adam' (it reads ...)``.
     """
     o, s = config.optimizer, config.schedule
     _validate_optimizer(o)
@@ -297,6 +308,10 @@ def make_optimizer(config, *, steps_per_epoch: float, total_steps: int, head: Se
     _check(not unknown, "inject", tuple(inject), f"allowed {_allowed(INJECTABLE)}")
     schedule = make_schedule(s, peak_lr=float(o.learning_rate), steps_per_epoch=steps_per_epoch / k,
                              total_steps=total_steps // k)
+    defaults = _default.get_config()
+    warn_unread("optimizer", o, ("learning_rate", "weight_decay", "decay_all", *READS[o.name], "grad_clip_norm",
+                                 "accumulate_steps", "ema_decay", "ema_warmup"), defaults.optimizer)
+    warn_unread_schedule(s, defaults.schedule)
     clip = float(o.grad_clip_norm)
     mult = freezing.backbone_lr_mult
     partitioned = freezing.freeze != "none" or mult != 1.0

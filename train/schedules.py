@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -39,6 +40,30 @@ def _warn_after_the_end(field: str, value, bounds, warmup: int, total_steps: int
             "%s=%r: %s after the run's last update (%d of %d updates, warmup %d): the learning rate does not "
             "decay there", field, value, "every decay falls" if len(late) == len(bounds) else
             f"{len(late)} of {len(bounds)} decays fall", warmup + late[0], total_steps, warmup)
+
+
+# the schedule fields each schedule.name reads (make_schedule), besides name and warmup_epochs (every one's)
+READS = {"constant": (), "step": ("step_epochs", "decay_rate"), "multistep": ("milestones", "decay_rate"),
+         "exponential": ("decay_epochs", "decay_rate"), "cosine": ("end_lr_factor",), "linear": ("end_lr_factor",),
+         "poly": ("end_lr_factor", "power")}
+
+
+def warn_unread(section: str, fields, reads: Sequence[str], defaults) -> None:
+    """Log one warning per field of ``fields`` (``c.optimizer`` or ``c.schedule``) that ``section.name``
+    does not read (not in ``reads``, the fields it does read) and that is set to other than its value in
+    ``defaults`` (configs/default.py's ``section``): e.g. ``momentum`` with adam, ``milestones`` with
+    cosine would otherwise be taken without a word. Fields the defaults lack are not judged; the lines come
+    in the order of the fields' names (a ConfigDict iterates sorted)."""
+    for field in defaults:
+        if field == "name" or field in reads or field not in fields or fields[field] == defaults[field]:
+            continue
+        logging.getLogger("train").warning("%s.%s=%r is not read by %s.name=%r (it reads %s)", section, field,
+                                           fields[field], section, fields.name, ", ".join(reads))
+
+
+def warn_unread_schedule(schedule_cfg, defaults) -> None:
+    """:func:`warn_unread` for ``c.schedule`` (``defaults``: configs/default.py's ``schedule``)."""
+    warn_unread("schedule", schedule_cfg, ("warmup_epochs", *READS[schedule_cfg.name]), defaults)
 
 
 def make_schedule(schedule_cfg, *, peak_lr: float, steps_per_epoch: float, total_steps: int) -> optax.Schedule:
