@@ -1,6 +1,8 @@
 """train.data.transforms, data.train_resize='fast': training crops sampled bilinearly without
 antialiasing (OpenCV), checked against jax.image.scale_and_translate(antialias=False) and, where a
-crop is enlarged (no antialiasing either way), against PIL's bilinear resize."""
+crop is enlarged (no antialiasing either way), against PIL's bilinear resize. Training crops are cut
+out, then resized (torchvision's resized_crop; tests/fixtures/transforms/resized_crop.npz), the
+evaluation centre crop is one resize of the whole image (torchvision's Resize + CenterCrop)."""
 from __future__ import annotations
 
 import sys
@@ -12,6 +14,7 @@ import pytest
 from PIL import Image
 
 from configs import default
+from helpers import FIXTURES
 from train import data
 from train.data import transforms
 
@@ -94,7 +97,8 @@ def test_geometric_under_fast_is_each_crop_box_resized_and_flipped():
     out = transforms.geometric(images, pp, train=True, rand=rand)
     for k, img in enumerate(images):
         box = transforms.crop_box(k, img.shape[0], img.shape[1], pp, train=True, rand=rand)
-        np.testing.assert_array_equal(out[k], transforms._fast_resize(img, (32, 24), box, flip=bool(rand["flip"][k])))
+        region, sub = transforms._crop_region(img, box)   # cut out first: edges clamp at the crop
+        np.testing.assert_array_equal(out[k], transforms._fast_resize(region, (32, 24), sub, flip=bool(rand["flip"][k])))
     assert not np.array_equal(out, transforms.geometric(images, {**pp, "train_resize": "antialiased"},
                                                         train=True, rand=rand))
 
@@ -102,10 +106,14 @@ def test_geometric_under_fast_is_each_crop_box_resized_and_flipped():
 def test_train_resize_errors_name_the_field_and_the_allowed_values(monkeypatch):
     kw = dict(dataset="x", image_shape=(8, 8, 3), source_channels=3, mean=[0] * 3, std=[1] * 3,
               eval_resize="center_crop", augment="imagenet")
-    with pytest.raises(ValueError, match=r"train_resize='sharp': allowed values are \('antialiased', 'fast'\)"):
+    with pytest.raises(ValueError, match=r"^data\.train_resize='sharp': allowed values are 'antialiased', 'fast'$"):
         transforms.make_preprocessing(**kw, train_resize="sharp")
-    with pytest.raises(ValueError, match="train_resize='fast' resizes bilinearly; interpolation='bicubic'"):
+    with pytest.raises(ValueError, match=r"^data\.train_resize='fast' resizes bilinearly; data\.interpolation='bicubic' "
+                                         r"needs data\.train_resize='antialiased'$"):
         transforms.make_preprocessing(**kw, train_resize="fast", interpolation="bicubic")
+    with pytest.raises(ValueError, match=r"^data\.augment='Imagenet': allowed values are 'auto', 'none', 'mnist', "
+                                         r"'cifar', 'imagenet'$"):
+        transforms.make_preprocessing(**{**kw, "augment": "Imagenet"})
     monkeypatch.setitem(sys.modules, "cv2", None)   # OpenCV not installed
     with pytest.raises(ImportError, match="data.train_resize='fast' needs OpenCV: pip install"):
         _pipe("fast")
@@ -146,3 +154,56 @@ def test_a_bad_data_field_is_one_error_naming_it(field, value, allowed):
     setattr(c, field, value)
     with pytest.raises(ValueError, match=f"^data.{field}='{value}': allowed values are {allowed}$"):
         data.load(c, split="train", train=True, batch_size=8, image_shape=(40, 40, 3), process_index=0, process_count=1)
+
+
+def _train_pp(size, train_resize="antialiased", interpolation="bilinear"):
+    return transforms.make_preprocessing(dataset="x", image_shape=(*size, 3), source_channels=3, mean=[0] * 3,
+                                         std=[1] * 3, eval_resize="center_crop", augment="imagenet",
+                                         interpolation=interpolation, train_resize=train_resize)
+
+
+@pytest.mark.parametrize("train_resize, interpolation", [("antialiased", "bilinear"), ("antialiased", "bicubic"),
+                                                         ("fast", "bilinear")])
+@pytest.mark.parametrize("box", [(40, 30, 120, 90),                   # the white region exactly
+                                 (40.5, 30.25, 119.5, 89.75),         # fractional (reduced-size decoding)
+                                 (40 + 1e-9, 30 - 1e-9, 120 - 1e-9, 90 + 1e-9)])   # scaled, off by rounding
+@pytest.mark.parametrize("size", [(56, 48), (72, 96)])               # shrunk, enlarged (where 'fast' reached out)
+def test_training_crops_never_read_pixels_outside_the_crop(train_resize, interpolation, box, size):
+    """White crop region, black outside: torchvision's RandomResizedCrop (crop, then resize) and big_vision's
+    inception_crop (slice, then tf.image.resize) give white everywhere, the border too (a resize of the
+    whole image with box=... blended the black in: 220 / 238 / 241 at 224 px)."""
+    img = np.zeros((120, 160, 3), np.uint8)
+    img[30:90, 40:120] = 255
+    rand = {"flip": np.array([False, True])}
+    out = transforms.geometric([img, img], _train_pp(size, train_resize, interpolation), train=True, rand=rand,
+                               boxes=[box, box])
+    assert out.shape == (2, *size, 3) and (out == 255).all()
+
+
+@pytest.mark.parametrize("train_resize, interpolation, key", [("antialiased", "bilinear", "bilinear"),
+                                                              ("antialiased", "bicubic", "bicubic"),
+                                                              ("fast", "bilinear", "fast")])
+def test_training_crops_are_torchvisions_resized_crop(train_resize, interpolation, key):
+    """tests/fixtures/transforms/resized_crop.npz: torchvision's F.resized_crop on the PIL image (antialiased),
+    torch's unantialiased bilinear interpolate of the crop ('fast'); within 1 level everywhere, the border too
+    (resizing the whole image with box=... was 6-10 levels off there)."""
+    ref = np.load(FIXTURES / "transforms" / "resized_crop.npz")
+    boxes = [tuple(int(v) for v in b) for b in ref["boxes"]]
+    n = len(boxes)
+    out = transforms.geometric([ref["image"]] * n, _train_pp((32, 32), train_resize, interpolation), train=True,
+                               rand={"flip": np.zeros(n, bool)}, boxes=boxes)
+    assert np.abs(out.astype(np.int16) - ref[key]).max() <= 1
+
+
+@pytest.mark.parametrize("interpolation, resample", [("bilinear", Image.Resampling.BILINEAR),
+                                                     ("bicubic", Image.Resampling.BICUBIC)])
+def test_the_eval_centre_crop_is_one_resize_of_the_whole_image(interpolation, resample):
+    """Evaluation keeps resizing the whole image with box=...: the region torchvision's Resize(37) +
+    CenterCrop(32) takes of 60 x 80 (resized 37 x 49, crop at (2, 8), mapped back by 60 / 37 and 80 / 49),
+    bit for bit, and within 1 level of torchvision itself (resized_crop.npz), the border included."""
+    ref = np.load(FIXTURES / "transforms" / "resized_crop.npz")
+    out = transforms.preprocess_eval(ref["image"], _train_pp((32, 32), interpolation=interpolation))
+    box = (8 * (80 / 49), 2 * (60 / 37), 40 * (80 / 49), 34 * (60 / 37))
+    expect = np.asarray(Image.fromarray(ref["image"]).resize((32, 32), resample, box=box))
+    np.testing.assert_array_equal(np.round(out[0] * 255.0), expect)
+    assert np.abs(expect.astype(np.int16) - ref[f"eval_{interpolation}"]).max() <= 1

@@ -29,7 +29,7 @@ Its fields::
 
 Geometric work on fixed-size batches is vectorised numpy (separable, antialiased bilinear resize
 matrices; per-batch random crops and flips); variable-size images (ImageNet-style datasets, folders)
-go through PIL one by one (decode, crop and resize in one ``Image.resize(box=...)``).
+go through PIL one by one (a training crop cut out, then resized; the eval crop one ``resize(box=...)``).
 
 Random parameters are drawn by the caller for the whole global batch (``draw_random``) and sliced to
 the process-local part, so a batch's content does not depend on how many processes share it.
@@ -71,16 +71,16 @@ def make_preprocessing(*, dataset: str, image_shape: Sequence[int], source_chann
     if source_channels not in (1, 3):
         raise ValueError(f"source_channels must be 1 or 3, got {source_channels}")
     if augment not in AUGMENTATIONS:
-        raise ValueError(f"augment={augment!r}: allowed values are 'auto', {', '.join(map(repr, AUGMENTATIONS))}")
+        raise ValueError(f"data.augment={augment!r}: allowed values are 'auto', {', '.join(map(repr, AUGMENTATIONS))}")
     if eval_resize not in EVAL_RESIZE:
         raise ValueError(f"eval_resize={eval_resize!r}: allowed values are {EVAL_RESIZE}")
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation={interpolation!r}: allowed values are {INTERPOLATIONS}")
-    if train_resize not in TRAIN_RESIZE:
-        raise ValueError(f"train_resize={train_resize!r}: allowed values are {TRAIN_RESIZE}")
+    for field, value, allowed in (("interpolation", interpolation, INTERPOLATIONS),
+                                  ("train_resize", train_resize, TRAIN_RESIZE)):
+        if value not in allowed:
+            raise ValueError(f"data.{field}={value!r}: allowed values are {', '.join(map(repr, allowed))}")
     if train_resize == "fast" and augment == "imagenet" and interpolation != "bilinear":
-        raise ValueError(f"train_resize='fast' resizes bilinearly; interpolation={interpolation!r} needs "
-                         f"train_resize='antialiased'")
+        raise ValueError(f"data.train_resize='fast' resizes bilinearly; data.interpolation={interpolation!r} needs "
+                         f"data.train_resize='antialiased'")
     mean, std = [float(m) for m in mean], [float(s) for s in std]
     if len(mean) != source_channels or len(std) != source_channels:
         raise ValueError(f"mean/std need {source_channels} values, got {mean} / {std}")
@@ -218,6 +218,16 @@ def _rrc_box(h: int, w: int, u: np.ndarray, scale: Sequence[float], ratio: Seque
     return left, top, left + cw, top + ch
 
 
+def _crop_region(img: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The integer region of ``img`` enclosing ``box`` (a view), and ``box`` in it (fractional: reduced decoding)."""
+    left, top, right, bottom = (float(b) for b in box)
+    eps = 1e-6   # a scaled integer box off by rounding: no extra row or column
+    x0, y0 = max(0, math.floor(left + eps)), max(0, math.floor(top + eps))
+    x1, y1 = min(img.shape[1], math.ceil(right - eps)), min(img.shape[0], math.ceil(bottom - eps))
+    sub = (max(0.0, left - x0), max(0.0, top - y0), min(x1 - x0, right - x0), min(y1 - y0, bottom - y0))
+    return img[y0:y1, x0:x1], sub
+
+
 def _pil_resize(img: np.ndarray, size: Sequence[int], box: Sequence[float],
                 interpolation: str = "bilinear", flip: bool = False) -> np.ndarray:
     """The ``box`` region of ``img`` (h, w, c) resized to ``size`` (antialiased, ``interpolation``
@@ -331,6 +341,8 @@ def geometric(images, pp: dict, *, train: bool = False, rand: dict | None = None
         x = np.empty((n, *size, images[0].shape[-1]), np.uint8) if n else None
         for i, (img, box) in enumerate(zip(images, boxes)):
             box = box if box is not None else crop_box(i, img.shape[0], img.shape[1], pp, train=train, rand=rand)
+            if augment == "imagenet":   # a training crop: cut out, then resized (edges clamp at the crop)
+                img, box = _crop_region(img, box)
             x[i] = (_fast_resize(img, size, box, flip=bool(flips[i])) if fast
                     else _pil_resize(img, size, box, interp, flip=bool(flips[i])))
     elif interp != "bilinear":  # 'resize' with another filter: PIL, one image at a time
