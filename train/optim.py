@@ -62,12 +62,14 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "lars", "lamb")
 READS = {"sgd": ("momentum", "nesterov"), "adam": ("b1", "b2", "eps"), "adamw": ("b1", "b2", "eps"),
          "rmsprop": ("momentum", "rms_decay", "rms_eps"), "lars": ("momentum", "trust_coefficient"),
          "lamb": ("b1", "b2", "eps")}
+READ_BY_ALL = ("learning_rate", "weight_decay", "decay_all", "grad_clip_norm", "accumulate_steps", "ema_decay",
+               "ema_warmup")
 # optimizer fields that make_optimizer(inject=...) can keep in the optimizer state (search groups)
 INJECTABLE = ("learning_rate", "weight_decay", "momentum", "b1", "b2", "eps", "rms_decay", "rms_eps",
               "trust_coefficient", "grad_clip_norm")
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "INJECTABLE", "READS", "Freezing", "PeakSchedule", "set_hyperparams",
-           "make_schedule", "make_optimizer", "trainable_mask", "decay_mask", "param_labels", "current_lr",
+__all__ = ["OPTIMIZERS", "SCHEDULES", "INJECTABLE", "READS", "READ_BY_ALL", "Freezing", "PeakSchedule",
+           "set_hyperparams", "make_schedule", "make_optimizer", "trainable_mask", "decay_mask", "param_labels", "current_lr",
            "is_update_step", "ema_update"]
 
 
@@ -309,8 +311,7 @@ def make_optimizer(config, *, steps_per_epoch: float, total_steps: int, head: Se
     schedule = make_schedule(s, peak_lr=float(o.learning_rate), steps_per_epoch=steps_per_epoch / k,
                              total_steps=total_steps // k)
     defaults = _default.get_config()
-    warn_unread("optimizer", o, ("learning_rate", "weight_decay", "decay_all", *READS[o.name], "grad_clip_norm",
-                                 "accumulate_steps", "ema_decay", "ema_warmup"), defaults.optimizer)
+    warn_unread("optimizer", o, (*READ_BY_ALL, *READS[o.name]), defaults.optimizer)
     warn_unread_schedule(s, defaults.schedule)
     clip = float(o.grad_clip_norm)
     mult = freezing.backbone_lr_mult

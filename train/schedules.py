@@ -61,9 +61,12 @@ def warn_unread(section: str, fields, reads: Sequence[str], defaults) -> None:
                                            fields[field], section, fields.name, ", ".join(reads))
 
 
+READ_BY_ALL = ("warmup_epochs",)
+
+
 def warn_unread_schedule(schedule_cfg, defaults) -> None:
     """:func:`warn_unread` for ``c.schedule`` (``defaults``: configs/default.py's ``schedule``)."""
-    warn_unread("schedule", schedule_cfg, ("warmup_epochs", *READS[schedule_cfg.name]), defaults)
+    warn_unread("schedule", schedule_cfg, (*READ_BY_ALL, *READS[schedule_cfg.name]), defaults)
 
 
 def make_schedule(schedule_cfg, *, peak_lr: float, steps_per_epoch: float, total_steps: int) -> optax.Schedule:

@@ -40,7 +40,8 @@ def test_grid_forms_and_grid_size():
 
 
 def test_choice_values_take_the_field_type():
-    s = parse("batch_size=choice(32, 64.0)", "optimizer.momentum=choice(0, 0.9)", "model_kwargs.norm=choice(none, batch)")
+    s = parse("batch_size=choice(32, 64.0)", "optimizer.momentum=choice(0, 0.9)",
+              "model_kwargs.norm=choice(none, batch)", **{"optimizer.name": "sgd"})
     assert s["batch_size"].values == (32, 64) and all(type(v) is int for v in s["batch_size"].values)
     assert s["optimizer.momentum"].values == (0.0, 0.9) and type(s["optimizer.momentum"].values[0]) is float
     assert s["model_kwargs.norm"].values == (None, "batch")
@@ -75,6 +76,10 @@ def test_apply_sets_values_on_a_copy():
     ("schedule.milestones=choice(1, 2)", "random", r"schedule\.milestones is a tuple field"),
     ("data=choice(1, 2)", "random", r"data is a ConfigDict field"),
     ("model_kwargs.dropout=uniform(0, 0.5)", "random", r"lenet5 does not take option\(s\) 'dropout'"),
+    ("optimizer.momentum=uniform(0.5, 0.95)", "random", r"optimizer\.momentum is not read by optimizer\.name='adam' "
+                                                        r"\(it reads learning_rate, .*, b1, b2, eps\): every trial"),
+    ("schedule.power=uniform(1, 2)", "random", r"schedule\.power is not read by schedule\.name='cosine' "
+                                               r"\(it reads warmup_epochs, end_lr_factor\)"),
 ])
 def test_bad_entries_are_one_line_naming_the_entry(entry, method, message):
     from train.search.space import SpaceError
@@ -148,3 +153,9 @@ def test_a_config_that_fails_whatever_the_value_is_blamed_on_the_config():
         space.parse(["optimizer.learning_rate=loguniform(1e-4, 1e-1)"], quick(num_epochs=0.0), "random")
     with pytest.raises(ValueError, match=r"^--config: eval_every_epochs=0\.0: must be > 0"):   # the session divided by it
         space.parse(["optimizer.learning_rate=loguniform(1e-4, 1e-1)"], quick(eval_every_epochs=0.0), "random")
+
+
+def test_a_field_read_by_one_of_the_searched_optimizers_may_be_searched():
+    """Searching momentum beside optimizer.name=choice(sgd, adam) is a fair question (sgd reads it)."""
+    s = parse("optimizer.name=choice(sgd, adam)", "optimizer.momentum=uniform(0.5, 0.95)")
+    assert s.paths == ("optimizer.name", "optimizer.momentum")

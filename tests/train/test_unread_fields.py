@@ -17,10 +17,9 @@ from helpers import ROOT
 from train import optim, schedules
 
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem not in ("__init__", "default"))
-ADAM_READS = ("learning_rate, weight_decay, decay_all, b1, b2, eps, grad_clip_norm, accumulate_steps, ema_decay, "
-              "ema_warmup")
-SGD_READS = ("learning_rate, weight_decay, decay_all, momentum, nesterov, grad_clip_norm, accumulate_steps, ema_decay, "
-             "ema_warmup")
+ALL_READ = "learning_rate, weight_decay, decay_all, grad_clip_norm, accumulate_steps, ema_decay, ema_warmup"
+ADAM_READS = f"{ALL_READ}, b1, b2, eps"
+SGD_READS = f"{ALL_READ}, momentum, nesterov"
 
 
 def config(**overrides):
@@ -47,8 +46,7 @@ def unread_warnings(caplog, c, **kwargs):
     ({"optimizer.rms_eps": 0.1},
      f"optimizer.rms_eps=0.1 is not read by optimizer.name='sgd' (it reads {SGD_READS})"),
     ({"optimizer.name": "lars", "optimizer.b1": 0.5},
-     "optimizer.b1=0.5 is not read by optimizer.name='lars' (it reads learning_rate, weight_decay, decay_all, "
-     "momentum, trust_coefficient, grad_clip_norm, accumulate_steps, ema_decay, ema_warmup)"),
+     f"optimizer.b1=0.5 is not read by optimizer.name='lars' (it reads {ALL_READ}, momentum, trust_coefficient)"),
     ({"schedule.milestones": (30, 60)},
      "schedule.milestones=(30, 60) is not read by schedule.name='cosine' (it reads warmup_epochs, end_lr_factor)"),
     ({"schedule.name": "step", "schedule.power": 2.0},
