@@ -46,6 +46,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 from train import logs
 from train.lock import WorkdirLock
 from train.step import all_finite
+from zoo.files import written_atomically
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,8 @@ class Checkpointer:
         self.read_only = read_only
         if read_only and not self.directory.is_dir():
             raise NoCheckpointError(f"no checkpoints in {self.directory}")
-        policy = policies.AnyPreservationPolicy([policies.LatestN(keep), KeepBest(self.directory)])
+        self._keep_best = KeepBest(self.directory)
+        policy = policies.AnyPreservationPolicy([policies.LatestN(keep), self._keep_best])
         # The folder is made by the first save (a run that saved nothing leaves none); folders are
         # created synchronously, so a read-only folder fails in save() itself, not in orbax's threads
         # (which would then wait 20 minutes for each other); a writer holds the workdir lock, so
@@ -350,6 +352,19 @@ class Checkpointer:
             raise self._write_error(previous if previous is not None else step, e) from e
         self._in_flight = step
         return True
+
+    def record_top1(self, step: int, top1: float) -> None:
+        """Rank checkpoint ``step``, saved before its evaluation was done (a signal during it), by that
+        evaluation's top-1: its meta's ``metrics`` (where 'best' and the retention of the best read it)
+        replaced atomically, ``eval_due`` cleared. Process 0 writes it."""
+        self.wait()
+        if jax.process_index() == 0:
+            path = self.directory / str(step) / "meta" / "metadata"
+            meta = json.loads(path.read_text())
+            meta["metrics"], meta["eval_due"] = {**meta.get("metrics", {}), "val_top1": float(top1)}, False
+            with written_atomically(path) as tmp:
+                Path(tmp).write_text(json.dumps(meta))
+        self._keep_best.top1[step] = float(top1)
 
     def wait(self) -> None:
         """Block until the save in flight is committed (CheckpointWriteError if it failed)."""

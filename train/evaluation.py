@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from train import checkpoint, data, logs, parallel, reporting, setup, step
-from zoo.files import check_folder_to_write, same_file, written_atomically
+from zoo.files import check_folder_to_write, same_file, save_figure, written_atomically
 
 log = logging.getLogger("train")
 
@@ -39,12 +39,21 @@ def compile_eval(model, cfg: step.StepConfig, plan: parallel.Plan):
     return parallel.compile_step(fn, plan, out_sharded=(False, True), donate_state=False)
 
 
-def run_eval(eval_fn, variables, pipe: data.Pipeline, plan: parallel.Plan) -> dict:
+class EvalAbandoned(Exception):
+    """``run_eval``'s ``stop()`` said to stop before the pass was over (a signal during a training run's
+    evaluation: the run checkpoints at once instead of after the whole split)."""
+
+
+def run_eval(eval_fn, variables, pipe: data.Pipeline, plan: parallel.Plan, *, stop=None) -> dict:
     """One pass over ``pipe`` with ``variables`` on the plan's devices: loss, top-1, top-5 over
     exactly its examples, per-class accuracy and the confusion matrix (rows: true class, columns:
-    predicted)."""
+    predicted). ``stop``: asked before each batch; True abandons the pass (:class:`EvalAbandoned`)."""
     sums, preds, labels = None, [], []
-    for batch in pipe:
+    batches = iter(pipe)
+    for i, batch in enumerate(batches):
+        if stop is not None and stop():
+            batches.close()   # its workers end now
+            raise EvalAbandoned(f"evaluation abandoned after {i} of {pipe.steps_per_epoch} batches")
         s, per_ex = eval_fn(variables, parallel.put_batch(batch, plan))
         sums = s if sums is None else jax.tree.map(lambda a, b: a + b, sums, s)
         ex = parallel.fetch(per_ex, plan)
@@ -208,7 +217,7 @@ def plot_confusion(confusion: np.ndarray, names, path: Path, title: str = "") ->
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 

@@ -20,7 +20,7 @@ name) defaults to the predicted class. ``--what`` defaults to everything that ap
   saliency    |dS_c/dI| (Simonyan et al. 2014)                     <image>_saliency_<class>.png
   gradcam     Grad-CAM at ``--layer`` taps (default: the last spatial tap)
                                                                    <image>_gradcam_<layer>_<class>.png
-  occlusion   drop of p_c under a sliding grey patch (``--patch``, ``--stride``)
+  occlusion   drop of p_c under a sliding patch of the mean colour (``--patch``, ``--stride``)
                                                                    <image>_occlusion_<class>.png
   classmodel  the input maximising S_c - lambda ||I||^2            class_model_<class>.png
   neighbours  nearest eval-split images in pre_logits space and in pixel space
@@ -236,8 +236,9 @@ def run(workdir, *, image=None, index: int | None = None, what=None, layers=None
         elif w == "occlusion":
             o = zi.occlusion(model, variables, x[0], c, patch=patch, stride=stride)
             wrote(w, zi.plot_attribution(shown, o.map, target(f"{stem}_occlusion_{safe_name(cname)}.png"),
-                                         symmetric=True, title=f"occlusion: drop of p({cname}) under a "
-                                                               f"{o.patch}x{o.patch} grey patch; {explained}"))
+                                         symmetric=True, title=f"occlusion: mean drop of p({cname}) under the "
+                                                               f"{o.patch}x{o.patch} patches of the mean colour "
+                                                               f"covering each pixel; {explained}"))
         elif w == "classmodel":
             img, scores = zi.class_model(model, variables, c, input_shape=shape, steps=steps)
             wrote(w, zi.plot_class_model(img, scores, target(f"class_model_{safe_name(cname)}.png"),

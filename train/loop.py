@@ -25,6 +25,7 @@ import numpy as np
 from flax import traverse_util
 
 from train import checkpoint, evaluation, interrupts, lock, parallel, reporting, setup, step, transfer
+from train.data import workers
 from zoo.files import written_atomically
 
 log = logging.getLogger("train")
@@ -88,10 +89,27 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path) -> FitResult:
 def _train(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, report: reporting.Reporter,
            stop: interrupts.Stop, train_step, eval_step) -> None:
     """The loop: a step per batch; train reports, evaluations and checkpoints when due."""
+    if loop.eval_due or loop.step == loop.start == run.total_steps:
+        # stopped during the evaluation of this step, or a finished run resumed: evaluate it first
+        if not _evaluate(run, loop, eval_step, report, stop):
+            _interrupted(run, loop, ckpt, report, stop.signal)
+            return
+        if loop.eval_due:
+            ckpt.record_top1(loop.step, loop.last_eval["top1"])   # ranks its checkpoint for 'best'
+            loop.eval_due = False
+    watch = workers.InputWatch(report.message)   # a stalled data worker: said, not a frozen display
+    try:
+        _steps(run, loop, ckpt, report, stop, train_step, eval_step, watch)
+    finally:
+        watch.close()
+
+
+def _steps(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, report: reporting.Reporter,
+           stop: interrupts.Stop, train_step, eval_step, watch: workers.InputWatch) -> None:
     config = run.config
     eval_every = max(1, int(round(config.eval_every_epochs * run.steps_per_epoch)))
     while loop.step < run.total_steps:
-        loop.state, metrics = train_step(loop.state, parallel.put_batch(next(loop.data), run.plan))
+        loop.state, metrics = train_step(loop.state, parallel.put_batch(watch.next(loop.data), run.plan))
         loop.step += 1
         loop.pending.append(metrics)
         if parallel.preempted(loop.step):   # several processes: SIGTERM to any of them, at one agreed step
@@ -101,16 +119,15 @@ def _train(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, report: r
             _report_train(run, loop, ckpt, report)  # NonFiniteLossError when stop_on_nonfinite
         else:
             report.tick(loop.step, loop.pending)  # the progress display, at least every second
-        if at_eval:
-            _evaluate(run, loop, eval_step, report)
+        if at_eval and not _evaluate(run, loop, eval_step, report, stop):
+            loop.eval_due = True   # a signal during the evaluation: saved unevaluated, evaluated on resume
+        elif at_eval:
             _save(run, loop, ckpt, {"val_top1": loop.last_eval["top1"]})
         elif loop.step % config.checkpoint.every_steps == 0:
             _save(run, loop, ckpt)
         if stop.signal:
             _interrupted(run, loop, ckpt, report, stop.signal)
             return
-    if loop.step == loop.start == run.total_steps:  # resumed a finished run: evaluate it again
-        _evaluate(run, loop, eval_step, report)
 
 
 # ----------------------------------------------------------------------------- the steps of fit
@@ -130,6 +147,7 @@ class _Loop:
     last_train: dict = dataclasses.field(default_factory=dict)
     last_eval: dict = dataclasses.field(default_factory=dict)
     interrupted: str | None = None  # the signal's name
+    eval_due: bool = False         # the checkpoint at ``step`` was saved before its evaluation was done
 
 
 def _start(run: setup.Run, ckpt: checkpoint.Checkpointer) -> _Loop:
@@ -145,17 +163,18 @@ def _start(run: setup.Run, ckpt: checkpoint.Checkpointer) -> _Loop:
         log.info("resumed from step %d of %s", start, ckpt.directory)
         best_top1, best_step = meta.get("best_top1", -1.0), meta.get("best_step")
         pending = list(meta.get("pending_metrics") or [])   # steps after its last train report
+        eval_due = bool(meta.get("eval_due"))
     else:
         if run.config.transfer.init_from:
             transfer.check_source(run.config.transfer.init_from, run.info.name)  # before the compile, not after
         log.info("compiling the initial state...")
         t = time.perf_counter()
-        state, start, best_top1, best_step, pending = run.fresh_state(), 0, -1.0, None, []
+        state, start, best_top1, best_step, pending, eval_due = run.fresh_state(), 0, -1.0, None, [], False
         log.info("compiling the initial state: done in %.1fs", time.perf_counter() - t)
         if run.config.transfer.init_from:
             state = transfer.init_state(state, run.config, run.model, run.info)
     return _Loop(parallel.replicate(state, run.plan), data_it, start, start, run.meta(), best_top1, best_step,
-                 pending)
+                 pending, eval_due=eval_due)
 
 
 def _say_changed_fields(config: ml_collections.ConfigDict, stored: dict | None, start: int) -> None:
@@ -219,9 +238,17 @@ def _report_train(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, re
                                        "checkpointed.")
 
 
-def _evaluate(run: setup.Run, loop: _Loop, eval_step, report: reporting.Reporter) -> None:
-    """Evaluate the current state (its EMA when the run keeps one) on the eval split; keep the best."""
-    ev = evaluation.run_eval(eval_step, step.eval_variables(loop.state), run.eval_pipe, run.plan)
+def _evaluate(run: setup.Run, loop: _Loop, eval_step, report: reporting.Reporter, stop: interrupts.Stop) -> bool:
+    """Evaluate the current state (its EMA when the run keeps one) on the eval split; keep the best.
+    False: a signal arrived during it and it was abandoned (one process: a scheduler's grace period is
+    shorter than an evaluation of ImageNet's size on a CPU; several processes finish it together)."""
+    abandon = (lambda: stop.signal is not None) if jax.process_count() == 1 else None
+    try:
+        ev = evaluation.run_eval(eval_step, step.eval_variables(loop.state), run.eval_pipe, run.plan, stop=abandon)
+    except evaluation.EvalAbandoned as e:
+        report.message(f"{stop.signal} received during the evaluation of step {loop.step}: {e}; it runs again on "
+                       f"resume")
+        return False
     if ev["top1"] > loop.best_top1:
         loop.best_top1, loop.best_step = ev["top1"], loop.step
     loop.last_eval = ev
@@ -229,12 +256,13 @@ def _evaluate(run: setup.Run, loop: _Loop, eval_step, report: reporting.Reporter
         report.message(f"step {loop.step}: the evaluation loss is not finite (NaN/Inf logits: top-1 counts their "
                        f"argmax, {ev['top1']:.4f}); the weights have diverged")
     loop.last_train = report.eval(loop.step, ev, loop.best_top1, loop.best_step) or loop.last_train
+    return True
 
 
 def _save(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, metrics: dict | None = None) -> None:
     meta = {**loop.meta, "epoch": loop.step / run.steps_per_epoch, "best_top1": loop.best_top1,
             "best_step": loop.best_step,   # and the steps not yet reported: a resumed run's next row is the same
-            "pending_metrics": reporting.host_metrics(loop.pending)}
+            "pending_metrics": reporting.host_metrics(loop.pending), "eval_due": loop.eval_due}
     state = parallel.unreplicate(loop.state, run.plan)
     if not ckpt.save(loop.step, state, data_state=loop.data.get_state(), meta=meta, metrics=metrics):
         # the checkpointer refuses a non-finite state: finite losses and gradients, but an update overflowed

@@ -61,10 +61,11 @@ def epoch_summary(step: int, steps_per_epoch: int, train: dict, ev: dict, best_t
     """The line printed after each evaluation: ``train`` the mean over the ``train['steps']`` steps
     since the previous evaluation, ``ev`` the evaluation of the ``eval_name`` split (of the run's EMA
     weights with ``ema``)."""
-    nan = float("nan")
     steps = f" ({train['steps']} steps)" if "steps" in train else ""
-    return (f"epoch {step / steps_per_epoch:6.2f} | train{steps} loss {train.get('loss', nan):.4f} "
-            f"acc {train.get('top1', nan):.4f} | {eval_name} ({ev['count']:,} images{', EMA' if ema else ''}) "
+    # no train steps since the last evaluation (a resumed run evaluating first): no train figures
+    trained = f"train{steps} loss {train['loss']:.4f} acc {train['top1']:.4f} | " if train else ""
+    return (f"epoch {step / steps_per_epoch:6.2f} | {trained}"
+            f"{eval_name} ({ev['count']:,} images{', EMA' if ema else ''}) "
             f"loss {ev['loss']:.4f} "
             f"acc {ev['top1']:.4f} {top5_text(ev['top5'], num_classes)} | best {best_top1:.4f} (step {best_step}) | "
             f"{seconds:.1f}s")

@@ -11,6 +11,10 @@ Two kinds of names:
     feats = zoo.features(model, variables, x, layers=["layer2", "pre_logits"])
     feats["layer2"].shape   # (B, H/8, W/8, 128) for resnet18
 
+``train=True`` runs the training-mode forward pass (BatchNorm's batch statistics, dropout), which,
+as ``model.apply`` in training mode, needs a dropout key: ``rngs={"dropout": key}``; the same key
+gives the masks of ``model.apply(..., train=True, rngs={"dropout": key})``.
+
 ``feature_gradients`` differentiates a score with respect to tapped feature maps (Grad-CAM).
 """
 from __future__ import annotations
@@ -29,8 +33,17 @@ def _mutable(train: bool, collection: str) -> list[str]:
     return [collection, "batch_stats"] if train else [collection]
 
 
-def _tap_values(model: nn.Module, variables, x, train: bool = False) -> dict:
-    _, state = model.apply(variables, x, train=train, mutable=_mutable(train, "features"))
+def _check_rngs(train: bool, rngs) -> None:
+    """Training mode needs ``rngs={'dropout': key}`` (as ``model.apply``), checked before any tracing."""
+    if train and not (isinstance(rngs, dict) and "dropout" in rngs):
+        got = "none given" if rngs is None else f"got {type(rngs).__name__}" + (
+            f" with keys {sorted(rngs)}" if isinstance(rngs, dict) else "")
+        raise ValueError(f"zoo.features(train=True): the training-mode forward pass (dropout) needs a key: pass "
+                         f"rngs={{'dropout': jax.random.key(0)}}, as model.apply takes in training mode ({got})")
+
+
+def _tap_values(model: nn.Module, variables, x, train: bool = False, rngs=None) -> dict:
+    _, state = model.apply(variables, x, train=train, mutable=_mutable(train, "features"), rngs=rngs)
     return dict(state.get("features", {}))
 
 
@@ -50,19 +63,23 @@ def feature_names(model: nn.Module, input_shape) -> dict[str, tuple]:
     return {k: tuple(shapes[k].shape) for k in order}
 
 
-def features(model: nn.Module, variables, x, layers: Sequence[str] | None = None, *, train: bool = False) -> dict:
+def features(model: nn.Module, variables, x, layers: Sequence[str] | None = None, *, train: bool = False,
+             rngs: dict | None = None) -> dict:
     """Feature maps of ``x`` (``(B, H, W, C)``) by name: tap names or module paths.
-    ``layers=None``: every tap; one name (a str) is a list of one. Unknown names: ValueError listing the taps."""
+    ``layers=None``: every tap; one name (a str) is a list of one. Unknown names: ValueError listing the taps.
+    ``train=True``: the training-mode forward pass; it needs ``rngs={'dropout': key}``, as ``model.apply``
+    does (ValueError without it), and applies the same dropout masks as ``model.apply`` with that key."""
     if isinstance(layers, str):
         layers = [layers]
-    taps = _tap_values(model, variables, x, train)
+    _check_rngs(train, rngs)
+    taps = _tap_values(model, variables, x, train, rngs)
     if layers is None:
         return taps
     wanted = [n for n in layers if n not in taps]
     out = {n: taps[n] for n in layers if n in taps}
     if wanted:
         paths = {tuple(n.split("/")) for n in wanted}
-        _, state = model.apply(variables, x, train=train, mutable=_mutable(train, "intermediates"),
+        _, state = model.apply(variables, x, train=train, mutable=_mutable(train, "intermediates"), rngs=rngs,
                                capture_intermediates=lambda mdl, method: method == "__call__" and mdl.path in paths)
         captured = state.get("intermediates", {})
         for n in wanted:

@@ -38,6 +38,15 @@ def written_atomically(path: Path):
         raise
 
 
+def save_figure(fig, path, **savefig_kwargs) -> Path:
+    """``fig.savefig(path)`` through :func:`written_atomically`: a full disk or a kill never leaves a
+    partial image where an earlier one was (the format from ``path``'s suffix, PNG without one)."""
+    path = Path(path)
+    with written_atomically(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", **savefig_kwargs)
+    return path
+
+
 def same_file(a, b) -> bool:
     """Whether paths ``a`` and ``b`` name one file or folder (by path, or by inode through links; one that
     does not exist is the same only by path)."""

@@ -165,7 +165,7 @@ def test_a_state_made_non_finite_by_a_finite_gradient_stops_the_run_and_claims_n
     state = {"params": {"w": jnp.array([1.0, jnp.inf])}, "step": jnp.asarray(4)}
     run = types.SimpleNamespace(plan=parallel.make_plan("shard_map", 1), steps_per_epoch=10)
     state_loop = types.SimpleNamespace(meta={}, step=4, best_top1=0.0, best_step=0, state=state, pending=[],
-                                       data=types.SimpleNamespace(get_state=lambda: {}))
+                                       eval_due=False, data=types.SimpleNamespace(get_state=lambda: {}))
     ckpt = checkpoint.Checkpointer(tmp_path, async_save=False)
     try:
         with pytest.raises(loop.NonFiniteLossError, match=r"^step 4: the train state has non-finite values although "
@@ -233,3 +233,53 @@ def test_float16_runs_through_the_loss_scales_calibration(tmp_path):
     assert all(x["loss"] is not None and np.isfinite(x["loss"]) for x in train_rows)   # the overflow's loss is finite
     scales = [x["loss_scale"] for x in train_rows]
     assert scales[0] == 2.0 ** 15 and all(b in (a, a / 2) for a, b in zip(scales, scales[1:]))
+
+
+@pytest.mark.integration   # two LeNet-5 runs of 4 epochs
+def test_a_signal_during_an_evaluation_checkpoints_at_once_and_the_resume_evaluates_first(trained_lenet, tmp_path,
+                                                                                          monkeypatch, capsys):
+    """SIGTERM during an evaluation acted only after the whole split (minutes of ImageNet on a CPU, past a
+    scheduler's grace period: the steps since the last checkpoint were lost to its SIGKILL). The pass is
+    abandoned at the next batch, the state saved unevaluated; the resumed run evaluates that step first,
+    so metrics.jsonl, the best step and the checkpoint's ranking equal the uninterrupted run's."""
+    import os
+    import signal
+
+    from train import evaluation
+
+    compile_eval, calls = evaluation.compile_eval, []
+
+    def signalling_compile_eval(*args, **kwargs):
+        fn = compile_eval(*args, **kwargs)
+
+        def eval_fn(variables, batch):
+            calls.append(1)
+            if len(calls) == 3:   # the first batch of the second evaluation (of 2 batches each)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return fn(variables, batch)
+        return eval_fn
+
+    monkeypatch.setattr(evaluation, "compile_eval", signalling_compile_eval)
+    workdir, keep_all = tmp_path / "w", {"checkpoint.keep": 10}
+    first = train.fit(quick(**keep_all), workdir)
+    assert first.interrupted == "SIGTERM" and len(calls) == 3   # the second batch never ran
+    ckpt = checkpoint.Checkpointer(workdir, read_only=True)
+    eval_step = max(ckpt.steps())
+    meta = ckpt.meta(eval_step)
+    assert meta["eval_due"] is True and "val_top1" not in meta["metrics"]
+    assert f"SIGTERM received during the evaluation of step {eval_step}" in capsys.readouterr().out
+    monkeypatch.setattr(evaluation, "compile_eval", compile_eval)
+    second = train.fit(quick(**keep_all), workdir)
+    assert "epoch   2.00 | test (1,000 images)" in capsys.readouterr().out   # no train figures: none since
+    reference_dir, reference = trained_lenet
+
+    def rows(w):
+        return [(r["step"], r["split"], r["loss"], r.get("top1")) for r in
+                map(json.loads, (w / "metrics.jsonl").read_text().splitlines())]
+
+    assert rows(workdir) == rows(reference_dir)
+    assert (second.best_step, second.best_top1) == (reference.best_step, reference.best_top1)
+    ckpt = checkpoint.Checkpointer(workdir, read_only=True)
+    assert ckpt.best_step() == checkpoint.Checkpointer(reference_dir, read_only=True).best_step()
+    meta, ref_eval = ckpt.meta(eval_step), [r for r in rows(reference_dir) if r[:2] == (eval_step, "eval")]
+    assert meta["eval_due"] is False and [meta["metrics"]["val_top1"]] == [r[3] for r in ref_eval]

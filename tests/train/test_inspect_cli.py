@@ -172,6 +172,9 @@ def test_attribution_titles_state_the_prediction_and_the_explained_class(trained
     command.run(trained_lenet5["workdir"], index=3, what=["saliency", "gradcam", "occlusion"], class_arg=str(c),
                 out=tmp_path, patch=7, stride=7, print_fn=lambda *a: None)
     assert sorted(titles) == ["Grad-CAM", "occlusion:", "saliency"]
+    # the patch is 0 after normalisation, the dataset's mean colour (not grey), and the map averages patches
+    assert titles["occlusion:"].startswith(f"occlusion: mean drop of p({c}) under the 7x7 patches of the mean colour "
+                                           f"covering each pixel; ")
     for title in titles.values():
         assert f"class {c} (p={probs[0, c]:.3f})" in title and f"predicted {p} (p={probs[0, p]:.3f})" in title
 

@@ -53,3 +53,33 @@ def test_only_the_spawn_context_of_a_python_without_the_fix_is_changed():
     if sys.version_info[:2] in ((3, 11), (3, 12)):
         assert popen is workers._Popen and issubclass(popen, popen_spawn_posix.Popen)
     assert context.ForkServerProcess._Popen is not workers._Popen
+
+
+def test_a_batch_awaited_too_long_is_said_once_and_its_arrival_too(monkeypatch):
+    """A stopped data worker (SIGSTOP, a stuck read) froze the progress display without a word."""
+    import threading
+
+    from train.data import workers
+
+    monkeypatch.setattr(workers.InputWatch, "WAIT_S", 0.05)
+    said, spoken = [], threading.Event()
+
+    def say(text):
+        said.append(text)
+        spoken.set()
+
+    class Stalled:   # its batch comes only once the watch has spoken (never: the test's own timeout)
+        def __next__(self):
+            if not spoken.wait(timeout=60):
+                raise AssertionError("the watch never spoke")
+            return "batch"
+
+    watch = workers.InputWatch(say)
+    try:
+        assert watch.next(Stalled()) == "batch"
+        assert watch.next(iter(["quick"])) == "quick"   # no wait: nothing more said
+    finally:
+        watch.close()
+    assert said[0] == "no input batch for 0 s: is a data worker process stopped or stuck (data.num_workers)? " \
+                      "still waiting"
+    assert len(said) == 2 and said[1].startswith("input data came after ")

@@ -76,3 +76,28 @@ def test_feature_names_come_in_forward_order(name):
     names = list(zoo.feature_names(model, model.example_input_shape()))
     assert [n for n in names if n in FORWARD[name]] == FORWARD[name]
 
+
+
+def test_features_in_train_mode_apply_the_dropout_of_the_models_own_training_forward():
+    """train=True with rngs={'dropout': key}: the masks of model.apply(train=True) with that key, in the
+    taps and in the module paths (captured by a second pass); a missing key is one line naming rngs."""
+    from helpers import random_variables
+
+    model = zoo.create("alexnet", num_classes=10)
+    variables = random_variables(model, (63, 63, 3))
+    x = np.random.default_rng(0).standard_normal((2, 63, 63, 3)).astype(np.float32)
+    key = jax.random.key(3)
+    layers = ["relu6", "relu7", "pre_logits", "classifier_4"]
+    feats = zoo.features(model, variables, x, layers, train=True, rngs={"dropout": key})
+    logits, _ = model.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": key})
+    head = variables["params"]["classifier_6"]
+    np.testing.assert_allclose(np.asarray(feats["pre_logits"]) @ head["kernel"] + head["bias"], logits,
+                               rtol=1e-4, atol=1e-4 * float(np.abs(logits).max()))
+    np.testing.assert_allclose(np.maximum(feats["classifier_4"], 0), feats["relu7"], rtol=1e-6, atol=1e-6)
+    other = zoo.features(model, variables, x, ["relu7"], train=True, rngs={"dropout": jax.random.key(4)})
+    evals = zoo.features(model, variables, x, ["relu7"])
+    assert not np.allclose(feats["relu7"], other["relu7"]) and not np.allclose(feats["relu7"], evals["relu7"])
+    for rngs in (None, key, {"params": key}):
+        with pytest.raises(ValueError, match=r"^zoo\.features\(train=True\): .*pass rngs=\{'dropout'") as e:
+            zoo.features(model, variables, x, layers, train=True, rngs=rngs)
+        assert "\n" not in str(e.value)

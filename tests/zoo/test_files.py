@@ -47,3 +47,30 @@ def test_a_destination_that_cannot_be_written_is_named_not_its_hidden_temporary_
             (tmp_path / "x.safetensors").mkdir()
             Path(tmp).write_bytes(b"x")
     assert [p.name for p in tmp_path.iterdir()] == ["x.safetensors"]
+
+
+def test_a_figure_is_saved_whole_or_not_at_all(tmp_path):
+    """savefig wrote onto the final name: a full disk or a kill mid-write left a truncated PNG where the
+    last good one was (search figures, inspect pictures, confusion matrices)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    class FullDisk:
+        def savefig(self, f, **kwargs):
+            Path(f).write_bytes(b"\x89PNG partial")
+            raise OSError(28, "No space left on device")
+
+    old = tmp_path / "layout.png"
+    old.write_bytes(b"the last good picture")
+    with pytest.raises(OSError, match="No space left"):
+        files.save_figure(FullDisk(), old, dpi=100)
+    assert old.read_bytes() == b"the last good picture" and sorted(tmp_path.iterdir()) == [old]
+    fig = plt.figure(figsize=(1, 1))
+    try:
+        assert files.save_figure(fig, old, dpi=50).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"   # PNG's signature
+        assert files.save_figure(fig, tmp_path / "f.pdf").read_bytes()[:5] == b"%PDF-"         # by the suffix
+    finally:
+        plt.close(fig)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pdf", "layout.png"]

@@ -2,6 +2,7 @@
 anything is computed. Each case below was once accepted silently (an all-zero saliency map for class
 10 of 10 classes, class 9's model for class 10, integer pixels run unnormalised, neighbours from part
 of the images) or failed deep inside JAX or numpy without naming the argument."""
+import jax
 import numpy as np
 import pytest
 
@@ -123,5 +124,5 @@ def test_the_good_forms_still_work():
     assert zoo.features(LENET, V, X, "c3")["c3"].shape == (2, 10, 10, 16)
     resnet = zoo.create("resnet18", small_input=True)  # train=True: BatchNorm's statistics may be written
     maps = zoo.features(resnet, random_variables(resnet, (8, 8, 3)), np.zeros((2, 8, 8, 3), np.float32),
-                        ["layer1", "layer1_0/bn1"], train=True)
+                        ["layer1", "layer1_0/bn1"], train=True, rngs={"dropout": jax.random.key(0)})
     assert maps["layer1"].shape == (2, 8, 8, 64) and maps["layer1_0/bn1"].shape == (2, 8, 8, 64)

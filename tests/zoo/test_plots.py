@@ -59,3 +59,24 @@ def test_to_display_undoes_the_normalisation():
                                np.full((2, 2, 3), [0.5, 0.75, 0.25]))
     np.testing.assert_allclose(plots.to_display(x[None, ..., :1], {"mean": [0.5], "std": [0.25]}), np.full((2, 2), 0.5))
     np.testing.assert_allclose(plots.to_display(x, {"mean": 0.5, "std": 0.25})[0, 0], [0.5, 0.75, 0.25])
+
+
+def test_a_grid_title_says_when_only_the_first_tiles_are_shown(monkeypatch, tmp_path):
+    """train.inspect titled layer4's picture "512 maps 2x2" over its first 64 maps: a given title lost
+    the "(first 64)" that only the default title had."""
+    titles = []
+
+    def save(fig, path, title=None):
+        titles.append(title)
+        plots._plt().close(fig)
+        return path
+
+    monkeypatch.setattr(plots, "_save_figure", save)
+    maps = np.random.default_rng(0).standard_normal((1, 2, 2, 70)).astype(np.float32)
+    plots.plot_feature_maps(maps, tmp_path / "a.png", title="resnet18 layer4: 70 maps 2x2")
+    plots.plot_feature_maps(maps, tmp_path / "b.png")
+    plots.plot_feature_maps(maps[..., :64], tmp_path / "c.png", title="resnet18 layer4: 64 maps 2x2")
+    plots.plot_filters(np.zeros((5, 3, 3, 3), np.float32), tmp_path / "d.png", title="conv1", max_filters=4)
+    plots.plot_filters(np.zeros((4, 3, 3, 3), np.float32), tmp_path / "e.png", title="conv1", max_filters=4)
+    assert titles == ["resnet18 layer4: 70 maps 2x2 (first 64)", "70 maps 2x2 (first 64)",
+                      "resnet18 layer4: 64 maps 2x2", "conv1 (first 4)", "conv1"]

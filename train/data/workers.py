@@ -71,8 +71,8 @@ def _resource_tracker_ignoring_hangup() -> None:
 # only afterwards. A worker that dies before it has read everything (killed while it imports its
 # modules, an OOM kill) therefore never gives the writer EPIPE: the training process blocked for ever
 # in Process.start (CPython gh-118981; fixed upstream in 2025 by gh-118982, backported to 3.13 / 3.14:
-# close the child's ends right after the spawn). ``_Popen`` is the 3.11 ``popen_spawn_posix.Popen._launch`` with that fix;
-# a failed write reaps the worker and records its exit (never a BrokenPipeError, which the CLIs take
+# close the child's ends right after the spawn). ``_Popen`` is the 3.11 ``popen_spawn_posix.Popen._launch``
+# with that fix; a failed write reaps the worker and records its exit (never a BrokenPipeError, which the CLIs take
 # for a closed stdout), so grain reports the dead worker as it does one that dies later.
 
 class _Popen(popen_spawn_posix.Popen):
@@ -134,3 +134,37 @@ def _spawn_closing_the_child_ends() -> None:
     if sys.platform != "win32" and sys.version_info[:2] in ((3, 11), (3, 12)):
         context.SpawnProcess._Popen = staticmethod(_Popen)
 
+
+
+class InputWatch:
+    """Says once, through ``say``, when the next batch has been awaited for ``WAIT_S`` seconds (a stopped
+    or stuck data worker froze the progress display without a word), and when it comes after all. A
+    daemon thread looks once a second; ``next(it)`` costs two assignments."""
+
+    WAIT_S = 60.0
+
+    def __init__(self, say):
+        self._say, self._since, self._said = say, None, False
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, name="input-watch", daemon=True).start()
+
+    def next(self, iterator):
+        self._since = time.monotonic()
+        try:
+            return next(iterator)
+        finally:
+            waited, self._since = time.monotonic() - self._since, None
+            if self._said:
+                self._said = False
+                self._say(f"input data came after {waited:.0f} s")
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(1.0, self.WAIT_S)):
+            since = self._since
+            if since is not None and not self._said and time.monotonic() - since >= self.WAIT_S:
+                self._said = True
+                self._say(f"no input batch for {self.WAIT_S:.0f} s: is a data worker process stopped or stuck "
+                          f"(data.num_workers)? still waiting")
+
+    def close(self) -> None:
+        self._stop.set()

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from optuna.trial import TrialState
 
+from zoo.files import save_figure
+
 STATUS = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
           TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
 
@@ -150,7 +152,7 @@ def figures(workdir: Path, table: list[dict], trials: list, space, method: str) 
 
 def _save(fig, path: Path, plt) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -227,6 +229,6 @@ def _layout(path: Path, plt, space, done: list[dict], method: str, n: int) -> Pa
             pad = (hi / lo) ** 0.05 if p.log else (hi - lo) * 0.05
             set_lim(lo / pad, hi * pad) if p.log else set_lim(lo - pad, hi + pad)
         ax.set(xlabel=f"x: {px.path}", ylabel=f"y: {py.path}")
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path

@@ -12,7 +12,7 @@ arrays; the ``plot_*`` functions write PNGs (matplotlib, Agg backend, imported o
     zi.receptive_fields(model)                               # {name: ReceptiveField(size, jump, start)}
     zi.saliency(model, variables, x)                         # (B, H, W) max_c |dS_c / dI|
     zi.grad_cam(model, variables, x)                         # (B, H, W) ReLU(sum_k alpha_k A^k), upsampled
-    zi.occlusion(model, variables, x[0], patch=7).map        # (H, W) drop of p_c under a grey patch
+    zi.occlusion(model, variables, x[0], patch=7).map        # (H, W) drop of p_c under a mean-colour patch
     img, scores = zi.class_model(model, variables, 3)        # argmax_I S_c(I) - lambda ||I||^2
     zi.neighbours(model, variables, x[0], images, k=5)       # nearest images in feature and pixel space
     zi.apply_filter(image, "sobel_vertical")                 # classic fixed filters via zoo.layers.conv2d

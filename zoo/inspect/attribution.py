@@ -2,8 +2,9 @@
 (Selvaraju et al. 2017), occlusion sensitivity (Zeiler & Fergus 2014) and class models.
 
 The class score ``S_c`` is the logit (pre-softmax), as in Simonyan et al.; ``class_index=None`` means
-the predicted class of each image. "Zero" and "grey" are 0 in the normalised input space, i.e. the
-dataset mean colour. Images ``x`` are ``(B, H, W, C)`` or one ``(H, W, C)``, normalised as in training.
+the predicted class of each image. "Zero" is 0 in the normalised input space, i.e. the dataset mean
+colour (not grey: nearly black for MNIST). Images ``x`` are ``(B, H, W, C)`` or one ``(H, W, C)``,
+normalised as in training.
 """
 from __future__ import annotations
 
@@ -140,7 +141,7 @@ def _positions(n: int, patch: int, stride: int) -> np.ndarray:
 def occlusion(model, variables, x, class_index=None, *, patch: int | None = None, stride: int | None = None,
               fill: float = 0.0, batch_size: int = 64) -> Occlusion:
     """Occlusion sensitivity (Zeiler & Fergus 2014) of one image ``x`` ``(H, W, C)``: a ``patch`` x
-    ``patch`` square of value ``fill`` (0: the dataset mean, "grey") slides with ``stride`` over the
+    ``patch`` square of value ``fill`` (0: the dataset mean colour) slides with ``stride`` over the
     image (the last row/column of positions touches the far edge); the drop of the class probability
     ``p_c(x) - p_c(occluded)`` is mapped. All occluded copies are one jit-compiled ``lax.map`` over
     chunks of ``batch_size`` (each chunk one batched forward pass). Defaults: patch = side / 7

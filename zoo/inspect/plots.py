@@ -9,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
+from zoo.files import save_figure
 from zoo.inspect.filters import FIXED_FILTERS, apply_filter
 
 
@@ -54,9 +55,7 @@ def _save_figure(fig, path, title: str | None = None) -> Path:
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    path = save_figure(fig, path, dpi=100)
     _plt().close(fig)
     return path
 
@@ -94,23 +93,29 @@ def plot_grid(tiles, path, *, titles: Sequence[str] | None = None, ncols: int | 
 
 def plot_filters(filters: np.ndarray, path, *, title: str | None = None, max_filters: int = 256) -> Path:
     """Grid of first-layer filters ``(N, kh, kw, C)`` (:func:`first_layer_filters`): RGB tiles for 3
-    input channels, grey otherwise (channel mean), each min-max scaled (as AlexNet's 96 are shown)."""
+    input channels, grey otherwise (channel mean), each min-max scaled (as AlexNet's 96 are shown); the
+    first ``max_filters``, which the title (given or default) then says."""
     f = np.asarray(filters, np.float32)[:max_filters]
     tiles = f if f.shape[-1] == 3 else f.mean(-1)
-    return plot_grid(list(tiles), path, title=title or f"{len(filters)} first-layer filters "
-                     f"{f.shape[1]}x{f.shape[2]}x{f.shape[3]}", normalize="each")
+    return plot_grid(list(tiles), path, title=(title or f"{len(filters)} first-layer filters "
+                     f"{f.shape[1]}x{f.shape[2]}x{f.shape[3]}") + _first(len(f), len(filters)), normalize="each")
+
+
+def _first(shown: int, total: int) -> str:
+    """The title's note when a grid shows only the first ``shown`` of ``total`` tiles."""
+    return f" (first {shown})" if shown < total else ""
 
 
 def plot_feature_maps(maps: np.ndarray, path, *, title: str | None = None, max_maps: int = 64) -> Path:
     """Grid of the channels of one image's feature maps ``(h, w, C)`` (or ``(1, h, w, C)``), each
-    min-max scaled, the first ``max_maps`` channels."""
+    min-max scaled, the first ``max_maps`` channels; with fewer shown than there are, the title (given
+    or default) ends in ``(first max_maps)``."""
     m = np.asarray(maps, np.float32)
     if m.ndim == 4:
         m = m[0]
     c = min(m.shape[-1], max_maps)
     return plot_grid([m[..., i] for i in range(c)], path, titles=[str(i) for i in range(c)], cmap="viridis",
-                     title=title or f"{m.shape[-1]} maps {m.shape[0]}x{m.shape[1]}"
-                     + (f" (first {c})" if c < m.shape[-1] else ""))
+                     title=(title or f"{m.shape[-1]} maps {m.shape[0]}x{m.shape[1]}") + _first(c, m.shape[-1]))
 
 
 def attribution_figure(image: np.ndarray, heatmap: np.ndarray, *, cmap: str = "jet", symmetric: bool = False):
