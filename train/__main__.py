@@ -8,7 +8,6 @@ TPU pods / SLURM, or ``--coordinator_address``, ``--num_processes``, ``--process
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 
 COMMON_FIELDS = ("model", "data.name", "batch_size", "num_epochs", "num_train_steps", "optimizer.name",
@@ -42,11 +41,16 @@ def _parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from train import host_memory, interrupts, overrides  # noqa: PLC0415  (light)
+    from train import logs  # noqa: PLC0415  (light)
 
-    for name in ("stdout", "stderr"):   # closed by the launcher (>&-): the run goes on, train.log has it all
-        if getattr(sys, name) is None:  # (a traceback on the other stream before, or nothing at all)
-            setattr(sys, name, open(os.devnull, "w"))
+    # a console that cannot be written (closed by the launcher, >&-; a full disk behind a redirection): the
+    # run goes on, train.log has it all (a traceback, a bare errno line or nothing at all before)
+    with logs.forgiving_console():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    from train import host_memory, interrupts, overrides  # noqa: PLC0415  (light)
 
     if (status := host_memory.start_command_line(argv)) is not None:   # huge pages for XLA's buffers
         return status

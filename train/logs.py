@@ -183,6 +183,60 @@ class _LogFile(logging.FileHandler):
             self.failed = True
 
 
+class ForgivingStream:
+    """A training run's stdout / stderr: the first write or flush that fails (a full disk behind a
+    redirection, ``> /dev/full``, an I/O error) turns the stream off with one line in the log file, and
+    the run goes on (it stopped at its first console line with a bare errno line); a closed pipe
+    (BrokenPipeError) still ends the command (``zoo.cli.run``: 141, as SIGPIPE)."""
+
+    def __init__(self, stream, name: str):
+        self._stream, self._name, self._off = stream, name, False
+
+    def write(self, text: str) -> int:
+        if not self._off:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                self._turn_off(e)
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._off:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                self._turn_off(e)
+
+    def _turn_off(self, error: OSError) -> None:
+        self._off = True
+        with contextlib.suppress(AttributeError, OSError, ValueError):   # what it still buffers: to os.devnull
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        log.debug("the console's %s cannot be written (%s): messages go to %s only", self._name,
+                  error.strerror or error, LOG_FILE)
+        to_log_file(f"warning: {self._name} cannot be written ({error.strerror or error}); the run goes on, its "
+                    f"messages in this file only")
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def forgiving_console():
+    """``sys.stdout`` / ``sys.stderr`` as :class:`ForgivingStream` (a closed one, ``>&-``: os.devnull) for the
+    duration; restored afterwards."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (ForgivingStream(open(os.devnull, "w") if s is None else s, name)   # noqa: SIM115
+                              for s, name in zip(saved, ("stdout", "stderr")))
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
 def log_file_written(path: Path | None) -> bool:
     """Whether ``path``, the log file of :func:`for_command`, still takes what is logged (not after a
     write failed): an error line may send the reader there."""

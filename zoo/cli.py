@@ -45,17 +45,58 @@ def run(main, argv=None) -> int:
     """A command's ``main(argv)``, as its ``__main__`` runs it: Ctrl-C is one line and status 130 (a
     KeyboardInterrupt traceback of 9-38 frames before), and a reader that went away (``| head -1``)
     ends it quietly with 141, as a SIGPIPE would: stdout then points at os.devnull, as Python's
-    documentation of SIGPIPE advises, so that the exit's flush does not fail again."""
+    documentation of SIGPIPE advises, so that the exit's flush does not fail again. What it printed is
+    flushed before it returns: a stdout that cannot take it (``> /dev/full``) is one error line and
+    status 1 (an OSError traceback at the interpreter's exit before)."""
+    out = sys.stdout = _Watched(sys.stdout) if sys.stdout is not None else None
     try:
-        return main(argv)
+        status = main(argv)
+        sys.stdout.flush()
+        return status
     except KeyboardInterrupt:
         return fail("interrupted (SIGINT): stopped; what was already written is whole", status=128 + signal.SIGINT)
     except BrokenPipeError:
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (AttributeError, OSError, ValueError):   # no real stdout (a test's capture): nothing to flush
-            pass
+        _stdout_to_devnull()
         return 128 + signal.SIGPIPE
+    except OSError as e:
+        if out is None or out.failed is not e:   # the command's own files: its error, as it was
+            raise
+        _stdout_to_devnull()
+        return fail(f"cannot write to standard output: {e.strerror or e}", status=1)
+    finally:
+        if out is not None and sys.stdout is out:
+            sys.stdout = out.stream
+
+
+class _Watched:
+    """stdout, keeping the error of a write that failed: a full stdout told from the command's files."""
+
+    def __init__(self, stream):
+        self.stream, self.failed = stream, None
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError as e:
+            self.failed = e
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError as e:
+            self.failed = e
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):   # no real stdout (a test's capture): nothing to flush
+        pass
 
 
 def keep_existing(path, argument: str, overwrite: bool) -> None:

@@ -332,13 +332,17 @@ def test_data_workers_end_with_a_killed_training_process(tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("closed", [1, 2])
-def test_a_closed_standard_stream_does_not_stop_the_run(tmp_path, closed):
+@pytest.mark.parametrize("closed", ["1>&-", "2>&-", ">/dev/full"])
+def test_a_closed_or_full_standard_stream_does_not_stop_the_run(tmp_path, closed):
     """A launcher that closes stdout (``>&-``) once got an AttributeError traceback before anything ran;
-    with stderr closed the run ended with status 1 and no word anywhere."""
+    with stderr closed the run ended with status 1 and no word anywhere; stdout on a full disk
+    (/dev/full) stopped it at its first progress line with a bare "[Errno 28]" line."""
     import shlex
 
-    cmd = " ".join(map(shlex.quote, _train_cmd(tmp_path, "--config.num_train_steps=6"))) + f" {closed}>&-"
+    cmd = " ".join(map(shlex.quote, _train_cmd(tmp_path, "--config.num_train_steps=6"))) + f" {closed}"
     p = subprocess.run(["bash", "-c", cmd], env=child_env(1), capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
-    assert "done: step 6" in (tmp_path / "train.log").read_text()
+    log = (tmp_path / "train.log").read_text()
+    assert "done: step 6" in log and "Traceback" not in p.stderr
+    if closed == ">/dev/full":
+        assert "warning: stdout cannot be written (No space left on device); the run goes on" in log

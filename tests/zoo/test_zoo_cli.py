@@ -126,6 +126,39 @@ def test_commands_end_a_ctrl_c_or_a_closed_pipe_without_a_traceback(capsys):
     assert cli.run(lambda argv: 0) == 0
 
 
+def test_a_full_stdout_is_one_error_line_and_a_files_error_stays_the_commands(capsys, tmp_path):
+    """``python -m zoo > /dev/full`` printed an OSError traceback (at its print, or at the interpreter's exit
+    for a short output); an error of the command's own file is not taken for one of stdout."""
+    import sys
+
+    from zoo import cli
+
+    class Full:
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+        def flush(self):
+            pass
+
+    def prints(argv):
+        print("a table")
+        return 0
+
+    def own_file(argv):
+        open(tmp_path / "missing" / "f.txt")
+
+    real = sys.stdout
+    sys.stdout = Full()
+    try:
+        assert cli.run(prints) == 1
+        assert sys.stdout.__class__ is Full   # given back
+    finally:
+        sys.stdout = real
+    assert capsys.readouterr().err == "error: cannot write to standard output: No space left on device\n"
+    with pytest.raises(FileNotFoundError):
+        cli.run(own_file)
+
+
 def test_every_command_line_entry_runs_through_cli_run():
     """The one place that ends Ctrl-C and a closed pipe: each command's ``__main__`` block uses it."""
     from helpers import ROOT
