@@ -67,6 +67,7 @@ def check_positive_ints(arg: str, values, length: int | None = None) -> None:
 
 
 def check_groups(groups: int, in_channels: int, out_channels: int, where: str = "") -> None:
+    check_positive_int("groups", groups)   # (0: a ZeroDivisionError below)
     if in_channels % groups or out_channels % groups:
         raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
                          f"out_channels={out_channels}{where}")

@@ -125,10 +125,12 @@ normal_01, normal_001, normal_0001 = (nn.initializers.normal(stddev=s) for s in 
 
 class InceptionAux(nn.Module):
     """``AuxLogits`` (fig. 8): 5x5/3 average pool -> ``conv0`` 1x1 (128) -> ``conv1`` 5x5 (768) -> global
-    average pool -> ``fc``; convs are conv + bn + ReLU."""
+    average pool -> ``fc``; convs are conv + bn + ReLU. ``placeholder_input``: called on the stand-in map of
+    an input below 299 at init (``zoo.summary`` then lists its parameters without shapes or MACs)."""
 
     num_classes: int
     ops: Ops
+    placeholder_input: bool = False
 
     @nn.compact
     def __call__(self, x):  # x: (B, 17, 17, 768) at 299
@@ -174,7 +176,8 @@ class Inception3(ZooModel):
         for name, block in MIXED.items():
             x = MultiBranch(block, ops, name=name)(x)
             if name == AUX_AFTER and runs_aux(self, ops.train):
-                InceptionAux(self.num_classes, ops, name="AuxLogits")(self._aux_input(x, size))
+                aux_in = self._aux_input(x, size)
+                InceptionAux(self.num_classes, ops, aux_in is not x, name="AuxLogits")(aux_in)
             if name in TAP_AFTER:
                 x = tap(self, TAP_AFTER[name], x)
         x = tap(self, "pre_logits", global_avg_pool(x))                    # (B, 2048)

@@ -1,6 +1,7 @@
 """Shared building blocks used by every family: conv, norm factory, conv-norm-act, dense,
-channel shuffle, pooling, named feature taps, input checks; plus the convolution arithmetic of the
-lecture notes (output size, parameter counts, numeric cross-correlation and pooling).
+channel shuffle, pooling, named feature taps, input checks; plus the lecture notes' numeric
+cross-correlation and pooling (:func:`conv2d`, :func:`pool2d`) through the models' own code, and their
+convolution arithmetic (``conv_output_size``, ``conv_params``), re-exported from :mod:`zoo.arithmetic`.
 
 Conventions (every family follows them, checkpoints and weight conversion depend on them):
 
@@ -29,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zoo.arithmetic import check_conv2d, check_image, check_pool
+from zoo.arithmetic import conv_output_size, conv_params  # noqa: F401  (re-exported: zoo.layers.conv_output_size)
 from zoo.batchnorm import BatchNorm
 from zoo.checks import check_choice, check_float_dtype, check_groups, check_positive, check_positive_int, is_number
 from zoo.convs import CONV_IMPLS, MAX_POOLS
@@ -169,6 +172,7 @@ def max_pool(x: Array, window: int, stride: int, padding: int = 0, ceil_mode: bo
              impl: Callable = nn.max_pool) -> Array:
     """``nn.MaxPool2d(window, stride, padding, ceil_mode)`` in NHWC (padding with -inf); ``impl``: one of
     ``zoo.convs.MAX_POOLS`` (models pass their own through :meth:`Ops.max_pool`)."""
+    check_pool(window, stride, padding, x.shape[1:3], ceil_mode)
     pads = ((padding, padding), (padding, padding))
     if ceil_mode:
         pads = tuple((p0, p1 + _ceil_extra(n, window, stride, padding)) for (p0, p1), n in zip(pads, x.shape[1:3]))
@@ -177,6 +181,7 @@ def max_pool(x: Array, window: int, stride: int, padding: int = 0, ceil_mode: bo
 
 def avg_pool(x: Array, window: int, stride: int, padding: int = 0, count_include_pad: bool = True) -> Array:
     """``nn.AvgPool2d(window, stride, padding)`` in NHWC."""
+    check_pool(window, stride, padding, x.shape[1:3])
     pads = [(padding, padding), (padding, padding)]
     return nn.avg_pool(x, (window, window), (stride, stride), padding=pads, count_include_pad=count_include_pad)
 
@@ -405,43 +410,23 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
     return new_v
 
 
-# ----------------------------------------------------------------------------- convolution arithmetic
-
-def conv_output_size(n: int, f: int, p: int = 0, s: int = 1, d: int = 1) -> int:
-    """Output size of a convolution or pooling: ``floor((n + 2p - d(f-1) - 1) / s) + 1``
-    (``floor((n + 2p - f) / s) + 1`` without dilation). 227, f=11, s=4 -> 55."""
-    for arg, v in (("n", n), ("f", f), ("s", s), ("d", d)):
-        check_positive_int(arg, v)
-    if p < 0:
-        raise ValueError(f"p={p!r}: padding must be >= 0")
-    span = n + 2 * p - d * (f - 1)
-    if span < 1:
-        raise ValueError(f"window f={f} (dilation {d}) does not fit input n={n} with padding p={p}")
-    return (span - 1) // s + 1
-
-
-def conv_params(in_channels: int, out_channels: int, kernel_size, groups: int = 1, bias: bool = True) -> int:
-    """Parameters of a conv layer: ``out * (k_h * k_w * in / groups) + out`` with bias.
-    10 filters of 3x3x3 -> 280; 96 of 11x11x3 -> 34,944."""
-    kh, kw = _pair(kernel_size)
-    check_groups(groups, in_channels, out_channels)
-    return out_channels * kh * kw * (in_channels // groups) + (out_channels if bias else 0)
-
+# ----------------------------------------------------------------------------- the notes' numeric examples
 
 def conv2d(image, kernel, stride: int = 1, padding: int = 0) -> np.ndarray:
-    """Single-channel cross-correlation as a CNN layer computes it, through the same
-    ``Ops.conv``/``lax.conv`` path (HWIO kernel, explicit symmetric padding). For teaching and tests."""
-    img = jnp.asarray(image, jnp.float32)[None, :, :, None]
-    k = jnp.asarray(kernel, jnp.float32)[:, :, None, None]
-    out = jax.lax.conv_general_dilated(img, k, (stride, stride), torch_padding(k.shape[:2], 1, padding),
+    """Single-channel cross-correlation of a 2-D ``image`` with a 2-D ``kernel`` as a CNN layer computes it,
+    through the same ``Ops.conv``/``lax.conv`` path (HWIO kernel, explicit symmetric padding). For teaching
+    and tests; arguments checked by :func:`zoo.arithmetic.check_conv2d`."""
+    img, k = check_conv2d(image, kernel, stride, padding)
+    out = jax.lax.conv_general_dilated(jnp.asarray(img)[None, :, :, None], jnp.asarray(k)[:, :, None, None],
+                                       (stride, stride), torch_padding(k.shape, 1, padding),
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                        precision=jax.lax.Precision.HIGHEST)
     return np.asarray(out[0, :, :, 0])
 
 
 def pool2d(image, window: int, stride: int, kind: str = "max", padding: int = 0) -> np.ndarray:
-    """Single-channel max or average pooling through the models' own pooling functions."""
+    """Single-channel max or average pooling of a 2-D ``image`` through the models' own pooling functions."""
     check_choice("kind", kind, ("max", "avg"))
-    x = jnp.asarray(image, jnp.float32)[None, :, :, None]
+    x = jnp.asarray(check_image(image))[None, :, :, None]
     out = max_pool(x, window, stride, padding) if kind == "max" else avg_pool(x, window, stride, padding)
     return np.asarray(out[0, :, :, 0])

@@ -6,7 +6,10 @@ parameters and its MACs, ``H_out * W_out * C_out * k_h * k_w * C_in / groups`` f
 ``in * out`` for a dense layer (torchvision's "GFLOPS" column counts these MACs). Norm layers are
 listed with their parameters and no MACs, as is any other module that owns parameters (LeNet's
 trainable subsampling); pooling, activations and additions are not counted, as in the published
-figures.
+figures. Auxiliary classifiers run at init and are counted (torchvision's train-mode forward), except
+where the input is too small for them to run (Inception v3 below 299x299: a module with
+``placeholder_input=True`` was given a stand-in map so that its parameters exist): their rows keep their
+parameters but no output shape and no MACs, as in torchvision's eval-mode forward, the only one there.
 """
 from __future__ import annotations
 
@@ -35,13 +38,24 @@ def _num(tree) -> int:
     return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
 
 
+# Flax collections a model's variables hold besides ``params`` (never module names in a params tree).
+OTHER_COLLECTIONS = ("batch_stats", "aux_logits", "features", "taps", "intermediates", "cache")
+
+
 def param_count(variables_or_params) -> int:
-    """Trainable parameters: the ``params`` collection (BN running statistics excluded)."""
-    if not isinstance(variables_or_params, Mapping):
-        raise ValueError(f"variables: a model's variables or params (a dict), got {type(variables_or_params).__name__}"
+    """Trainable parameters: the ``params`` collection of a model's variables (a dict or a Flax ``FrozenDict``),
+    or a params tree itself; BN running statistics (``batch_stats``) excluded, as torch's ``sum(p.numel())``."""
+    x = variables_or_params
+    if not isinstance(x, Mapping):
+        raise ValueError(f"variables: a model's variables or params (a dict), got {type(x).__name__}"
                          f"; for a model, zoo.param_count(zoo.init(model, input_shape))")
-    tree = variables_or_params.get("params", variables_or_params) if isinstance(variables_or_params, dict) else variables_or_params
-    return _num(tree)
+    if "params" in x:
+        return _num(x["params"])
+    others = [k for k in x if k in OTHER_COLLECTIONS]
+    if others:
+        raise ValueError(f"variables: collections {others} without 'params'; pass a model's variables "
+                         f"(zoo.init(model, input_shape)) or their 'params'")
+    return _num(x)
 
 
 def abstract_variables(model: nn.Module, input_shape, batch: int = 1):
@@ -61,10 +75,13 @@ def trace(model: nn.Module, input_shape, batch: int = 1) -> tuple[list[LayerRow]
     """``(layer rows, abstract variables)`` from one ``jax.eval_shape`` of ``model.init``."""
     input_shape = check_model_input(model, input_shape)
     rows: list[LayerRow] = []
+    stand_ins: list[str] = []  # paths of modules that ran on a placeholder input (no forward pass has them)
 
     def interceptor(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         mod = context.module
+        if getattr(mod, "placeholder_input", False) is True:
+            stand_ins.append("/".join(mod.path))
         if context.method_name != "__call__" or not isinstance(out, jax.Array | jax.ShapeDtypeStruct | jax.core.Tracer):
             return out
         own = {k: v for k, v in mod.variables.get("params", {}).items() if not isinstance(v, dict)}
@@ -87,6 +104,9 @@ def trace(model: nn.Module, input_shape, batch: int = 1) -> tuple[list[LayerRow]
     x = jax.ShapeDtypeStruct((batch, *input_shape), jnp.float32)
     with nn.intercept_methods(interceptor):
         variables = jax.eval_shape(lambda k, x: model.init(k, x, train=False), jax.random.key(0), x)
+    for r in rows:
+        if any(r.path == p or r.path.startswith(p + "/") for p in stand_ins):
+            r.output_shape, r.macs = (), 0
     counted = sum(r.params for r in rows)
     total = param_count(variables)
     if counted != total:  # params created by a container module itself, outside any layer
@@ -100,10 +120,13 @@ def macs(model: nn.Module, input_shape) -> int:
 
 
 def summary(model: nn.Module, input_shape, *, print_fn=print) -> list[LayerRow]:
-    """Print and return the per-layer table: layer, output shape, parameters, MACs, with totals.
+    """Print (with ``print_fn``; None: not at all) and return the per-layer table: layer, output shape,
+    parameters, MACs, with totals.
 
     ``zoo.summary(zoo.create("lenet5", num_classes=10), (28, 28, 1))``
     """
+    if print_fn is not None and not callable(print_fn):
+        raise ValueError(f"print_fn={print_fn!r}: a callable taking one string (e.g. print), or None not to print")
     rows = layer_table(model, input_shape)
     w = max([len(r.path) for r in rows] + [10])
     t = max([len(r.kind) for r in rows] + [10])
@@ -115,7 +138,8 @@ def summary(model: nn.Module, input_shape, *, print_fn=print) -> list[LayerRow]:
     total_p = sum(r.params for r in rows)
     total_m = sum(r.macs for r in rows)
     lines += ["-" * (w + t + 63), f"{'total':<{w}}  {'':<{t}} {'':<16} {total_p:>13,} {total_m:>15,}"]
-    print_fn("\n".join(lines))
+    if print_fn is not None:
+        print_fn("\n".join(lines))
     return rows
 
 

@@ -65,3 +65,11 @@ def test_models_and_input_shapes_are_checked_where_the_analyses_take_them(call, 
 
     with pytest.raises(ValueError, match=message):
         call(zoo)
+
+
+def test_groups_zero_is_one_line_not_a_division_by_zero():
+    """``Ops.conv(groups=0)`` raised ZeroDivisionError from the divisibility check (arith_probe)."""
+    from zoo.checks import check_groups
+
+    with pytest.raises(ValueError, match=r"^groups=0: must be an integer >= 1$"):
+        check_groups(0, 4, 4)

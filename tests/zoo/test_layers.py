@@ -113,3 +113,69 @@ def test_a_familys_forward_is_the_body_of_call():
     assert "__call__" in seen and "forward" not in seen
     stacks = [str(e.source_info.name_stack) for e in jaxpr.jaxpr.eqns if e.primitive.name == "reduce_window_max"]
     assert len(stacks) == 2 and not any("forward" in s for s in stacks)
+
+
+# ----------------------------------------------------------------------------- refusals, as torch's
+# torch 2.13 messages quoted (F.conv2d / F.max_pool2d / F.avg_pool2d, /work/torch-ref, 2026-12-02); before the
+# fix each of these returned an array (-inf rows, an empty array, a cropped input) or a multi-frame traceback.
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("window, stride, padding", [(3, 1, 3), (3, 1, 2), (2, 2, 2)])
+def test_pool_padding_at_most_half_the_window(kind, window, stride, padding):
+    # torch: "pad should be at most half of effective kernel size, but got pad=2, kernel_size=3"
+    with pytest.raises(ValueError, match=rf"^padding={padding}: at most window // 2 = {window // 2} "):
+        layers.pool2d(np.ones((5, 5)), window, stride, kind=kind, padding=padding)
+    pool = layers.max_pool if kind == "max" else layers.avg_pool
+    with pytest.raises(ValueError, match=rf"^padding={padding}: "):
+        pool(jnp.ones((1, 5, 5, 1)), window, stride, padding)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool_window_larger_than_the_input(kind):
+    # torch: "Given input size: (1x5x5). Calculated output size: (1x-1x-1). Output size is too small"
+    with pytest.raises(ValueError, match=r"^window=7 does not fit the 5x5 input with padding=0$"):
+        layers.pool2d(np.ones((5, 5)), 7, 1, kind=kind)
+    pool = layers.max_pool if kind == "max" else layers.avg_pool
+    with pytest.raises(ValueError, match=r"^window=7 does not fit the 5x6 input"):
+        pool(jnp.ones((1, 5, 6, 1)), 7, 1)
+    assert pool(jnp.ones((1, 5, 5, 1)), 5, 1).shape == (1, 1, 1, 1)  # torch: 1x1
+
+
+@pytest.mark.parametrize("window, stride, message", [
+    (0, 1, r"^window=0: must be an integer >= 1$"),  # torch: kernel size should be greater than zero
+    (3, 0, r"^stride=0: must be an integer >= 1$"),  # torch: stride should not be zero
+    (2.0, 2, r"^window=2\.0: "), (2, None, r"^stride=None: ")])
+def test_pool_window_and_stride_are_positive_integers(window, stride, message):
+    with pytest.raises(ValueError, match=message):
+        layers.pool2d(IMAGE, window, stride)
+    with pytest.raises(ValueError, match=message):
+        layers.max_pool(jnp.ones((1, 5, 5, 1)), window, stride)
+
+
+@pytest.mark.parametrize("kernel, kw, message", [
+    (np.ones((5, 5)), {}, r"^kernel 5x5 does not fit the 3x3 image with padding=0$"),  # torch: Kernel size can't be greater
+    (np.ones((3, 3)), {"padding": -1}, r"^padding=-1: must be an integer >= 0$"),      # torch: negative padding is not supported
+    (np.ones((3, 3)), {"padding": 1.5}, r"^padding=1\.5: must be an integer >= 0$"),   # torch: TypeError (padding=float)
+    (np.ones((3, 3)), {"stride": 0}, r"^stride=0: must be an integer >= 1$"),          # torch: non-positive stride
+    (np.ones((3, 3, 1)), {}, r"^kernel: must be a 2-D array \(kh, kw\), got shape \(3, 3, 1\)$"),
+])
+def test_conv2d_refusals(kernel, kw, message):
+    image = np.ones((3, 3)) if kernel.shape[0] == 5 else np.ones((5, 5))
+    with pytest.raises(ValueError, match=message):
+        layers.conv2d(image, kernel, **kw)
+
+
+@pytest.mark.parametrize("image", [np.ones((5, 5, 3)), np.ones(5), np.ones((0, 5))])
+def test_conv2d_and_pool2d_take_one_2d_channel(image):
+    # the docstrings' contract: a single-channel (H, W) image (torch: "weight should have at least three dimensions")
+    with pytest.raises(ValueError, match=r"^image: must be a 2-D array \(H, W\) of one channel, got shape "):
+        layers.conv2d(image, np.ones((1, 1)))
+    with pytest.raises(ValueError, match=r"^image: must be a 2-D array \(H, W\) of one channel"):
+        layers.pool2d(image, 1, 1)
+
+
+def test_valid_edge_cases_still_compute():
+    np.testing.assert_array_equal(layers.conv2d(np.ones((3, 3)), np.ones((3, 3)), padding=1)[1, 1], 9)
+    # padding = window / 2 is allowed (torch: MaxPool2d(2, 1, padding=1) on 5x5 -> 6x6)
+    assert layers.pool2d(np.ones((5, 5)), 2, 1, padding=1).shape == (6, 6)
+    assert layers.pool2d(np.ones((5, 5)), 2, 1, kind="max", padding=1).min() == 1.0
