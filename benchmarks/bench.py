@@ -24,7 +24,10 @@ Figures (README.md explains each):
   PyTorch script's formula: the comparison ratios use it on both sides).
 * ``peak_rss_mib``: peak resident memory of the worker process (``ru_maxrss``); ``device_peak_mib``
   from ``device.memory_stats()`` where the backend has it (GPU/TPU).
-* ``macs``: ``zoo.macs(model, input_shape)`` per image. GFLOP/s: eval 2 x MACs x img/s; train
+* ``macs``: ``zoo.macs(model, input_shape)`` per image, the literal (published) count;
+  ``train_macs_executed`` / ``eval_macs_executed``: what runs at that input size
+  (``harness.executed_macs``: VGG at 32x32 folds its 25088 x 4096 layer to 512 x 4096). GFLOP/s
+  (from the executed MACs; PyTorch rows: the literal ones): eval 2 x MACs x img/s; train
   3 x 2 x MACs x img/s (backward ~ 2 x forward); ``*_util``: that over the rate of a large dense
   matmul (``--matmul-size``, compute dtype) timed in the same run (best of a run before and after).
 """
@@ -48,7 +51,8 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from train import host_memory  # noqa: E402  (light: no jax)
-from bench_report import load_torch_rows, print_ours, print_torch, combine_rounds, derive, markdown  # noqa: E402
+from bench_report import print_ours, print_torch, combine_rounds, derive, markdown  # noqa: E402
+import bench_cli  # noqa: E402
 from bench_runs import LAST_RUN, loadavg, retrying, run_child, tail, probe  # noqa: E402
 RESULTS = HERE / "results"
 DEFAULT_MODELS = "lenet5,alexnet,vgg11_bn,resnet18,densenet121,mobilenet_v2,shufflenet_v2_x1_0"
@@ -109,6 +113,12 @@ def worker_model(a) -> dict:
                       parallelism=a.parallelism, model_kwargs=no_aux)
     setup_s = time.perf_counter() - t0
     macs = int(harness.zoo.macs(s.model, s.input_shape))
+    executed = {}
+    for kind in ("train", "eval"):   # what runs at this input size (harness.executed_macs): the GFLOP/s use it
+        try:
+            executed[f"{kind}_macs_executed"] = int(harness.executed_macs(s.model, s.input_shape, train=kind == "train"))
+        except Exception as e:  # noqa: BLE001  (then the step itself fails below, with its own message)
+            print(f"({kind} executed MACs unavailable: {e})", file=sys.stderr)
     events.clear()
 
     # ---- train: the first call compiles
@@ -157,7 +167,7 @@ def worker_model(a) -> dict:
         "model": a.model, "framework": f"jax {jax.__version__}", "backend": jax.default_backend(),
         "device": dev.device_kind, "num_devices": s.plan.num_devices, "parallelism": a.parallelism,
         "precision": a.precision, "batch": a.batch, "res": a.res, "input_shape": list(s.input_shape),
-        "note": s.note, "classes": a.classes, "params": s.params, "macs": macs,
+        "note": s.note, "classes": a.classes, "params": s.params, "macs": macs, **executed,
         "setup_s": round(setup_s, 3), "init_s": round(s.init_s, 3),
         "first_train_s": round(first_train, 3), "train_compile": train_compile,
         "first_eval_s": round(first_eval, 3), "eval_compile": eval_compile,
@@ -284,49 +294,12 @@ def run_torch(a, model: str, tmp: Path) -> dict | None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated zoo names")
-    ap.add_argument("--batch", type=int, default=64, help="global batch (all devices)")
-    ap.add_argument("--res", type=int, default=32, help="input height = width (fixed-size models use theirs)")
-    ap.add_argument("--classes", type=int, default=10)
-    ap.add_argument("--steps", type=int, default=10, help="timed steps (train and eval each)")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed steps after the first (compiling) one")
-    ap.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16"))
-    ap.add_argument("--parallelism", default="shard_map", choices=("shard_map", "pmap"))
-    ap.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS in the workers (e.g. "
-                    "'--xla_cpu_use_xnnpack=false')")
-    ap.add_argument("--experiment", default=None, help="a candidate shared-code change from "
-                    "benchmarks/experiments.py, patched in before the model is built (e.g. im2col_small)")
-    ap.add_argument("--matmul-size", type=int, default=4096)
-    ap.add_argument("--matmul-reps", type=int, default=5)
-    ap.add_argument("--no-xla-cost", dest="xla_cost", action="store_false",
-                    help="skip XLA's cost analysis of the train step (saves one trace per model)")
-    ap.add_argument("--torch-json", help="PyTorch figures (JSON of ../shared/torch_baseline/bench.py) to compare with")
-    ap.add_argument("--run-torch", action="store_true", help="run the PyTorch script for each model, interleaved")
-    ap.add_argument("--torch-python", default="/work/torch-ref/bin/python")
-    ap.add_argument("--torch-script", default=str(TORCH_SCRIPT))
-    ap.add_argument("--no-aux", action="store_true",
-                    help="auxiliary classifiers off on both sides (googlenet, inception_v3: torchvision's train-mode "
-                         "outputs are tuples the reference script cannot take; Inception v3's needs 299 px)")
-    ap.add_argument("--torch-channels-last", action="store_true")
-    ap.add_argument("--vs-json", help="an earlier JSON of this script (e.g. other --xla-flags): ratio this / that")
-    ap.add_argument("--warm", action="store_true", help="each model's worker runs twice on a fresh persistent "
-                    "compilation cache: the first step cold, then warm (a re-run); else the cache is off")
-    ap.add_argument("--rounds", type=int, default=1, help="with --run-torch: run ours then PyTorch this many times "
-                    "per model; ratios are the median of the rounds' ratios (this machine's speed drifts over minutes)")
-    ap.add_argument("--input-pipeline", action="store_true", help="also run benchmarks/input_pipeline.py")
-    ap.add_argument("--out-json", default=None, help="default benchmarks/results/bench_b{batch}_r{res}.json")
-    ap.add_argument("--out-md", default=None, help="default benchmarks/results/bench_b{batch}_r{res}.md")
-    ap.add_argument("--timeout", type=float, default=3600, help="seconds per worker")
-    ap.add_argument("--max-other-cpu", type=float, default=0.25, help="rerun a model (ours or torch) when others "
-                    "(other processes + hypervisor steal) took more CPUs than this during its run (shared machines)")
-    ap.add_argument("--retries", type=int, default=2, help="reruns at most, per model and framework")
-    ap.add_argument("--wait", type=float, default=900, help="seconds to wait for a quiet machine before a rerun")
-    ap.add_argument("--_worker", choices=("model", "matmul"), help=argparse.SUPPRESS)
-    ap.add_argument("--_result", help=argparse.SUPPRESS)
+    ap = bench_cli.parser(__doc__, DEFAULT_MODELS, str(TORCH_SCRIPT))
     a = ap.parse_args(argv)
     if a.rounds < 1:
         ap.error(f"--rounds must be at least 1 (got {a.rounds})")
+    if not a._worker:
+        vs, torch_rows = bench_cli.check_args(ap, a)
 
     if a._worker:
         a.model = a.models
@@ -349,8 +322,16 @@ def main(argv=None) -> int:
     for flag, out in (("--out-json", out_json), ("--out-md", out_md)):
         if a.vs_json and same_file(out, a.vs_json):   # the baseline would be replaced by this run
             ap.error(f"{flag} {out} is the --vs-json file this run compares with; name another {flag}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    # input_pipeline.py's JSON: beside --out-json when it is given, else results/input_pipeline.json
+    ip_out = out_json.with_name(out_json.stem + "_input_pipeline.json") if a.out_json else RESULTS / "input_pipeline.json"
+    torch_precision = "float32"   # ../shared/torch_baseline/bench.py has no precision option: fp32 only
+    if a.precision != torch_precision and (a.run_torch or a.torch_json):
+        print(f"warning: --precision {a.precision} against PyTorch {torch_precision} (its script has no precision "
+              f"option): the ratios compare different precisions; the table and JSON say so", file=sys.stderr)
+    for out in (out_json, out_md) + ((ip_out,) if a.input_pipeline else ()):
+        out.parent.mkdir(parents=True, exist_ok=True)
     models = [m for m in a.models.split(",") if m]
+    failed: list[str] = []
     import jax  # noqa: PLC0415  (the parent only reads versions and devices)
     result = {"command": shlex.join([sys.executable, *sys.argv]),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": _cpu_name(),
@@ -360,10 +341,11 @@ def main(argv=None) -> int:
                                                        "parallelism", "xla_flags", "experiment", "matmul_size", "warm",
                                                        "rounds")},
               "loadavg_start": loadavg(), "ours": [], "torch": {}}
+    if a.run_torch or a.torch_json:
+        result["torch_precision"] = torch_precision
     result["probe_start"] = probe()
     print(f"load average {result['loadavg_start']}, others take {result['probe_start']} CPUs (probe); "
           f"{len(models)} model(s), batch {a.batch}, {a.res}x{a.res}", flush=True)
-    torch_rows = load_torch_rows(a.torch_json, a) if a.torch_json else {}
     with tempfile.TemporaryDirectory(prefix="bench_") as tmp:
         tmp = Path(tmp)
         mm = [run_matmul(a, tmp)]
@@ -376,21 +358,29 @@ def main(argv=None) -> int:
                 if a.run_torch and "train_img_s" in r and TORCHVISION.match(name) and r["note"] == "":
                     t = retrying(a, lambda: run_torch(a, name, tmp), "torch " + name)
                     print_torch(name, r, t)
+                    if t is None:
+                        failed.append(f"torch {name}")
                 rounds.append((r, t))
                 if t is None:  # nothing to pair with: one round is all there is to measure
                     break
             r, t = combine_rounds(rounds)
+            if "error" in r:
+                failed.append(name)
             result["ours"].append(r)
             if t:
                 torch_rows[name] = t
         mm.append(run_matmul(a, tmp))
         if a.input_pipeline:
-            ip_out = RESULTS / "input_pipeline.json"
             rc, _, _ = run_child([sys.executable, str(HERE / "input_pipeline.py"), "--out", str(ip_out)], _env(a),
-                            a.timeout, tmp / "ip.log")
+                                 a.timeout, tmp / "ip.log")
             print(tail(tmp / "ip.log", 12))
             if rc == 0:
                 result["input_pipeline"] = json.loads(ip_out.read_text())
+                result["input_pipeline_path"] = str(ip_out)
+            else:
+                print(f"input pipeline failed (rc {rc})", file=sys.stderr)
+                failed.append("input pipeline")
+    failed += [f"matmul ({when})" for m, when in zip(mm, ("start", "end")) if m is None]
     mm = [m for m in mm if m]
     result["matmul"] = mm
     result["matmul_peak_gflops"] = max((m["gflops_median"] for m in mm), default=None)
@@ -399,17 +389,24 @@ def main(argv=None) -> int:
         ours = next((r for r in result["ours"] if r["model"] == t["model"] and "macs" in r), None)
         if ours:
             t["macs"] = ours["macs"]
-    derive(list(torch_rows.values()), result["matmul_peak_gflops"])
+    # PyTorch's % mm only against a matmul of its own precision (fp32); ours may be bf16 / fp16
+    derive(list(torch_rows.values()), result["matmul_peak_gflops"] if a.precision == torch_precision else None)
     result["torch"] = torch_rows
     result["torch_framework"] = next((t.get("framework") for t in torch_rows.values()), None)
-    if a.vs_json:
-        vs = json.loads(Path(a.vs_json).read_text())
+    if vs is not None:
         result["vs_path"] = a.vs_json
         result["vs"] = {r["model"]: r for r in vs["ours"]}
     result["loadavg_end"] = loadavg()
     result["probe_end"] = probe()
+    result["failed"] = failed
+    if models and all("error" in r for r in result["ours"]):
+        print(f"\nevery model failed ({', '.join(models)}): nothing written to {out_json} / {out_md}", file=sys.stderr)
+        return 1
     md = write_outputs(result, out_json, out_md)
     print("\n" + md + f"\nwrote {out_json} and {out_md}")
+    if failed:
+        print(f"incomplete run: failed: {', '.join(failed)} (marked in the report)", file=sys.stderr)
+        return 1
     return 0
 
 

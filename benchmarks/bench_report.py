@@ -17,14 +17,17 @@ def disturbance(r: dict | None) -> float | None:
 
 
 def derive(rows: list[dict], peak_gflops: float | None) -> None:
-    """GFLOP/s and utilisation from MACs and throughput (in place; torch rows use our MAC count)."""
+    """GFLOP/s and utilisation from MACs and throughput (in place). Our rows use the MACs of what runs at
+    that input size (``train_macs_executed`` / ``eval_macs_executed``, ``harness.executed_macs``: VGG at
+    32x32 folds its 25088 x 4096 layer to 512 x 4096) where the row has them, else the literal ``macs``;
+    PyTorch rows get only our literal ``macs`` (torchvision runs the literal pool -> flatten -> Linear)."""
     for r in rows:
         if "macs" not in r:
             continue
         for kind, mult in (("train", 6.0), ("eval", 2.0)):
             if r.get(f"{kind}_img_s") is None:
                 continue
-            g = mult * r["macs"] * r[f"{kind}_img_s"] / 1e9
+            g = mult * r.get(f"{kind}_macs_executed", r["macs"]) * r[f"{kind}_img_s"] / 1e9
             r[f"{kind}_gflops"] = g
             r[f"{kind}_util"] = g / peak_gflops if peak_gflops else None
 
@@ -74,6 +77,14 @@ def _f(x, nd=1, pct=False):
     return f"{x:,.{nd}f}"
 
 
+def _macs(r) -> str:
+    """Literal MMACs/img, and what runs where that differs (train / eval: ``derive`` uses those)."""
+    run = [r.get(f"{k}_macs_executed", r["macs"]) for k in ("train", "eval")]
+    if run == [r["macs"]] * 2:
+        return f"{r['macs'] / 1e6:,.1f}"
+    return f"{r['macs'] / 1e6:,.1f} ({' / '.join(f'{x / 1e6:,.1f}' for x in run)} run)"
+
+
 def _shape(r):
     h, w, c = r["input_shape"]
     return f"{h}x{w}x{c}"
@@ -94,15 +105,22 @@ def markdown(result: dict) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["ours"]:
         if "skipped" in r or "error" in r:
-            lines.append(f"| {r['model']} | - | {r.get('skipped') or r.get('error')} |" + " |" * 12)
+            why = " ".join(str(r.get("skipped") or r.get("error")).split()).replace("|", "/")   # one table row
+            lines.append(f"| {r['model']} | - | {why} |" + " |" * 12)
             continue
         dev = f" (device {_f(r['device_peak_mib'], 0)})" if r.get("device_peak_mib") else ""
         lines.append(
-            f"| {r['model']} | {_shape(r)} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:,.1f} | "
+            f"| {r['model']} | {_shape(r)} | {r['params'] / 1e6:.2f} | {_macs(r)} | "
             f"{_f(r['train_img_s'])} | {_f(r['eval_img_s'])} | {_f(r['first_train_s'], 2)} "
             f"({_f(r['train_compile']['compile_s'], 2)}) | {_f(r['first_eval_s'], 2)} | "
             f"{_f(r['peak_rss_mib'], 0)}{dev} | {_f(r['train_gflops'])} | {_f(r['train_util'], pct=True)} | "
             f"{_f(r['eval_gflops'])} | {_f(r['eval_util'], pct=True)} | {_f(disturbance(r), 2)} |")
+    if any(_macs(r) != f"{r['macs'] / 1e6:,.1f}" for r in result["ours"] if "macs" in r):
+        lines += ["", "MMACs/img: the literal (published) count; in brackets the MACs that run at this input "
+                      "size, train / eval (a pool folded into the kernel, auxiliary classifiers off in eval): "
+                      "our GFLOP/s and % mm use those, PyTorch's the literal count (it runs the literal layers)."]
+    if result.get("failed"):
+        lines += ["", f"**Incomplete run**: failed: {', '.join(result['failed'])} (see the rows and the log)."]
     warm = [r for r in result["ours"] if "first_train_warm_s" in r]
     if warm:
         lines += ["", "First step (trace + compile + one step), fresh persistent compilation cache, then the same "
@@ -119,7 +137,11 @@ def markdown(result: dict) -> str:
                 f"{_f(r['train_img_s_warm'])} |")
     if result.get("torch"):
         rounds = result["settings"].get("rounds", 1)
-        lines += ["", f"Ours / PyTorch ({result['torch_framework']}), same batch and input, throughput = "
+        ours_p, torch_p = result["settings"]["precision"], result.get("torch_precision", "float32")
+        precision = (f"same batch and input, {ours_p} on both sides" if ours_p == torch_p else
+                     f"same batch and input but NOT the same precision: ours {ours_p}, PyTorch {torch_p} "
+                     f"(torch % mm not given: our matmul rate is {ours_p})")
+        lines += ["", f"Ours / PyTorch ({result['torch_framework']}), {precision}, throughput = "
                       "steps x batch / total timed time on both sides (the PyTorch script's formula)"
                       + (f"; {rounds} rounds of ours then PyTorch per model: img/s the median over rounds, "
                          "ratio the median of the rounds' ratios (lowest-highest)" if rounds > 1 else "") + ":", "",
@@ -159,9 +181,20 @@ def markdown(result: dict) -> str:
 
 
 def load_torch_rows(path: str, a) -> dict:
-    rows = json.loads(Path(path).read_text())
+    """PyTorch rows of ``path`` (a list from the PyTorch script, or a JSON of bench.py) for this batch and
+    input size. Raises ValueError (one line) for a file that is neither, or a bench.py JSON run with
+    other classes. The PyTorch script's own rows carry no class count: its ``--classes`` must match."""
+    try:
+        rows = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read it: {e}") from None
     if isinstance(rows, dict):  # a JSON of this script: reuse its PyTorch figures
+        classes = rows.get("settings", {}).get("classes")
+        if classes is not None and classes != a.classes:
+            raise ValueError(f"its PyTorch rows are for {classes} classes, this run has --classes {a.classes}")
         rows = list(rows.get("torch", {}).values())
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "model" in r for r in rows):
+        raise ValueError("expected the PyTorch script's JSON list of rows or a JSON of bench.py")
     return {r["model"]: r for r in rows if r.get("batch") == a.batch and r.get("res") == a.res}
 
 

@@ -226,12 +226,22 @@ def main(argv=None) -> int:
     ap.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     cases, variants = a.cases.split(","), a.variants.split(",")
+    for flag, given, allowed in (("--cases", cases, CASES), ("--variants", variants, VARIANTS)):
+        unknown = [x for x in given if x not in allowed]
+        if unknown:
+            ap.error(f"{flag}: unknown name(s) {', '.join(unknown) or '(none given)'}; allowed: {', '.join(allowed)}")
+    if a.reps < 1:
+        ap.error(f"--reps must be at least 1 (got {a.reps})")
+    bad = [] if a.flag_sets == "all" else [s for s in a.flag_sets.split(",") if s not in FLAG_SETS and not s.startswith("--")]
+    if bad:
+        ap.error(f"--flag-sets: unknown set(s) {', '.join(bad) or '(none given)'}; allowed: 'all', names of "
+                 f"{', '.join(FLAG_SETS)}, or literal flags starting with --")
     if a._worker:
         rows = worker(cases, variants, a.reps)
         print("JSON:" + json.dumps(rows))
         return 0
     sets = list(FLAG_SETS) if a.flag_sets == "all" else a.flag_sets.split(",")
-    all_rows = []
+    all_rows, failed = [], []
     for s in sets:
         flags = FLAG_SETS.get(s, s)
         env = dict(os.environ)
@@ -248,9 +258,15 @@ def main(argv=None) -> int:
                 print(line, flush=True)
         if p.returncode:
             print(f"   failed (rc {p.returncode}): {p.stderr[-800:]}", flush=True)
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(all_rows, indent=1))
+            failed.append(s)
+    if a.out:   # a run with a failed flag set does not go to --out: its rows go beside it, named as incomplete
+        out = Path(a.out) if not failed else Path(a.out).with_name(Path(a.out).stem + ".incomplete.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(all_rows, indent=1))
+        print(f"wrote {out}", flush=True)
+    if failed:
+        print(f"failed flag set(s): {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -49,7 +49,7 @@ def _args(argv=None):
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--res", type=int, default=32)
     ap.add_argument("--classes", type=int, default=10)
-    ap.add_argument("--precision", default="float32")
+    ap.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16"))
     ap.add_argument("--mode", default="train", choices=("train", "eval"))
     ap.add_argument("--steps", type=int, default=3, help="profiled steps")
     ap.add_argument("--warmup", type=int, default=2)
@@ -60,7 +60,12 @@ def _args(argv=None):
     ap.add_argument("--compile-only", action="store_true", help="where the first step's time goes instead: "
                     "trace + lowering vs XLA compile, program size, convolutions and distinct conv shapes (the "
                     "persistent compilation cache off); then --steps timed steps without the profiler")
-    return ap.parse_args(argv)
+    a = ap.parse_args(argv)
+    for flag, value, low in (("--batch", a.batch, 1), ("--res", a.res, 1), ("--classes", a.classes, 1),
+                             ("--steps", a.steps, 1), ("--warmup", a.warmup, 0), ("--top", a.top, 0)):
+        if value < low:
+            ap.error(f"{flag} must be at least {low} (got {value})")
+    return a
 
 
 # ------------------------------------------------------------------------------------- HLO parsing
@@ -281,8 +286,16 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import jax  # noqa: PLC0415
     import harness  # noqa: PLC0415
+    if a.model not in harness.zoo.list_models():   # before anything is built (zoo needs XLA_FLAGS set: here)
+        print(f"profile_step.py: error: --model {a.model}: unknown model name; allowed: the names of "
+              f"zoo.list_models() (python -m zoo lists them)", file=sys.stderr)
+        return 2
     if a.experiment:
         import experiments  # noqa: PLC0415
+        if a.experiment not in experiments.EXPERIMENTS:
+            print(f"profile_step.py: error: --experiment {a.experiment}: allowed {', '.join(experiments.EXPERIMENTS)}",
+                  file=sys.stderr)
+            return 2
         experiments.apply(a.experiment)
 
     if a.compile_only:

@@ -5,19 +5,22 @@
     python benchmarks/reproduce.py --dry-run                    # the wiring, in seconds (see below)
     python benchmarks/reproduce.py --table                      # the README table from the results file
 
-For each recipe (a config in ``configs/``): ``train.fit(config, ROOT/<config>)`` (a run that was
+For each recipe (a config in ``configs/``): ``train.fit(config, <--root>/<config>)`` (``--root``
+default ``runs/reproduce``, relative to the current directory; a run that was
 interrupted resumes; a finished one is only evaluated again), then ``train.evaluate(workdir,
 checkpoint_step="latest")``: the FINAL checkpoint on the test split, never the best one on the test
 split. One row per recipe goes to ``benchmarks/results/reproduce.json`` (a list of {"model",
 "dataset", "top1", "reference_top1", "reference", "epochs", "wall_s", "config", ...}); a recipe's
-new row replaces its old one and every other row is kept. ``wall_s`` is the training wall time,
+new row replaces its old one whole (fields added to a row by hand, such as ``note``, go with it) and
+every other row is kept. ``wall_s`` is the training wall time,
 summed over resumed runs (``WORKDIR/reproduce_wall.json``), process start and evaluation excluded.
 The script then prints the README's "Reproduced results" table.
 
 ``--dry-run`` runs the same code on every recipe with its model, optimizer and schedule for 2 steps
-on synthetic data of the recipe's input shape, in ``ROOT/<config>-dry-run``, checks where the recipe's
-real dataset would be read from, and writes its rows to ``ROOT/reproduce.json`` (never to
-``benchmarks/results``).
+on synthetic data of the recipe's input shape, in ``<--root>/<config>-dry-run``, checks where the
+recipe's real dataset would be read from, and writes its rows (``"dry_run": true``) to
+``<--root>/reproduce.json`` (never to ``benchmarks/results``). The table marks dry-run rows as such
+(their top-1 is 2 steps on synthetic data, not a result).
 """
 from __future__ import annotations
 
@@ -158,6 +161,11 @@ def table(rows: list[dict]) -> str:
     lines = ["| model | dataset | top-1 (ours) | published | target | epochs | wall time | command |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
+        if r.get("dry_run"):   # 2 steps on synthetic data: the wiring, not a result
+            lines.append(f"| `{r['model']}` (DRY RUN) | {r['dataset']} | {r['top1']:.2f}% (dry run: 2 steps, synthetic "
+                         f"data) | {r['reference_top1']:.2f}% | >= {r.get('target_top1', float('nan')):.2f}% | "
+                         f"{r.get('step', 2)} steps | {_duration(r['wall_s'])} | `{r.get('command', r['config'])} --dry-run` |")
+            continue
         lines.append(f"| `{r['model']}` | {r['dataset']} | **{r['top1']:.2f}%** | {r['reference_top1']:.2f}% "
                      f"| >= {r.get('target_top1', float('nan')):.2f}% | {r['epochs']:g} | {_duration(r['wall_s'])} "
                      f"| `{r.get('command', r['config'])}` |")
@@ -167,9 +175,10 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--only", default="", help=f"comma-separated recipes (default: all): {', '.join(BY_NAME)}")
-    ap.add_argument("--root", default="runs/reproduce", help="parent folder of the recipes' workdirs")
+    ap.add_argument("--root", default="runs/reproduce", help="parent folder of the recipes' workdirs (relative to "
+                    "the current directory)")
     ap.add_argument("--out", default=None, help=f"results file (default {RESULTS.relative_to(ROOT)}; "
-                                                f"--dry-run: ROOT/reproduce.json)")
+                                                f"--dry-run: <--root>/reproduce.json)")
     ap.add_argument("--dry-run", action="store_true", help="2 steps per recipe on synthetic data: the wiring only")
     ap.add_argument("--table", action="store_true", help="print the table of the results file, train nothing")
     args = ap.parse_args(argv)

@@ -36,3 +36,15 @@ def test_one_round_is_the_ratio_of_its_rows(report):
     ours, torch = report.combine_rounds(rows)
     assert "train_ratio" not in ours and report.ratio(ours, torch, "eval") == pytest.approx(1.2)
     assert report._spread(ours, "eval") == ""
+
+
+def test_gflops_use_the_macs_that_run_and_torch_the_literal_ones(report):
+    """VGG-11 at 32x32 folds its 25088 x 4096 layer to 512 x 4096: 171.7 M MACs run of the 272.3 M counted."""
+    ours = {"model": "vgg11_bn", "macs": 272_343_040, "train_macs_executed": 171_679_744,
+            "eval_macs_executed": 171_679_744, "train_img_s": 100.0, "eval_img_s": 100.0}
+    torch = {"model": "vgg11_bn", "macs": 272_343_040, "train_img_s": 100.0, "eval_img_s": 100.0}
+    report.derive([ours, torch], 200.0)
+    assert ours["eval_gflops"] == pytest.approx(2 * 171_679_744 * 100 / 1e9)
+    assert torch["eval_gflops"] == pytest.approx(2 * 272_343_040 * 100 / 1e9)
+    assert ours["train_util"] == pytest.approx(6 * 171_679_744 * 100 / 1e9 / 200.0)
+    assert report._macs(ours) == "272.3 (171.7 / 171.7 run)" and report._macs(torch) == "272.3"
