@@ -184,10 +184,11 @@ class _LogFile(logging.FileHandler):
 
 
 class ForgivingStream:
-    """A training run's stdout / stderr: the first write or flush that fails (a full disk behind a
-    redirection, ``> /dev/full``, an I/O error) turns the stream off with one line in the log file, and
-    the run goes on (it stopped at its first console line with a bare errno line); a closed pipe
-    (BrokenPipeError) still ends the command (``zoo.cli.run``: 141, as SIGPIPE)."""
+    """A training run's (or search's) stdout / stderr: the first write or flush that fails (a full disk
+    behind a redirection, ``> /dev/full``, an I/O error, a pipe whose reader exited, ``| head -1``) turns
+    the stream off with one line in the log file, and the run goes on to its end or its next signal,
+    checkpoints and all (it stopped at its first console line with a bare errno line, status 2, nothing
+    saved)."""
 
     def __init__(self, stream, name: str):
         self._stream, self._name, self._off = stream, name, False
@@ -196,8 +197,6 @@ class ForgivingStream:
         if not self._off:
             try:
                 return self._stream.write(text)
-            except BrokenPipeError:
-                raise
             except OSError as e:
                 self._turn_off(e)
         return len(text)
@@ -206,8 +205,6 @@ class ForgivingStream:
         if not self._off:
             try:
                 self._stream.flush()
-            except BrokenPipeError:
-                raise
             except OSError as e:
                 self._turn_off(e)
 

@@ -158,8 +158,8 @@ def _start(run: setup.Run, ckpt: checkpoint.Checkpointer) -> _Loop:
         stored = (ckpt.latest_meta() or {}).get("config")
         transfer.check_resume(run.config, stored, ckpt.workdir)
         state, data_state, meta, start = ckpt.restore(run.abstract_state())
-        _say_changed_fields(run.config, stored, start)
-        data_it.set_state(data_state)
+        data_it.set_state(data_state)   # another pipeline (batch size, dataset, seed, ...): refused here
+        _say_changed_fields(run.config, stored, start)   # what is taken, then
         log.info("resumed from step %d of %s", start, ckpt.directory)
         best_top1, best_step = meta.get("best_top1", -1.0), meta.get("best_step")
         pending = list(meta.get("pending_metrics") or [])   # steps after its last train report

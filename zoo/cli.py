@@ -36,7 +36,16 @@ def parser(prog: str, doc: str | None, *, epilog: str | None = None) -> Parser:
 
 
 def fail(error: BaseException | str, *, status: int = USAGE_ERROR) -> int:
-    """Print ``error: <error>`` on stderr; returns ``status``, for the command to exit with."""
+    """Print ``error: <error>`` on stderr; returns ``status``, for the command to exit with. Called for
+    an error of stdout itself (``error``, or the exception being handled, is the one :func:`run`'s stdout
+    raised: the command's own ``except OSError`` caught it): a closed pipe ends quietly with 141, a full
+    stdout says so with status 1, as :func:`run` does when the error reaches it."""
+    handled = error if isinstance(error, BaseException) else sys.exc_info()[1]
+    if _watched is not None and isinstance(handled, OSError) and handled is _watched.failed:
+        _stdout_to_devnull()
+        if isinstance(handled, BrokenPipeError):
+            return 128 + signal.SIGPIPE
+        error, status = f"cannot write to standard output: {handled.strerror or handled}", 1
     print(f"error: {error}", file=sys.stderr, flush=True)
     return status
 
@@ -48,7 +57,8 @@ def run(main, argv=None) -> int:
     documentation of SIGPIPE advises, so that the exit's flush does not fail again. What it printed is
     flushed before it returns: a stdout that cannot take it (``> /dev/full``) is one error line and
     status 1 (an OSError traceback at the interpreter's exit before)."""
-    out = sys.stdout = _Watched(sys.stdout) if sys.stdout is not None else None
+    global _watched
+    out = _watched = sys.stdout = _Watched(sys.stdout) if sys.stdout is not None else None
     try:
         status = main(argv)
         sys.stdout.flush()
@@ -64,8 +74,12 @@ def run(main, argv=None) -> int:
         _stdout_to_devnull()
         return fail(f"cannot write to standard output: {e.strerror or e}", status=1)
     finally:
+        _watched = None
         if out is not None and sys.stdout is out:
             sys.stdout = out.stream
+
+
+_watched = None   # run's stdout while it runs
 
 
 class _Watched:

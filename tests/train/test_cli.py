@@ -332,11 +332,12 @@ def test_data_workers_end_with_a_killed_training_process(tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("closed", ["1>&-", "2>&-", ">/dev/full"])
+@pytest.mark.parametrize("closed", ["1>&-", "2>&-", ">/dev/full", "| true"])
 def test_a_closed_or_full_standard_stream_does_not_stop_the_run(tmp_path, closed):
     """A launcher that closes stdout (``>&-``) once got an AttributeError traceback before anything ran;
     with stderr closed the run ended with status 1 and no word anywhere; stdout on a full disk
-    (/dev/full) stopped it at its first progress line with a bare "[Errno 28]" line."""
+    (/dev/full) or into a pipe whose reader exited (``| true``) stopped it at its first console line
+    with a bare errno line, status 2, nothing saved."""
     import shlex
 
     cmd = " ".join(map(shlex.quote, _train_cmd(tmp_path, "--config.num_train_steps=6"))) + f" {closed}"
@@ -346,3 +347,5 @@ def test_a_closed_or_full_standard_stream_does_not_stop_the_run(tmp_path, closed
     assert "done: step 6" in log and "Traceback" not in p.stderr
     if closed == ">/dev/full":
         assert "warning: stdout cannot be written (No space left on device); the run goes on" in log
+    if closed == "| true":
+        assert "warning: stdout cannot be written (Broken pipe); the run goes on" in log

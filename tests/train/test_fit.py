@@ -213,6 +213,16 @@ def test_resuming_with_another_learning_rate_says_which_fields_changed(trained_l
                     f"meta records the config it was saved under)"]
 
 
+def test_a_resume_the_input_pipeline_refuses_says_nothing_is_taken_first(trained_lenet, tmp_path, caplog):
+    """Another seed (or num_workers, batch size, ...) is refused by the saved input-iterator state; the
+    warning "differs ... steps 249 on use the new values" came first and said the opposite (readme_probe)."""
+    workdir = tmp_path / "w"
+    shutil.copytree(trained_lenet[0], workdir)
+    with caplog.at_level(logging.WARNING, logger="train"), pytest.raises(ValueError, match="different pipeline"):
+        train.fit(quick(**{"seed": 7}), workdir)
+    assert not [r for r in caplog.records if "differs from the checkpoint's" in r.getMessage()]
+
+
 @pytest.mark.integration   # ~75 s on 2 CPU cores (mobilenet_v2 in float16 compiles slowly)
 def test_float16_runs_through_the_loss_scales_calibration(tmp_path):
     """The first steps of dynamic loss scaling overflow by design (the scaled gradients of mobilenet_v2

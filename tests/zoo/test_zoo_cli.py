@@ -159,6 +159,39 @@ def test_a_full_stdout_is_one_error_line_and_a_files_error_stays_the_commands(ca
         cli.run(own_file)
 
 
+@pytest.mark.parametrize("error, status, said", [(BrokenPipeError(32, "Broken pipe"), 141, ""),
+                                                 (OSError(28, "No space left on device"), 1,
+                                                  "error: cannot write to standard output: No space left on device\n")])
+def test_a_commands_own_oserror_handler_still_reports_stdout_as_run_does(capsys, error, status, said):
+    """train.evaluate / train.inspect catch OSError themselves (their files) and called cli.fail: a closed
+    pipe or a full stdout was "error: [Errno 32] Broken pipe" / "[Errno 28]", status 2."""
+    import sys
+
+    from zoo import cli
+
+    class Failing:
+        def write(self, text):
+            raise error
+
+        def flush(self):
+            pass
+
+    def command(argv):
+        try:
+            print("a row")
+        except OSError as e:
+            return cli.fail(f"{e} (details: somewhere)")   # as the commands do, or cli.fail(e)
+        return 0
+
+    real = sys.stdout
+    sys.stdout = Failing()
+    try:
+        assert cli.run(command) == status
+    finally:
+        sys.stdout = real
+    assert capsys.readouterr().err == said
+
+
 def test_every_command_line_entry_runs_through_cli_run():
     """The one place that ends Ctrl-C and a closed pipe: each command's ``__main__`` block uses it."""
     from helpers import ROOT

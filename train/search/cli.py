@@ -57,6 +57,13 @@ def _parser():
 
 
 def main(argv: list[str] | None = None) -> int:
+    from train import logs  # noqa: PLC0415  (light)
+
+    with logs.forgiving_console():   # a console that cannot be written does not stop the search (train's)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     from train import host_memory, interrupts, overrides  # noqa: PLC0415  (light)
 
     if (status := host_memory.start_command_line(argv)) is not None:   # huge pages for XLA's buffers
