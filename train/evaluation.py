@@ -44,13 +44,14 @@ class EvalAbandoned(Exception):
     evaluation: the run checkpoints at once instead of after the whole split)."""
 
 
-def run_eval(eval_fn, variables, pipe: data.Pipeline, plan: parallel.Plan, *, stop=None) -> dict:
+def run_eval(eval_fn, variables, pipe: data.Pipeline, plan: parallel.Plan, *, stop=None, watch=None) -> dict:
     """One pass over ``pipe`` with ``variables`` on the plan's devices: loss, top-1, top-5 over
     exactly its examples, per-class accuracy and the confusion matrix (rows: true class, columns:
-    predicted). ``stop``: asked before each batch; True abandons the pass (:class:`EvalAbandoned`)."""
+    predicted). ``stop``: asked before each batch; True abandons the pass (:class:`EvalAbandoned`).
+    ``watch``: a ``train.data.workers.InputWatch`` the batches are awaited through (a stalled worker said)."""
     sums, preds, labels = None, [], []
     batches = iter(pipe)
-    for i, batch in enumerate(batches):
+    for i, batch in enumerate(batches if watch is None else iter(lambda: watch.next(batches, None), None)):
         if stop is not None and stop():
             batches.close()   # its workers end now
             raise EvalAbandoned(f"evaluation abandoned after {i} of {pipe.steps_per_epoch} batches")

@@ -212,10 +212,13 @@ class ForgivingStream:
         self._off = True
         with contextlib.suppress(AttributeError, OSError, ValueError):   # what it still buffers: to os.devnull
             os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
-        log.debug("the console's %s cannot be written (%s): messages go to %s only", self._name,
-                  error.strerror or error, LOG_FILE)
-        to_log_file(f"warning: {self._name} cannot be written ({error.strerror or error}); the run goes on, its "
-                    f"messages in this file only")
+        why = error.strerror or error
+        if any(getattr(h, "_zoo_handler", False) for h in logging.getLogger(TRANSCRIPT).handlers):   # a run's log file
+            to_log_file(f"warning: {self._name} cannot be written ({why}); the run goes on, its messages in this "
+                        f"file only")
+        elif self._name == "stdout":   # no log file (a search): said on stderr, once
+            print(f"warning: stdout cannot be written ({why}); going on, the results are written to files",
+                  file=sys.stderr, flush=True)
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)

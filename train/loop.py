@@ -89,16 +89,16 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path) -> FitResult:
 def _train(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, report: reporting.Reporter,
            stop: interrupts.Stop, train_step, eval_step) -> None:
     """The loop: a step per batch; train reports, evaluations and checkpoints when due."""
-    if loop.eval_due or loop.step == loop.start == run.total_steps:
-        # stopped during the evaluation of this step, or a finished run resumed: evaluate it first
-        if not _evaluate(run, loop, eval_step, report, stop):
-            _interrupted(run, loop, ckpt, report, stop.signal)
-            return
-        if loop.eval_due:
-            ckpt.record_top1(loop.step, loop.last_eval["top1"])   # ranks its checkpoint for 'best'
-            loop.eval_due = False
     watch = workers.InputWatch(report.message)   # a stalled data worker: said, not a frozen display
     try:
+        if loop.eval_due or loop.step == loop.start == run.total_steps:
+            # stopped during the evaluation of this step, or a finished run resumed: evaluate it first
+            if not _evaluate(run, loop, eval_step, report, stop, watch):
+                _interrupted(run, loop, ckpt, report, stop.signal)
+                return
+            if loop.eval_due:
+                ckpt.record_top1(loop.step, loop.last_eval["top1"])   # ranks its checkpoint for 'best'
+                loop.eval_due = False
         _steps(run, loop, ckpt, report, stop, train_step, eval_step, watch)
     finally:
         watch.close()
@@ -119,7 +119,7 @@ def _steps(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, report: r
             _report_train(run, loop, ckpt, report)  # NonFiniteLossError when stop_on_nonfinite
         else:
             report.tick(loop.step, loop.pending)  # the progress display, at least every second
-        if at_eval and not _evaluate(run, loop, eval_step, report, stop):
+        if at_eval and not _evaluate(run, loop, eval_step, report, stop, watch):
             loop.eval_due = True   # a signal during the evaluation: saved unevaluated, evaluated on resume
         elif at_eval:
             _save(run, loop, ckpt, {"val_top1": loop.last_eval["top1"]})
@@ -238,13 +238,15 @@ def _report_train(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, re
                                        "checkpointed.")
 
 
-def _evaluate(run: setup.Run, loop: _Loop, eval_step, report: reporting.Reporter, stop: interrupts.Stop) -> bool:
+def _evaluate(run: setup.Run, loop: _Loop, eval_step, report: reporting.Reporter, stop: interrupts.Stop,
+              watch: workers.InputWatch) -> bool:
     """Evaluate the current state (its EMA when the run keeps one) on the eval split; keep the best.
     False: a signal arrived during it and it was abandoned (one process: a scheduler's grace period is
     shorter than an evaluation of ImageNet's size on a CPU; several processes finish it together)."""
     abandon = (lambda: stop.signal is not None) if jax.process_count() == 1 else None
     try:
-        ev = evaluation.run_eval(eval_step, step.eval_variables(loop.state), run.eval_pipe, run.plan, stop=abandon)
+        ev = evaluation.run_eval(eval_step, step.eval_variables(loop.state), run.eval_pipe, run.plan, stop=abandon,
+                                 watch=watch)
     except evaluation.EvalAbandoned as e:
         report.message(f"{stop.signal} received during the evaluation of step {loop.step}: {e}; it runs again on "
                        f"resume")

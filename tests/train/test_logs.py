@@ -212,3 +212,22 @@ def test_a_fifo_named_train_log_is_not_opened(tmp_path):
                        env=child_env(1), cwd=ROOT)
     assert r.returncode == 0 and r.stdout.strip() == "None"
     assert f"cannot write the log file {tmp_path / 'w' / 'train.log'} (it is not a regular file)" in r.stderr
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), BrokenPipeError(32, "Broken pipe")])
+def test_a_console_that_cannot_be_written_is_turned_off_and_said_once(capsys, error):
+    """A run's stdout on a full disk or a closed pipe: the stream goes quiet and the run goes on; without
+    a log file (a search) the one warning goes to stderr (it went nowhere: reaudit_probe)."""
+    class Failing:
+        def write(self, text):
+            raise error
+
+        def flush(self):
+            raise error
+
+    out = logs.ForgivingStream(Failing(), "stdout")
+    assert out.write("a row\n") == 6 and out.write("another\n") == 8
+    out.flush()
+    assert not [h for h in logging.getLogger(logs.TRANSCRIPT).handlers if getattr(h, "_zoo_handler", False)]
+    assert capsys.readouterr().err == (f"warning: stdout cannot be written ({error.strerror}); going on, the results "
+                                       f"are written to files\n")

@@ -77,7 +77,8 @@ def test_a_batch_awaited_too_long_is_said_once_and_its_arrival_too(monkeypatch):
     watch = workers.InputWatch(say)
     try:
         assert watch.next(Stalled()) == "batch"
-        assert watch.next(iter(["quick"])) == "quick"   # no wait: nothing more said
+        batches = iter(["quick", "and another"])   # as run_eval iterates an eval pipe: no wait, nothing said
+        assert list(iter(lambda: watch.next(batches, None), None)) == ["quick", "and another"]
     finally:
         watch.close()
     assert said[0] == "no input batch for 0 s: is a data worker process stopped or stuck (data.num_workers)? " \

@@ -148,10 +148,11 @@ class InputWatch:
         self._stop = threading.Event()
         threading.Thread(target=self._watch, name="input-watch", daemon=True).start()
 
-    def next(self, iterator):
+    def next(self, iterator, *default):
+        """``next(iterator, *default)``, watched."""
         self._since = time.monotonic()
         try:
-            return next(iterator)
+            return next(iterator, *default)
         finally:
             waited, self._since = time.monotonic() - self._since, None
             if self._said:
