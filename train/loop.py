@@ -106,6 +106,7 @@ def _train(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, report: r
 
 def _steps(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, report: reporting.Reporter,
            stop: interrupts.Stop, train_step, eval_step, watch: workers.InputWatch) -> None:
+    """The steps from ``loop.step`` to the end, or to a signal (checkpointed)."""
     config = run.config
     eval_every = max(1, int(round(config.eval_every_epochs * run.steps_per_epoch)))
     while loop.step < run.total_steps:

@@ -72,8 +72,8 @@ def _resource_tracker_ignoring_hangup() -> None:
 # modules, an OOM kill) therefore never gives the writer EPIPE: the training process blocked for ever
 # in Process.start (CPython gh-118981; fixed upstream in 2025 by gh-118982, backported to 3.13 / 3.14:
 # close the child's ends right after the spawn). ``_Popen`` is the 3.11 ``popen_spawn_posix.Popen._launch``
-# with that fix; a failed write reaps the worker and records its exit (never a BrokenPipeError, which the CLIs take
-# for a closed stdout), so grain reports the dead worker as it does one that dies later.
+# with that fix; a failed write reaps the worker and records its exit (no BrokenPipeError: the CLIs read
+# one as a closed stdout), so grain reports the dead worker as it does one that dies later.
 
 class _Popen(popen_spawn_posix.Popen):
     def _launch(self, process_obj):
