@@ -93,12 +93,13 @@ def _train(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, report: r
     try:
         if loop.eval_due or loop.step == loop.start == run.total_steps:
             # stopped during the evaluation of this step, or a finished run resumed: evaluate it first
+            report.carry(loop.eval_train)
             if not _evaluate(run, loop, eval_step, report, stop, watch):
                 _interrupted(run, loop, ckpt, report, stop.signal)
                 return
             if loop.eval_due:
                 ckpt.record_top1(loop.step, loop.last_eval["top1"])   # ranks its checkpoint for 'best'
-                loop.eval_due = False
+                loop.eval_due, loop.eval_train = False, {}
         _steps(run, loop, ckpt, report, stop, train_step, eval_step, watch)
     finally:
         watch.close()
@@ -122,6 +123,7 @@ def _steps(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, report: r
             report.tick(loop.step, loop.pending)  # the progress display, at least every second
         if at_eval and not _evaluate(run, loop, eval_step, report, stop, watch):
             loop.eval_due = True   # a signal during the evaluation: saved unevaluated, evaluated on resume
+            loop.eval_train = report.train_since_eval()   # with the train figures it would have reported
         elif at_eval:
             _save(run, loop, ckpt, {"val_top1": loop.last_eval["top1"]})
         elif loop.step % config.checkpoint.every_steps == 0:
@@ -149,6 +151,7 @@ class _Loop:
     last_eval: dict = dataclasses.field(default_factory=dict)
     interrupted: str | None = None  # the signal's name
     eval_due: bool = False         # the checkpoint at ``step`` was saved before its evaluation was done
+    eval_train: dict = dataclasses.field(default_factory=dict)   # then: the train figures it was to report
 
 
 def _start(run: setup.Run, ckpt: checkpoint.Checkpointer) -> _Loop:
@@ -164,18 +167,19 @@ def _start(run: setup.Run, ckpt: checkpoint.Checkpointer) -> _Loop:
         log.info("resumed from step %d of %s", start, ckpt.directory)
         best_top1, best_step = meta.get("best_top1", -1.0), meta.get("best_step")
         pending = list(meta.get("pending_metrics") or [])   # steps after its last train report
-        eval_due = bool(meta.get("eval_due"))
+        eval_due, eval_train = bool(meta.get("eval_due")), dict(meta.get("eval_train") or {})
     else:
         if run.config.transfer.init_from:
             transfer.check_source(run.config.transfer.init_from, run.info.name)  # before the compile, not after
         log.info("compiling the initial state...")
         t = time.perf_counter()
-        state, start, best_top1, best_step, pending, eval_due = run.fresh_state(), 0, -1.0, None, [], False
+        state, start, best_top1, best_step, pending = run.fresh_state(), 0, -1.0, None, []
+        eval_due, eval_train = False, {}
         log.info("compiling the initial state: done in %.1fs", time.perf_counter() - t)
         if run.config.transfer.init_from:
             state = transfer.init_state(state, run.config, run.model, run.info)
     return _Loop(parallel.replicate(state, run.plan), data_it, start, start, run.meta(), best_top1, best_step,
-                 pending, eval_due=eval_due)
+                 pending, eval_due=eval_due, eval_train=eval_train)
 
 
 def _say_changed_fields(config: ml_collections.ConfigDict, stored: dict | None, start: int) -> None:
@@ -265,7 +269,8 @@ def _evaluate(run: setup.Run, loop: _Loop, eval_step, report: reporting.Reporter
 def _save(run: setup.Run, loop: _Loop, ckpt: checkpoint.Checkpointer, metrics: dict | None = None) -> None:
     meta = {**loop.meta, "epoch": loop.step / run.steps_per_epoch, "best_top1": loop.best_top1,
             "best_step": loop.best_step,   # and the steps not yet reported: a resumed run's next row is the same
-            "pending_metrics": reporting.host_metrics(loop.pending), "eval_due": loop.eval_due}
+            "pending_metrics": reporting.host_metrics(loop.pending), "eval_due": loop.eval_due,
+            "eval_train": loop.eval_train if loop.eval_due else {}}
     state = parallel.unreplicate(loop.state, run.plan)
     if not ckpt.save(loop.step, state, data_state=loop.data.get_state(), meta=meta, metrics=metrics):
         # the checkpointer refuses a non-finite state: finite losses and gradients, but an update overflowed

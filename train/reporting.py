@@ -232,6 +232,7 @@ class Reporter:
         self.eval_name, self.ema, self.num_classes = eval_name, ema, num_classes
         self.t_last, self.step_last = time.perf_counter(), start   # the clock, and the step it started at
         self.since_eval: list[dict] = []   # the train steps' metrics since the last evaluation (host floats)
+        self.carried: dict = {}   # see carry
 
     def _rate(self, step: int) -> float:
         return (step - self.step_last) * self.batch_size / max(time.perf_counter() - self.t_last, 1e-9)
@@ -264,7 +265,7 @@ class Reporter:
         """Report an evaluation and the summary line; returns the train metrics it gives (the mean over
         the steps since the previous evaluation, ``steps`` of them: after a resume, those since it).
         The clock restarts after it: images/s counts training only."""
-        train = {**mean_metrics(self.since_eval), "steps": len(self.since_eval)} if self.since_eval else {}
+        train, self.carried = self.train_since_eval() or self.carried, {}
         self.since_eval = []
         self.log.write(step, "eval", {k: v for k, v in ev.items() if np.ndim(v) == 0})
         self.progress.message(epoch_summary(step, self.steps_per_epoch, train, ev, best_top1, best_step,
@@ -272,6 +273,15 @@ class Reporter:
                                             ema=self.ema, num_classes=self.num_classes))
         self.t_last, self.step_last = time.perf_counter(), step
         return train
+
+    def train_since_eval(self) -> dict:
+        """The mean of the train steps since the last evaluation, with ``steps`` ({} when none)."""
+        return {**mean_metrics(self.since_eval), "steps": len(self.since_eval)} if self.since_eval else {}
+
+    def carry(self, train: dict) -> None:
+        """``train``: :meth:`train_since_eval` of the process stopped during an evaluation, which the
+        resumed run's evaluation of that step then reports as its own (no steps ran since)."""
+        self.carried = dict(train or {})
 
     def message(self, text: str) -> None:
         self.progress.message(text)

@@ -246,12 +246,15 @@ def test_float16_runs_through_the_loss_scales_calibration(tmp_path):
 
 
 @pytest.mark.integration   # two LeNet-5 runs of 4 epochs
+@pytest.mark.parametrize("at_call, epoch", [(3, 2), (7, 4)])   # the second evaluation; the final one
 def test_a_signal_during_an_evaluation_checkpoints_at_once_and_the_resume_evaluates_first(trained_lenet, tmp_path,
-                                                                                          monkeypatch, capsys):
+                                                                                          monkeypatch, capsys,
+                                                                                          at_call, epoch):
     """SIGTERM during an evaluation acted only after the whole split (minutes of ImageNet on a CPU, past a
     scheduler's grace period: the steps since the last checkpoint were lost to its SIGKILL). The pass is
     abandoned at the next batch, the state saved unevaluated; the resumed run evaluates that step first,
-    so metrics.jsonl, the best step and the checkpoint's ranking equal the uninterrupted run's."""
+    so metrics.jsonl, the best step, the checkpoint's ranking, the summary line and result.json's train
+    figures equal the uninterrupted run's."""
     import os
     import signal
 
@@ -264,7 +267,7 @@ def test_a_signal_during_an_evaluation_checkpoints_at_once_and_the_resume_evalua
 
         def eval_fn(variables, batch):
             calls.append(1)
-            if len(calls) == 3:   # the first batch of the second evaluation (of 2 batches each)
+            if len(calls) == at_call:   # the first batch of an evaluation (of 2 batches each)
                 os.kill(os.getpid(), signal.SIGTERM)
             return fn(variables, batch)
         return eval_fn
@@ -272,7 +275,7 @@ def test_a_signal_during_an_evaluation_checkpoints_at_once_and_the_resume_evalua
     monkeypatch.setattr(evaluation, "compile_eval", signalling_compile_eval)
     workdir, keep_all = tmp_path / "w", {"checkpoint.keep": 10}
     first = train.fit(quick(**keep_all), workdir)
-    assert first.interrupted == "SIGTERM" and len(calls) == 3   # the second batch never ran
+    assert first.interrupted == "SIGTERM" and len(calls) == at_call   # the second batch never ran
     ckpt = checkpoint.Checkpointer(workdir, read_only=True)
     eval_step = max(ckpt.steps())
     meta = ckpt.meta(eval_step)
@@ -280,7 +283,7 @@ def test_a_signal_during_an_evaluation_checkpoints_at_once_and_the_resume_evalua
     assert f"SIGTERM received during the evaluation of step {eval_step}" in capsys.readouterr().out
     monkeypatch.setattr(evaluation, "compile_eval", compile_eval)
     second = train.fit(quick(**keep_all), workdir)
-    assert "epoch   2.00 | test (1,000 images)" in capsys.readouterr().out   # no train figures: none since
+    assert f"epoch   {epoch}.00 | train (62 steps) loss " in capsys.readouterr().out   # the interrupted run's
     reference_dir, reference = trained_lenet
 
     def rows(w):
@@ -293,3 +296,4 @@ def test_a_signal_during_an_evaluation_checkpoints_at_once_and_the_resume_evalua
     assert ckpt.best_step() == checkpoint.Checkpointer(reference_dir, read_only=True).best_step()
     meta, ref_eval = ckpt.meta(eval_step), [r for r in rows(reference_dir) if r[:2] == (eval_step, "eval")]
     assert meta["eval_due"] is False and [meta["metrics"]["val_top1"]] == [r[3] for r in ref_eval]
+    assert second.train == reference.train and second.eval == reference.eval
