@@ -43,8 +43,9 @@ def _parser():
 def main(argv: list[str] | None = None) -> int:
     from train import logs  # noqa: PLC0415  (light)
 
-    # a console that cannot be written (closed by the launcher, >&-; a full disk behind a redirection): the
-    # run goes on, train.log has it all (a traceback, a bare errno line or nothing at all before)
+    # a console that cannot be written (closed by the launcher, >&-; a full disk behind a redirection; a
+    # pipe whose reader exited): the run goes on, train.log has it all (a traceback, a bare errno line or
+    # nothing at all before)
     with logs.forgiving_console():
         return _main(argv)
 
