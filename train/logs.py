@@ -213,7 +213,7 @@ class ForgivingStream:
         with contextlib.suppress(AttributeError, OSError, ValueError):   # what it still buffers: to os.devnull
             os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
         why = error.strerror or error
-        if any(getattr(h, "_zoo_handler", False) for h in logging.getLogger(TRANSCRIPT).handlers):   # a run's log file
+        if any(isinstance(h, _LogFile) for h in logging.getLogger(TRANSCRIPT).handlers):   # a run's log file
             to_log_file(f"warning: {self._name} cannot be written ({why}); the run goes on, its messages in this "
                         f"file only")
         elif self._name == "stdout":   # no log file (a search): said on stderr, once
@@ -270,12 +270,13 @@ class _Prefixes(logging.Filter):
         self.prefixes = prefixes
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.prefixes)
+        return bool(self.prefixes) and not str(record.msg).startswith(self.prefixes)
 
 
 @contextlib.contextmanager
 def quiet(logger: str, *prefixes: str):
-    """Drop the messages of ``logger`` that start with ``prefixes`` (their format string) while inside."""
+    """Drop the messages of ``logger`` that start with ``prefixes`` (their format string), or all of
+    them without ``prefixes``, while inside."""
     f = _Prefixes(prefixes)
     target = logging.getLogger(logger)
     target.addFilter(f)

@@ -54,6 +54,11 @@ def test_quiet_drops_only_the_given_messages(caplog):
         logging.getLogger("absl").warning("Variant folder %s has no dataset_info.json", "/nowhere")
         logging.getLogger("absl").warning("something else")
     assert [r.getMessage() for r in caplog.records] == ["something else"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), logs.quiet("train"):   # no prefixes: every message of that logger
+        logging.getLogger("train").warning("optimizer.momentum=%r is not read", 0.5)
+    logging.getLogger("train").warning("after")
+    assert [r.getMessage() for r in caplog.records] == ["after"]
 
 
 def _unretrieved_task_error(filename: str) -> None:

@@ -155,6 +155,16 @@ def test_a_config_that_fails_whatever_the_value_is_blamed_on_the_config():
         space.parse(["optimizer.learning_rate=loguniform(1e-4, 1e-1)"], quick(eval_every_epochs=0.0), "random")
 
 
+def test_checking_the_space_does_not_repeat_the_runs_warnings(caplog):
+    """Each candidate config the space's checks built said "optimizer.momentum=0.5 is not read by ..."
+    again (4 times for a 2-trial search); the runs say it, once each (reaudit_probe)."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="train"):
+        parse(LR, **{"optimizer.momentum": 0.5})   # adam does not read it
+    assert not [r for r in caplog.records if "is not read by" in r.getMessage()]
+
+
 def test_a_field_read_by_one_of_the_searched_optimizers_may_be_searched():
     """Searching momentum beside optimizer.name=choice(sgd, adam) is a fair question (sgd reads it)."""
     s = parse("optimizer.name=choice(sgd, adam)", "optimizer.momentum=uniform(0.5, 0.95)")

@@ -16,10 +16,8 @@ its bounds (and each choice) must make a valid config (:func:`check_config`).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
-import logging
 import math
 import re
 from typing import Any
@@ -296,29 +294,17 @@ def _set(config, path: str, value) -> None:
     node[key] = value
 
 
-@contextlib.contextmanager
-def _quiet(logger: str):
-    """``logger``'s warnings off for the duration (checks of candidate configs, which no run uses as is)."""
-    log = logging.getLogger(logger)
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
 def check_config(config) -> None:
     """The checks a run makes on ``config`` before touching any data (ValueError naming the field):
     optimizer and schedule (with the run's length at 100 steps per epoch), loss, and the model's
     constructor arguments."""
     import zoo  # noqa: PLC0415
-    from train import optim, setup, step  # noqa: PLC0415
+    from train import logs, optim, setup, step  # noqa: PLC0415
 
     setup.check_length(config)
     setup.check_intervals(config)   # before the session divides by eval_every_epochs
     steps = max(1, int(math.ceil(config.num_epochs * 100))) if config.num_train_steps <= 0 else config.num_train_steps
-    with _quiet("train"):   # its warnings (unread fields, decays after the end) are the runs' to give, once each
+    with logs.quiet("train"):   # its warnings (unread fields, decays after the end): the runs' to give, once each
         optim.make_optimizer(config, steps_per_epoch=100, total_steps=steps)
     step.StepConfig(loss=config.loss, label_smoothing=config.label_smoothing, ema_decay=config.optimizer.ema_decay)
     kwargs = setup.model_kwargs(config, config.model_kwargs.get("num_classes", 10))
