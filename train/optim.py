@@ -53,7 +53,8 @@ import jax.numpy as jnp
 import optax
 
 from configs import default as _default
-from train.schedules import SCHEDULES, PeakSchedule, make_schedule, warn_unread, warn_unread_schedule
+from train import schedules as _schedules
+from train.schedules import SCHEDULES, PeakSchedule, make_schedule, warn_unread
 from train.schedules import allowed as _allowed, check as _check
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "lars", "lamb")
@@ -68,9 +69,15 @@ READ_BY_ALL = ("learning_rate", "weight_decay", "decay_all", "grad_clip_norm", "
 INJECTABLE = ("learning_rate", "weight_decay", "momentum", "b1", "b2", "eps", "rms_decay", "rms_eps",
               "trust_coefficient", "grad_clip_norm")
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "INJECTABLE", "READS", "READ_BY_ALL", "Freezing", "PeakSchedule",
-           "set_hyperparams", "make_schedule", "make_optimizer", "trainable_mask", "decay_mask", "param_labels", "current_lr",
-           "is_update_step", "ema_update"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "INJECTABLE", "READS", "READ_BY_ALL", "fields_read", "Freezing",
+           "PeakSchedule", "set_hyperparams", "make_schedule", "make_optimizer", "trainable_mask", "decay_mask",
+           "param_labels", "current_lr", "is_update_step", "ema_update"]
+
+
+def fields_read(section: str, name: str) -> tuple[str, ...]:
+    """The fields of ``c.<section>`` ('optimizer' or 'schedule') that ``<section>.name=name`` reads."""
+    reads, by_all = (READS, READ_BY_ALL) if section == "optimizer" else (_schedules.READS, _schedules.READ_BY_ALL)
+    return (*by_all, *reads.get(name, ()))
 
 
 # ------------------------------------------------------------------------------------- masks / labels
@@ -311,8 +318,8 @@ def make_optimizer(config, *, steps_per_epoch: float, total_steps: int, head: Se
     schedule = make_schedule(s, peak_lr=float(o.learning_rate), steps_per_epoch=steps_per_epoch / k,
                              total_steps=total_steps // k)
     defaults = _default.get_config()
-    warn_unread("optimizer", o, (*READ_BY_ALL, *READS[o.name]), defaults.optimizer)
-    warn_unread_schedule(s, defaults.schedule)
+    for section, fields in (("optimizer", o), ("schedule", s)):
+        warn_unread(section, fields, fields_read(section, fields.name), defaults[section])
     clip = float(o.grad_clip_norm)
     mult = freezing.backbone_lr_mult
     partitioned = freezing.freeze != "none" or mult != 1.0

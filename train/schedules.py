@@ -64,11 +64,6 @@ def warn_unread(section: str, fields, reads: Sequence[str], defaults) -> None:
 READ_BY_ALL = ("warmup_epochs",)
 
 
-def warn_unread_schedule(schedule_cfg, defaults) -> None:
-    """:func:`warn_unread` for ``c.schedule`` (``defaults``: configs/default.py's ``schedule``)."""
-    warn_unread("schedule", schedule_cfg, (*READ_BY_ALL, *READS[schedule_cfg.name]), defaults)
-
-
 def make_schedule(schedule_cfg, *, peak_lr: float, steps_per_epoch: float, total_steps: int) -> optax.Schedule:
     """A learning-rate schedule over OPTIMIZER UPDATES (``schedule(n)`` = lr of update n, 0-based).
 

@@ -150,19 +150,17 @@ def parse(entries, config: ml_collections.ConfigDict, method: str = "random", fi
 def _refuse_unread(space: Space, config, p: Param) -> None:
     """A searched optimizer / schedule field that no possible ``optimizer.name`` / ``schedule.name`` reads
     (momentum with adam): every trial would train the same run."""
-    from train import optim, schedules  # noqa: PLC0415
+    from train.optim import fields_read  # noqa: PLC0415
 
     section, _, field = p.path.partition(".")
-    tables = {"optimizer": (optim.READS, optim.READ_BY_ALL), "schedule": (schedules.READS, schedules.READ_BY_ALL)}
-    if section not in tables or field == "name" or field in tables[section][1]:
+    if section not in ("optimizer", "schedule") or field == "name":
         return
-    reads, by_all = tables[section]
     name = f"{section}.name"
     names = space[name].values if name in space.paths else (config[section].name,)
-    if not any(field in reads.get(n, ()) for n in names):
+    if not any(field in fields_read(section, n) for n in names):
         which = names[0] if len(names) == 1 else names
         raise SpaceError(f"--space {p.text!r}: {p.path} is not read by {name}={which!r} (it reads "
-                         f"{', '.join((*by_all, *reads.get(names[0], ())))}): every trial would train the same run")
+                         f"{', '.join(fields_read(section, names[0]))}): every trial would train the same run")
 
 
 def _allows_another(config, space: Space, p: Param) -> bool:
