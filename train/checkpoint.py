@@ -147,6 +147,11 @@ class Stored(NamedTuple):
     data: dict | None  # the input iterator's state (None unless asked for)
 
 
+def meta_file(directory: Path, step: int) -> Path:
+    """Where orbax's ``JsonSave`` put checkpoint ``step``'s meta (read without the manager: 'best')."""
+    return directory / str(step) / "meta" / "metadata"
+
+
 @dataclasses.dataclass
 class KeepBest:
     """Orbax preservation policy: keep the checkpoint of the highest validation top-1, the first of
@@ -162,7 +167,7 @@ class KeepBest:
             return float(info.metrics["val_top1"])
         if info.step not in self.top1:
             try:
-                meta = json.loads((self.directory / str(info.step) / "meta" / "metadata").read_text())
+                meta = json.loads(meta_file(self.directory, info.step).read_text())
                 v = meta.get("metrics", {}).get("val_top1")
                 self.top1[info.step] = float(v) if v is not None else None
             except (OSError, ValueError, AttributeError, TypeError):
@@ -359,7 +364,7 @@ class Checkpointer:
         replaced atomically, ``eval_due`` cleared. Process 0 writes it."""
         self.wait()
         if jax.process_index() == 0:
-            path = self.directory / str(step) / "meta" / "metadata"
+            path = meta_file(self.directory, step)
             meta = json.loads(path.read_text())
             meta["metrics"], meta["eval_due"] = {**meta.get("metrics", {}), "val_top1": float(top1)}, False
             with written_atomically(path) as tmp:
