@@ -126,11 +126,9 @@ def executed_macs(model, input_shape, *, train: bool) -> int:
     Linear; in eval mode GoogLeNet's / Inception v3's auxiliary classifiers do not run. The small-map
     im2col rewrite of ``zoo.layers`` (taps that read only padding are skipped) is not subtracted: a conv
     counts as the literal conv."""
-    import math  # noqa: PLC0415
-
     import flax.linen as nn  # noqa: PLC0415
     from zoo.heads import PooledDense  # noqa: PLC0415
-    from zoo.summary import abstract_variables  # noqa: PLC0415
+    from zoo.summary import abstract_variables, layer_macs  # noqa: PLC0415
 
     total = [0]
 
@@ -142,10 +140,8 @@ def executed_macs(model, input_shape, *, train: bool) -> int:
         if isinstance(mod, PooledDense):
             (oh, ow), (h, w), c = mod.size, args[0].shape[1:3], args[0].shape[-1]
             total[0] += c * min(h * w, oh * ow) * mod.features
-        elif isinstance(mod, (nn.Conv, nn.Dense)):
-            total[0] += math.prod(out.shape[1:-1]) * math.prod(mod.variables["params"]["kernel"].shape)
-        elif hasattr(mod, "macs") and hasattr(out, "shape"):
-            total[0] += int(mod.macs(out.shape))
+        elif hasattr(out, "shape"):
+            total[0] += layer_macs(mod, out)
         return out
 
     if getattr(model, "axis_name", None) is not None:   # cross-device batch norm: nothing to count, no axis here

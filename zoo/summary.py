@@ -71,6 +71,17 @@ def layer_table(model: nn.Module, input_shape, batch: int = 1) -> list[LayerRow]
     return trace(model, input_shape, batch)[0]
 
 
+def layer_macs(mod: nn.Module, out) -> int:
+    """MACs per image of one layer call that gave ``out`` (the rule of the module docstring): a conv or
+    dense layer's output positions x its kernel's size (kh * kw * C_in / groups * C_out; in * out); a
+    custom layer's own ``macs(out_shape)`` (e.g. LeNet's C3); 0 for anything else."""
+    if isinstance(mod, (nn.Conv, nn.Dense)):
+        return math.prod(out.shape[1:-1]) * math.prod(mod.variables["params"]["kernel"].shape)
+    if hasattr(mod, "macs"):
+        return int(mod.macs(out.shape))
+    return 0
+
+
 def trace(model: nn.Module, input_shape, batch: int = 1) -> tuple[list[LayerRow], dict]:
     """``(layer rows, abstract variables)`` from one ``jax.eval_shape`` of ``model.init``."""
     input_shape = check_model_input(model, input_shape)
@@ -88,17 +99,7 @@ def trace(model: nn.Module, input_shape, batch: int = 1) -> tuple[list[LayerRow]
         known = isinstance(mod, (nn.Conv, nn.Dense, nn.BatchNorm, nn.GroupNorm, nn.LayerNorm))
         if not known and not own:  # containers (blocks, the model) are listed through their layers
             return out
-        params = _num(own)
-        macs = 0
-        if isinstance(mod, nn.Conv):
-            kernel = mod.variables["params"]["kernel"]  # (kh, kw, C_in / groups, C_out)
-            macs = math.prod(out.shape[1:-1]) * math.prod(kernel.shape)
-        elif isinstance(mod, nn.Dense):
-            kernel = mod.variables["params"]["kernel"]  # (in, out)
-            macs = math.prod(out.shape[1:-1]) * math.prod(kernel.shape)
-        elif hasattr(mod, "macs"):  # a custom layer reports its own (e.g. LeNet's C3)
-            macs = int(mod.macs(out.shape))
-        rows.append(LayerRow("/".join(mod.path), type(mod).__name__, tuple(out.shape), params, macs))
+        rows.append(LayerRow("/".join(mod.path), type(mod).__name__, tuple(out.shape), _num(own), layer_macs(mod, out)))
         return out
 
     x = jax.ShapeDtypeStruct((batch, *input_shape), jnp.float32)
