@@ -11,9 +11,9 @@ Two kinds of names:
     feats = zoo.features(model, variables, x, layers=["layer2", "pre_logits"])
     feats["layer2"].shape   # (B, H/8, W/8, 128) for resnet18
 
-``train=True`` runs the training-mode forward pass (BatchNorm's batch statistics, dropout), which,
-as ``model.apply`` in training mode, needs a dropout key: ``rngs={"dropout": key}``; the same key
-gives the masks of ``model.apply(..., train=True, rngs={"dropout": key})``.
+``train=True`` runs the training-mode forward pass (BatchNorm's batch statistics, dropout); a model
+with dropout needs a key there, as ``model.apply`` in training mode: ``rngs={"dropout": key}``; the
+same key gives the masks of ``model.apply(..., train=True, rngs={"dropout": key})``.
 
 ``feature_gradients`` differentiates a score with respect to tapped feature maps (Grad-CAM).
 """
@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.errors import InvalidRngError
 
 from zoo.checks import check_model_input
 
@@ -33,17 +34,27 @@ def _mutable(train: bool, collection: str) -> list[str]:
     return [collection, "batch_stats"] if train else [collection]
 
 
-def _check_rngs(train: bool, rngs) -> None:
-    """Training mode needs ``rngs={'dropout': key}`` (as ``model.apply``), checked before any tracing."""
-    if train and not (isinstance(rngs, dict) and "dropout" in rngs):
-        got = "none given" if rngs is None else f"got {type(rngs).__name__}" + (
-            f" with keys {sorted(rngs)}" if isinstance(rngs, dict) else "")
-        raise ValueError(f"zoo.features(train=True): the training-mode forward pass (dropout) needs a key: pass "
-                         f"rngs={{'dropout': jax.random.key(0)}}, as model.apply takes in training mode ({got})")
+def _check_rngs(rngs) -> None:
+    """``rngs`` is None or a dict of keys, as ``model.apply`` takes it (checked before any tracing)."""
+    if rngs is not None and not isinstance(rngs, dict):
+        raise ValueError(f"rngs: a dict such as {{'dropout': jax.random.key(0)}} or None, as model.apply takes "
+                         f"(got {type(rngs).__name__})")
+
+
+def _apply(model: nn.Module, variables, x, train: bool, collection: str, rngs, **kwargs):
+    """``model.apply`` writing ``collection``; a model with dropout run in training mode without a
+    dropout key is one line naming ``rngs`` (Flax's InvalidRngError otherwise)."""
+    try:
+        return model.apply(variables, x, train=train, mutable=_mutable(train, collection), rngs=rngs, **kwargs)
+    except InvalidRngError:
+        got = "none given" if not rngs else f"got keys {sorted(rngs)}"
+        raise ValueError(f"zoo.features(train=True): {type(model).__name__}'s training-mode forward pass (dropout) "
+                         f"needs a key: pass rngs={{'dropout': jax.random.key(0)}}, as model.apply takes in "
+                         f"training mode ({got})") from None
 
 
 def _tap_values(model: nn.Module, variables, x, train: bool = False, rngs=None) -> dict:
-    _, state = model.apply(variables, x, train=train, mutable=_mutable(train, "features"), rngs=rngs)
+    _, state = _apply(model, variables, x, train, "features", rngs)
     return dict(state.get("features", {}))
 
 
@@ -67,11 +78,12 @@ def features(model: nn.Module, variables, x, layers: Sequence[str] | None = None
              rngs: dict | None = None) -> dict:
     """Feature maps of ``x`` (``(B, H, W, C)``) by name: tap names or module paths.
     ``layers=None``: every tap; one name (a str) is a list of one. Unknown names: ValueError listing the taps.
-    ``train=True``: the training-mode forward pass; it needs ``rngs={'dropout': key}``, as ``model.apply``
-    does (ValueError without it), and applies the same dropout masks as ``model.apply`` with that key."""
+    ``train=True``: the training-mode forward pass; a model with dropout needs ``rngs={'dropout': key}``
+    there, as ``model.apply`` does (ValueError without it), and gets the same masks as ``model.apply``
+    with that key."""
     if isinstance(layers, str):
         layers = [layers]
-    _check_rngs(train, rngs)
+    _check_rngs(rngs)
     taps = _tap_values(model, variables, x, train, rngs)
     if layers is None:
         return taps
@@ -79,8 +91,8 @@ def features(model: nn.Module, variables, x, layers: Sequence[str] | None = None
     out = {n: taps[n] for n in layers if n in taps}
     if wanted:
         paths = {tuple(n.split("/")) for n in wanted}
-        _, state = model.apply(variables, x, train=train, mutable=_mutable(train, "intermediates"), rngs=rngs,
-                               capture_intermediates=lambda mdl, method: method == "__call__" and mdl.path in paths)
+        _, state = _apply(model, variables, x, train, "intermediates", rngs,
+                          capture_intermediates=lambda mdl, method: method == "__call__" and mdl.path in paths)
         captured = state.get("intermediates", {})
         for n in wanted:
             node = captured

@@ -97,7 +97,24 @@ def test_features_in_train_mode_apply_the_dropout_of_the_models_own_training_for
     other = zoo.features(model, variables, x, ["relu7"], train=True, rngs={"dropout": jax.random.key(4)})
     evals = zoo.features(model, variables, x, ["relu7"])
     assert not np.allclose(feats["relu7"], other["relu7"]) and not np.allclose(feats["relu7"], evals["relu7"])
-    for rngs in (None, key, {"params": key}):
-        with pytest.raises(ValueError, match=r"^zoo\.features\(train=True\): .*pass rngs=\{'dropout'") as e:
-            zoo.features(model, variables, x, layers, train=True, rngs=rngs)
-        assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=r"^zoo\.features\(train=True\): AlexNet's .*pass rngs=\{'dropout'") as e:
+        zoo.features(model, variables, x, layers, train=True)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=r"^rngs: a dict such as .* \(got "):
+        zoo.features(model, variables, x, layers, train=True, rngs=key)
+
+
+def test_features_in_train_mode_of_a_model_without_dropout_need_no_key():
+    """As model.apply: a network without dropout runs its training-mode forward pass (batch statistics)
+    without rngs; the taps are that pass's (its logits through the head) and differ from eval mode's."""
+    from helpers import random_variables
+
+    model = zoo.create("resnet18", num_classes=10)
+    variables = random_variables(model, (32, 32, 3))
+    x = np.random.default_rng(1).standard_normal((4, 32, 32, 3)).astype(np.float32)
+    feats = zoo.features(model, variables, x, ["pre_logits", "layer1_0/conv1"], train=True)
+    logits, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    head = variables["params"]["fc"]
+    np.testing.assert_allclose(np.asarray(feats["pre_logits"]) @ head["kernel"] + head["bias"], logits,
+                               rtol=1e-4, atol=1e-4 * float(np.abs(logits).max()))
+    assert not np.allclose(feats["pre_logits"], zoo.features(model, variables, x, ["pre_logits"])["pre_logits"])
