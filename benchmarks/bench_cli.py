@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from bench_args import at_least, positive
 from bench_report import load_torch_rows
 
 
@@ -13,19 +14,19 @@ def parser(doc: str, default_models: str, torch_script: str) -> argparse.Argumen
     """The options of ``benchmarks/bench.py`` (``doc``: its docstring, the description)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=default_models, help="comma-separated zoo names")
-    ap.add_argument("--batch", type=int, default=64, help="global batch (all devices)")
-    ap.add_argument("--res", type=int, default=32, help="input height = width (fixed-size models use theirs)")
-    ap.add_argument("--classes", type=int, default=10)
-    ap.add_argument("--steps", type=int, default=10, help="timed steps (train and eval each)")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed steps after the first (compiling) one")
+    ap.add_argument("--batch", type=at_least(1), default=64, help="global batch (all devices)")
+    ap.add_argument("--res", type=at_least(1), default=32, help="input height = width (fixed-size models use theirs)")
+    ap.add_argument("--classes", type=at_least(1), default=10)
+    ap.add_argument("--steps", type=at_least(1), default=10, help="timed steps (train and eval each)")
+    ap.add_argument("--warmup", type=at_least(0), default=3, help="untimed steps after the first (compiling) one")
     ap.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16"))
     ap.add_argument("--parallelism", default="shard_map", choices=("shard_map", "pmap"))
     ap.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS in the workers (e.g. "
                     "'--xla_cpu_use_xnnpack=false')")
     ap.add_argument("--experiment", default=None, help="a candidate shared-code change from "
                     "benchmarks/experiments.py, patched in before the model is built (e.g. im2col_small)")
-    ap.add_argument("--matmul-size", type=int, default=4096)
-    ap.add_argument("--matmul-reps", type=int, default=5)
+    ap.add_argument("--matmul-size", type=at_least(1), default=4096)
+    ap.add_argument("--matmul-reps", type=at_least(1), default=5)
     ap.add_argument("--no-xla-cost", dest="xla_cost", action="store_false",
                     help="skip XLA's cost analysis of the train step (saves one trace per model)")
     ap.add_argument("--torch-json", help="PyTorch figures (JSON of ../shared/torch_baseline/bench.py) to compare with")
@@ -39,32 +40,24 @@ def parser(doc: str, default_models: str, torch_script: str) -> argparse.Argumen
     ap.add_argument("--vs-json", help="an earlier JSON of this script (e.g. other --xla-flags): ratio this / that")
     ap.add_argument("--warm", action="store_true", help="each model's worker runs twice on a fresh persistent "
                     "compilation cache: the first step cold, then warm (a re-run); else the cache is off")
-    ap.add_argument("--rounds", type=int, default=1, help="with --run-torch: run ours then PyTorch this many times "
+    ap.add_argument("--rounds", type=at_least(1), default=1, help="with --run-torch: run ours then PyTorch this many times "
                     "per model; ratios are the median of the rounds' ratios (this machine's speed drifts over minutes)")
     ap.add_argument("--input-pipeline", action="store_true", help="also run benchmarks/input_pipeline.py")
     ap.add_argument("--out-json", default=None, help="default benchmarks/results/bench_b{batch}_r{res}.json")
     ap.add_argument("--out-md", default=None, help="default benchmarks/results/bench_b{batch}_r{res}.md")
-    ap.add_argument("--timeout", type=float, default=3600, help="seconds per worker")
-    ap.add_argument("--max-other-cpu", type=float, default=0.25, help="rerun a model (ours or torch) when others "
+    ap.add_argument("--timeout", type=positive, default=3600, help="seconds per worker")
+    ap.add_argument("--max-other-cpu", type=at_least(0, float), default=0.25, help="rerun a model (ours or torch) when others "
                     "(other processes + hypervisor steal) took more CPUs than this during its run (shared machines)")
-    ap.add_argument("--retries", type=int, default=2, help="reruns at most, per model and framework")
-    ap.add_argument("--wait", type=float, default=900, help="seconds to wait for a quiet machine before a rerun")
+    ap.add_argument("--retries", type=at_least(0), default=2, help="reruns at most, per model and framework")
+    ap.add_argument("--wait", type=at_least(0, float), default=900, help="seconds to wait for a quiet machine before a rerun")
     ap.add_argument("--_worker", choices=("model", "matmul"), help=argparse.SUPPRESS)
     ap.add_argument("--_result", help=argparse.SUPPRESS)
     return ap
 
 
 def check_args(ap, a) -> tuple[dict | None, dict]:
-    """Refuse bad arguments before any work (``ap.error``: one line, exit status 2); returns the
+    """Refuse bad arguments before any work (the numbers: their argparse types) (``ap.error``: one line, exit status 2); returns the
     ``--vs-json`` run (or None) and the ``--torch-json`` rows, read now so that a typo loses no run."""
-    for flag, value, low in (("--steps", a.steps, 1), ("--warmup", a.warmup, 0), ("--batch", a.batch, 1),
-                             ("--res", a.res, 1), ("--classes", a.classes, 1), ("--matmul-size", a.matmul_size, 1),
-                             ("--matmul-reps", a.matmul_reps, 1), ("--retries", a.retries, 0)):
-        if value < low:
-            ap.error(f"{flag} must be at least {low} (got {value})")
-    for flag, value in (("--timeout", a.timeout), ("--wait", a.wait), ("--max-other-cpu", a.max_other_cpu)):
-        if not value >= 0 or (flag == "--timeout" and value == 0):
-            ap.error(f"{flag} must be {'positive' if flag == '--timeout' else 'at least 0'} (got {value})")
     import zoo  # noqa: PLC0415
 
     models = [m for m in a.models.split(",") if m]

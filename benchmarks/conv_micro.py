@@ -45,6 +45,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from bench_args import at_least
 
 # name: (x shape NHWC, kernel (kh, kw, C_in, C_out), stride, padding, what)
 CASES = {
@@ -221,7 +222,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--flag-sets", default="none", help=f"comma-separated names of {list(FLAG_SETS)}, 'all', "
                     "or literal flag strings starting with --")
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=at_least(1), default=5)
     ap.add_argument("--out", help="JSON rows")
     ap.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -230,8 +231,6 @@ def main(argv=None) -> int:
         unknown = [x for x in given if x not in allowed]
         if unknown:
             ap.error(f"{flag}: unknown name(s) {', '.join(unknown) or '(none given)'}; allowed: {', '.join(allowed)}")
-    if a.reps < 1:
-        ap.error(f"--reps must be at least 1 (got {a.reps})")
     bad = [] if a.flag_sets == "all" else [s for s in a.flag_sets.split(",") if s not in FLAG_SETS and not s.startswith("--")]
     if bad:
         ap.error(f"--flag-sets: unknown set(s) {', '.join(bad) or '(none given)'}; allowed: 'all', names of "

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from bench_args import at_least
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -137,20 +138,15 @@ def _num(x) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=200, help="batches timed per case")
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--batch_size", type=int, default=128)
-    ap.add_argument("--num_workers", type=int, default=0, help="grain worker processes (config data.num_workers)")
-    ap.add_argument("--prefetch", type=int, default=2, help="config data.prefetch")
+    ap.add_argument("--steps", type=at_least(1), default=200, help="batches timed per case")
+    ap.add_argument("--warmup", type=at_least(0), default=5)
+    ap.add_argument("--batch_size", type=at_least(1), default=128)
+    ap.add_argument("--num_workers", type=at_least(0), default=0, help="grain worker processes (config data.num_workers)")
+    ap.add_argument("--prefetch", type=at_least(0), default=2, help="config data.prefetch")
     ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
-    ap.add_argument("--tfds_examples", type=int, default=10_000)
+    ap.add_argument("--tfds_examples", type=at_least(1), default=10_000)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "input_pipeline.json"), help="JSON results")
     args = ap.parse_args(argv)
-    for flag, value, low in (("--steps", args.steps, 1), ("--warmup", args.warmup, 0), ("--batch_size", args.batch_size, 1),
-                             ("--num_workers", args.num_workers, 0), ("--prefetch", args.prefetch, 0),
-                             ("--tfds_examples", args.tfds_examples, 1)):
-        if value < low:
-            ap.error(f"{flag} must be at least {low} (got {value})")
     unknown = [c for c in args.cases.split(",") if c not in CASES]
     if unknown or not args.cases:
         ap.error(f"--cases: unknown case(s) {', '.join(unknown) or '(none given)'}; allowed: {', '.join(CASES)}")

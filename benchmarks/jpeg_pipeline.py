@@ -45,6 +45,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from bench_args import at_least
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -149,16 +150,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", default="/tmp/zoo_bench_jpegs", help=f"where the images are generated: a new or empty "
                     f"folder, or one this script generated (marked with {MARKER}); any other folder is refused")
-    ap.add_argument("--images", type=int, default=400)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--batches", type=int, default=6, help="timed batches per case")
-    ap.add_argument("--rounds", type=int, default=5, help="rounds of all cases, interleaved (best kept)")
+    ap.add_argument("--images", type=at_least(1), default=400)
+    ap.add_argument("--batch", type=at_least(1), default=64)
+    ap.add_argument("--batches", type=at_least(1), default=6, help="timed batches per case")
+    ap.add_argument("--rounds", type=at_least(1), default=5, help="rounds of all cases, interleaved (best kept)")
     ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
-    for flag, value in (("--images", a.images), ("--batch", a.batch), ("--batches", a.batches), ("--rounds", a.rounds)):
-        if value < 1:
-            ap.error(f"{flag} must be at least 1 (got {value})")
     unknown = [c for c in a.cases.split(",") if c not in CASES]
     if unknown or not a.cases:
         ap.error(f"--cases: unknown case(s) {', '.join(unknown) or '(none given)'}; allowed: {', '.join(CASES)}")

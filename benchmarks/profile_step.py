@@ -41,19 +41,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from bench_args import at_least
 
 
 def _args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resnet18")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--res", type=int, default=32)
-    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--batch", type=at_least(1), default=64)
+    ap.add_argument("--res", type=at_least(1), default=32)
+    ap.add_argument("--classes", type=at_least(1), default=10)
     ap.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16"))
     ap.add_argument("--mode", default="train", choices=("train", "eval"))
-    ap.add_argument("--steps", type=int, default=3, help="profiled steps")
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--top", type=int, default=25, help="ops listed individually")
+    ap.add_argument("--steps", type=at_least(1), default=3, help="profiled steps")
+    ap.add_argument("--warmup", type=at_least(0), default=2)
+    ap.add_argument("--top", type=at_least(0), default=25, help="ops listed individually")
     ap.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS (before jax is imported)")
     ap.add_argument("--experiment", help="a candidate change from benchmarks/experiments.py")
     ap.add_argument("--out", help="JSON with the per-op, per-category and per-layer tables")
@@ -61,10 +62,6 @@ def _args(argv=None):
                     "trace + lowering vs XLA compile, program size, convolutions and distinct conv shapes (the "
                     "persistent compilation cache off); then --steps timed steps without the profiler")
     a = ap.parse_args(argv)
-    for flag, value, low in (("--batch", a.batch, 1), ("--res", a.res, 1), ("--classes", a.classes, 1),
-                             ("--steps", a.steps, 1), ("--warmup", a.warmup, 0), ("--top", a.top, 0)):
-        if value < low:
-            ap.error(f"{flag} must be at least {low} (got {value})")
     return a
 
 

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from bench_args import at_least, positive
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "lenet5_mnist5k.py"
@@ -73,8 +74,8 @@ def search(workdir: Path, trials: int, epochs: float | None) -> dict:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", default="8,16,32", help="search sizes timed against the plain run")
-    ap.add_argument("--epochs", type=float, default=2.0, help="epochs of the timed runs")
-    ap.add_argument("--quality-trials", type=int, default=16, help="trials of the quality search (0: skip)")
+    ap.add_argument("--epochs", type=positive, default=2.0, help="epochs of the timed runs")
+    ap.add_argument("--quality-trials", type=at_least(0), default=16, help="trials of the quality search (0: skip)")
     ap.add_argument("--out-json", default=str(ROOT / "benchmarks" / "results" / "search.json"))
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench_search_"))

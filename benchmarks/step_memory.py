@@ -27,6 +27,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from bench_args import at_least
 
 import numpy as np
 
@@ -69,12 +70,12 @@ def _touch(gib: float, huge: bool) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="resnet50")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--res", type=int, default=224)
-    p.add_argument("--steps", type=int, default=6)
-    p.add_argument("--pause", type=float, default=0.0, help="seconds to wait before step --pause-before")
-    p.add_argument("--pause-before", type=int, default=4)
-    p.add_argument("--touch-gib", type=float, default=0.0, help="memory alone: map, touch, unmap this many GiB per step")
+    p.add_argument("--batch", type=at_least(1), default=16)
+    p.add_argument("--res", type=at_least(1), default=224)
+    p.add_argument("--steps", type=at_least(1), default=6)
+    p.add_argument("--pause", type=at_least(0, float), default=0.0, help="seconds to wait before step --pause-before")
+    p.add_argument("--pause-before", type=at_least(0), default=4)
+    p.add_argument("--touch-gib", type=at_least(0, float), default=0.0, help="memory alone: map, touch, unmap this many GiB per step")
     p.add_argument("--pages", choices=("huge", "small"), default="huge", help="with --touch-gib")
     a = p.parse_args(argv)
     for name, value, low in (("--steps", a.steps, 1), ("--pause", a.pause, 0), ("--touch-gib", a.touch_gib, 0)):

@@ -17,7 +17,7 @@ def test_rounds_below_one_is_one_error_line(bench, capsys):
     with pytest.raises(SystemExit) as e:
         bench.main(["--rounds", "0"])
     assert e.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1].endswith(": error: --rounds must be at least 1 (got 0)")
+    assert capsys.readouterr().err.splitlines()[-1].endswith(": error: argument --rounds: must be at least 1 (got 0)")
 
 
 @pytest.mark.parametrize("flag", ["--out-json", "--out-md"])
@@ -54,9 +54,9 @@ def test_outputs_are_written_whole_or_not_at_all(bench, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--steps", "0"], "--steps must be at least 1 (got 0)"),
-    (["--batch", "-2"], "--batch must be at least 1 (got -2)"),
-    (["--res", "0"], "--res must be at least 1 (got 0)"),
+    (["--steps", "0"], "argument --steps: must be at least 1 (got 0)"),
+    (["--batch", "-2"], "argument --batch: must be at least 1 (got -2)"),
+    (["--res", "0"], "argument --res: must be at least 1 (got 0)"),
     (["--models", "lenet5,nosuch"], "--models: unknown model name(s) nosuch; allowed: the names of zoo.list_models() "
                                     "(python -m zoo lists them)"),
     (["--vs-json", "missing.json"], "--vs-json missing.json: cannot read it"),

@@ -30,5 +30,5 @@ def test_its_own_folder_is_marked_and_regenerated(jpeg, tmp_path):
 def test_counts_below_one_are_refused(jpeg, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         jpeg.main(["--dir", str(tmp_path / "new"), "--images", "0"])
-    assert e.value.code == 2 and "--images must be at least 1 (got 0)" in capsys.readouterr().err
+    assert e.value.code == 2 and "argument --images: must be at least 1 (got 0)" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
