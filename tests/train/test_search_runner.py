@@ -78,3 +78,42 @@ def test_a_group_locks_its_trials_folders_while_it_trains(tmp_path, monkeypatch)
     members = [types.SimpleNamespace(number=0), types.SimpleNamespace(number=3)]
     assert runner.run_group(members, None, tmp_path, prune=False, stop=None) == {}
     assert seen == [0, 3] and not (runner.trial_dir(tmp_path, 0) / ".lock").exists()   # released after
+
+
+
+def test_a_signal_during_an_evaluation_abandons_it_at_the_next_batch(tmp_path, monkeypatch):
+    """The group finished its whole evaluation before acting on a signal (minutes on a large split);
+    now the next eval batch stops it: no eval row written, nothing reported, the trials handed back
+    (the search says it was interrupted; the same command runs them again)."""
+    import sys
+
+    import train
+    from train import interrupts
+
+    class SignalDuringEvaluation(interrupts.Stop):   # the signal arrives while the group evaluates
+        received = None
+        asked_in_evaluation = 0
+
+        @property
+        def signal(self):
+            frame = sys._getframe(1)
+            while frame is not None and frame.f_code.co_name != "evaluate":
+                frame = frame.f_back
+            if frame is not None:
+                self.asked_in_evaluation += 1
+                self.received = "SIGTERM"
+            return self.received
+
+        @signal.setter
+        def signal(self, value):
+            pass
+
+    stop = SignalDuringEvaluation()
+    monkeypatch.setattr(interrupts, "_process_stop", stop)
+    config = quick(**{"num_epochs": 1.0, "eval_every_epochs": 0.25, "log_every_steps": 8,
+                      "schedule.warmup_epochs": 0.0})
+    r = train.search(config, ["optimizer.learning_rate=choice(0.01, 0.1)"], tmp_path, method="grid")
+    assert r.interrupted == "SIGTERM" and stop.asked_in_evaluation == 1   # before its first batch
+    for n in (0, 1):
+        rows = [json.loads(x) for x in (tmp_path / "trials" / str(n) / "metrics.jsonl").read_text().splitlines()]
+        assert rows and {row["split"] for row in rows} == {"train"} and rows[-1]["step"] == 16

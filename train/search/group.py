@@ -36,6 +36,7 @@ import ml_collections
 import numpy as np
 
 from train import optim, parallel, setup, step
+from train.evaluation import EvalAbandoned
 
 log = logging.getLogger("train")
 
@@ -206,10 +207,15 @@ def trial_kwargs(run: setup.Run, member: Member) -> dict:
     return setup.model_kwargs(member.config, run.model_kwargs["num_classes"])
 
 
-def evaluate(evaluate_fn, variables, values, run: setup.Run, n: int) -> list[dict]:
-    """Loss, top-1 and top-5 of each of the first ``n`` trials on the run's eval split."""
+def evaluate(evaluate_fn, variables, values, run: setup.Run, n: int, stop=None) -> list[dict]:
+    """Loss, top-1 and top-5 of each of the first ``n`` trials on the run's eval split. ``stop``:
+    asked before each batch; True abandons the pass (``evaluation.EvalAbandoned``)."""
     sums = None
-    for batch in run.eval_pipe:
+    batches = iter(run.eval_pipe)
+    for i, batch in enumerate(batches):
+        if stop is not None and stop():
+            batches.close()   # its workers end now
+            raise EvalAbandoned(f"evaluation abandoned after {i} of {run.eval_pipe.steps_per_epoch} batches")
         s = evaluate_fn(variables, parallel.put_batch(batch, run.plan), values)
         sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
     sums = parallel.get_trials(sums, run.plan)

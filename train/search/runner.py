@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from train import checkpoint, lock, parallel, reporting, step
 from train.search import group as group_mod, report
+from train.evaluation import EvalAbandoned
 from train.search.study import Trials
 
 log = logging.getLogger("train")
@@ -95,7 +96,7 @@ def _train_group(members, trials, workdir, *, prune, stop, chunk, memory_limit) 
                 _report_train(live, logs, s)
             if at_eval:
                 evaluations += 1
-                leaving = _evaluate(live, logs, s, evaluations, trials, last_eval, prune, t0, outcomes)
+                leaving = _evaluate(live, logs, s, evaluations, trials, last_eval, prune, t0, outcomes, stop)
                 if leaving and len(leaving) < live.group.size:
                     live = _cut(live, leaving, batch, memory_limit)
                 elif leaving:
@@ -155,13 +156,18 @@ def pruning_order(top1: list[float], numbers: list[int]) -> list[int]:
 
 
 def _evaluate(live: _Live, logs: dict, s: int, k: int, trials: Trials, last_eval: dict, prune: bool, t0: float,
-              outcomes: dict) -> list[int]:
+              outcomes: dict, stop=None) -> list[int]:
     """Evaluate every trial (evaluation ``k``) and report to Optuna; the indices of the trials that
     leave the group now (failed with a non-finite step under ``stop_on_nonfinite``, or pruned:
     asked once every trial has reported, best first (:func:`pruning_order`), so the pruner compares
-    the whole group)."""
+    the whole group). A signal during it abandons it at the next batch (:class:`Interrupted`: the
+    trials run again, so nothing of it is kept)."""
     g = live.group
-    evs = group_mod.evaluate(live.eval_fn, step.eval_variables(live.states), live.values, g.run, g.size)
+    try:
+        evs = group_mod.evaluate(live.eval_fn, step.eval_variables(live.states), live.values, g.run, g.size,
+                                 stop=None if stop is None else lambda: stop.signal is not None)
+    except EvalAbandoned:
+        raise Interrupted(stop.signal) from None
     for m, ev in zip(g.members, evs):
         last_eval[m.number] = ev
         logs[m.number].write(s, "eval", ev)

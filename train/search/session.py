@@ -11,8 +11,8 @@ search's study), give the trials of processes that are gone back to the queue, t
 up to ``parallel_trials`` trials at a time, split them into groups of one structure
 (``train/search/group.py``) and train each group side by side (``train/search/runner.py``); after
 each group rewrite trials.csv; at the end write the figures, link the best trial and print the
-ranking. SIGINT / SIGTERM stop at the next step: the unfinished trials go back to the study, and
-the same command resumes.
+ranking. SIGINT / SIGTERM stop at the next step (an evaluation at its next batch): the unfinished
+trials go back to the study, and the same command resumes.
 """
 from __future__ import annotations
 
