@@ -196,6 +196,12 @@ def main(argv=None) -> int:
     except ValueError as e:
         return cli.fail(e)
     a = ap.parse_args(rest)
+    from zoo.weights import catalogue  # noqa: PLC0415
+
+    try:   # the weights first, the error naming the flag (evaluate_pretrained's names weights=)
+        catalogue.entry(*catalogue.parse_spec(a.pretrained))
+    except ValueError as e:
+        return cli.fail(f"--pretrained {a.pretrained}: {e}")
     logs.for_command()
     try:
         r = evaluate_pretrained(a.pretrained, cfg, cache_dir=a.cache_dir, output_dir=a.output_dir)

@@ -79,6 +79,21 @@ def test_unknown_tags_and_models_name_what_exists():
         catalogue.parse_spec("resnet50:a:b")
 
 
+def test_torchvisions_qualified_weight_names_are_taken():
+    """torchvision's ``WeightsEnum.verify`` takes "ResNet50_Weights.IMAGENET1K_V2" for resnet50; the enum
+    names below are torchvision's (models/resnet.py, mobilenetv3.py, resnet.py's ResNeXt / Wide ResNet)."""
+    assert catalogue.entry("resnet50", "ResNet50_Weights.IMAGENET1K_V1").tag == "IMAGENET1K_V1"
+    assert catalogue.entry("resnet50", "ResNet50_Weights.DEFAULT").tag == "IMAGENET1K_V2"
+    assert catalogue.entry("mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V1").tag == "IMAGENET1K_V1"
+    assert catalogue.entry("resnext50_32x4d", "ResNeXt50_32X4D_Weights.IMAGENET1K_V2").tag == "IMAGENET1K_V2"
+    assert catalogue.entry("wide_resnet50_2", "Wide_ResNet50_2_Weights.DEFAULT").tag == "IMAGENET1K_V2"
+    with pytest.raises(ValueError, match=r"^weights='ResNet18_Weights.IMAGENET1K_V1': ResNet18_Weights are another "
+                                         r"model's weights; resnet50 has IMAGENET1K_V1, IMAGENET1K_V2 or 'DEFAULT'"):
+        catalogue.entry("resnet50", "ResNet18_Weights.IMAGENET1K_V1")
+    with pytest.raises(ValueError, match=r"^weights='ResNet50_Weights.V9': resnet50 has"):
+        catalogue.entry("resnet50", "ResNet50_Weights.V9")
+
+
 @pytest.fixture
 def user_entries():
     yield
@@ -95,6 +110,9 @@ def test_register_weights_adds_an_entry_for_this_process(user_entries):
     assert catalogue.entry("resnet18").tag == "IMAGENET1K_V1"  # the published DEFAULT stays
     again = zoo.register_weights("resnet18", "FLOWERS", url="file:///srv/r18.pth", sha256="12345678")
     assert catalogue.entry("resnet18", "FLOWERS") == again and not again.full_hash
+    signed = zoo.register_weights("resnet18", "HUB", url="https://hub.example.com/r18.safetensors?download=true",
+                                  sha256="12345678")
+    assert signed.filename == "r18.safetensors"   # as torch.hub: the name from the URL's path
 
 
 def test_a_model_without_published_weights_defaults_to_its_first_user_entry(user_entries, monkeypatch):
@@ -108,6 +126,8 @@ def test_a_model_without_published_weights_defaults_to_its_first_user_entry(user
 @pytest.mark.parametrize("kwargs, message", [
     (dict(url="ftp://x/y.pth", sha256="a" * 64), "url='ftp://x/y.pth': an http"),
     (dict(url="https://x/", sha256="a" * 64), "an http"),
+    (dict(url="https://x/12345?id=7", sha256="a" * 64), r"url='https://x/12345\?id=7': its file name '12345' must end "
+                                                       r"in one of \.safetensors, \.pth, \.pt, \.bin"),
     (dict(url="https://x/y.pth", sha256="xyz"), "sha256='xyz': the file's sha256 in hex"),
     (dict(url="https://x/y.pth", sha256="abc"), "sha256='abc'"),
     (dict(url="https://x/y.pth", sha256="a" * 64, acc=1), r"unknown field\(s\) acc; allowed: categories"),

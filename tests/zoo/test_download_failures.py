@@ -31,7 +31,8 @@ def test_an_http_error_says_how_to_get_the_file_and_names_the_mirror(tmp_path, m
         final = tmp_path / "weights" / f"w-{SHA[:8]}.pth"
         assert str(e.value).startswith(f"cannot download {s.url}/w.pth: HTTP 404 Not Found; without network, "
                                        f"fetch that file elsewhere and put it at {final}")
-        assert download.MIRROR_ENV in str(e.value) and "\n" not in str(e.value)
+        # a user's entry keeps its own URL: the mirror, which holds torchvision's files only, is not offered
+        assert download.MIRROR_ENV not in str(e.value) and "\n" not in str(e.value)
 
         tv = entry(catalogue.TORCHVISION_BASE + "tv-00000000.pth", sha256="00000000")
         monkeypatch.setenv(download.MIRROR_ENV, s.url)
@@ -39,7 +40,26 @@ def test_an_http_error_says_how_to_get_the_file_and_names_the_mirror(tmp_path, m
             download.fetch(tv, cache_dir=tmp_path, progress=False)
     assert str(e.value).startswith(f"cannot download {s.url}/tv-00000000.pth: HTTP 404 Not Found "
                                    f"(${download.MIRROR_ENV}; the file's own URL is {tv.url}); without network")
+    assert str(e.value).endswith(f"put it at {tmp_path / 'weights' / 'tv-00000000.pth'} "
+                                 f"(or in a directory named by ${download.MIRROR_ENV})")
     assert leftovers(tmp_path) == []
+
+
+def test_a_hash_mismatch_says_where_to_put_the_right_file(tmp_path):
+    with file_server({"w.pth": b"not the weights"}) as s:
+        with pytest.raises(download.HashMismatchError) as e:
+            download.fetch(entry(f"{s.url}/w.pth"), cache_dir=tmp_path, progress=False)
+    assert str(e.value).endswith(f"nothing was kept in the cache; fetch the file with that hash elsewhere and put it "
+                                 f"at {tmp_path / 'weights' / f'w-{SHA[:8]}.pth'}")
+    assert leftovers(tmp_path) == []
+
+
+def test_a_url_with_a_query_is_cached_under_its_paths_file_name(tmp_path):
+    """As torch.hub (the name from the URL's path): 'w.pth?download=1' was cached under that name, and
+    its suffix '.pth?download=1' refused by the reader at every later load."""
+    with file_server({"w.pth?download=1": BODY}) as s:
+        path = download.fetch(entry(f"{s.url}/w.pth?download=1#part"), cache_dir=tmp_path, progress=False)
+    assert path == tmp_path / "weights" / f"w-{SHA[:8]}.pth" and path.read_bytes() == BODY
 
 
 def test_a_page_served_in_place_of_the_file_is_called_one(tmp_path):

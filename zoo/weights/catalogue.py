@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import json
 import re
+import urllib.parse
 from importlib import resources
 from typing import Any, Sequence
 
@@ -75,8 +76,9 @@ class WeightEntry:
 
     @property
     def filename(self) -> str:
-        """The file's name: the last part of the URL."""
-        return self.url.rstrip("/").rsplit("/", 1)[-1]
+        """The file's name: the last part of the URL's path (a query or fragment is not part of it, as
+        for ``torch.hub``)."""
+        return url_filename(self.url)
 
     @property
     def full_hash(self) -> bool:
@@ -94,6 +96,11 @@ class WeightEntry:
                else "no ImageNet accuracy")
         return (f"{self.tag}{' (default)' if self.default else ''}: {acc}, resize {self.resize_size} / crop "
                 f"{self.crop_size} {self.interpolation}")
+
+
+def url_filename(url: str) -> str:
+    """``https://host/a/b.pth?download=1#x`` -> ``b.pth``."""
+    return urllib.parse.urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _number(v) -> bool:
@@ -167,10 +174,24 @@ def entry(model: str, tag: str = "DEFAULT") -> WeightEntry:
         raise ValueError(f"no weights are catalogued for {model!r}; models with weights: "
                          f"{', '.join(models_with_weights())} (or load a file: file=PATH, or add an entry: "
                          f"zoo.register_weights)")
+    bare = _unqualified(model, tag)
     for e in found:
-        if e.tag == tag or (tag == "DEFAULT" and e.default):
+        if e.tag == bare or (bare == "DEFAULT" and e.default):
             return e
     raise ValueError(f"weights={tag!r}: {model} has {', '.join(e.tag for e in found)} or 'DEFAULT'")
+
+
+def _unqualified(model: str, tag):
+    """torchvision's qualified names, ``'ResNet50_Weights.IMAGENET1K_V2'`` (``WeightsEnum.verify``):
+    the tag after the model's enum name (compared without case and underscores); another model's
+    enum is refused."""
+    enum, dot, rest = tag.partition(".") if isinstance(tag, str) else ("", "", "")
+    if not dot or not enum.endswith("_Weights"):
+        return tag
+    if enum[:-len("_Weights")].replace("_", "").lower() != model.replace("_", "").lower():
+        raise ValueError(f"weights={tag!r}: {enum} are another model's weights; {model} has "
+                         f"{', '.join(e.tag for e in entries(model))} or 'DEFAULT'")
+    return rest
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -190,8 +211,14 @@ def register(model: str, tag: str, *, url: str, sha256: str, **meta: Any) -> Wei
         raise ValueError(f"register_weights: tag={tag!r}: a non-empty name other than 'DEFAULT'")
     if any(e.tag == tag for e in published().get(model, ())):
         raise ValueError(f"register_weights: {model} {tag} is torchvision's published entry; choose another tag")
-    if not isinstance(url, str) or not re.match(r"^(https?|file)://", url) or url.endswith("/"):
+    if not isinstance(url, str) or not re.match(r"^(https?|file)://", url) or not url_filename(url):
         raise ValueError(f"register_weights: url={url!r}: an http(s):// or file:// URL of the file")
+    from zoo.convert.files import SAFETENSORS_SUFFIXES, TORCH_SUFFIXES  # noqa: PLC0415
+
+    suffixes = SAFETENSORS_SUFFIXES + TORCH_SUFFIXES
+    if not url_filename(url).lower().endswith(suffixes):
+        raise ValueError(f"register_weights: url={url!r}: its file name {url_filename(url)!r} must end in one of "
+                         f"{', '.join(suffixes)} (the file type is read from it)")
     digest = str(sha256).lower()
     if not _HEX.match(digest):
         raise ValueError(f"register_weights: sha256={sha256!r}: the file's sha256 in hex (64 digits, or a prefix of "

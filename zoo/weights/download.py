@@ -138,11 +138,21 @@ def fetch(entry: WeightEntry, *, cache_dir=None, progress: bool = True) -> Path:
     except CacheError:
         raise
     except DownloadError as e:   # every failed download ends with how to get the file without it
-        mirrored = (f" (${MIRROR_ENV}; the file's own URL is {entry.url})" if where != entry.url and "://" in where
-                    else "")
-        raise DownloadError(f"{e}{mirrored}; without network, fetch that file elsewhere and put it at {final} "
-                            f"(or in a directory named by ${MIRROR_ENV})") from e.__cause__
+        raise DownloadError(f"{e}{_mirrored(where, entry)}; without network, fetch that file elsewhere and put it "
+                            f"at {final}{_or_mirror(entry)}") from e.__cause__
+    except HashMismatchError as e:
+        raise HashMismatchError(f"{e}{_mirrored(where, entry)}; fetch the file with that hash elsewhere and put it "
+                                f"at {final}{_or_mirror(entry)}") from None
     return final
+
+
+def _mirrored(where: str, entry: WeightEntry) -> str:
+    return f" (${MIRROR_ENV}; the file's own URL is {entry.url})" if where != entry.url and "://" in where else ""
+
+
+def _or_mirror(entry: WeightEntry) -> str:
+    """The mirror holds torchvision's files only (:func:`source`); a user's entry keeps its URL."""
+    return f" (or in a directory named by ${MIRROR_ENV})" if entry.url.startswith(TORCHVISION_BASE) else ""
 
 
 @contextlib.contextmanager
