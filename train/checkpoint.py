@@ -20,6 +20,8 @@ Reading verifies the checksums (orbax 0.12 checksums no array content) and that 
 finite. A checkpoint that cannot be read, or reads other than it was written, is reported and the
 previous one is used; it is moved into ``checkpoints/corrupt/<step>`` (never deleted), so later runs
 do not trip over it again, by the process that trains in the workdir or by a reader when none does.
+A read error of the machine's state (``checkpoint_errors.is_damage``: permissions, memory, file
+handles) is raised as it is and moves nothing.
 Checkpoints written before checksums existed restore as before (nothing to compare).
 
 The process that trains in a workdir holds its lock (``train/lock.py``).
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import importlib.metadata
 import json
 import logging
@@ -44,6 +45,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from train import logs
+from train.checkpoint_errors import cause, is_damage, write_cause
 from train.lock import WorkdirLock
 from train.step import all_finite
 from zoo.files import written_atomically
@@ -220,7 +222,10 @@ class Checkpointer:
         then the others newest first) or one step number (ValueError if absent)."""
         steps = self.steps()
         if not steps:
-            raise NoCheckpointError(f"no checkpoints in {self.directory}")
+            raise NoCheckpointError(f"no checkpoints in {self.directory}{self._aside_note()}")
+        if isinstance(which, bool) or (isinstance(which, float) and not which.is_integer()):
+            raise ValueError(f"checkpoint={which!r}: allowed values are 'best', 'latest' or a step number "
+                             f"(available: {steps})")
         if which == "latest":
             return list(reversed(steps))
         if which == "best":
@@ -235,6 +240,12 @@ class Checkpointer:
             raise ValueError(f"checkpoint={which!r}: not in {self.directory} (available: {steps}, 'best', 'latest')")
         return [s]
 
+    def _aside_note(self) -> str:
+        """``' (set aside as damaged: checkpoints/corrupt/3; move one back to use it)'``, or ''."""
+        aside = sorted(p.name for p in (self.directory / CORRUPT).glob("*")) if (self.directory / CORRUPT).is_dir() else []
+        return (f" (set aside as damaged: {', '.join(f'{CORRUPT}/{n}' for n in aside)}; move one back to use it)"
+                if aside else "")
+
     def read_step(self, step: int, *, with_data: bool = False) -> Stored:
         """Checkpoint ``step`` read once and verified (:func:`verify`)."""
         items = dict(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
@@ -245,17 +256,22 @@ class Checkpointer:
         return Stored(r.state, r.meta, r.data if with_data else None)
 
     def _readable(self, candidates: list[int], read, *, warn: bool = True):
-        """THE fallback loop: ``(step, read(step))`` for each candidate that reads, in order; one that
-        fails is reported (``warn``: and set aside) and passed over."""
-        for s in candidates:
+        """THE fallback loop: ``(step, read(step))`` for each candidate that reads, in order; a damaged
+        one is reported (``warn``: and set aside) and passed over. An error of the machine's state
+        (permissions, memory, file handles: ``checkpoint_errors.is_damage``) is raised as it is: the
+        checkpoint may be sound, and an older one is not what was asked for."""
+        for i, s in enumerate(candidates):
             try:
                 value = read(s)
             except Exception as e:  # noqa: BLE001  (an unreadable checkpoint must not stop us)
+                if not is_damage(e):
+                    raise
                 if warn:
-                    cause = _cause(e)
-                    where = self._set_aside(s) if _is_damage(e) else None
-                    log.warning("checkpoint %d in %s cannot be restored (%s); %sfalling back to the previous one", s,
-                                self.directory, cause, f"moved to {where} (kept, not deleted); " if where else "")
+                    why = cause(e)
+                    where = self._set_aside(s)
+                    log.warning("checkpoint %d in %s cannot be restored (%s); %s%s", s, self.directory, why,
+                                f"moved to {where} (kept, not deleted); " if where else "",
+                                "trying the next one" if i + 1 < len(candidates) else "no other checkpoint to try")
                 continue
             yield s, value
 
@@ -269,14 +285,14 @@ class Checkpointer:
             except CorruptCheckpointError:
                 raise
             except Exception as e:
-                if not _is_damage(e):
+                if not is_damage(e):
                     raise
                 raise CorruptCheckpointError(
-                    f"checkpoint {candidates[0]} in {self.directory} cannot be read ({_cause(e)}); name another "
+                    f"checkpoint {candidates[0]} in {self.directory} cannot be read ({cause(e)}); name another "
                     f"step, or 'best' / 'latest' (which pass over damaged checkpoints)") from e
         for found in self._readable(candidates, read):
             return found
-        raise NoCheckpointError(f"no readable checkpoint in {self.directory} (tried {candidates})")
+        raise NoCheckpointError(f"no readable checkpoint in {self.directory} (tried {candidates}){self._aside_note()}")
 
     def latest_meta(self) -> dict | None:
         """Meta of the newest checkpoint whose meta reads (None: no checkpoint)."""
@@ -298,6 +314,11 @@ class Checkpointer:
                                          lambda s: self.read_step(s, with_data=True), explicit=step is not None)
         state = into(template, stored.state, where=f"checkpoint {s} in {self.directory}")
         return state, stored.data, stored.meta, s
+
+    def read_meta(self, which: str | int = "best") -> tuple[dict, int]:
+        """``(meta, step)`` of checkpoint ``which`` as :meth:`read` chooses it, without reading the state."""
+        s, meta = self._first_readable(self.candidates(which), self.meta, explicit=which not in ("best", "latest"))
+        return meta, s
 
     def read(self, which: str | int = "best") -> tuple[dict, dict, int]:
         """``(state as nested dicts of numpy arrays, meta, step)`` of checkpoint ``which`` ('best',
@@ -395,43 +416,13 @@ class Checkpointer:
     def _write_error(self, step: int | None, e: Exception) -> CheckpointWriteError:
         if self._failed is not None:
             return self._failed
-        text = str(e)
-        if _read_only_mount(self.directory):
-            cause, code = os.strerror(errno.EROFS), errno.EROFS
-        elif isinstance(e, OSError) and e.errno:
-            cause, code = e.strerror or os.strerror(e.errno), e.errno
-        elif "RESOURCE_EXHAUSTED" in text or "No space left" in text:
-            cause, code = os.strerror(errno.ENOSPC), errno.ENOSPC
-        elif "PERMISSION_DENIED" in text or "Permission denied" in text:
-            cause, code = os.strerror(errno.EACCES), errno.EACCES
-        else:
-            cause, code = f"{type(e).__name__}: {text.splitlines()[0][:200] if text else ''}", errno.EIO
+        cause, code = write_cause(e, self.directory)
         kept = ", ".join(map(str, self.steps()))
         kept = f"the checkpoints already committed are kept as they were: {kept}" if kept else "no checkpoint was committed"
         self._failed = CheckpointWriteError(f"cannot write checkpoint {step} in {self.directory}: {cause} ({kept})")
         self._failed.errno = code
         logs.details(f"checkpoint {step}: write failed", e)
         return self._failed
-
-
-def _read_only_mount(path: Path) -> bool:
-    """Whether ``path`` (or the nearest folder above it that exists) is on a read-only mount."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-
-
-def _cause(e: Exception) -> str:
-    """An exception as one short line: its type and the first line of its message."""
-    return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-
-
-def _is_damage(e: Exception) -> bool:
-    """Whether a read error means the checkpoint is damaged (not: we may not read it)."""
-    return not isinstance(e, PermissionError) and "PERMISSION_DENIED" not in str(e)
 
 
 def check_compatible(meta: dict | None, *, model: str, num_classes: int, workdir) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -95,33 +96,61 @@ def load(workdir: str | Path, checkpoint_step: str | int = "best", *, use_ema: b
 
     ``checkpoint_step``: 'best' (highest validation top-1; default), 'latest', or a step number; an
     unreadable checkpoint is reported and the next candidate read. ``use_ema``: use the EMA (parameters
-    and BatchNorm statistics) when the run kept one (default: yes, as its evaluation did).
+    and BatchNorm statistics) when the run kept one (default: yes, as its evaluation did); True for a
+    run without one is refused.
     """
-    if use_ema is not None and not isinstance(use_ema, bool):  # "no" would have counted as yes
-        raise ValueError(f"use_ema={use_ema!r}: must be True, False or None (the run's choice)")
+    _check_use_ema(use_ema)
     raw, meta, s = _read(workdir, checkpoint_step)
+    _check_ema_kept(use_ema, meta, workdir)
     model = setup.create_model(meta["model"], meta["model_kwargs"], meta.get("precision", "float32"))
     return Loaded(model, step.eval_variables(raw, use_ema=use_ema is None or use_ema), meta, s)
 
 
+def _check_use_ema(use_ema) -> None:
+    if use_ema is not None and not isinstance(use_ema, bool):  # "no" would have counted as yes
+        raise ValueError(f"use_ema={use_ema!r}: must be True, False or None (the run's choice)")
+
+
+def _check_ema_kept(use_ema, meta: dict, workdir) -> None:
+    """``use_ema=True`` for a run that kept no EMA gave its trained weights, unsaid."""
+    if use_ema and not kept_ema(meta):
+        raise ValueError(f"use_ema=True: the run in {workdir} kept no EMA (optimizer.ema_decay 0); use_ema=None "
+                         f"or False reads its trained weights")
+
+
+def _check_workdir(workdir) -> None:
+    if not isinstance(workdir, (str, os.PathLike)):
+        raise ValueError(f"workdir={workdir!r}: the folder of a run (a str or path)")
+
+
+def _checkpointer(workdir) -> checkpoint.Checkpointer:
+    _check_workdir(workdir)
+    return checkpoint.Checkpointer(workdir, read_only=True)
+
+
 def _read(workdir, checkpoint_step) -> tuple[dict, dict, int]:
-    ckpt = checkpoint.Checkpointer(workdir, read_only=True)
+    ckpt = _checkpointer(workdir)
     try:
         return ckpt.read(checkpoint_step)
     finally:
         ckpt.close()
 
 
-def restore(workdir: str | Path, *, checkpoint_step: str | int = "best", use_ema: bool | None = None):
+def restore(workdir: str | Path, checkpoint_step: str | int = "best", *, use_ema: bool | None = None):
     """``(model, variables)`` from a workdir: ``model.apply(variables, x, train=False)`` then works.
     ``checkpoint_step`` and ``use_ema`` as for :func:`load`."""
     loaded = load(workdir, checkpoint_step, use_ema=use_ema)
     return loaded.model, loaded.variables
 
 
-def restore_meta(workdir: str | Path, *, checkpoint_step: str | int = "best") -> dict:
-    """The self-description stored with a checkpoint (config, model, class names, preprocessing, ...)."""
-    return load(workdir, checkpoint_step).meta
+def restore_meta(workdir: str | Path, checkpoint_step: str | int = "best") -> dict:
+    """The self-description stored with a checkpoint (config, model, class names, preprocessing, ...),
+    of the checkpoint :func:`load` would choose; only the meta is read."""
+    ckpt = _checkpointer(workdir)
+    try:
+        return ckpt.read_meta(checkpoint_step)[0]
+    finally:
+        ckpt.close()
 
 
 def output_folder(given, argument: str, default: Path, option: str) -> Path:
@@ -160,10 +189,11 @@ def evaluate(workdir: str | Path, *, checkpoint_step: str | int = "best", split:
     under the same name). ``use_ema`` as for :func:`load` (the report's ``weights`` says which: 'ema'
     or 'trained'; the trained weights of a run with an EMA are written as ``..._trained``, beside the
     EMA's report). ``show``: called with the report once it is written, before the PNG is drawn."""
-    if use_ema is not None and not isinstance(use_ema, bool):
-        raise ValueError(f"use_ema={use_ema!r}: must be True, False or None (the run's choice)")
+    _check_use_ema(use_ema)
+    _check_workdir(workdir)
     out = output_folder(output_dir, "output_dir", Path(workdir) / "eval", "--output_dir")
     raw, meta, s = _read(workdir, checkpoint_step)
+    _check_ema_kept(use_ema, meta, workdir)
     ema = kept_ema(meta) and use_ema is not False   # the EMA when the run kept one, as its own evaluation
     variables = step.eval_variables(raw, use_ema=ema)
     run = setup.for_checkpoint(meta, split=split)

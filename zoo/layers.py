@@ -367,7 +367,9 @@ class ZooModel(nn.Module):
         """Logits ``(B, num_classes)`` of ``x: (B, H, W, C)``, checked against :meth:`input_spec` and cast to
         ``dtype``; :meth:`forward` runs with the layer factory of this mode (``train``: batch statistics, dropout)."""
         if not isinstance(train, (bool, np.bool_)):
-            raise ValueError(f"train={train!r}: must be True or False")
+            hint = (" (under jax.jit mark it static: jax.jit(model.apply, static_argnames='train'))"
+                    if isinstance(train, jax.core.Tracer) else "")
+            raise ValueError(f"train={train!r}: must be True or False{hint}")
         return self.forward(self.check_input(x), self.ops(bool(train)))
 
     def forward(self, x: Array, ops: Ops) -> Array:

@@ -18,7 +18,7 @@ import dataclasses
 import difflib
 import fnmatch
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from zoo.layers import ZooModel
 
@@ -137,10 +137,16 @@ def register(family: Family, *, params: int | None = None, params_approx: str | 
     return decorate
 
 
-def list_models(pattern: str | None = None) -> list[str]:
-    """Registered names, sorted; ``pattern`` is a shell-style wildcard (``'resnet*'``)."""
+def list_models(pattern: str | Sequence[str] | None = None) -> list[str]:
+    """Registered names, sorted; ``pattern``: a shell-style wildcard (``'resnet*'``) or several (a
+    name matching any of them, as timm's ``filter`` / torchvision's ``include`` take)."""
     names = sorted(_REGISTRY)
-    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+    if not pattern:
+        return names
+    patterns = [pattern] if isinstance(pattern, str) else pattern
+    if not isinstance(patterns, (list, tuple)) or not all(isinstance(p, str) for p in patterns):
+        raise ValueError(f"pattern={pattern!r}: a wildcard such as 'resnet*', a list of them, or None")
+    return [n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
 
 
 def closest_names(name: str) -> list[str]:

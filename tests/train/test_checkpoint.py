@@ -72,7 +72,7 @@ def test_corrupt_latest_checkpoint_falls_back_and_is_set_aside(trained_lenet, co
     damaged = _files(corruptible / "checkpoints" / str(steps[-1]))
     with caplog.at_level(logging.WARNING):
         model, variables = train.restore(corruptible, checkpoint_step="latest")
-    assert any("falling back" in r.message and "corrupt" in r.message for r in caplog.records)
+    assert any("trying the next one" in r.message and "corrupt" in r.message for r in caplog.records)
     expected = train.restore(workdir, checkpoint_step=steps[-2])[1]
     jax.tree.map(np.testing.assert_array_equal, expected, variables)
     # moved, not deleted: byte for byte under checkpoints/corrupt/<step>; the next read does not warn again
@@ -82,6 +82,34 @@ def test_corrupt_latest_checkpoint_falls_back_and_is_set_aside(trained_lenet, co
     with caplog.at_level(logging.WARNING):
         assert train.load(corruptible, "latest").step == steps[-2]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_an_error_of_the_machine_is_raised_and_moves_nothing(corruptible):
+    """A MemoryError (or EMFILE, a permission) while reading took a sound checkpoint out of
+    checkpoints/ into corrupt/, during a call research code uses as a read (train.restore)."""
+    before = _files(corruptible)
+
+    def out_of_memory(tree):
+        raise MemoryError("simulated: no memory while reading")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(checkpoint, "checksums", out_of_memory)
+        with pytest.raises(MemoryError, match="simulated"):
+            train.restore(corruptible, checkpoint_step="latest")
+    assert _files(corruptible) == before and not _corrupt_dir(corruptible).exists()
+
+
+def test_with_every_checkpoint_damaged_the_errors_name_where_they_were_set_aside(corruptible, caplog):
+    steps = _steps(corruptible)
+    for s in steps:
+        _corrupt(corruptible, s)
+    with caplog.at_level(logging.WARNING), pytest.raises(checkpoint.NoCheckpointError) as e:
+        train.restore(corruptible, checkpoint_step="latest")
+    aside = ", ".join(f"corrupt/{s}" for s in sorted(map(str, steps)))
+    assert str(e.value).endswith(f"(set aside as damaged: {aside}; move one back to use it)")
+    assert "no other checkpoint to try" in caplog.records[-1].message   # not "the previous one": none is left
+    with pytest.raises(checkpoint.NoCheckpointError, match=r"^no checkpoints in .*\(set aside as damaged: corrupt/"):
+        train.restore_meta(corruptible)
 
 
 def test_a_flipped_bit_is_caught_and_set_aside(trained_lenet, corruptible, caplog):
@@ -112,7 +140,7 @@ def test_flipped_bytes_in_a_stored_array_make_evaluate_fall_back(trained_lenet, 
     with caplog.at_level(logging.WARNING):
         report = train.evaluate(corruptible, checkpoint_step="latest", plot=False)
     assert report["step"] == steps[-2] and np.isfinite(report["loss"])
-    assert any("falling back" in r.message for r in caplog.records)
+    assert any("trying the next one" in r.message for r in caplog.records)
 
 
 def test_verify_checksums_and_finite_values():
@@ -253,7 +281,7 @@ def test_reading_a_truncated_checkpoint_prints_one_warning_and_no_traceback(corr
                        timeout=300)
     assert p.returncode == 0 and p.stdout.strip() == str(steps[-2]), p.stderr
     lines = p.stderr.splitlines()
-    assert len(lines) == 1 and f"checkpoint {steps[-1]} in " in lines[0] and "falling back" in lines[0], p.stderr
+    assert len(lines) == 1 and f"checkpoint {steps[-1]} in " in lines[0] and "trying the next one" in lines[0], p.stderr
 
 
 def test_a_damaged_checkpoint_named_by_step_is_one_error_and_best_warns_of_an_unreadable_meta(corruptible, caplog):

@@ -59,6 +59,35 @@ def test_use_ema_takes_true_false_or_none_only(tmp_path, use_ema):
         train.restore(tmp_path, use_ema=use_ema)
 
 
+def test_restore_refuses_what_it_cannot_honour_in_one_line(trained_lenet, tmp_path):
+    """use_ema=True for a run without an EMA gave the trained weights, unsaid; a bool step read as step
+    1; a workdir of None was a TypeError naming no argument. The step may be given by position too,
+    as for train.load."""
+    workdir, _ = trained_lenet
+    with pytest.raises(ValueError, match=r"^use_ema=True: the run in .* kept no EMA \(optimizer\.ema_decay 0\)"):
+        train.restore(workdir, use_ema=True)
+    with pytest.raises(ValueError, match=r"^use_ema=True: the run in .* kept no EMA"):
+        train.evaluate(workdir, use_ema=True, plot=False, output_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"^checkpoint=True: allowed values are 'best', 'latest' or a step number"):
+        train.restore(workdir, checkpoint_step=True)
+    for call in (train.restore, train.load, train.restore_meta):
+        with pytest.raises(ValueError, match=r"^workdir=None: the folder of a run \(a str or path\)$"):
+            call(None)
+    latest = train.load(workdir, "latest").step
+    jax.tree.map(np.testing.assert_array_equal, train.restore(workdir, latest)[1],
+                 train.restore(workdir, checkpoint_step=latest)[1])
+
+
+def test_restore_meta_reads_the_meta_only(trained_lenet, monkeypatch):
+    """It read and verified the whole train state (optimizer moments too) to return the JSON beside it."""
+    from train import checkpoint
+
+    workdir, _ = trained_lenet
+    best = train.load(workdir).meta
+    monkeypatch.setattr(checkpoint.Checkpointer, "read_step", lambda *a, **k: pytest.fail("read the state"))
+    assert train.restore_meta(workdir) == best
+
+
 def test_load_reads_the_checkpoint_once(trained_lenet, monkeypatch):
     workdir, r = trained_lenet
     reads = []

@@ -335,12 +335,20 @@ def test_integer_images_empty_batches_and_a_train_flag_that_is_not_a_bool_are_re
     for train in ("False", 0, None):
         with pytest.raises(ValueError, match=rf"^train={train!r}: must be True or False"):
             jax.eval_shape(lambda x: m.apply(v, x, train=train), jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32))
+    with pytest.raises(ValueError, match=r"^train=.*: must be True or False \(under jax\.jit mark it static: "
+                                         r"jax\.jit\(model\.apply, static_argnames='train'\)\)"):
+        jax.jit(m.apply)(v, np.zeros((1, 28, 28, 1), np.float32), train=False)
     assert m.apply(jax.tree.map(jnp.zeros_like, v), [[[[0.5]] * 28] * 28]).shape == (1, 10)  # a nested list is an array
 
 
 def test_list_models_pattern():
     assert set(zoo.list_models("resnet*")) >= {"resnet18", "resnet20", "resnet50"}
     assert "vgg16" not in zoo.list_models("resnet*")
+    # several patterns, as timm.list_models(filter=[...]) / torchvision's list_models(include=[...])
+    both = zoo.list_models(["resnet1*", "vgg1?"])
+    assert both == sorted(set(zoo.list_models("resnet1*")) | set(zoo.list_models("vgg1?"))) and "vgg16" in both
+    with pytest.raises(ValueError, match=r"^pattern=3: a wildcard such as 'resnet\*', a list of them, or None$"):
+        zoo.list_models(3)
 
 
 def test_summary_totals(capsys):
