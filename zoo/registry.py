@@ -97,6 +97,7 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+_TIMM_NAMES = {"in_chans": "in_channels", "drop_rate": "dropout"}   # timm.create_model's spellings
 
 
 def _own_fields(model: ZooModel) -> dict:
@@ -178,8 +179,9 @@ def create(name: str, **overrides: Any) -> ZooModel:
     allowed = info.options()
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
+        close = sorted({c for u in unknown for c in difflib.get_close_matches(_TIMM_NAMES.get(u, u), allowed, n=2)})
         raise ValueError(f"{name} does not take option(s) {', '.join(map(repr, unknown))}; "
-                         f"allowed: {', '.join(allowed)}")
+                         + (f"closest: {', '.join(close)}; " if close else "") + f"allowed: {', '.join(allowed)}")
     try:
         return info.builder(**overrides)
     except TypeError as e:
@@ -187,7 +189,9 @@ def create(name: str, **overrides: Any) -> ZooModel:
         if not fixed:
             raise
         field, value = fixed.group(1), getattr(info.builder(), fixed.group(1))
-        if overrides[field] == value and type(overrides[field]) is type(value):   # its own value: nothing to change
+        given = tuple(overrides[field]) if isinstance(value, tuple) and isinstance(overrides[field], list) \
+            else overrides[field]
+        if given == value and type(given) is type(value):   # its own value (a list for a tuple): nothing to change
             return info.builder(**{k: v for k, v in overrides.items() if k != field})
         raise ValueError(f"{name} fixes {field}={value!r}; build "
                          f"{info.cls.__module__}.{info.cls.__name__} directly for other values") from None

@@ -296,6 +296,16 @@ def test_a_fixed_field_given_its_own_value_is_accepted():
     assert zoo.create("shufflenet_v1_g3", groups=3).groups == 3
     with pytest.raises(ValueError, match=r"lenet5 fixes in_channels=1"):
         zoo.create("lenet5", in_channels=3)
+    # a list for a tuple field: "resnet18 fixes layers=(2, 2, 2, 2)" read like the value given
+    assert zoo.create("resnet18", layers=[2, 2, 2, 2]).layers == (2, 2, 2, 2)
+
+
+@pytest.mark.parametrize("option, closest", [("in_chans", "in_channels"), ("num_class", "num_classes"),
+                                             ("drop_rate", "dropout")])
+def test_a_misspelt_option_gets_the_closest_names(option, closest):
+    """timm's spellings (in_chans, drop_rate) and typos got only the whole list of options."""
+    with pytest.raises(ValueError, match=rf"^alexnet does not take option\(s\) '{option}'; closest: .*{closest}"):
+        zoo.create("alexnet", **{option: 1})
 
 
 def test_groups_not_dividing_channels_is_named():
