@@ -152,7 +152,7 @@ def list_models(pattern: str | Sequence[str] | None = None) -> list[str]:
 
 def closest_names(name: str) -> list[str]:
     """Up to 5 registered names like ``name`` (a misspelt one), closest first."""
-    return difflib.get_close_matches(str(name), _REGISTRY, n=5, cutoff=0.5)
+    return difflib.get_close_matches(str(name).lower(), _REGISTRY, n=5, cutoff=0.5)   # names are lower case
 
 
 def model_info(name: str) -> ModelInfo:

@@ -228,6 +228,8 @@ def test_bn_defaults_are_torch_convention():
 def test_unknown_name_lists_closest():
     with pytest.raises(ValueError, match="resnet50"):
         zoo.create("resnet5O")
+    with pytest.raises(ValueError, match=r"^unknown model name 'RESNET50'; closest: resnet50"):   # case: none was offered
+        zoo.create("RESNET50")
 
 
 @pytest.mark.parametrize("override, pattern", [
