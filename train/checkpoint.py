@@ -45,7 +45,8 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from train import logs
-from train.checkpoint_errors import cause, is_damage, write_cause
+from train.checkpoint_errors import (CheckpointWriteError, CorruptCheckpointError, NoCheckpointError,  # noqa: F401
+                                     WorkdirMismatchError, cause, is_damage, write_cause)
 from train.lock import WorkdirLock
 from train.step import all_finite
 from zoo.files import written_atomically
@@ -54,22 +55,6 @@ log = logging.getLogger(__name__)
 
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "tensorflow-datasets", "numpy", "cnn-zoo")
 CORRUPT = "corrupt"   # checkpoints/corrupt/<step>: checkpoints set aside
-
-
-class WorkdirMismatchError(ValueError):
-    """The workdir holds checkpoints of another model, class count or train-state structure."""
-
-
-class NoCheckpointError(FileNotFoundError):
-    """No readable checkpoint in the workdir."""
-
-
-class CorruptCheckpointError(ValueError):
-    """A checkpoint reads, but not as it was written (checksum mismatch, non-finite values)."""
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (read-only folder, full disk, ...)."""
 
 
 def library_versions() -> dict[str, str]:
@@ -205,10 +190,28 @@ class Checkpointer:
             preservation_policy=policy, enable_async_checkpointing=async_save and not read_only, create=False,
             cleanup_tmp_directories=not read_only, save_interval_steps=0 if read_only else 1,
             async_options=ocp.AsyncOptions(create_directories_asynchronously=False))
-        self.manager = ocp.CheckpointManager(self.directory, item_names=("state", "data", "meta"), options=options)
+        self.manager = self._listing(lambda: ocp.CheckpointManager(self.directory, item_names=("state", "data", "meta"),
+                                                                   options=options))
         logs.ignore_closed_loop_callbacks()  # tensorstore's callbacks after a failed read or write
+        self._moved: set[int] = set()   # steps this object set aside
         self._in_flight: int | None = None
         self._failed: CheckpointWriteError | None = None
+
+    def _listing(self, make, tries: int = 5):
+        """``make()``, which lists the steps (orbax: the folders, then each one's commit time); a step
+        the training process deleted in between (its retention: a reader beside a live run) raised
+        FileNotFoundError from orbax's threads: list again."""
+        for attempt in range(tries):
+            try:
+                return make()
+            except FileNotFoundError as e:
+                if attempt + 1 == tries or not str(e.filename or "").startswith(str(self.directory)):
+                    raise
+
+    def _gone(self, step: int) -> bool:
+        """Whether checkpoint ``step`` was deleted since the steps were listed, not set aside by us (not
+        damage: a live run's retention)."""
+        return not (self.directory / str(step)).exists() and step not in self._moved
 
     # ------------------------------------------------------------------ reading
     def steps(self) -> list[int]:
@@ -264,6 +267,9 @@ class Checkpointer:
             try:
                 value = read(s)
             except Exception as e:  # noqa: BLE001  (an unreadable checkpoint must not stop us)
+                if self._gone(s):   # deleted while we read it (a live run's retention): nothing to report
+                    log.debug("checkpoint %d in %s was deleted while it was read", s, self.directory)
+                    continue
                 if not is_damage(e):
                     raise
                 if warn:
@@ -275,10 +281,11 @@ class Checkpointer:
                 continue
             yield s, value
 
-    def _first_readable(self, candidates: list[int], read, *, explicit: bool) -> tuple[int, Any]:
+    def _first_readable(self, candidates: list[int], read, *, explicit: bool, relist=None) -> tuple[int, Any]:
         """``(step, read(step))`` of the first candidate that reads. ``explicit`` (one step the caller
         asked for): its error is raised, as one CorruptCheckpointError line when the checkpoint is damaged
-        (it is not set aside: the caller named it)."""
+        (it is not set aside: the caller named it). ``relist()``: the candidates again, tried once more
+        when none read and a candidate was deleted meanwhile (a live run saved newer ones)."""
         if explicit:
             try:
                 return candidates[0], read(candidates[0])
@@ -292,6 +299,9 @@ class Checkpointer:
                     f"step, or 'best' / 'latest' (which pass over damaged checkpoints)") from e
         for found in self._readable(candidates, read):
             return found
+        if relist is not None and any(self._gone(s) for s in candidates):
+            self._listing(self.manager.reload)
+            return self._first_readable(relist(), read, explicit=False)
         raise NoCheckpointError(f"no readable checkpoint in {self.directory} (tried {candidates}){self._aside_note()}")
 
     def latest_meta(self) -> dict | None:
@@ -317,14 +327,15 @@ class Checkpointer:
 
     def read_meta(self, which: str | int = "best") -> tuple[dict, int]:
         """``(meta, step)`` of checkpoint ``which`` as :meth:`read` chooses it, without reading the state."""
-        s, meta = self._first_readable(self.candidates(which), self.meta, explicit=which not in ("best", "latest"))
+        s, meta = self._first_readable(self.candidates(which), self.meta, explicit=which not in ("best", "latest"),
+                                       relist=lambda: self.candidates(which))
         return meta, s
 
     def read(self, which: str | int = "best") -> tuple[dict, dict, int]:
         """``(state as nested dicts of numpy arrays, meta, step)`` of checkpoint ``which`` ('best',
         'latest' or a step number), read once, falling back past unreadable ones (with a warning)."""
         s, stored = self._first_readable(self.candidates(which), self.read_step,
-                                         explicit=which not in ("best", "latest"))
+                                         explicit=which not in ("best", "latest"), relist=lambda: self.candidates(which))
         return stored.state, stored.meta, s
 
     def _set_aside(self, step: int) -> Path | None:
@@ -341,6 +352,7 @@ class Checkpointer:
                 target = self.directory / CORRUPT / f"{step}-{k}"
             target.parent.mkdir(exist_ok=True)
             os.rename(self.directory / str(step), target)
+            self._moved.add(step)
             self.manager.reload()
             return target
         except OSError as e:

@@ -1,6 +1,7 @@
-"""What a checkpoint's read or write error means (``train/checkpoint.py``): a damaged checkpoint,
-which a reader may set aside, or the machine's state (permissions, memory, file handles, a full or
-read-only disk), after which reading again may work and nothing is moved."""
+"""The checkpoint errors (re-exported by ``train.checkpoint``) and what a read or write error of
+``train/checkpoint.py`` means: a damaged checkpoint, which a reader may set aside, or the machine's
+state (permissions, memory, file handles, a full or read-only disk), after which reading again may
+work and nothing is moved."""
 from __future__ import annotations
 
 import errno
@@ -11,6 +12,22 @@ from pathlib import Path
 _NOT_DAMAGE = (PermissionError, MemoryError, ImportError)
 _NOT_DAMAGE_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.EIO, errno.EAGAIN}
 _NOT_DAMAGE_CODES = ("PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "UNAVAILABLE")   # tensorstore's status codes
+
+
+class WorkdirMismatchError(ValueError):
+    """The workdir holds checkpoints of another model, class count or train-state structure."""
+
+
+class NoCheckpointError(FileNotFoundError):
+    """No readable checkpoint in the workdir."""
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint reads, but not as it was written (checksum mismatch, non-finite values)."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (read-only folder, full disk, ...)."""
 
 
 def cause(e: BaseException) -> str:

@@ -112,6 +112,46 @@ def test_with_every_checkpoint_damaged_the_errors_name_where_they_were_set_aside
         train.restore_meta(corruptible)
 
 
+def test_a_reader_beside_a_live_run_passes_over_steps_deleted_while_it_lists_or_reads(corruptible, caplog,
+                                                                                     monkeypatch):
+    """train.load in a loop beside a run that checkpoints often (retention deleting steps) failed now and
+    then: orbax's listing stats each step folder (a raw FileNotFoundError when one was just deleted),
+    and a read whose candidates were all deleted meanwhile said "no readable checkpoint" while newer
+    ones existed. Both list again; a step deleted while read is no damage, so no warning."""
+    steps = _steps(corruptible)
+    directory = corruptible / "checkpoints"
+    real_manager, made = ocp.CheckpointManager, []
+
+    def listing_while_a_step_is_deleted(*args, **kwargs):
+        made.append(1)
+        if len(made) == 1:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(directory / "340"))
+        return real_manager(*args, **kwargs)
+
+    monkeypatch.setattr(ocp, "CheckpointManager", listing_while_a_step_is_deleted)
+    assert train.load(corruptible, "latest").step == steps[-1] and len(made) == 2
+    monkeypatch.setattr(ocp, "CheckpointManager", real_manager)
+
+    real_read = checkpoint.Checkpointer.read_step
+
+    def read_while_the_run_saves_newer_ones(self, step, **kw):   # every listed step replaced by a newer one
+        if (directory / str(step)).exists() and step < 10_000:
+            for s in steps:
+                os.rename(directory / str(s), directory / str(s + 10_000))
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(directory / str(step)))
+        return real_read(self, step, **kw)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "read_step", read_while_the_run_saves_newer_ones)
+    with caplog.at_level(logging.WARNING):
+        assert train.load(corruptible, "latest").step == steps[-1] + 10_000
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("train")]
+    assert not _corrupt_dir(corruptible).exists()
+    with pytest.raises(FileNotFoundError):   # a path outside the checkpoints: not a listing race
+        monkeypatch.setattr(ocp, "CheckpointManager", lambda *a, **k: (_ for _ in ()).throw(
+            FileNotFoundError(errno.ENOENT, "No such file or directory", "/elsewhere/x")))
+        checkpoint.Checkpointer(corruptible, read_only=True)
+
+
 def test_a_flipped_bit_is_caught_and_set_aside(trained_lenet, corruptible, caplog):
     workdir, _ = trained_lenet
     steps = _steps(corruptible)

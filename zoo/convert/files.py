@@ -12,9 +12,7 @@ import numpy as np
 
 from zoo.convert.layout import as_numpy, to_torchvision
 from zoo.files import check_file_name, written_atomically
-
-SAFETENSORS_SUFFIXES = (".safetensors",)
-TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+from zoo.weights.catalogue import SAFETENSORS_SUFFIXES, TORCH_SUFFIXES
 
 
 def _load_safetensors(path: Path) -> dict[str, np.ndarray]:

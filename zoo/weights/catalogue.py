@@ -98,6 +98,10 @@ class WeightEntry:
                 f"{self.crop_size} {self.interpolation}")
 
 
+SAFETENSORS_SUFFIXES = (".safetensors",)   # the weight files zoo.convert.load_state_dict reads
+TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+
+
 def url_filename(url: str) -> str:
     """``https://host/a/b.pth?download=1#x`` -> ``b.pth``."""
     return urllib.parse.urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
@@ -213,8 +217,6 @@ def register(model: str, tag: str, *, url: str, sha256: str, **meta: Any) -> Wei
         raise ValueError(f"register_weights: {model} {tag} is torchvision's published entry; choose another tag")
     if not isinstance(url, str) or not re.match(r"^(https?|file)://", url) or not url_filename(url):
         raise ValueError(f"register_weights: url={url!r}: an http(s):// or file:// URL of the file")
-    from zoo.convert.files import SAFETENSORS_SUFFIXES, TORCH_SUFFIXES  # noqa: PLC0415
-
     suffixes = SAFETENSORS_SUFFIXES + TORCH_SUFFIXES
     if not url_filename(url).lower().endswith(suffixes):
         raise ValueError(f"register_weights: url={url!r}: its file name {url_filename(url)!r} must end in one of "
