@@ -84,8 +84,14 @@ def test_export_command_writes_the_file_and_its_description_and_never_overwrites
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet.onnx", "lenet.onnx.json"]
 
 
+# the three slowest exports (30-45 s each on 2 cores) run with -m slow: their JAX logits are checked
+# against the same fixtures in the default run (test_convert), and the export path is the same one
+SLOW_EXPORTS = {"inception_v3", "densenet121", "vgg11_bn"}
+
+
 @pytest.mark.integration
-@pytest.mark.parametrize("name", FIXTURES)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_EXPORTS else n
+                                  for n in FIXTURES])
 def test_onnx_gives_torchvisions_logits_on_the_parity_fixtures(name):
     d = np.load(FIXTURES_DIR / "parity" / f"{name}.npz")
     sd = recipe_state_dict(parse_shapes(d["keys"], d["shapes"]))
