@@ -4,6 +4,7 @@ least 1 (got 0)``); a value that is no number is argparse's own "invalid int val
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def at_least(low: float, kind: type = int):
@@ -18,11 +19,22 @@ def at_least(low: float, kind: type = int):
 
 
 def positive(text: str) -> float:
-    """An argparse ``type``: a float above 0 (a time limit)."""
+    """An argparse ``type``: a finite float above 0 (a time limit, a number of epochs)."""
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive (got {text})")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number (got {text})")
     return value
 
 
 positive.__name__ = "float"
+
+
+def counts(text: str) -> list[int]:
+    """An argparse ``type``: comma-separated integers >= 1 (``8,16,32``)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"comma-separated integers >= 1, e.g. 8,16,32 (got {text!r})")
+    return values

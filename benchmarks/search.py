@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from bench_args import at_least, positive
+from bench_args import at_least, counts, positive
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "lenet5_mnist5k.py"
@@ -73,7 +73,7 @@ def search(workdir: Path, trials: int, epochs: float | None) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--trials", default="8,16,32", help="search sizes timed against the plain run")
+    ap.add_argument("--trials", type=counts, default="8,16,32", help="search sizes timed against the plain run")
     ap.add_argument("--epochs", type=positive, default=2.0, help="epochs of the timed runs")
     ap.add_argument("--quality-trials", type=at_least(0), default=16, help="trials of the quality search (0: skip)")
     ap.add_argument("--out-json", default=str(ROOT / "benchmarks" / "results" / "search.json"))
@@ -85,7 +85,7 @@ def main(argv=None) -> dict:
         print(f"plain run, {args.epochs:g} epochs: {first['wall_s']:.1f} s (load {first['load_before']:.2f})",
               flush=True)
         sweep = []
-        for n in (int(x) for x in args.trials.split(",")):
+        for n in args.trials:
             r = search(tmp / f"search{n}", n, args.epochs)
             sweep.append(r)
             print(f"{n} trials: {r['wall_s']:.1f} s (load {r['load_before']:.2f})", flush=True)

@@ -35,16 +35,15 @@ import json
 import logging
 import os
 import platform
-import zlib
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from train import logs
+from train.checkpoint_content import checksums, into, leaf_names, verify  # noqa: F401  (re-exported)
 from train.checkpoint_errors import (CheckpointWriteError, CorruptCheckpointError, NoCheckpointError,  # noqa: F401
                                      WorkdirMismatchError, cause, is_damage, write_cause)
 from train.lock import WorkdirLock
@@ -69,61 +68,6 @@ def library_versions() -> dict[str, str]:
 
 def checkpoint_dir(workdir: str | os.PathLike) -> Path:
     return Path(workdir).absolute() / "checkpoints"
-
-
-# ----------------------------------------------------------------------------- content checksums
-
-def leaf_names(tree) -> list[str]:
-    """``/``-joined paths of the leaves: the same for a train state and the nested dicts it restores to
-    (``opt_state/inner_state/0/mu/conv1/kernel``)."""
-    def key(k):
-        for attr in ("key", "idx", "name"):
-            if hasattr(k, attr):
-                return str(getattr(k, attr))
-        return str(k)
-
-    return ["/".join(key(k) for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-
-
-def checksums(tree) -> dict[str, str]:
-    """CRC-32 of every leaf's bytes, by leaf name (a flipped bit anywhere changes it)."""
-    return {n: f"{zlib.crc32(np.ascontiguousarray(x).view(np.uint8).reshape(-1)):08x}"
-            for n, x in zip(leaf_names(tree), jax.tree.leaves(tree))}
-
-
-def verify(state, meta: dict) -> None:
-    """CorruptCheckpointError unless ``state`` matches the checksums stored in ``meta`` (none stored:
-    a checkpoint from before checksums, nothing to compare) and every value is finite."""
-    expected = (meta.get("checksums") or {}).get("crc32")
-    if expected is not None:
-        found = checksums(state)
-        bad = sorted(n for n in expected.keys() | found.keys() if expected.get(n) != found.get(n))
-        if bad:
-            raise CorruptCheckpointError(f"content checksum mismatch in {', '.join(bad[:3])}"
-                                         + (f" and {len(bad) - 3} more" if len(bad) > 3 else ""))
-    if not all_finite(state):
-        raise CorruptCheckpointError("non-finite values (NaN or Inf) in the stored state, which is never written")
-
-
-def into(template, raw, *, where: str):
-    """The restored nested dicts ``raw`` in the structure of ``template`` (a state or its
-    ``jax.eval_shape``); WorkdirMismatchError naming the differences if they do not fit."""
-    names, treedef = leaf_names(template), jax.tree.structure(template)
-    if (isinstance(raw, dict) and raw.get("ema_params") and not raw.get("ema_batch_stats")
-            and any(n.startswith("ema_batch_stats/") for n in names)):
-        # a checkpoint from before the BatchNorm statistics' EMA (2026-12-02): it starts from the statistics
-        log.info("%s has a parameter EMA without the BatchNorm statistics' EMA (an older run): that starts "
-                 "from the current statistics", where)
-        raw = {**raw, "ema_batch_stats": raw.get("batch_stats", {})}
-    found = dict(zip(leaf_names(raw), jax.tree.leaves(raw)))
-    wanted = dict(zip(names, jax.tree.leaves(template)))
-    diff = sorted(set(names) ^ set(found)) + sorted(n for n in names if n in found and
-                                                     tuple(np.shape(found[n])) != tuple(wanted[n].shape))
-    if diff:
-        raise WorkdirMismatchError(
-            f"{where} does not fit this run's train state (another optimizer, EMA, precision or model options?): "
-            f"{len(diff)} leaves differ, e.g. {', '.join(diff[:4])}; nothing was changed")
-    return jax.tree_util.tree_unflatten(treedef, [np.asarray(found[n], wanted[n].dtype) for n in names])
 
 
 # ----------------------------------------------------------------------------- the checkpointer
@@ -262,24 +206,34 @@ class Checkpointer:
         """THE fallback loop: ``(step, read(step))`` for each candidate that reads, in order; a damaged
         one is reported (``warn``: and set aside) and passed over. An error of the machine's state
         (permissions, memory, file handles: ``checkpoint_errors.is_damage``) is raised as it is: the
-        checkpoint may be sound, and an older one is not what was asked for."""
+        checkpoint may be sound, and an older one is not what was asked for. A step deleted while it was
+        read (a live run's retention, its folder half removed) is no damage: the warnings wait until the
+        next candidate was read, then skip the steps that are gone by then."""
+        failed: list[tuple[int, int, str, Path | None]] = []
         for i, s in enumerate(candidates):
             try:
                 value = read(s)
             except Exception as e:  # noqa: BLE001  (an unreadable checkpoint must not stop us)
-                if self._gone(s):   # deleted while we read it (a live run's retention): nothing to report
-                    log.debug("checkpoint %d in %s was deleted while it was read", s, self.directory)
+                if self._gone(s):
                     continue
                 if not is_damage(e):
                     raise
                 if warn:
-                    why = cause(e)
-                    where = self._set_aside(s)
-                    log.warning("checkpoint %d in %s cannot be restored (%s); %s%s", s, self.directory, why,
-                                f"moved to {where} (kept, not deleted); " if where else "",
-                                "trying the next one" if i + 1 < len(candidates) else "no other checkpoint to try")
+                    failed.append((i, s, cause(e), self._set_aside(s)))
                 continue
+            self._warn_unreadable(failed, len(candidates))
+            failed = []
             yield s, value
+        self._warn_unreadable(failed, len(candidates))
+
+    def _warn_unreadable(self, failed: list, n: int) -> None:
+        for i, s, why, where in failed:
+            if where is None and self._gone(s):   # deleted meanwhile (a live run's retention): nothing to report
+                log.debug("checkpoint %d in %s was deleted while it was read", s, self.directory)
+                continue
+            log.warning("checkpoint %d in %s cannot be restored (%s); %s%s", s, self.directory, why,
+                        f"moved to {where} (kept, not deleted); " if where else "",
+                        "trying the next one" if i + 1 < n else "no other checkpoint to try")
 
     def _first_readable(self, candidates: list[int], read, *, explicit: bool, relist=None) -> tuple[int, Any]:
         """``(step, read(step))`` of the first candidate that reads. ``explicit`` (one step the caller

@@ -144,8 +144,9 @@ def restore(workdir: str | Path, checkpoint_step: str | int = "best", *, use_ema
 
 
 def restore_meta(workdir: str | Path, checkpoint_step: str | int = "best") -> dict:
-    """The self-description stored with a checkpoint (config, model, class names, preprocessing, ...),
-    of the checkpoint :func:`load` would choose; only the meta is read."""
+    """The self-description stored with a checkpoint (config, model, class names, preprocessing, ...):
+    'best' / 'latest' / a step as for :func:`load`, but only the metas are read, so a checkpoint whose
+    state is damaged (which :func:`load` passes over, warning) still gives its meta here."""
     ckpt = _checkpointer(workdir)
     try:
         return ckpt.read_meta(checkpoint_step)[0]

@@ -34,20 +34,13 @@ def _mutable(train: bool, collection: str) -> list[str]:
     return [collection, "batch_stats"] if train else [collection]
 
 
-def _check_rngs(rngs) -> None:
-    """``rngs`` is None or a dict of keys, as ``model.apply`` takes it (checked before any tracing)."""
-    if rngs is not None and not isinstance(rngs, dict):
-        raise ValueError(f"rngs: a dict such as {{'dropout': jax.random.key(0)}} or None, as model.apply takes "
-                         f"(got {type(rngs).__name__})")
-
-
 def _apply(model: nn.Module, variables, x, train: bool, collection: str, rngs, **kwargs):
     """``model.apply`` writing ``collection``; a model with dropout run in training mode without a
     dropout key is one line naming ``rngs`` (Flax's InvalidRngError otherwise)."""
     try:
         return model.apply(variables, x, train=train, mutable=_mutable(train, collection), rngs=rngs, **kwargs)
     except InvalidRngError:
-        got = "none given" if not rngs else f"got keys {sorted(rngs)}"
+        got = "none given" if rngs is None else f"got keys {sorted(rngs)}" if isinstance(rngs, dict) else "given"
         raise ValueError(f"zoo.features(train=True): {type(model).__name__}'s training-mode forward pass (dropout) "
                          f"needs a key: pass rngs={{'dropout': jax.random.key(0)}}, as model.apply takes in "
                          f"training mode ({got})") from None
@@ -83,7 +76,6 @@ def features(model: nn.Module, variables, x, layers: Sequence[str] | None = None
     with that key."""
     if isinstance(layers, str):
         layers = [layers]
-    _check_rngs(rngs)
     taps = _tap_values(model, variables, x, train, rngs)
     if layers is None:
         return taps

@@ -27,9 +27,12 @@ def _parse(bench_args, capsys, kind, text):
     (("at_least", 0), "-3", "script: error: argument --n: must be at least 0 (got -3)"),
     (("at_least", 1), "2.5", "script: error: argument --n: invalid int value: '2.5'"),
     (("at_least", 0, float), "nan", "script: error: argument --n: must be at least 0 (got nan)"),
-    (("positive",), "0", "script: error: argument --n: must be positive (got 0)"),
-    (("positive",), "nan", "script: error: argument --n: must be positive (got nan)"),
+    (("positive",), "0", "script: error: argument --n: must be a positive number (got 0)"),
+    (("positive",), "nan", "script: error: argument --n: must be a positive number (got nan)"),
     (("positive",), "soon", "script: error: argument --n: invalid float value: 'soon'"),
+    (("positive",), "inf", "script: error: argument --n: must be a positive number (got inf)"),
+    (("counts",), "8,abc", "script: error: argument --n: comma-separated integers >= 1, e.g. 8,16,32 (got '8,abc')"),
+    (("counts",), "0", "script: error: argument --n: comma-separated integers >= 1, e.g. 8,16,32 (got '0')"),
 ])
 def test_a_value_out_of_range_is_one_error_line(bench_args, capsys, kind, text, line):
     name, *args = kind
@@ -40,3 +43,4 @@ def test_a_value_out_of_range_is_one_error_line(bench_args, capsys, kind, text, 
 def test_values_in_range_keep_their_type(bench_args):
     assert bench_args.at_least(1)("3") == 3 and isinstance(bench_args.at_least(1)("3"), int)
     assert bench_args.at_least(0, float)("0") == 0.0 and bench_args.positive("1e-3") == 1e-3
+    assert bench_args.counts("8,16,32") == [8, 16, 32]

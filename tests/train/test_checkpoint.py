@@ -3,6 +3,7 @@ unreadable checkpoints, damaged checkpoints set aside (never deleted), content c
 every read (a flipped bit is caught), retention, non-finite states refused, a save that cannot be
 written reported as one error, restore on another device count."""
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import pytest
 
 import train
 from helpers import ROOT, child_env, run_worker
-from train import checkpoint
+from train import checkpoint, checkpoint_content
 
 
 def _corrupt(workdir, step):
@@ -93,7 +94,7 @@ def test_an_error_of_the_machine_is_raised_and_moves_nothing(corruptible):
         raise MemoryError("simulated: no memory while reading")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(checkpoint, "checksums", out_of_memory)
+        mp.setattr(checkpoint_content, "checksums", out_of_memory)
         with pytest.raises(MemoryError, match="simulated"):
             train.restore(corruptible, checkpoint_step="latest")
     assert _files(corruptible) == before and not _corrupt_dir(corruptible).exists()
@@ -150,6 +151,35 @@ def test_a_reader_beside_a_live_run_passes_over_steps_deleted_while_it_lists_or_
         monkeypatch.setattr(ocp, "CheckpointManager", lambda *a, **k: (_ for _ in ()).throw(
             FileNotFoundError(errno.ENOENT, "No such file or directory", "/elsewhere/x")))
         checkpoint.Checkpointer(corruptible, read_only=True)
+
+
+def test_a_step_half_deleted_by_a_live_runs_retention_is_not_reported(corruptible, caplog, monkeypatch):
+    """Beside a live run, a step whose folder the run was removing failed to read ('Item "meta" was not
+    found') and was reported as unrestorable every few seconds: the warning waits until the next
+    candidate was read, and a step gone by then is not reported."""
+    from train.lock import WorkdirLock
+
+    steps = _steps(corruptible)
+    directory = corruptible / "checkpoints"
+    real_read = checkpoint.Checkpointer.read_step
+
+    def read(self, step, **kw):
+        if step == steps[-1]:
+            raise KeyError('Item "meta" was not found')   # its folder is still there: half removed
+        if (directory / str(steps[-1])).exists():
+            shutil.rmtree(directory / str(steps[-1]))      # the run's retention finishes meanwhile
+        return real_read(self, step, **kw)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "read_step", read)
+    # the live run holds the workdir's lock (its own open file, as another process has): nothing is set aside
+    trainer = os.open(corruptible / WorkdirLock.NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(trainer, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert train.load(corruptible, "latest").step == steps[-2]
+    finally:
+        os.close(trainer)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING] and not _corrupt_dir(corruptible).exists()
 
 
 def test_a_flipped_bit_is_caught_and_set_aside(trained_lenet, corruptible, caplog):

@@ -100,8 +100,9 @@ def test_features_in_train_mode_apply_the_dropout_of_the_models_own_training_for
     with pytest.raises(ValueError, match=r"^zoo\.features\(train=True\): AlexNet's .*pass rngs=\{'dropout'") as e:
         zoo.features(model, variables, x, layers, train=True)
     assert "\n" not in str(e.value)
-    with pytest.raises(ValueError, match=r"^rngs: a dict such as .* \(got "):
-        zoo.features(model, variables, x, layers, train=True, rngs=key)
+    bare = zoo.features(model, variables, x, ["relu7"], train=True, rngs=key)   # a bare key, as model.apply takes
+    np.testing.assert_array_equal(bare["relu7"], zoo.features(model, variables, x, ["relu7"], train=True,
+                                                              rngs={"params": key})["relu7"])
 
 
 def test_features_in_train_mode_of_a_model_without_dropout_need_no_key():
