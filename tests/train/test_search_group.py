@@ -90,6 +90,20 @@ def test_memory_check_gives_the_group_size_that_fits():
         group.check_memory(compiled, g, 13 << 20)                   # 6.5 trials: 6 (a multiple of 2 trial devices)
 
 
+def test_host_memory_is_what_the_kernel_can_give_not_only_the_free_pages(tmp_path):
+    """/proc/meminfo (proc(5)): MemAvailable counts the page cache the kernel reclaims on demand, so a
+    machine that has read files for a while still offers a group its RAM though MemFree is small."""
+    from train.search import group
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24576000 kB\nMemFree:          900000 kB\n"
+                       "MemAvailable:   23000000 kB\nBuffers:          100000 kB\n")
+    assert group.host_available_bytes(str(meminfo)) == 23000000 * 1024
+    meminfo.write_text("MemTotal:       24576000 kB\nMemFree:          900000 kB\n")  # kernels before 3.14
+    assert group.host_available_bytes(str(meminfo)) > 0                                # the free pages
+    assert group.host_available_bytes(str(tmp_path / "missing")) > 0
+
+
 @pytest.mark.integration
 def test_trials_spread_over_devices_end_where_each_config_alone_ends():
     """4 simulated devices: a 2-D mesh of 2 trial rows x 2 data devices (each trial data-parallel over
