@@ -251,7 +251,7 @@ def host_available_bytes(meminfo: str = "/proc/meminfo") -> int | None:
     """The host RAM a new allocation can get: Linux's ``MemAvailable`` (free pages plus the page cache
     and reclaimable slab the kernel gives back on demand), else the free pages alone. Free pages alone
     understate it badly on a machine that has read files for a while (2026-12-03: 0.89 GiB free of
-    23 GiB available after a test run)."""
+    ~20 GiB available after a test run)."""
     try:
         with open(meminfo) as f:
             for line in f:
