@@ -68,3 +68,32 @@ def test_a_group_too_large_for_the_memory_is_reported_and_its_trials_kept(tmp_pa
     ident = study.identity("random", space.parse(SPACE, _config()), _config())
     s = study.Trials(study.open_study(study.storage_url(None, tmp_path), "search", ident), None, "random", 0, 3)
     assert s.remaining() == 3 and all(t.state.name == "WAITING" for t in s.all())
+
+
+def test_later_groups_of_one_structure_reuse_the_first_groups_programs(tmp_path, monkeypatch):
+    """``--parallel-trials 1``: the search built and compiled a group per trial (~10 s each for LeNet-5
+    on 2 CPU cores); groups of one structure differ only in the step's inputs, so the second trial
+    runs the programs the first compiled, and ends exactly as the same trial does as a search's first."""
+    import train
+    from train import setup
+    from train.search import group
+
+    calls = {"compile": 0, "fresh": 0, "build": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(group.Group, "compile", counted("compile", group.Group.compile))
+    monkeypatch.setattr(setup.Run, "fresh_state", counted("fresh", setup.Run.fresh_state))
+    monkeypatch.setattr(setup, "build", counted("build", setup.build))
+    config = quick(**{"num_train_steps": 4, "log_every_steps": 2, "schedule.warmup_epochs": 0.0})
+    two = train.search(config, ["optimizer.learning_rate=choice(1e-3, 1e-2)"], tmp_path / "two", method="grid",
+                       parallel_trials=1, plots=False)
+    assert calls == {"compile": 1, "fresh": 1, "build": 1}
+    train.search(config, ["optimizer.learning_rate=choice(1e-3)"], tmp_path / "first", method="grid", plots=False)
+    second, first = (tmp_path / "two" / "trials" / "1", tmp_path / "first" / "trials" / "0")
+    assert [(r["trial"], r["optimizer.learning_rate"]) for r in two.table] == [(0, 1e-2), (1, 1e-3)]   # the grid's order
+    assert (second / "metrics.jsonl").read_text() == (first / "metrics.jsonl").read_text()

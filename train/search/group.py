@@ -168,10 +168,11 @@ class Group:
         """The per-trial inputs of the step: ``{path: (T,) float32}`` for the step and model fields."""
         return {p: self._column(p) for p in self.fields if VMAPPED[p][0] != "optimizer"}
 
-    def initial_state(self) -> step.TrainState:
-        """Host state with a leading trial axis: the run's fresh state (the same parameters and
-        dropout key for every trial, as each config alone) with each trial's optimizer values."""
-        one = self.run.fresh_state()
+    def initial_state(self, one: step.TrainState | None = None) -> step.TrainState:
+        """Host state with a leading trial axis: the run's fresh state ``one`` (default: computed now;
+        the same parameters and dropout key for every trial, as each config alone) with each trial's
+        optimizer values."""
+        one = self.run.fresh_state() if one is None else one
         states = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x)[None], (self.padded(), *np.shape(x))), one)
         inject = {VMAPPED[p][1]: self._column(p) for p in self.fields if VMAPPED[p][0] == "optimizer"}
         if inject:
@@ -200,6 +201,51 @@ class Group:
         mine = {jax.tree_util.keystr(k): v[i] for k, v in jax.tree_util.tree_flatten_with_path(states)[0]}
         leaves, treedef = jax.tree_util.tree_flatten_with_path(alone)
         return jax.tree_util.tree_unflatten(treedef, [np.asarray(mine[jax.tree_util.keystr(k)]) for k, _ in leaves])
+
+
+class Programs:
+    """What a search builds and compiles once and reuses for every later group of the same structure:
+    the group's run (pipelines, model), its fresh state, and per group size its compiled train and
+    eval steps. Groups of one structure differ only in the step's inputs (the module docstring: one
+    program for all of a group's trials), so with ``--parallel-trials 1`` a search compiles its step
+    once, not once per trial. The :data:`KEPT` structures used last are kept."""
+
+    KEPT = 4
+
+    def __init__(self):
+        self._kept: dict[tuple, dict] = {}   # structure key -> {run, fresh, steps: {size: (train, eval)}}
+
+    @staticmethod
+    def _key(members: list[Member], chunk: int | None) -> tuple:
+        return structure(members[0].values), vmapped(members), chunk
+
+    def group(self, members: list[Member], *, chunk: int | None = None) -> Group:
+        """``Group.build(members, chunk=chunk)``, with the run of an earlier group of this structure."""
+        key = self._key(members, chunk)
+        entry = self._kept.pop(key, None)
+        if entry is None:
+            entry = {"run": Group.build(members, chunk=chunk).run, "fresh": None, "steps": {}}
+        self._kept[key] = entry   # most recently used last
+        while len(self._kept) > self.KEPT:
+            self._kept.pop(next(iter(self._kept)))
+        return Group(entry["run"], list(members), vmapped(members), chunk)
+
+    def _entry(self, g: Group) -> dict:
+        return self._kept.get(self._key(g.members, g.chunk)) or {"run": g.run, "fresh": None, "steps": {}}
+
+    def initial_state(self, g: Group) -> step.TrainState:
+        """``g.initial_state()`` from the fresh state its structure computed first."""
+        entry = self._entry(g)
+        if entry["fresh"] is None:
+            entry["fresh"] = g.run.fresh_state()
+        return g.initial_state(entry["fresh"])
+
+    def compile(self, g: Group, states, values, batch, *, memory_limit: int | None = None):
+        """``g.compile(...)``, or the steps an earlier group of its structure and size compiled."""
+        steps = self._entry(g)["steps"]
+        if g.padded() not in steps:
+            steps[g.padded()] = g.compile(states, values, batch, memory_limit=memory_limit)
+        return steps[g.padded()]
 
 
 def trial_kwargs(run: setup.Run, member: Member) -> dict:

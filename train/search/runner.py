@@ -56,6 +56,7 @@ class _Live:
     """The group being trained and its device state (rebuilt when trials leave it)."""
 
     group: group_mod.Group
+    programs: group_mod.Programs
     states: object = None
     values: object = None
     train_fn: object = None
@@ -65,25 +66,29 @@ class _Live:
 
 
 def run_group(members: list[group_mod.Member], trials: Trials, workdir: Path, *, prune: bool, stop,
-              chunk: int | None = None, memory_limit: int | None = None) -> dict:
-    """Train ``members`` as one group; returns ``{trial number: Outcome}`` (also told to Optuna). Each
+              chunk: int | None = None, memory_limit: int | None = None,
+              programs: group_mod.Programs | None = None) -> dict:
+    """Train ``members`` as one group; returns ``{trial number: Outcome}`` (also told to Optuna).
+    ``programs``: the search's :class:`train.search.group.Programs` (what earlier groups built and
+    compiled; default: a new one). Each
     trial's folder is locked meanwhile (``lock.WorkdirLock``): a ``python -m train`` there interleaved
     its rows with the trial's, and its checkpoint took the place of the trial's own."""
     with contextlib.ExitStack() as held:
         for m in members:
             held.enter_context(lock.WorkdirLock(trial_dir(workdir, m.number)))
-        return _train_group(members, trials, workdir, prune=prune, stop=stop, chunk=chunk, memory_limit=memory_limit)
+        return _train_group(members, trials, workdir, prune=prune, stop=stop, chunk=chunk, memory_limit=memory_limit,
+                            programs=programs or group_mod.Programs())
 
 
-def _train_group(members, trials, workdir, *, prune, stop, chunk, memory_limit) -> dict:
+def _train_group(members, trials, workdir, *, prune, stop, chunk, memory_limit, programs) -> dict:
     t0 = time.perf_counter()
-    g = group_mod.Group.build(members, chunk=chunk)
+    g = programs.group(members, chunk=chunk)
     run, plan = g.run, g.run.plan
     logs = {m.number: _metrics_log(workdir, m.number) for m in members}
     outcomes: dict[int, Outcome] = {}
     data = iter(run.train_pipe)
     batch = parallel.put_batch(next(data), plan)
-    live = _place(_Live(g), g.initial_state(), batch, memory_limit)
+    live = _place(_Live(g, programs), programs.initial_state(g), batch, memory_limit)
     last_eval: dict[int, dict] = {}
     eval_every = max(1, int(round(run.config.eval_every_epochs * run.steps_per_epoch)))
     evaluations = 0   # Optuna's step: pruners count evaluations
@@ -131,7 +136,8 @@ def _place(live: _Live, host_states, batch, memory_limit) -> _Live:
     plan = live.group.run.plan
     live.states = parallel.put_trials(host_states, plan)
     live.values = parallel.put_trials(live.group.values(), plan)
-    live.train_fn, live.eval_fn = live.group.compile(live.states, live.values, batch, memory_limit=memory_limit)
+    live.train_fn, live.eval_fn = live.programs.compile(live.group, live.states, live.values, batch,
+                                                        memory_limit=memory_limit)
     return live
 
 
@@ -196,7 +202,7 @@ def _cut(live: _Live, leaving: list[int], batch, memory_limit) -> _Live:
     if pad:  # the trial axis stays a multiple of the trial devices: repeat the last trial
         host_states = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[-1:], pad, 0)]), host_states)
     log.info("trials %s leave their group; %d continue", [g.members[i].number for i in leaving], small.size)
-    return _place(_Live(small, nonfinite=live.nonfinite), host_states, batch, memory_limit)
+    return _place(_Live(small, live.programs, nonfinite=live.nonfinite), host_states, batch, memory_limit)
 
 
 def _checkpoint_best(live: _Live, outcomes: dict, trials: Trials, workdir: Path, data) -> None:

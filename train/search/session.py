@@ -93,6 +93,7 @@ def search(config: ml_collections.ConfigDict, space, workdir: str | Path, *, met
     handed = study_mod.Trials(opened, parsed, method, config.seed if seed is None else seed, total)
     handed.reclaim()
     chunk = chunk if chunk is not None else default_chunk()
+    programs = group_mod.Programs()   # groups of one structure share their run and compiled steps
     interrupted = None
     with interrupts.stop_signals() as stop, handed.heartbeat():
         while not interrupted:
@@ -109,7 +110,8 @@ def search(config: ml_collections.ConfigDict, space, workdir: str | Path, *, met
                 print(f"trials {numbers}: training side by side", flush=True)
                 try:
                     outcomes = runner.run_group(members_g, handed, workdir, prune=bool(prune),
-                                                 stop=stop, chunk=chunk, memory_limit=memory_limit)
+                                                 stop=stop, chunk=chunk, memory_limit=memory_limit,
+                                                 programs=programs)
                 except runner.Interrupted as e:
                     interrupted = str(e)
                     break
