@@ -161,13 +161,10 @@ def test_a_network_the_onnx_converter_cannot_take_is_one_line_naming_stablehlo()
     """CIFAR ResNets (their option-A shortcut pads with the symbolic batch) failed with jax2onnx's
     InconclusiveDimensionOperation traceback, AlexNet / VGG below ~224 px with 'No plugins registered
     for primitive stack': the command caught neither. StableHLO exports them."""
-    import jax
-    import jax.numpy as jnp
-
     from zoo import export as ex
 
     model = zoo.create("resnet20")
-    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
+    variables = zoo.init(model, (32, 32, 3))
     with pytest.raises(ValueError, match=r"^--format onnx: the converter \(jax2onnx\) cannot convert CifarResNet at "
                                          r"input \(32, 32, 3\) \(.*\); --format stablehlo exports every model"):
         ex.onnx(model, variables, (32, 32, 3))
