@@ -231,7 +231,7 @@ class Programs:
         return Group(entry["run"], list(members), vmapped(members), chunk)
 
     def _entry(self, g: Group) -> dict:
-        return self._kept.get(self._key(g.members, g.chunk)) or {"run": g.run, "fresh": None, "steps": {}}
+        return self._kept[self._key(g.members, g.chunk)]   # made by group(), the newest: never dropped yet
 
     def initial_state(self, g: Group) -> step.TrainState:
         """``g.initial_state()`` from the fresh state its structure computed first."""
