@@ -5,9 +5,12 @@ basenames (no __init__.py: a package named tests/zoo would shadow the real ``zoo
 
 Shared fixtures live here; helpers (plain functions) in helpers.py.
 
-The persistent compilation cache is off for the tests and the processes they start
-(``ZOO_COMPILE_CACHE=off``): tests never write into the user's cache directory, and never read a
-program another run compiled; the tests of the cache set it themselves."""
+The persistent compilation cache: the tests and the processes they start share one per test session
+(``session_compile_cache``: ``ZOO_COMPILE_CACHE`` set to a fresh folder under pytest's base temporary
+directory, one for all xdist workers), so a program one test compiled is read back by the later tests
+of the same run (the CLI tests' LeNet-5 steps: a quarter less time), never one from another run or the
+user's cache directory, into which tests never write. Before the session starts (collection) it is
+off; the tests of the cache set their own."""
 import os
 import socket
 
@@ -42,6 +45,20 @@ def trained_lenet5(trained_lenet):
     raw = test.images[:48]
     return dict(workdir=workdir, model=loaded.model, variables=loaded.variables, pp=pp, raw=raw,
                 labels=test.labels[:48], x=data.preprocess_eval(raw, pp))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_compile_cache(tmp_path_factory):
+    """One persistent compilation cache folder per test session: pytest-xdist gives each worker the
+    base temporary directory ``<the run's>/gwN``, so workers share its parent; without xdist, the
+    base itself. JAX writes each entry atomically (a temporary file renamed), so workers and their
+    subprocesses may write the same program at once."""
+    base = tmp_path_factory.getbasetemp()
+    path = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "compile-cache"
+    path.mkdir(exist_ok=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZOO_COMPILE_CACHE", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session", autouse=True)

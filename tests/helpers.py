@@ -196,7 +196,7 @@ def run_once(fn, *args):
 @functools.lru_cache(maxsize=None)
 def traced(name: str):
     """(layer rows, abstract variables) of a registered variant at its default input: one
-    jax.eval_shape per model per test session (shared by test_zoo and test_readme)."""
+    jax.eval_shape per model per test process (the registry tests' checks of a model share it)."""
     import zoo
     from zoo.summary import trace
 

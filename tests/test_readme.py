@@ -1,5 +1,5 @@
-"""README stays true: its test command is what CI runs, its model table is the registry's (and
-zoo/model_counts.json, which python -m zoo prints from, holds the models' own counts), and every
+"""README stays true: its test command is what CI runs, its model table is the registry's with the
+counts of zoo/model_counts.json (that they are the models' own: tests/zoo/test_registry.py), and every
 python and bash snippet runs as written, in a user's folder, in order (long trainings shortened)."""
 import os
 import re
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import zoo
-from helpers import ROOT, child_env, inner_loop_sample, traced
+from helpers import ROOT, child_env
 from zoo.__main__ import HEADER, stored_counts, table_row
 
 README = (ROOT / "README.md").read_text()
@@ -31,12 +31,12 @@ def test_readme_model_table_has_every_model():
     assert re.findall(r"^\| `([a-z0-9_]+)` \|", table, flags=re.M) == zoo.list_models()
 
 
-@pytest.mark.parametrize("name", inner_loop_sample(zoo.list_models()))
-def test_readme_model_row_and_stored_counts_match_the_model(name):
-    layers = traced(name)[0]
-    counted = (sum(r.params for r in layers), sum(r.macs for r in layers))
-    assert stored_counts().get(name) == counted, "run: python -m zoo --update-counts"
-    assert table_row(name, *counted) in README.splitlines()
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_readme_model_row_is_the_stored_counts(name):
+    """The row of zoo/model_counts.json's counts; that they are the model's own is checked where the
+    model is traced anyway (tests/zoo/test_registry.py: test_model_info_is_complete)."""
+    assert name in stored_counts(), "run: python -m zoo --update-counts"
+    assert table_row(name, *stored_counts()[name]) in README.splitlines()
 
 
 # ------------------------------------------------------------------------------------------------ the snippets

@@ -27,20 +27,19 @@ def config(**overrides):
 
 def tiny_params(seed=0):
     """A stem conv + BN, a second block, and an 'fc' head: kernels (ndim > 1), biases and BN vectors."""
-    ks = jax.random.split(jax.random.key(seed), 8)
-    n = lambda k, shape: jax.random.normal(k, shape, jnp.float32)
+    rng = np.random.default_rng(seed)   # numpy: drawing them compiles nothing (the module builds ALL at import)
+    n = lambda shape: jnp.asarray(rng.standard_normal(shape, np.float32))
     return {
-        "conv1": {"kernel": n(ks[0], (3, 3, 2, 4))},
-        "bn1": {"scale": 1.0 + 0.1 * n(ks[1], (4,)), "bias": n(ks[2], (4,))},
-        "layer1_0": {"conv1": {"kernel": n(ks[3], (3, 3, 4, 4)), "bias": n(ks[4], (4,))}},
-        "fc": {"kernel": n(ks[5], (4, 3)), "bias": n(ks[6], (3,))},
+        "conv1": {"kernel": n((3, 3, 2, 4))},
+        "bn1": {"scale": 1.0 + 0.1 * n((4,)), "bias": n((4,))},
+        "layer1_0": {"conv1": {"kernel": n((3, 3, 4, 4)), "bias": n((4,))}},
+        "fc": {"kernel": n((4, 3)), "bias": n((3,))},
     }
 
 
 def grads_like(params, seed=1):
-    leaves, tdef = jax.tree.flatten(params)
-    ks = jax.random.split(jax.random.key(seed), len(leaves))
-    return jax.tree.unflatten(tdef, [jax.random.normal(k, x.shape) for k, x in zip(ks, leaves)])
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape, np.float32)), params)
 
 
 def run(tx, params, grads_seq, jit=False):

@@ -45,7 +45,7 @@ def test_every_catalogue_model_is_registered_with_the_published_size(name):
         if options or e.categories not in (0, info.num_classes):
             variables = abstract_variables(name, num_classes=e.categories or info.num_classes, **options)
         else:
-            variables = traced(name)[1]  # the default model, traced once per session (test_readme too)
+            variables = traced(name)[1]  # the default model, traced once per test process (the registry tests too)
         assert param_count(variables) == e.num_params, e.tag
 
 

@@ -15,6 +15,7 @@ import pytest
 
 import zoo
 from helpers import abstract_variables, images, inner_loop_sample, key, random_variables, reference, run_once, traced
+from zoo.__main__ import stored_counts
 
 ALL = zoo.list_models()
 
@@ -82,6 +83,8 @@ def test_model_info_is_complete(name):
     params = traced(name)[1]["params"]
     assert set(info.head) <= set(params), f"head modules {info.head} not among {sorted(params)}"
     assert counts(name)[0] == zoo.param_count(traced(name)[1])
+    # zoo/model_counts.json, which README's table and `python -m zoo` print from, holds the model's own counts
+    assert stored_counts().get(name) == counts(name), "run: python -m zoo --update-counts"
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if published(n)["params"] is not None])
