@@ -8,7 +8,7 @@ Shared fixtures live here; helpers (plain functions) in helpers.py.
 The persistent compilation cache: the tests and the processes they start share one per test session
 (``session_compile_cache``: ``ZOO_COMPILE_CACHE`` set to a fresh folder under pytest's base temporary
 directory, one for all xdist workers), so a program one test compiled is read back by the later tests
-of the same run (the CLI tests' LeNet-5 steps: a quarter less time), never one from another run or the
+of the same run (the CLI tests' LeNet-5 steps; the integration tests 8% faster), never one from another run or the
 user's cache directory, into which tests never write. Before the session starts (collection) it is
 off; the tests of the cache set their own."""
 import os
@@ -51,8 +51,9 @@ def trained_lenet5(trained_lenet):
 def session_compile_cache(tmp_path_factory):
     """One persistent compilation cache folder per test session: pytest-xdist gives each worker the
     base temporary directory ``<the run's>/gwN``, so workers share its parent; without xdist, the
-    base itself. JAX writes each entry atomically (a temporary file renamed), so workers and their
-    subprocesses may write the same program at once."""
+    base itself. JAX writes an entry in place, without a lock or a rename (``jax/_src/lru_cache.py``):
+    a process that reads an entry while another writes it gets a truncated file, which JAX reports
+    as a warning ("Error reading persistent compilation cache entry") and compiles instead."""
     base = tmp_path_factory.getbasetemp()
     path = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "compile-cache"
     path.mkdir(exist_ok=True)

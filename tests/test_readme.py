@@ -35,8 +35,9 @@ def test_readme_model_table_has_every_model():
 def test_readme_model_row_is_the_stored_counts(name):
     """The row of zoo/model_counts.json's counts; that they are the model's own is checked where the
     model is traced anyway (tests/zoo/test_registry.py: test_model_info_is_complete)."""
-    assert name in stored_counts(), "run: python -m zoo --update-counts"
-    assert table_row(name, *stored_counts()[name]) in README.splitlines()
+    stored = stored_counts()
+    assert name in stored, "run: python -m zoo --update-counts"
+    assert table_row(name, *stored[name]) in README.splitlines()
 
 
 # ------------------------------------------------------------------------------------------------ the snippets
