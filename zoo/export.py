@@ -16,6 +16,8 @@ under a temporary name and renamed when complete.
   converts, with two window reductions rewritten (:data:`REWRITES`): jax2onnx 0.13 lowers
   ``reduce_window_max`` / ``reduce_window_sum`` over NHWC to 4-D pools that onnxruntime refuses, and
   its flax-level shortcuts (patched ``nn.max_pool``, ``nn.Conv``, ...) reject explicit pool padding.
+  A process's first conversion imports only jax2onnx's lax plugins (:func:`_import_lax_plugins`: 1.7
+  instead of 15 s for LeNet-5 on 2 cores), all of them should a primitive have no plugin among those.
   Needs the ``export`` extra: ``pip install -e ".[export]"``. The result is checked in onnxruntime
   when it is installed (logits within 1e-4 relative of JAX's).
 """
@@ -122,6 +124,40 @@ def _evaluate(jaxpr, consts, *args):
     return [read(v) for v in jaxpr.outvars]
 
 
+_plugins_imported = None   # None, "lax" (plugins/jax only) or "all": what jax2onnx has imported in this process
+
+
+def _import_lax_plugins() -> bool:
+    """jax2onnx imports every module under ``jax2onnx/plugins`` on its first conversion, its equinox and
+    flax plugins and example models included, some of which build and run networks at import (XLA
+    compiles): 13 of the 15 s of a first LeNet-5 export on 2 CPU cores. :func:`onnx` hands it a jaxpr of
+    lax primitives, whose plugins are under ``plugins/jax``: import those and mark the tree imported
+    (jax2onnx 0.13's ``plugin_system._import_tree`` and ``_already_imported_plugins``; where either is
+    missing, nothing is done and jax2onnx imports everything as before). True when done."""
+    global _plugins_imported
+    if _plugins_imported is not None:
+        return _plugins_imported == "lax"
+    _plugins_imported = "all"
+    from jax2onnx.plugins import plugin_system  # noqa: PLC0415
+
+    if not hasattr(plugin_system, "_import_tree") or getattr(plugin_system, "_already_imported_plugins", None) is not False:
+        return False
+    plugin_system._import_tree(Path(plugin_system.__file__).parent / "jax", "jax2onnx.plugins.jax")
+    plugin_system._already_imported_plugins = True
+    _plugins_imported = "lax"
+    return True
+
+
+def _import_all_plugins() -> None:
+    """After a conversion found no plugin for a primitive among the lax ones: let jax2onnx import the
+    whole tree on its next conversion."""
+    global _plugins_imported
+    from jax2onnx.plugins import plugin_system  # noqa: PLC0415
+
+    plugin_system._already_imported_plugins = False
+    _plugins_imported = "all"
+
+
 def onnx(model, variables, input_shape) -> bytes:
     """An ONNX model (bytes) of the eval-mode network: input ``image`` float32 ``(batch, *input_shape)``,
     output ``logits``."""
@@ -134,14 +170,25 @@ def onnx(model, variables, input_shape) -> bytes:
                          f"converter does not take; export it as --format stablehlo, or from a float32 run")
     spec = _spec(input_shape)
     closed = jax.make_jaxpr(logits_fn(model, variables))(spec)
+
+    def convert():
+        return to_onnx(lambda x: _evaluate(closed.jaxpr, closed.consts, x)[0], [spec], input_names=["image"],
+                       output_names=["logits"], model_name=type(model).__name__)
+
     # jax2onnx 0.13 reports plugins it cannot import under jax 0.10 (dm_pix) and onnx_ir shapes it skips
     loggers = [logging.getLogger(n) for n in ("jax2onnx", "onnx_ir")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        proto = to_onnx(lambda x: _evaluate(closed.jaxpr, closed.consts, x)[0], [spec], input_names=["image"],
-                        output_names=["logits"], model_name=type(model).__name__)
+        lax_only = _import_lax_plugins()
+        try:
+            proto = convert()
+        except Exception as e:  # noqa: BLE001  (a plugin outside plugins/jax: with all, as jax2onnx alone would)
+            if not (lax_only and "No plugins registered for primitive" in str(e)):
+                raise
+            _import_all_plugins()
+            proto = convert()
     except Exception as e:  # noqa: BLE001  (the converter's own limits: unsupported primitives, symbolic shapes)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ValueError(f"--format onnx: the converter (jax2onnx) cannot convert {type(model).__name__} at input "
