@@ -140,7 +140,8 @@ def _import_lax_plugins() -> bool:
     _plugins_imported = "all"
     from jax2onnx.plugins import plugin_system  # noqa: PLC0415
 
-    if not hasattr(plugin_system, "_import_tree") or getattr(plugin_system, "_already_imported_plugins", None) is not False:
+    if not (hasattr(plugin_system, "_import_tree")
+            and getattr(plugin_system, "_already_imported_plugins", None) is False):
         return False
     plugin_system._import_tree(Path(plugin_system.__file__).parent / "jax", "jax2onnx.plugins.jax")
     plugin_system._already_imported_plugins = True
