@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
+import zoo.compiling
 from train import checkpoint, evaluation, interrupts, lock, parallel, reporting, setup, step, transfer
 from train.data import workers
 from zoo.files import written_atomically
@@ -64,6 +65,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path) -> FitResult:
         ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
         try:
             _refuse_a_stray_result(workdir, ckpt)
+            train_fn = run.compile_train()
+            # the train step compiles while the state is made or restored (a finished run needs no step)
+            ahead = run.compile_train_ahead(train_fn) if max(ckpt.steps(), default=0) < run.total_steps else None
             loop = _start(run, ckpt)
             if loop.start >= run.total_steps and (done := _already_trained(loop, run, workdir)) is not None:
                 return done
@@ -74,7 +78,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path) -> FitResult:
                                         eval_name=run.eval_pipe.split, num_classes=run.train_pipe.num_classes,
                                         ema=run.config.optimizer.ema_decay > 0)
             try:
-                train_step = _announced(run.compile_train(), "train step", report, stop, restart_clock=True)
+                train_step = _announced(train_fn, "train step", report, stop, restart_clock=True, ahead=ahead)
                 eval_step = _announced(evaluation.compile_eval(run.model, run.step_config, run.plan), "eval step",
                                        report)
                 _train(run, loop, ckpt, report, stop, train_step, eval_step)
@@ -306,10 +310,11 @@ def _finish(loop: _Loop, run: setup.Run, workdir: Path, t_start: float) -> FitRe
 
 
 def _announced(fn, what: str, report: reporting.Reporter, stop: interrupts.Stop | None = None, *,
-               restart_clock: bool = False):
+               restart_clock: bool = False, ahead: zoo.compiling.Ahead | None = None):
     """``fn`` (a compiled step), whose first call, which compiles it, is announced with its duration;
     a signal received meanwhile still belongs to start-up (``stop.check``: nothing saved). With
-    ``restart_clock``, images/s and the ETA count from the end of the compilation."""
+    ``restart_clock``, images/s and the ETA count from the end of the compilation. ``ahead``: its
+    compile, begun beside the initial state; the first call waits for it (the line gives both times)."""
     first = [True]
 
     def call(*args):
@@ -318,8 +323,11 @@ def _announced(fn, what: str, report: reporting.Reporter, stop: interrupts.Stop 
         first[0] = False
         report.message(f"compiling the {what}...")
         t = time.perf_counter()
+        compiled_in = ahead.wait() if ahead is not None else None
         out = fn(*args)
-        report.message(f"compiling the {what}: done in {time.perf_counter() - t:.1f}s")
+        took = time.perf_counter() - t
+        began = f" ({compiled_in:.1f}s in all, begun beside the initial state)" if compiled_in else ""
+        report.message(f"compiling the {what}: done in {took:.1f}s{began}")
         if restart_clock:
             jax.block_until_ready(out)
             report.restart_clock(untimed_steps=1)

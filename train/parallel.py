@@ -136,6 +136,21 @@ def unreplicate(tree, plan: Plan):
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
+def abstract_replicated(tree, plan: Plan):
+    """Abstract pytree (``jax.ShapeDtypeStruct`` leaves) -> the arguments :func:`replicate` would make
+    of it, as abstract values (shard_map plans: for compiling a step before its first call)."""
+    sharding = NamedSharding(plan.mesh, P())
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), tree)
+
+
+def abstract_batch(spec: dict, plan: Plan) -> dict:
+    """A pipeline's ``element_spec`` (process-local ``{name: (shape, dtype)}``) -> the global batch
+    :func:`put_batch` makes of such a batch, as abstract values (shard_map plans)."""
+    sharding = NamedSharding(plan.mesh, P(AXIS))
+    return {k: jax.ShapeDtypeStruct((shape[0] * jax.process_count(), *shape[1:]), dtype, sharding=sharding)
+            for k, (shape, dtype) in spec.items()}
+
+
 def put_batch(batch: dict, plan: Plan) -> dict:
     """Process-local host batch ``(b_local, ...)`` -> device arrays ready for the compiled step."""
     n_local = len(plan.local_devices)

@@ -82,6 +82,14 @@ class Run:
         fn = functools.partial(step.train_step, model=self.model, tx=self.tx, cfg=self.step_config)
         return parallel.compile_step(fn, self.plan)
 
+    def compile_train_ahead(self, fn) -> zoo.compiling.Ahead | None:
+        """``fn`` (:meth:`compile_train`'s) compiled in a background thread for the state and batches
+        the loop will give it (:class:`zoo.compiling.Ahead`); None for pmap plans (compiled at the first call)."""
+        if self.plan.parallelism == "pmap":
+            return None
+        return zoo.compiling.Ahead(fn, lambda: (parallel.abstract_replicated(self.abstract_state(), self.plan),
+                                                parallel.abstract_batch(self.train_pipe.element_spec, self.plan)))
+
     def meta(self) -> dict:
         """The self-description stored with every checkpoint (what :func:`for_checkpoint` reads)."""
         return {"model": self.config.model, "model_kwargs": self.model_kwargs,

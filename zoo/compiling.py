@@ -1,11 +1,14 @@
-"""XLA compile options and the persistent compilation cache, in one place, and ``init``: a model's
-variables from one compiled call."""
+"""XLA compile options and the persistent compilation cache, in one place; ``init``: a model's
+variables from one compiled call; :class:`Ahead`: a compile begun in a background thread."""
 from __future__ import annotations
 
 import logging
 import math
 import os
+import threading
+import time
 from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +74,37 @@ def init(model, input_shape, *, rng: int | jax.Array = 0, batch: int = 1) -> dic
 
 def _model_variables(variables: dict) -> tuple:
     return variables.get("params", {}), variables.get("batch_stats", {})
+
+
+class Ahead:
+    """``fn`` (a ``jax.jit`` function) lowered and compiled in a background thread for the abstract
+    arguments ``args()`` returns (``jax.ShapeDtypeStruct`` leaves with their shardings), while the
+    caller does other work (a run makes or restores its state meanwhile: XLA's compile releases the
+    GIL, and on 2 cores uses ~1.6 of them). JAX keeps the executable, so ``fn``'s first call with
+    arguments of those shapes, dtypes and shardings compiles nothing; call :meth:`wait` before it.
+
+    A failure here is not reported: the first call then compiles in the caller's thread and raises
+    there, as without this. The thread is not a daemon: an interpreter is not torn down under XLA's
+    compile (the command lines' ``train.interrupts.finish`` stops waiting for it after its grace)."""
+
+    def __init__(self, fn, args: Callable[[], tuple]):
+        self.seconds: float | None = None   # the compile's wall-clock time, once it succeeded
+        self._thread = threading.Thread(target=self._compile, args=(fn, args), name="zoo-compile-ahead")
+        self._thread.start()
+
+    def _compile(self, fn, args) -> None:
+        t = time.perf_counter()
+        try:
+            fn.lower(*args()).compile()
+        except Exception:   # noqa: BLE001 (the first call compiles again and raises in the caller's thread)
+            log.debug("compiling ahead failed; the first call compiles", exc_info=True)
+            return
+        self.seconds = time.perf_counter() - t
+
+    def wait(self) -> float | None:
+        """Block until the compile has ended; its wall-clock seconds (None: it failed)."""
+        self._thread.join()
+        return self.seconds
 
 
 # ---------------------------------------------------------------------- persistent compilation cache

@@ -1,5 +1,6 @@
-"""The persistent compilation cache switch (zoo.compiling): on by default in a user cache directory,
-moved or turned off by the config field or the environment variable."""
+"""zoo.compiling: the persistent compilation cache switch (on by default in a user cache directory,
+moved or turned off by the config field or the environment variable), the compile options, and a
+compile begun ahead in a background thread (``Ahead``)."""
 import logging
 import re
 from pathlib import Path
@@ -212,3 +213,32 @@ def test_a_train_state_starts_from_the_variables_zoo_init_gives(monkeypatch, lim
     variables = compiling.init(model, (28, 28, 1), rng=jax.random.split(rng)[0])
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), state.params,
                  variables["params"])
+
+
+@pytest.fixture
+def compile_log(caplog):
+    """``(thread name, message)`` of JAX's "Compiling jit(NAME) ..." lines (one per lowering that is
+    compiled or read from the persistent cache) logged while the test runs."""
+    before = jax.config.jax_log_compiles
+    jax.config.update("jax_log_compiles", True)
+    with caplog.at_level(logging.WARNING, logger="jax"):
+        yield lambda: [(r.threadName, r.getMessage()) for r in caplog.records if r.getMessage().startswith("Compiling jit(")]
+    jax.config.update("jax_log_compiles", before)
+
+
+def test_a_program_compiled_ahead_is_not_compiled_again_by_its_first_call(compile_log):
+    fn = jax.jit(lambda x, y: jnp.tanh(x) @ y + 1.0)
+    x, y = np.ones((8, 4), np.float32), np.full((4, 3), 0.5, np.float32)
+    ahead = compiling.Ahead(fn, lambda: (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(y.shape, y.dtype)))
+    assert ahead.wait() > 0.0
+    assert [t for t, _ in compile_log()] == ["zoo-compile-ahead"]
+    np.testing.assert_allclose(fn(x, y), np.tanh(x) @ y + 1.0, rtol=1e-6)
+    assert len(compile_log()) == 1                                   # the first call compiled nothing
+
+
+def test_a_compile_ahead_that_fails_leaves_the_error_to_the_first_call(compile_log):
+    fn = jax.jit(lambda x: x @ x)
+    ahead = compiling.Ahead(fn, lambda: (jax.ShapeDtypeStruct((2, 3), np.float32),))   # (2, 3) @ (2, 3): refused
+    assert ahead.wait() is None and compile_log() == []
+    with pytest.raises(TypeError, match="dot_general requires contracting dimensions to have the same shape"):
+        fn(np.ones((2, 3), np.float32))
