@@ -11,6 +11,7 @@ directory, one for all xdist workers), so a program one test compiled is read ba
 of the same run (the CLI tests' LeNet-5 steps; the integration tests 8% faster), never one from another run or the
 user's cache directory, into which tests never write. Before the session starts (collection) it is
 off; the tests of the cache set their own."""
+import logging
 import os
 import socket
 
@@ -81,3 +82,16 @@ def no_network(monkeypatch):
         raise AssertionError("network access attempted")
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture
+def compile_log(caplog):
+    """``(thread name, message)`` of JAX's "Compiling jit(NAME) ..." lines (one per lowering that is
+    compiled or read from the persistent cache) logged while the test runs."""
+    import jax  # noqa: PLC0415  (collection stays free of it: session_compile_cache)
+
+    before = jax.config.jax_log_compiles
+    jax.config.update("jax_log_compiles", True)
+    with caplog.at_level(logging.WARNING, logger="jax"):
+        yield lambda: [(r.threadName, r.getMessage()) for r in caplog.records if r.getMessage().startswith("Compiling jit(")]
+    jax.config.update("jax_log_compiles", before)

@@ -63,19 +63,13 @@ def test_a_run_says_what_it_is_and_what_it_compiles(tmp_path, capsys, caplog):
 
 
 @pytest.mark.integration
-def test_the_train_step_compiles_beside_the_initial_state_and_its_first_call_compiles_nothing(tmp_path, caplog):
+def test_the_train_step_compiles_beside_the_initial_state_and_its_first_call_compiles_nothing(tmp_path, compile_log):
     """zoo.compiling.Ahead with the loop's abstract state and batch: JAX's compile log has the train
     step's lowering (its state begins with the int32 step) once, in the background thread, and the
     eval step's in the main thread; nothing else is lowered as ``jit(wrapped)`` (the steps' wrapper)."""
-    before = jax.config.jax_log_compiles
-    jax.config.update("jax_log_compiles", True)
-    try:
-        with caplog.at_level(logging.WARNING, logger="jax"):
-            train.fit(quick(num_train_steps=2, **{"schedule.warmup_epochs": 0.0}), tmp_path)
-    finally:
-        jax.config.update("jax_log_compiles", before)
-    steps = [(r.threadName, r.getMessage().split("global shapes and types (")[1][:18]) for r in caplog.records
-             if r.getMessage().startswith("Compiling jit(wrapped) with")]
+    train.fit(quick(num_train_steps=2, **{"schedule.warmup_epochs": 0.0}), tmp_path)
+    steps = [(thread, message.split("global shapes and types (")[1][:18]) for thread, message in compile_log()
+             if message.startswith("Compiling jit(wrapped) with")]
     assert steps == [("zoo-compile-ahead", "ShapedArray(int32["), ("MainThread", "ShapedArray(float3")]
 
 

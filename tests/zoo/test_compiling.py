@@ -215,17 +215,6 @@ def test_a_train_state_starts_from_the_variables_zoo_init_gives(monkeypatch, lim
                  variables["params"])
 
 
-@pytest.fixture
-def compile_log(caplog):
-    """``(thread name, message)`` of JAX's "Compiling jit(NAME) ..." lines (one per lowering that is
-    compiled or read from the persistent cache) logged while the test runs."""
-    before = jax.config.jax_log_compiles
-    jax.config.update("jax_log_compiles", True)
-    with caplog.at_level(logging.WARNING, logger="jax"):
-        yield lambda: [(r.threadName, r.getMessage()) for r in caplog.records if r.getMessage().startswith("Compiling jit(")]
-    jax.config.update("jax_log_compiles", before)
-
-
 def test_a_program_compiled_ahead_is_not_compiled_again_by_its_first_call(compile_log):
     fn = jax.jit(lambda x, y: jnp.tanh(x) @ y + 1.0)
     x, y = np.ones((8, 4), np.float32), np.full((4, 3), 0.5, np.float32)
