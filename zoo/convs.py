@@ -40,8 +40,9 @@ not a model choice: ``zoo.compiling.step_compile_options``; what the option cann
 reduction fusion of an evaluated program growing back over the convolutions before a pool, the
 ``'cpu'`` implementation stops by ending those convolutions with :func:`outside_library_fusions`.
 
-Max pooling follows the same choice (``MAX_POOLS``): ``'cpu'`` keeps XLA's forward and writes the
-gradient as shifted slices (:func:`max_pool_shifted_grad`), where XLA:CPU's select-and-scatter is slow.
+Max pooling follows the same choice (``MAX_POOLS``): ``'cpu'`` runs the forward as two separable
+reduce-windows (:func:`max_pool_separable`: the same maxima, fewer reads) and writes the gradient as
+shifted slices (:func:`max_pool_shifted_grad`), where XLA:CPU's select-and-scatter is slow.
 """
 from __future__ import annotations
 
@@ -281,18 +282,32 @@ def matmul_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=
                                     feature_group_count, precision, **kw)
 
 
+def max_pool_separable(x: Array, window, strides, padding) -> Array:
+    """``flax.linen.max_pool(x, window, strides, padding)`` for ``x: (B, H, W, C)`` as two reduce-windows,
+    over the width (``(1, kw)``, stride ``sw``) and then the height (``(kh, 1)``, stride ``sh``): the
+    same maxima (max is exact, padding is -inf), 3 + 3 reads per output of a 3x3 window instead of 9.
+    XLA:CPU's 3x3 / 2 reduce-window on ResNet's stem map (b16, 112x112x64) ran at ~12 ms, this at
+    ~4-7 ms (benchmarks/README.md, "Round 19")."""
+    (kh, kw), (sh, sw), ((pt, pb), (pl, pr)) = window, strides, padding
+    rows = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 1, kw, 1), (1, 1, sw, 1),
+                                 ((0, 0), (0, 0), (pl, pr), (0, 0)))            # (B, H, Wo, C)
+    return jax.lax.reduce_window(rows, -jnp.inf, jax.lax.max, (1, kh, 1, 1), (1, sh, 1, 1),
+                                 ((0, 0), (pt, pb), (0, 0), (0, 0)))            # (B, Ho, Wo, C)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def max_pool_shifted_grad(x: Array, window, strides, padding) -> Array:
-    """``flax.linen.max_pool(x, window, strides, padding)`` (XLA's reduce-window; its gradient is XLA's
-    select-and-scatter), with the gradient written as kh*kw shifted slices: each output's gradient
-    goes to the first input of its window (row-major) equal to the maximum, as select-and-scatter
-    sends it, placed back by a strided pad. XLA:CPU rewrites select-and-scatter into a reduce-window
-    over index arrays and a scatter, 4-6x slower than these fused loops (benchmarks/README.md, "Round 5")."""
-    return nn.max_pool(x, window, strides, padding)
+    """``flax.linen.max_pool(x, window, strides, padding)`` (:func:`max_pool_separable`; XLA's gradient
+    of a max pool is a select-and-scatter), with the gradient written as kh*kw shifted slices: each
+    output's gradient goes to the first input of its window (row-major) equal to the maximum, as
+    select-and-scatter sends it, placed back by a strided pad. XLA:CPU rewrites select-and-scatter
+    into a reduce-window over index arrays and a scatter, 4-6x slower than these fused loops
+    (benchmarks/README.md, "Round 5")."""
+    return max_pool_separable(x, window, strides, padding)
 
 
 def _max_pool_fwd(x, window, strides, padding):
-    y = nn.max_pool(x, window, strides, padding)
+    y = max_pool_separable(x, window, strides, padding)
     return y, (x, y)
 
 

@@ -2,7 +2,9 @@
 both gradients, and the choice is a visible model field, not a global switch or a backend query."""
 import re
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -192,6 +194,22 @@ def test_cpu_max_pool_gradient_matches_select_and_scatter(case):
     assert float(np.abs(results["lax"][1]).sum()) > 0
     model_ops = zoo.create("resnet18", conv_impl="cpu").ops(train=True)
     assert model_ops.max_pool_impl is convs.max_pool_shifted_grad  # what the 'cpu' models use
+
+
+@pytest.mark.parametrize("window, stride, padding", [((3, 3), (2, 2), ((1, 1), (1, 1))),   # ResNet's stem
+                                                      ((2, 2), (2, 2), ((0, 0), (0, 0))),   # VGG
+                                                      ((3, 3), (2, 2), ((0, 1), (0, 1))),   # ceil mode
+                                                      ((3, 3), (1, 1), ((1, 1), (1, 1))),   # GoogLeNet's branch
+                                                      ((3, 2), (1, 2), ((1, 0), (0, 1)))])  # unequal sides
+def test_the_separable_max_pool_gives_xla_reduce_windows_maxima_exactly(window, stride, padding):
+    """Rows then columns: the same maxima as ``flax.linen.max_pool``'s one 2-D window, to the bit,
+    with infinities and a NaN in the input (NaN propagates through both)."""
+    x = np.random.default_rng(0).standard_normal((2, 11, 13, 3)).astype(np.float32)
+    x[0, 2, 3, 0], x[1, 5, 5, 1], x[0, 7, 1, 2], x[1, 0, 0, 0] = np.inf, -np.inf, np.nan, -np.inf
+    want = np.asarray(nn.max_pool(jnp.asarray(x), window, stride, padding))
+    got = np.asarray(jax.jit(convs.max_pool_separable, static_argnums=(1, 2, 3))(x, window, stride, padding))
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(want).sum() >= 1 and np.isposinf(want).sum() >= 1
 
 
 def test_conv_impl_is_a_field_chosen_by_whoever_knows_the_devices():
