@@ -29,7 +29,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from zoo.compiling import step_compile_options
+from zoo.compiling import gc_paused, step_compile_options
 
 AXIS = "data"
 TRIALS = "trials"  # the trial axis of a search group's 2-D mesh
@@ -192,6 +192,7 @@ def compile_step(fn: Callable, plan: Plan, *, batch_argnums=(1,), out_sharded: A
                         donate_argnums=(0,) if donate_state else ())
     trial_spec = P(TRIALS) if plan.trial_devices > 1 else P()
 
+    @gc_paused()   # runs while jit traces it (the first call for each set of shapes)
     def wrapped(*args):
         in_specs = tuple(P(AXIS) if i in batch_argnums else trial_spec if i in trial_argnums else P()
                          for i in range(len(args)))

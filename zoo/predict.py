@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from zoo import bundle, cli, convs
-from zoo.compiling import step_compile_options
+from zoo.compiling import gc_paused, step_compile_options
 
 BATCH = 16
 
@@ -45,7 +45,8 @@ def top_classes(b: bundle.Bundle, images, k: int = 5) -> list[list[dict]]:
         raise ValueError(f"topk={k}: a positive number of classes")
     k = min(k, len(b.class_names))
     # log-probabilities order the classes even where probabilities underflow to 0
-    apply = jax.jit(lambda v, x: jax.nn.log_softmax(b.model.apply(v, x, train=False).astype(np.float32), axis=-1),
+    apply = jax.jit(gc_paused()(lambda v, x: jax.nn.log_softmax(b.model.apply(v, x, train=False).astype(np.float32),
+                                                                 axis=-1)),
                     compiler_options=step_compile_options(jax.default_backend()))
     out = []
     for start in range(0, len(images), BATCH):

@@ -80,3 +80,17 @@ def test_unknown_parallelism():
     from train import parallel
     with pytest.raises(ValueError, match="parallelism.*shard_map"):
         parallel.make_plan("dp")
+
+
+def test_tracing_a_step_holds_the_collector():
+    """The train / eval steps' bodies (``train.parallel.compile_step``) run with the collector held."""
+    import gc  # noqa: PLC0415
+
+    from train import parallel  # noqa: PLC0415
+
+    seen = []
+    plan = parallel.make_plan("shard_map", 1)
+    step = parallel.compile_step(lambda s, b: (seen.append(gc.isenabled()), s + b.sum())[1], plan,
+                                 donate_state=False)
+    assert float(step(np.float32(1), np.ones((2, 3), np.float32))) == 7.0
+    assert seen == [False] and gc.isenabled()

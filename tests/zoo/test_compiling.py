@@ -231,3 +231,39 @@ def test_a_compile_ahead_that_fails_leaves_the_error_to_the_first_call(compile_l
     assert ahead.wait() is None and compile_log() == []
     with pytest.raises(TypeError, match="dot_general requires contracting dimensions to have the same shape"):
         fn(np.ones((2, 3), np.float32))
+
+
+def test_the_collector_is_held_while_a_step_is_traced_and_released_after():
+    """``gc_paused``: off inside (every thread's holders counted), back on when the last one leaves,
+    also through an exception; left off when it was off before."""
+    import gc  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    assert gc.isenabled()
+    inside, release = threading.Event(), threading.Event()
+
+    def other():
+        with compiling.gc_paused():
+            inside.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    try:
+        assert inside.wait(60) and not gc.isenabled()
+        with pytest.raises(RuntimeError, match="traced"):
+            with compiling.gc_paused():
+                raise RuntimeError("traced")
+        assert not gc.isenabled()                                       # the other thread still holds it
+    finally:
+        release.set()
+        thread.join(60)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with compiling.gc_paused():
+            pass
+        assert not gc.isenabled()                                       # the user's choice stands
+    finally:
+        gc.enable()
+
