@@ -125,3 +125,19 @@ def test_figures(tmp_path, method):
     assert names == ["layout.png", "learning_curves.png", "val_top1_vs_optimizer.learning_rate.png",
                      "val_top1_vs_optimizer.weight_decay.png"]
     assert all(p.stat().st_size > 5000 for p in paths)
+
+
+def test_learning_curves_before_any_evaluation_say_so_without_a_warning(tmp_path):
+    """A search stopped before any trial's first evaluation: the figure says so (matplotlib warned
+    "No artists with labels found to put in legend" for its empty legend)."""
+    import warnings
+
+    from train.search import report
+
+    trials = [_trial(*t) for t in TRIALS]
+    table = report.rows(trials, _space())
+    assert report.curves(tmp_path, table, trials) == {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paths = report.figures(tmp_path, table, trials, _space(), "random")
+    assert (tmp_path / "figures" / "learning_curves.png") in paths

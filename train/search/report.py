@@ -141,7 +141,9 @@ def figures(workdir: Path, table: list[dict], trials: list, space, method: str) 
         status = next(r["status"] for r in table if r["trial"] == number)
         ax.plot(epochs, top1, "-" if status == "complete" else ":", marker=".", lw=1, label=f"{number} ({status})")
     ax.set(xlabel="epoch", ylabel="validation top-1", title="learning curves of all trials")
-    if len(table) <= 16:
+    if not ax.lines:    # no trial evaluated yet (a search stopped in its first epoch)
+        ax.text(0.5, 0.5, "no trial has been evaluated yet", ha="center", va="center", transform=ax.transAxes)
+    elif len(table) <= 16:
         ax.legend(fontsize=6, ncol=2)
     paths.append(_save(fig, out_dir / "learning_curves.png", plt))
     numeric = [p for p in space.params if p.values is None or all(isinstance(v, (int, float)) for v in p.values)]
