@@ -85,9 +85,9 @@ class _GcPause:
 
 # Tracing a train step makes hundreds of thousands of objects that live until it ends (the jaxpr's
 # equations, tracers), so Python's collector runs its full collections again and again over a
-# growing heap and finds little: DenseNet-121's train step (b64 32x32) traced in 4.5-5.1 s without
-# it, 5.6-6.3 s with it (benchmarks/README.md, "Round 20"). Cycles made meanwhile wait for the next
-# collection after it.
+# growing heap and finds little: DenseNet-121's train step (b64 32x32) traced in 4.4-5.1 s with the
+# collector held, 5.3-6.7 s with it running (benchmarks/README.md, "Round 20"). Cycles made meanwhile
+# wait for the first collection after.
 gc_paused = _GcPause()
 
 
