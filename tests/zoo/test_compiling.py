@@ -266,4 +266,3 @@ def test_the_collector_is_held_while_a_step_is_traced_and_released_after():
         assert not gc.isenabled()                                       # the user's choice stands
     finally:
         gc.enable()
-
