@@ -44,9 +44,9 @@ def fast_compile_options(out_values: int = 0) -> dict:
 # compile options cannot spell): YNNPACK keeps dots and reductions (without it, BatchNorm's
 # reductions fall to XLA's loops: MobileNet-V2 trains 2x slower at 224).
 # XLA:CPU's memory-optimised scheduler orders the step's ops so that fewer buffers are live at once:
-# peak RSS 5-31% lower at b16 224 for 11 of 12 families (DenseNet-121 4,647 -> 3,364 MiB; SqueezeNet
-# 1.1 5-14% higher, ~100 MiB), the steps' speed level except VGG-11's train step at 224 (~6%
-# slower); the same values (benchmarks/README.md "Round 22").
+# peak RSS at b16 224 5-31% lower for 10 of the 12 benchmarked models (DenseNet-121 4,647 -> 3,364
+# MiB), AlexNet's 1-3%, SqueezeNet 1.1's 5-14% higher (~100 MiB); the steps' speed level except
+# VGG-11's train step at 224 (~6% slower); the same values (benchmarks/README.md "Round 22").
 CPU_STEP_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
                     "xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
 

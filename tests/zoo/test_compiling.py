@@ -113,7 +113,7 @@ def test_the_memory_optimised_schedule_keeps_fewer_buffers_live_with_the_same_va
     """The gradient of a chain of conv -> normalise -> ReLU layers, the shape of every network's step:
     XLA's default CPU schedule and the steps' one compute bit-identical results (ordering does not
     change arithmetic), and the steps' needs a smaller temporary buffer (benchmarks/README.md,
-    "Round 22": peak RSS 5-31% lower at 224 for 11 of 12 families)."""
+    "Round 22": peak RSS 5-31% lower at 224 for 10 of the 12 benchmarked models)."""
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 28, 28, 32), dtype=np.float32)
