@@ -60,6 +60,10 @@ parameters (``kernel`` HWIO, ``bias``) unchanged, so checkpoints and weight conv
   of op time per step and the buffer saved ~34 ms of it, but the wall time stayed level (613 against
   608 ms, ten alternating rounds in one process); the train step's op time rose 6% and its peak RSS
   10-13% (benchmarks/README.md, "Round 14").
+* ``bn_autodiff``: the CPU path with BatchNorm as it was before Round 25: training differentiated by
+  autodiff through flax's statistics and normalisation (not ``zoo.batchnorm.batch_norm_train``'s
+  closed-form gradient), and the statistics averaged over a mapped axis of one device too (a stack
+  and an all-reduce per layer in the train step).
 * ``kgrad_taps``, ``kgrad_im2col``: the CPU path plus every other plain ungrouped convolution (3x3,
   7x7, strided 1x1) as :func:`conv_dot_kernel_grad`: XLA's convolution forward and input gradient,
   the kernel gradient as matmuls over NHWC rows (one per tap, or one over the im2col columns), so
@@ -115,7 +119,7 @@ def make_conv(rule: str):
             return depthwise_shifted_sum(lhs, rhs, window_strides, padding)
         if rule in ("im2col_small_dw_1x1vjp", "cond_barrier_vjp_s1x1", "kgrad_taps", "kgrad_im2col", "cond_barrier",
                     "cond_barrier_vjp", "dw_autodiff",
-                    "dense_buffer"):   # the CPU path itself (with the experiment's change above)
+                    "dense_buffer", "bn_autodiff"):   # the CPU path itself (with the experiment's change above)
             return cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                             dimension_numbers, feature_group_count, precision, **kw)
         if "dw" in rule and depthwise:
@@ -174,7 +178,7 @@ _conv_dkg.defvjp(_conv_dkg_fwd, _conv_dkg_bwd)
 EXPERIMENTS = ("lax", "im2col_small", "im2col_small_cin", "im2col_all", "dw", "im2col_small_dw", "im2col_small_cin_dw",
                "im2col_small_dw_barrier", "im2col_small_dw_1x1", "im2col_small_dw_1x1vjp",
                "kgrad_taps", "kgrad_im2col", "cond_barrier",
-               "cond_barrier_vjp", "cond_barrier_vjp_s1x1", "dw_autodiff", "dense_buffer")
+               "cond_barrier_vjp", "cond_barrier_vjp_s1x1", "dw_autodiff", "dense_buffer", "bn_autodiff")
 
 
 def apply(name: str) -> None:
@@ -187,6 +191,8 @@ def apply(name: str) -> None:
 
     if name == "dense_buffer":
         _dense_blocks_in_one_buffer()
+    if name == "bn_autodiff":
+        _batchnorm_by_autodiff()
     conv_fn = make_conv(name)
 
     class Conv(nn.Conv):
@@ -196,6 +202,20 @@ def apply(name: str) -> None:
 
     Conv.__name__ = "Conv"  # parameter paths use the given names, never the class name
     layers.nn = _NnProxy(nn, Conv)
+
+
+def _batchnorm_by_autodiff() -> None:
+    """``zoo.layers`` builds BatchNorms that train through flax's code and average over every mapped axis."""
+    from zoo import batchnorm, layers  # noqa: PLC0415
+
+    class BatchNorm(batchnorm.BatchNorm):   # the class name: flax names unnamed layers after it
+        def _statistics_axis(self, x):
+            return self.axis_name if not self.is_initializing() else None
+
+        def _paper_gradient(self, x, mask, feature_axes) -> bool:
+            return False
+
+    layers.BatchNorm = BatchNorm
 
 
 class _NnProxy:

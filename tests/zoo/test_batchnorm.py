@@ -122,3 +122,109 @@ def test_training_on_one_value_per_channel_is_refused_as_torchvision_refuses_it(
     v = bn.init(jax.random.key(0), jnp.ones((1, 4)))   # initialising with one value is fine
     with pytest.raises(ValueError, match=r"got x: \(1, 4\)"):
         bn.apply(v, jnp.ones((1, 4)), mutable=["batch_stats"])
+
+
+# ----------------------------------------------------------------------------- the training gradient
+
+def _grads(bn, v, x, dy):
+    """``y`` and the gradients of ``sum(dy * y)`` w.r.t. ``x`` and the parameters, in training."""
+    def f(params, x):
+        y, _ = bn.apply({**v, "params": params}, x, use_running_average=False, mutable=["batch_stats"])
+        return y
+    y, pull = jax.vjp(f, v["params"], x)
+    d_params, dx = pull(jnp.asarray(dy, y.dtype))
+    return y, dx, d_params
+
+
+def test_training_gradient_is_pytorchs_batchnorm2d_backward():
+    """tests/fixtures/parity/batchnorm_grad.npz: PyTorch's ``batch_norm_backward`` (channel 0 all zeros:
+    variance 0)."""
+    ref = np.load(FIXTURES / "parity" / "batchnorm_grad.npz")
+    nhwc = lambda a: a.transpose(0, 2, 3, 1)                                  # noqa: E731
+    x, dy = nhwc(ref["x"]), nhwc(ref["dy"])
+    bn = BatchNorm()
+    v = bn.init(jax.random.key(0), x, use_running_average=True)
+    v = {**v, "params": {"scale": jnp.asarray(ref["weight"]), "bias": jnp.asarray(ref["bias"])}}
+    y, dx, d_params = _grads(bn, v, x, dy)
+    np.testing.assert_allclose(np.asarray(y), nhwc(ref["y"]), atol=2e-6)
+    np.testing.assert_allclose(np.asarray(dx), nhwc(ref["dx"]), rtol=1e-5, atol=2e-5)
+    np.testing.assert_allclose(d_params["scale"], ref["dweight"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d_params["bias"], ref["dbias"], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_training_values_are_flaxs_to_the_bit_and_the_gradients_its_autodiff_to_rounding(dtype):
+    x = _x((6, 4, 4, 8)).astype(dtype)
+    x = x.at[..., 0].set(0).at[..., 1].set(1.5) if hasattr(x, "at") else jnp.asarray(x).at[..., 0].set(0)
+    dy = _x((6, 4, 4, 8), seed=1)
+    ours, flax_bn = BatchNorm(momentum=MOMENTUM, dtype=dtype), nn.BatchNorm(momentum=MOMENTUM, dtype=dtype)
+    v = ours.init(jax.random.key(0), x, use_running_average=True)
+    v = {**v, "params": {"scale": jnp.linspace(-2, 2, 8), "bias": jnp.linspace(1, -1, 8)}}
+    y, dx, d_params = _grads(ours, v, x, dy)
+    y_flax, dx_flax, d_params_flax = _grads(flax_bn, v, x, dy)
+    assert y.dtype == y_flax.dtype == dtype and dx.dtype == dx_flax.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(y_flax, np.float32))
+    rtol = 1e-5 if dtype == jnp.float32 else 1e-2                                # bfloat16: its 8 bits
+    scale = float(jnp.max(jnp.abs(dx_flax.astype(jnp.float32))))
+    np.testing.assert_allclose(np.asarray(dx, np.float32), np.asarray(dx_flax, np.float32), atol=rtol * scale)
+    for k in ("scale", "bias"):
+        np.testing.assert_allclose(d_params[k], d_params_flax[k], rtol=1e-5, atol=1e-5)
+
+
+def _flax_composition(x, scale, bias, axis_name=None):
+    """flax's own steps (``_compute_stats`` then the normalisation), differentiated by autodiff."""
+    from flax.linen.normalization import _compute_stats
+
+    mean, var = _compute_stats(x, (0, 1, 2), dtype=None, axis_name=axis_name)
+    return (x - mean) * (jax.lax.rsqrt(var + 1e-5) * scale) + bias, mean, var
+
+
+def test_gradients_through_the_statistics_are_autodiffs():
+    """Cotangents given for the batch mean and variance too (nothing in the zoo differentiates them:
+    the running averages are not differentiated, and then they are not computed)."""
+    from zoo.batchnorm import batch_norm_train
+
+    x, w = _x((4, 3, 3, 5)), _x((4, 3, 3, 5), seed=1)
+    scale, bias, wm, wv = (jnp.asarray(_x((1, 5), seed=s)[0]) for s in (2, 3, 4, 5))
+
+    def loss(f):
+        return lambda x, s, b: (lambda y, m, v: jnp.sum(w * y) + jnp.sum(wm * m) + jnp.sum(wv * v))(*f(x, s, b))
+    ours = jax.grad(loss(lambda x, s, b: batch_norm_train(x, s, b, (0, 1, 2), 1e-5, jnp.float32, jnp.float32)),
+                    argnums=(0, 1, 2))(x, scale, bias)
+    theirs = jax.grad(loss(_flax_composition), argnums=(0, 1, 2))(x, scale, bias)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+def test_over_a_named_axis_the_gradient_is_the_whole_batchs():
+    """Four shards of a batch under ``vmap(axis_name=...)`` (the collectives of four devices in one
+    process): the input gradient is that of normalising the whole batch, and the shards' parameter
+    gradients add up to its."""
+    x, dy = _x((8, 3, 3, 4)), _x((8, 3, 3, 4), seed=1)
+    bn = BatchNorm(momentum=MOMENTUM, axis_name="shards")
+    v = BatchNorm().init(jax.random.key(0), x, use_running_average=True)
+    v = {**v, "params": {"scale": jnp.asarray([0.5, -1.0, 2.0, 1.5]), "bias": jnp.asarray([0.1, 0.2, -0.3, 0.0])}}
+    shards = jax.vmap(lambda x, dy: _grads(bn, v, x, dy), axis_name="shards")
+    y, dx, d_params = shards(x.reshape(4, 2, 3, 3, 4), dy.reshape(4, 2, 3, 3, 4))
+    y_whole, dx_whole, d_whole = _grads(BatchNorm(momentum=MOMENTUM), v, x, dy)
+    np.testing.assert_allclose(y.reshape(x.shape), y_whole, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dx.reshape(x.shape), dx_whole, rtol=1e-5, atol=1e-5)
+    for k in ("scale", "bias"):
+        np.testing.assert_allclose(d_params[k].sum(0), d_whole[k], rtol=1e-5, atol=1e-5)
+
+
+def test_a_one_device_axis_averages_nothing_and_changes_no_value():
+    """A mean over one device is the value itself: no all-reduce in the program of an unchecked
+    shard_map (the train step's, ``check_vma=False``), the same values to the bit as without the axis.
+    A checked shard_map keeps the collective (its types need it): ``test_under_a_named_axis_...``."""
+    x = _x((6, 2, 2, 3))
+    v = BatchNorm().init(jax.random.key(0), x, use_running_average=True)
+    mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+
+    def run(bn):
+        return jax.jit(jax.shard_map(lambda v, x: bn.apply(v, x, use_running_average=False, mutable=["batch_stats"]),
+                                     mesh=mesh, in_specs=(P(), P("data")), out_specs=P(), check_vma=False))
+    step = run(BatchNorm(momentum=MOMENTUM, axis_name="data"))
+    assert "all-reduce" not in step.lower(v, x).compile().as_text()
+    for a, b in zip(jax.tree.leaves(step(v, x)), jax.tree.leaves(run(BatchNorm(momentum=MOMENTUM))(v, x))):
+        np.testing.assert_array_equal(a, b)
