@@ -127,7 +127,7 @@ def _bn_bwd(axes, epsilon, stats_dtype, out_dtype, axis_name, axis_index_groups,
     if not isinstance(dvar, SymbolicZero):
         dv = dv + tot[-1]
     dv = dv * clip
-    dmu = -inv * scale * g_bias                     # d loss / d mean through y, less var's share
+    dmu = -inv * scale * g_bias                     # d loss / d mean through the (x - mean) of y
     if not isinstance(dmean, SymbolicZero):
         dmu = dmu + tot[2]
     # var = E[x^2] - mean^2: d/dx = 2 (x - mean) / m; mean = E[x]: d/dx = 1 / m
