@@ -182,7 +182,8 @@ EXPERIMENTS = ("lax", "im2col_small", "im2col_small_cin", "im2col_all", "dw", "i
 
 
 def apply(name: str) -> None:
-    """Patch ``zoo.layers`` so that every ``nn.Conv`` the zoo creates uses the experiment's conv."""
+    """Patch ``zoo.layers`` so that every ``nn.Conv`` the zoo creates uses the experiment's conv (and, for
+    ``dense_buffer`` and ``bn_autodiff``, DenseNet's blocks and every BatchNorm the way the experiment says)."""
     if name not in EXPERIMENTS:
         raise ValueError(f"experiment={name!r}: allowed {EXPERIMENTS}")
     import flax.linen as nn  # noqa: PLC0415
