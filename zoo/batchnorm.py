@@ -94,17 +94,21 @@ def batch_norm_train(x, scale, bias, axes, epsilon, stats_dtype, out_dtype, axis
     ``flax.linen.BatchNorm``. Its ``jax.custom_vjp`` is the closed-form gradient (Ioffe & Szegedy
     2015, section 3): ``dx = scale / sigma * (dy - mean(dy) - x_hat * mean(dy * x_hat))`` with the
     means over all devices, plus the terms of cotangents given for ``mean`` and ``var``."""
-    mean, v = _stats(x, axes, stats_dtype, axis_name, axis_index_groups)
-    var = jnp.maximum(0.0, v)
-    y, _ = _normalized(x, mean, var, scale, bias, epsilon, out_dtype)
+    y, mean, var, _, _ = _forward(x, scale, bias, axes, epsilon, stats_dtype, out_dtype, axis_name, axis_index_groups)
     return y, mean, var
 
 
-def _bn_fwd(x, scale, bias, axes, epsilon, stats_dtype, out_dtype, axis_name, axis_index_groups):
-    x, scale, bias = x.value, scale.value, bias.value   # symbolic_zeros: CustomVJPPrimal
+def _forward(x, scale, bias, axes, epsilon, stats_dtype, out_dtype, axis_name, axis_index_groups):
+    """``(y, mean, var, v, rsqrt(var + eps))``, ``v`` the variance before the clip at 0."""
     mean, v = _stats(x, axes, stats_dtype, axis_name, axis_index_groups)
     var = jnp.maximum(0.0, v)
     y, inv = _normalized(x, mean, var, scale, bias, epsilon, out_dtype)
+    return y, mean, var, v, inv
+
+
+def _bn_fwd(x, scale, bias, *static):
+    x, scale, bias = x.value, scale.value, bias.value   # symbolic_zeros: CustomVJPPrimal
+    y, mean, var, v, inv = _forward(x, scale, bias, *static)
     # d var / d v of jnp.maximum(0, v): 1 above 0, 1/2 at 0, 0 below (autodiff's rule)
     clip = jnp.where(v > 0, 1.0, jnp.where(v == 0, 0.5, 0.0)).astype(var.dtype)
     return (y, mean, var), (x, mean, inv, clip, scale)
@@ -178,10 +182,10 @@ class BatchNorm(nn.BatchNorm):
         if self._paper_gradient(x, mask, feature_axes):
             scale = self.param("scale", self.scale_init, feature_shape, self.param_dtype)
             bias = self.param("bias", self.bias_init, feature_shape, self.param_dtype)
-            stats = jnp.promote_types(self.dtype or jnp.result_type(x), jnp.float32)
+            compute = jnp.promote_types(self.dtype or jnp.result_type(x), jnp.float32)   # flax's statistics' dtype
             out = dtypes.canonicalize_dtype(x, scale, bias, dtype=self.dtype)
             groups = None if self.axis_index_groups is None else tuple(map(tuple, self.axis_index_groups))
-            y, mean, var = batch_norm_train(x, scale, bias, reduction_axes, self.epsilon, stats, out,
+            y, mean, var = batch_norm_train(x, scale, bias, reduction_axes, self.epsilon, compute, out,
                                             axis_name, groups)   # static arguments: hashable
         else:
             mean, var = _compute_stats(x, reduction_axes, dtype=self.dtype, axis_name=axis_name,
